@@ -1,0 +1,1 @@
+"""s2r.policies: networks, algorithms, storage, training loops and ONNX export."""

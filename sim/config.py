@@ -1,0 +1,92 @@
+"""Helpers for typed, frozen configs: overrides that fail loudly on unknown keys."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import typing
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A config key or value that cannot be applied."""
+
+
+def apply_overrides(cfg: Any, overrides: dict[str, Any]) -> Any:
+    """Return a copy of `cfg` with dotted keys replaced, e.g. {"rewards.feet_air_time": 0.5}.
+
+    Raises:
+        ConfigError: A key names no field (the message names the closest fields) or a value has the
+            wrong type.
+    """
+    for key, value in overrides.items():
+        cfg = _replace_path(cfg, key.split("."), value, key)
+    return cfg
+
+
+def _replace_path(cfg: Any, path: list[str], value: Any, full: str) -> Any:
+    if not dataclasses.is_dataclass(cfg):
+        raise ConfigError(f"config key '{full}': '{path[0]}' is below a value that is not a config section")
+    names = [f.name for f in dataclasses.fields(cfg)]
+    head = path[0]
+    if head not in names:
+        close = difflib.get_close_matches(head, names, n=3)
+        hint = f" Did you mean: {', '.join(close)}?" if close else f" Known keys: {', '.join(names)}."
+        raise ConfigError(f"unknown config key '{full}' in {type(cfg).__name__}.{hint}")
+    current = getattr(cfg, head)
+    if len(path) > 1:
+        return dataclasses.replace(cfg, **{head: _replace_path(current, path[1:], value, full)})
+    return dataclasses.replace(cfg, **{head: _coerce(current, value, full)})
+
+
+def _coerce(current: Any, value: Any, full: str) -> Any:
+    if dataclasses.is_dataclass(current):
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key '{full}' is a section; give sub-keys, not {value!r}")
+        return apply_overrides(current, {k: v for k, v in value.items()})
+    if isinstance(current, bool):
+        if isinstance(value, str):
+            if value.lower() in ("1", "true", "yes", "on"):
+                return True
+            if value.lower() in ("0", "false", "no", "off"):
+                return False
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"config key '{full}' wants true/false, got {value!r}")
+    try:
+        if isinstance(current, int):
+            return int(value)
+        if isinstance(current, float):
+            return float(value)
+        if isinstance(current, tuple):
+            if isinstance(value, str):
+                value = [v for v in value.strip("()[] ").split(",") if v.strip()]
+            kind = type(current[0]) if current else float
+            return tuple(kind(v) for v in value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"config key '{full}' wants {type(current).__name__}, got {value!r}") from exc
+    return value
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """A config as plain nested dicts (for logs and checkpoints)."""
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(cls: type, data: dict[str, Any]) -> Any:
+    """Build config `cls` from nested dicts, refusing unknown keys."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(data) - names
+    if unknown:
+        raise ConfigError(f"unknown config keys for {cls.__name__}: {sorted(unknown)}")
+    kwargs = {}
+    for k, v in data.items():
+        t = hints.get(k)
+        if isinstance(t, type) and dataclasses.is_dataclass(t) and isinstance(v, dict):
+            kwargs[k] = from_dict(t, v)
+        elif isinstance(v, list):
+            kwargs[k] = tuple(v)
+        else:
+            kwargs[k] = v
+    return cls(**kwargs)

@@ -1,0 +1,111 @@
+"""Task registry: ids `Robot-Task-Variant` -> env class + frozen config. Fails loudly.
+
+Every task is also registered with gymnasium as `s2r/<id>-v0`, giving a single env for outside tools.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from s2r.sim.config import apply_overrides
+from s2r.sim.env import VecEnv
+
+GYM_NAMESPACE = "s2r"
+
+
+class UnknownTaskError(KeyError):
+    """Raised for a task id that is not registered."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; we want a plain sentence.
+        return str(self.args[0])
+
+
+@dataclass(frozen=True)
+class TaskEntry:
+    """A registered task."""
+
+    task_id: str
+    env_cls: Callable[..., VecEnv]
+    cfg: Any
+    description: str
+
+
+_REGISTRY: dict[str, TaskEntry] = {}
+
+
+def register_task(task_id: str, env_cls: Callable[..., VecEnv], cfg: Any, description: str = "") -> None:
+    """Register a task id; raises ValueError if the id is already taken or malformed."""
+    if task_id in _REGISTRY:
+        raise ValueError(f"task '{task_id}' is already registered")
+    if len(task_id.split("-")) < 2:
+        raise ValueError(f"task id '{task_id}' should read Robot-Task-Variant")
+    _REGISTRY[task_id] = TaskEntry(task_id, env_cls, cfg, description)
+    _register_gym(task_id)
+
+
+def task_ids() -> list[str]:
+    """All registered ids, sorted."""
+    _ensure_loaded()
+    return sorted(_REGISTRY)
+
+
+def get_task(task_id: str) -> TaskEntry:
+    """Look up a task; unknown ids raise with the closest registered names."""
+    _ensure_loaded()
+    try:
+        entry = _REGISTRY[task_id]
+    except KeyError:
+        close = difflib.get_close_matches(task_id, list(_REGISTRY), n=3, cutoff=0.4)
+        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        raise UnknownTaskError(
+            f"unknown task '{task_id}'.{hint} Run `s2r tasks` to list the registered tasks."
+        ) from None
+    return TaskEntry(entry.task_id, entry.env_cls, copy.deepcopy(entry.cfg), entry.description)
+
+
+def task_config(task_id: str, overrides: dict[str, Any] | None = None) -> Any:
+    """The task's config (a fresh copy) with dotted-key overrides applied."""
+    cfg = get_task(task_id).cfg
+    return apply_overrides(cfg, overrides or {})
+
+
+def make(task_id: str, num_envs: int = 1, *, cfg: Any = None, seed: int = 0, **kwargs: Any) -> VecEnv:
+    """Build a batched env for a registered task.
+
+    Args:
+        task_id: Registered id.
+        num_envs: Worlds stepped together.
+        cfg: Task config to use instead of the registered one (e.g. with overrides applied).
+        seed: Seed for the env's random streams.
+        **kwargs: Passed to the env class (backend options).
+    """
+    entry = get_task(task_id)
+    return entry.env_cls(cfg if cfg is not None else entry.cfg, num_envs=num_envs, seed=seed, **kwargs)
+
+
+def gym_id(task_id: str) -> str:
+    """The gymnasium id a task is registered under."""
+    return f"{GYM_NAMESPACE}/{task_id}-v0"
+
+
+def _register_gym(task_id: str) -> None:
+    import gymnasium
+
+    gid = gym_id(task_id)
+    if gid in gymnasium.registry:
+        return
+    gymnasium.register(id=gid, entry_point="s2r.sim.gym_env:SingleEnv", kwargs={"task_id": task_id})
+
+
+_LOADED = False
+
+
+def _ensure_loaded() -> None:
+    """Import the task modules once so their `register_task` calls run."""
+    global _LOADED
+    if not _LOADED:
+        _LOADED = True
+        import s2r.sim.tasks  # noqa: F401

@@ -1,0 +1,425 @@
+"""Velocity-tracking locomotion for legged robots on the batched CPU backend.
+
+The robot follows a commanded body velocity (vx, vy, yaw rate). Rewards and observations are pure terms
+(`terms.py`) with weights and scales in `LocomotionConfig`; domain randomisation covers friction, added
+base mass, motor strength, pushes, observation noise and 0-2 steps of action latency.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+import mujoco
+import numpy as np
+
+from s2r.sim.backends.cpu import CpuBackend, CpuBackendConfig
+from s2r.sim.env import EnvSpec, Obs, ObsTerm, VecEnv
+from s2r.sim.models import load_model, terrain_height_at
+from s2r.sim.tasks import terms as T
+
+
+@dataclass(frozen=True, kw_only=True)
+class CommandConfig:
+    """Ranges the velocity command is drawn from (uniform), and how often it changes."""
+
+    lin_vel_x: tuple[float, float] = (-1.0, 1.0)
+    lin_vel_y: tuple[float, float] = (0.0, 0.0)
+    ang_vel_z: tuple[float, float] = (-0.5, 0.5)
+    resample_s: float = 10.0
+    zero_fraction: float = 0.05  # share of commands that ask to stand still
+
+
+@dataclass(frozen=True, kw_only=True)
+class RewardConfig:
+    """Weight per reward term (0 disables it). Each term is multiplied by weight * control_dt."""
+
+    track_lin_vel_xy: float = 1.5
+    track_ang_vel_z: float = 0.75
+    lin_vel_z: float = -2.0
+    ang_vel_xy: float = -0.05
+    orientation: float = -1.0
+    base_height: float = 0.0
+    torques: float = -2e-4
+    joint_acc: float = -2.5e-7
+    action_rate: float = -0.01
+    joint_limits: float = -10.0
+    feet_air_time: float = 1.0
+    foot_slip: float = 0.0
+    stand_still: float = 0.0
+    termination: float = -2.0  # one-off, not scaled by dt
+    tracking_sigma: float = 0.25
+    air_time_target: float = 0.4
+
+
+@dataclass(frozen=True, kw_only=True)
+class RandomizationConfig:
+    """Domain randomisation ranges. A range (a, a) or 0 disables that part."""
+
+    friction: tuple[float, float] = (0.4, 1.25)
+    added_mass: tuple[float, float] = (-1.0, 2.0)  # kg on the trunk
+    motor_strength: tuple[float, float] = (0.9, 1.1)  # scales kp, kv and torque limit
+    push_interval_s: float = 8.0
+    push_velocity: float = 0.5  # m/s, horizontal, added to the base
+    observation_noise: float = 1.0  # multiplies each term's noise
+    action_latency_steps: tuple[int, int] = (0, 2)  # inclusive
+
+
+@dataclass(frozen=True, kw_only=True)
+class LocomotionConfig:
+    """A velocity-tracking task."""
+
+    model: str = "go1.xml"
+    terrain: str = "flat"
+    terrain_height: float = 0.06
+    base_body: str = "trunk"
+    foot_sites: tuple[str, ...] = ("FR_foot", "FL_foot", "RR_foot", "RL_foot")
+    default_joint_pos: tuple[float, ...] = (0.0, 0.9, -1.8) * 4
+    spawn_height: float = 0.30
+    control_dt: float = 0.02
+    episode_s: float = 20.0
+    action_scale: float = 0.25
+    action_clip: float = 10.0
+    history_length: int = 1
+    min_base_height: float = 0.14
+    max_tilt_rad: float = 1.0
+    commands: CommandConfig = field(default_factory=CommandConfig)
+    rewards: RewardConfig = field(default_factory=RewardConfig)
+    randomization: RandomizationConfig = field(default_factory=RandomizationConfig)
+    backend: CpuBackendConfig = field(default_factory=CpuBackendConfig)
+
+
+# Observation layout. Scales follow common legged-RL practice so every input is O(1).
+POLICY_TERMS = (
+    ObsTerm(name="base_ang_vel", size=3, scale=(0.25,), noise=0.05),
+    ObsTerm(name="projected_gravity", size=3, noise=0.05),
+    ObsTerm(name="velocity_command", size=3, scale=(2.0, 2.0, 0.25)),
+    ObsTerm(name="joint_pos", size=12, offset_from_default=True, noise=0.01),
+    ObsTerm(name="joint_vel", size=12, scale=(0.05,), noise=0.075),
+    ObsTerm(name="last_action", size=12),
+)
+PRIVILEGED_TERMS = (
+    ObsTerm(name="base_lin_vel", size=3, scale=(2.0,)),
+    ObsTerm(name="base_height", size=1),
+    ObsTerm(name="foot_contact", size=4),
+    ObsTerm(name="randomization", size=4),  # friction, added mass, motor strength, latency
+)
+
+
+def _quat_rotate_inv(q: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Rotate world vectors v (n,3) into the frames of unit quaternions q (n,4, wxyz)."""
+    w = q[:, :1]
+    u = -q[:, 1:]
+    t = 2.0 * np.cross(u, v)
+    return v + w * t + np.cross(u, t)
+
+
+class LocomotionEnv(VecEnv):
+    """Batched velocity tracking on the CPU MuJoCo backend."""
+
+    def __init__(self, cfg: LocomotionConfig, num_envs: int = 1, seed: int = 0) -> None:
+        if num_envs < 1:
+            raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+        self.cfg = cfg
+        self.num_envs = num_envs
+        self.rng = np.random.default_rng(seed)
+        model = load_model(cfg.model, terrain=cfg.terrain, terrain_height=cfg.terrain_height, terrain_seed=seed)
+        self.substeps = max(1, round(cfg.control_dt / model.opt.timestep))
+        if abs(self.substeps * model.opt.timestep - cfg.control_dt) > 1e-9:
+            raise ValueError(
+                f"control_dt {cfg.control_dt} is not a multiple of the model timestep {model.opt.timestep}"
+            )
+        self.backend = CpuBackend(model, num_envs, cfg.backend)
+        self.model = model
+        nu = model.nu
+        if len(cfg.default_joint_pos) != nu:
+            raise ValueError(f"default_joint_pos has {len(cfg.default_joint_pos)} values; the model has {nu} actuators")
+        self.joint_names = tuple(mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_JOINT, model.actuator_trnid[i, 0])
+                                 for i in range(nu))
+        qadr = np.array([model.jnt_qposadr[model.actuator_trnid[i, 0]] for i in range(nu)])
+        vadr = np.array([model.jnt_dofadr[model.actuator_trnid[i, 0]] for i in range(nu)])
+        self._qadr, self._vadr = qadr, vadr
+        self.default_q = np.asarray(cfg.default_joint_pos, dtype=np.float64)
+        jid = model.actuator_trnid[:, 0]
+        self.joint_lower = model.jnt_range[jid, 0].copy()
+        self.joint_upper = model.jnt_range[jid, 1].copy()
+        self._kp = model.actuator_gainprm[:, 0].copy()
+        self._kv = -model.actuator_biasprm[:, 2].copy()
+        self._force = model.actuator_forcerange.copy()
+        self._trunk = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, cfg.base_body)
+        self._trunk_mass = float(model.body_mass[self._trunk])
+        self._friction0 = model.geom_friction[:, 0].copy()
+        # Sensor slices: touch (4), foot positions (12), foot velocities (12), in MJCF order.
+        self._nfeet = len(cfg.foot_sites)
+        self._max_steps = round(cfg.episode_s / cfg.control_dt)
+        self._push_every = max(1, round(cfg.randomization.push_interval_s / cfg.control_dt))
+        self._cmd_every = max(1, round(cfg.commands.resample_s / cfg.control_dt))
+        self.spec = EnvSpec(
+            obs_terms={"policy": POLICY_TERMS, "privileged": PRIVILEGED_TERMS},
+            action_names=self.joint_names,
+            control_dt=cfg.control_dt,
+            max_episode_steps=self._max_steps,
+            history_length=cfg.history_length,
+            extras={"action_scale": cfg.action_scale, "default_joint_pos": list(cfg.default_joint_pos),
+                    "joint_lower": self.joint_lower.tolist(), "joint_upper": self.joint_upper.tolist(),
+                    "kp": self._kp.tolist(), "kv": self._kv.tolist()},
+        )
+        self._weights = {k: v for k, v in dataclasses.asdict(cfg.rewards).items()
+                         if k in T.REWARD_TERMS and v != 0.0}
+        self._policy_scale = np.concatenate([np.broadcast_to(np.asarray(t.scale), (t.size,)) for t in POLICY_TERMS])
+        self._policy_noise = np.concatenate([np.full(t.size, t.noise) for t in POLICY_TERMS])
+        self._priv_scale = np.concatenate([np.broadcast_to(np.asarray(t.scale), (t.size,)) for t in PRIVILEGED_TERMS])
+        n = num_envs
+        self.command = np.zeros((n, 3))
+        self.actions = np.zeros((n, nu))
+        self.actions_prev = np.zeros((n, nu))
+        self._act_queue = np.zeros((3, n, nu))  # latest first; latency picks a slot
+        self.latency = np.zeros(n, dtype=np.int64)
+        self.joint_vel_prev = np.zeros((n, nu))
+        self.air_time = np.zeros((n, self._nfeet))
+        self.last_contact = np.zeros((n, self._nfeet), dtype=bool)
+        self.episode_step = np.zeros(n, dtype=np.int64)
+        self.episode_return = np.zeros(n)
+        self.episode_tracking = np.zeros(n)
+        self.ground_z = np.zeros(n)
+        self.dr_params = np.zeros((n, 4))
+        self.nan_resets = 0
+        self._history: np.ndarray | None = None
+        self._obs: Obs | None = None
+        self._arange = np.arange(n)
+
+    # ---- public API -------------------------------------------------------------------------------
+
+    def reset(self, seed: int | None = None) -> Obs:
+        if seed is not None:
+            self.rng = np.random.default_rng(seed)
+        ids = self._arange
+        self._reset_envs(ids)
+        self.episode_step[:] = self.rng.integers(0, 1, size=self.num_envs)
+        sensors = self.backend.sensordata
+        state = self._loco_state(sensors, np.zeros((self.num_envs, self._nfeet), dtype=bool))
+        self._history = None
+        self._obs = self._observe(state)
+        return self._obs
+
+    def randomize_episode_start(self) -> None:
+        """Spread time-outs over the batch so resets do not arrive all at once (used by trainers)."""
+        self.episode_step[:] = self.rng.integers(0, self._max_steps, size=self.num_envs)
+
+    def step(self, actions: Any) -> tuple[Obs, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        cfg = self.cfg
+        a = np.asarray(actions, dtype=np.float64).reshape(self.num_envs, -1)
+        if a.shape[1] != self.model.nu:
+            raise ValueError(f"actions have {a.shape[1]} columns; this task has {self.model.nu} actuators")
+        a = np.nan_to_num(a, nan=0.0, posinf=cfg.action_clip, neginf=-cfg.action_clip)
+        np.clip(a, -cfg.action_clip, cfg.action_clip, out=a)
+        self.actions_prev[:] = self.actions
+        self.actions[:] = a
+        # Action latency: the env applies the action from `latency` control steps ago.
+        self._act_queue[1:] = self._act_queue[:-1]
+        self._act_queue[0] = a
+        applied = self._act_queue[self.latency, self._arange]
+        targets = self.default_q + cfg.action_scale * applied
+        self.joint_vel_prev[:] = self.backend.qvel[:, self._vadr]
+        self.backend.step(targets, self.substeps)
+        touch = self.backend._out_sensor[:, :, : self._nfeet].max(axis=1) > 0.0
+        sensors = self.backend.sensordata
+        self._targets = targets
+
+        self.episode_step += 1
+        bad = ~np.isfinite(self.backend.state).all(axis=1)
+        if bad.any():
+            # A blown-up world: reset it, count it, never let NaN reach the learner.
+            self.nan_resets += int(bad.sum())
+            self._reset_envs(np.flatnonzero(bad))
+            sensors = self.backend.sensordata
+            touch[bad] = False
+
+        first, air_at_td = self._update_feet(touch)
+        state = self._loco_state(sensors, touch, first, air_at_td)
+        reward = np.zeros(self.num_envs)
+        dt = cfg.control_dt
+        for name, w in self._weights.items():
+            fn = T.REWARD_TERMS[name]
+            if name in ("track_lin_vel_xy", "track_ang_vel_z"):
+                r = fn(state, sigma=cfg.rewards.tracking_sigma)
+            elif name == "feet_air_time":
+                r = fn(state, target=cfg.rewards.air_time_target)
+            else:
+                r = fn(state)
+            reward += w * dt * r
+        terminated = (state.base_height < cfg.min_base_height) | (state.projected_gravity[:, 2] > -np.cos(cfg.max_tilt_rad))
+        terminated |= bad
+        reward += cfg.rewards.termination * terminated
+        truncated = (self.episode_step >= self._max_steps) & ~terminated
+        vel_err = np.linalg.norm(self.command[:, :2] - state.base_lin_vel[:, :2], axis=1)
+        self.episode_return += reward
+        self.episode_tracking += vel_err
+
+        # Pushes and command changes happen on a schedule per env.
+        push = (self.episode_step % self._push_every == 0) & (cfg.randomization.push_velocity > 0)
+        if push.any():
+            k = int(push.sum())
+            self.backend.qvel[push, :2] += self.rng.uniform(-1, 1, (k, 2)) * cfg.randomization.push_velocity
+        resample = self.episode_step % self._cmd_every == 0
+        if resample.any():
+            self._sample_commands(np.flatnonzero(resample))
+
+        obs = self._observe(state)
+        done = terminated | truncated
+        info: dict[str, Any] = {}
+        if done.any():
+            ids = np.flatnonzero(done)
+            info["final_obs"] = {k: v.copy() for k, v in obs.items()}
+            steps = np.maximum(self.episode_step[ids], 1)
+            info["episode"] = {
+                "return": self.episode_return[ids].copy(),
+                "length": self.episode_step[ids].copy(),
+                "vel_error": self.episode_tracking[ids] / steps,
+                "fell": terminated[ids].copy(),
+            }
+            self._reset_envs(ids)
+            state = self._loco_state(self.backend.sensordata, np.zeros((self.num_envs, self._nfeet), dtype=bool))
+            obs = self._observe(state, reset_ids=ids)
+        info["log"] = {"nan_resets": self.nan_resets}
+        self._obs = obs
+        return obs, reward.astype(np.float32), terminated, truncated, info
+
+    def close(self) -> None:
+        self.backend.close()
+
+    # ---- internals --------------------------------------------------------------------------------
+
+    def _update_feet(self, touch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Advance per-foot air time; returns (first_contact, air_time_at_touchdown)."""
+        first = (self.air_time > 0) & touch & ~self.last_contact
+        air_at_td = self.air_time.copy()
+        self.air_time += self.cfg.control_dt
+        self.air_time[touch] = 0.0
+        self.last_contact = touch
+        return first, air_at_td
+
+    def _loco_state(self, sensors: np.ndarray, touch: np.ndarray, first: np.ndarray | None = None,
+                    air_at_td: np.ndarray | None = None) -> T.LocoState:
+        qpos, qvel = self.backend.qpos, self.backend.qvel
+        quat = qpos[:, 3:7]
+        g = np.broadcast_to(np.array([0.0, 0.0, -1.0]), (self.num_envs, 3))
+        nf = self._nfeet
+        foot_vel = sensors[:, nf + 3 * nf : nf + 6 * nf].reshape(-1, nf, 3)
+        if first is None:
+            first = np.zeros_like(touch)
+            air_at_td = np.zeros(touch.shape)
+        q = qpos[:, self._qadr]
+        qd = qvel[:, self._vadr]
+        strength = self.dr_params[:, 2:3]
+        targets = getattr(self, "_targets", np.broadcast_to(self.default_q, q.shape))
+        torques = np.clip((self._kp * (targets - q) - self._kv * qd) * strength,
+                          self._force[:, 0] * strength, self._force[:, 1] * strength)
+        return T.LocoState(
+            xp=np,
+            base_lin_vel=_quat_rotate_inv(quat, qvel[:, 0:3]),
+            base_ang_vel=qvel[:, 3:6],
+            projected_gravity=_quat_rotate_inv(quat, g),
+            base_height=qpos[:, 2] - self.ground_z,
+            joint_pos=q,
+            joint_vel=qd,
+            joint_vel_prev=self.joint_vel_prev,
+            default_joint_pos=self.default_q,
+            joint_lower=self.joint_lower,
+            joint_upper=self.joint_upper,
+            torques=torques,
+            action=self.actions,
+            action_prev=self.actions_prev,
+            command=self.command,
+            foot_contact=touch,
+            first_contact=first,
+            air_time_at_touchdown=air_at_td,
+            foot_vel_xy=np.linalg.norm(foot_vel[:, :, :2], axis=-1),
+            dt=self.cfg.control_dt,
+        )
+
+    def _observe(self, s: T.LocoState, reset_ids: np.ndarray | None = None) -> Obs:
+        pol = np.concatenate([T.OBS_TERMS[t.name](s) for t in POLICY_TERMS], axis=1) * self._policy_scale
+        noise = self.cfg.randomization.observation_noise
+        if noise > 0:
+            pol += self.rng.uniform(-1.0, 1.0, pol.shape) * (self._policy_noise * noise)
+        priv_raw = [T.OBS_TERMS[t.name](s) for t in PRIVILEGED_TERMS[:-1]] + [self.dr_params]
+        priv = np.concatenate(priv_raw, axis=1) * self._priv_scale
+        hl = self.cfg.history_length
+        if hl > 1:
+            if self._history is None:
+                self._history = np.repeat(pol[:, None, :], hl, axis=1)
+            else:
+                self._history[:, :-1] = self._history[:, 1:]
+                self._history[:, -1] = pol
+                if reset_ids is not None:
+                    self._history[reset_ids] = pol[reset_ids, None, :]
+            pol = self._history.reshape(self.num_envs, -1)
+        return {"policy": pol.astype(np.float32), "privileged": priv.astype(np.float32)}
+
+    def _sample_commands(self, ids: np.ndarray) -> None:
+        c = self.cfg.commands
+        k = len(ids)
+        cmd = np.stack([
+            self.rng.uniform(*c.lin_vel_x, k),
+            self.rng.uniform(*c.lin_vel_y, k),
+            self.rng.uniform(*c.ang_vel_z, k),
+        ], axis=1)
+        cmd[self.rng.random(k) < c.zero_fraction] = 0.0
+        self.command[ids] = cmd
+
+    def _reset_envs(self, ids: np.ndarray) -> None:
+        cfg, r, rng = self.cfg, self.cfg.randomization, self.rng
+        k = len(ids)
+        if k == 0:
+            return
+        for j, i in enumerate(ids):
+            m = self.backend.models[i]
+            fr = rng.uniform(*r.friction)
+            dm = rng.uniform(*r.added_mass)
+            ms = rng.uniform(*r.motor_strength)
+            m.geom_friction[:, 0] = self._friction0 * fr
+            m.body_mass[self._trunk] = self._trunk_mass + dm
+            m.actuator_gainprm[:, 0] = self._kp * ms
+            m.actuator_biasprm[:, 1] = -self._kp * ms
+            m.actuator_biasprm[:, 2] = -self._kv * ms
+            m.actuator_forcerange[:] = self._force * ms
+            self.dr_params[i, :3] = (fr, dm, ms)
+        lo, hi = r.action_latency_steps
+        self.latency[ids] = rng.integers(lo, hi + 1, size=k)
+        self.dr_params[ids, 3] = self.latency[ids]
+        st = self.backend.state
+        st[ids] = 0.0
+        qpos = self.backend.qpos
+        qvel = self.backend.qvel
+        xy = np.zeros((k, 2))
+        if cfg.terrain == "rough":
+            xy = rng.uniform(-3.0, 3.0, (k, 2))
+        ground = terrain_height_at(self.model, xy)
+        if cfg.terrain == "rough":
+            # Highest ground under the body footprint, so no foot starts inside a bump.
+            for dx in (-0.25, 0.25):
+                for dy in (-0.15, 0.15):
+                    ground = np.maximum(ground, terrain_height_at(self.model, xy + [dx, dy]))
+        self.ground_z[ids] = ground
+        yaw = rng.uniform(-np.pi, np.pi, k)
+        qpos[ids, 0:2] = xy
+        qpos[ids, 2] = ground + cfg.spawn_height
+        qpos[ids, 3] = np.cos(yaw / 2)
+        qpos[ids, 6] = np.sin(yaw / 2)
+        qpos[np.ix_(ids, self._qadr)] = self.default_q + rng.uniform(-0.1, 0.1, (k, self.model.nu))
+        qvel[ids, :6] = rng.uniform(-0.1, 0.1, (k, 6))
+        self.backend.forward_sensors(ids)
+        self.actions[ids] = 0.0
+        self.actions_prev[ids] = 0.0
+        self._act_queue[:, ids] = 0.0
+        self.joint_vel_prev[ids] = 0.0
+        self.air_time[ids] = 0.0
+        self.last_contact[ids] = False
+        self.episode_step[ids] = 0
+        self.episode_return[ids] = 0.0
+        self.episode_tracking[ids] = 0.0
+        if hasattr(self, "_targets"):
+            self._targets[ids] = self.default_q
+        self._sample_commands(ids)
