@@ -1,5 +1,12 @@
 """s2r.sim: robot models, tasks, physics backends and the task registry."""
 
+import os as _os
+
+# Headless machines have no display for GLFW; MuJoCo picks its GL backend when first imported, so choose
+# EGL (Debian's libegl1 + Mesa) before that unless the user already chose.
+if "MUJOCO_GL" not in _os.environ and not _os.environ.get("DISPLAY"):
+    _os.environ["MUJOCO_GL"] = "egl"
+
 from s2r.sim.env import EnvSpec, ObsTerm, VecEnv
 from s2r.sim.registry import UnknownTaskError, get_task, gym_id, make, register_task, task_config, task_ids
 

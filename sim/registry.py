@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import copy
 import difflib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from s2r.sim.config import apply_overrides
 from s2r.sim.env import VecEnv

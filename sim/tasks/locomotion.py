@@ -13,7 +13,6 @@ from typing import Any
 
 import mujoco
 import numpy as np
-
 from s2r.sim.backends.cpu import CpuBackend, CpuBackendConfig
 from s2r.sim.env import EnvSpec, Obs, ObsTerm, VecEnv
 from s2r.sim.models import load_model, terrain_height_at
@@ -274,6 +273,7 @@ class LocomotionEnv(VecEnv):
             info["final_obs"] = {k: v.copy() for k, v in obs.items()}
             steps = np.maximum(self.episode_step[ids], 1)
             info["episode"] = {
+                "env_ids": ids,
                 "return": self.episode_return[ids].copy(),
                 "length": self.episode_step[ids].copy(),
                 "vel_error": self.episode_tracking[ids] / steps,

@@ -1,0 +1,216 @@
+"""`s2r`: a thin dispatcher. Each subcommand parses its flags and calls into the packages."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+
+def _kv(items: list[str] | None) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise SystemExit(f"s2r: --set wants key=value, got '{item}'")
+        k, v = item.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
+
+
+def _fail(msg: str, code: int = 2) -> int:
+    print(f"s2r: error: {msg}", file=sys.stderr)
+    return code
+
+
+# ---- tasks --------------------------------------------------------------------------------------
+
+
+def cmd_tasks(args: argparse.Namespace) -> int:
+    from s2r.sim import get_task, gym_id, task_ids
+
+    for tid in task_ids():
+        print(f"{tid:28s} {gym_id(tid):34s} {get_task(tid).description}")
+    return 0
+
+
+# ---- train --------------------------------------------------------------------------------------
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from s2r.policies.runner import (
+        CHECKPOINT,
+        CheckpointError,
+        OnPolicyRunner,
+        TrainConfig,
+        load_checkpoint,
+        replace_budget,
+        train_config_from_checkpoint,
+    )
+    from s2r.sim import UnknownTaskError, task_config
+    from s2r.sim.config import ConfigError, apply_overrides, from_dict
+
+    try:
+        resume_from = None
+        if args.resume:
+            run_dir = Path(args.resume) if args.resume != "latest" else _latest_run(args.runs, args.task)
+            if run_dir is None:
+                return _fail(f"--resume: no earlier run of '{args.task}' under {args.runs}/")
+            resume_from = run_dir / CHECKPOINT
+            ckpt = load_checkpoint(resume_from, args.task)
+            cfg = train_config_from_checkpoint(ckpt)
+            tcfg = from_dict(type(task_config(args.task)), ckpt["task_cfg"])
+        else:
+            tcfg = task_config(args.task, _kv(args.set))
+            cfg = TrainConfig()
+            run_dir = Path(args.run_dir) if args.run_dir else Path(args.runs) / args.task / time.strftime("%Y%m%d-%H%M%S")
+        cfg = apply_overrides(cfg, _kv(args.train_set))
+        if args.num_envs is not None and not args.resume:
+            cfg = apply_overrides(cfg, {"num_envs": args.num_envs})
+        if args.seed is not None and not args.resume:
+            cfg = apply_overrides(cfg, {"seed": args.seed})
+        steps = args.steps
+        if args.resume and steps is None and args.minutes is None:
+            steps = cfg.max_env_steps  # same budget as the run was started with
+        cfg = replace_budget(cfg, steps, args.minutes)
+        runner = OnPolicyRunner(args.task, tcfg, cfg, run_dir, resume_from=resume_from, progress=not args.no_progress)
+    except (UnknownTaskError, ConfigError, CheckpointError, ValueError) as exc:
+        return _fail(str(exc))
+    print(f"s2r: training {args.task} with {cfg.num_envs} envs -> {run_dir}", flush=True)
+    try:
+        result = runner.learn()
+    finally:
+        runner.close()
+    print(json.dumps(result))
+    print(f"s2r: exported {run_dir / 'policy.onnx'} (+ policy.json, learning_curve.png)")
+    return 130 if result["interrupted"] else 0
+
+
+def _latest_run(root: str, task: str) -> Path | None:
+    base = Path(root) / task
+    if not base.is_dir():
+        return None
+    runs = sorted(d for d in base.iterdir() if (d / "checkpoint.pt").is_file())
+    return runs[-1] if runs else None
+
+
+# ---- eval / play / export -----------------------------------------------------------------------
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from s2r.policies.evaluate import evaluate, resolve_run
+    from s2r.real.metadata import MetadataError
+    from s2r.sim import UnknownTaskError
+    from s2r.sim.config import ConfigError
+
+    try:
+        run = resolve_run(args.run)
+        res = evaluate(run, episodes=args.episodes, seed=args.seed, overrides=_kv(args.set))
+    except (FileNotFoundError, MetadataError, UnknownTaskError, ConfigError) as exc:
+        return _fail(str(exc))
+    print(f"{run}: {res.episodes} episodes")
+    print(f"  velocity tracking error  {res.mean_vel_error:.3f} m/s")
+    print(f"  fall rate                {res.fall_rate * 100:.1f} %")
+    print(f"  mean return              {res.mean_return:.2f}")
+    print(f"  mean episode length      {res.mean_length_s:.1f} s")
+    if args.json:
+        print(json.dumps(res.as_dict()))
+    return 0
+
+
+def cmd_play(args: argparse.Namespace) -> int:
+    from s2r.policies.evaluate import RenderUnavailable, play, resolve_run
+    from s2r.real.metadata import MetadataError
+
+    cmd = tuple(float(v) for v in args.command.split(",")) if args.command else None
+    if cmd is not None and len(cmd) != 3:
+        return _fail("--command wants vx,vy,wz")
+    try:
+        res = play(resolve_run(args.run), Path(args.video) if args.video else None, args.seconds, cmd, args.seed)
+    except RenderUnavailable as exc:
+        return _fail(str(exc))
+    except (FileNotFoundError, MetadataError) as exc:
+        return _fail(str(exc))
+    print(json.dumps(res))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from s2r.policies.runner import CHECKPOINT, CheckpointError, OnPolicyRunner, load_checkpoint
+    from s2r.sim import task_config
+    from s2r.sim.config import from_dict
+
+    run = Path(args.run)
+    try:
+        ckpt = load_checkpoint(run / CHECKPOINT)
+        from s2r.policies.runner import train_config_from_checkpoint
+
+        tcfg = from_dict(type(task_config(ckpt["task_id"])), ckpt["task_cfg"])
+        runner = OnPolicyRunner(ckpt["task_id"], tcfg, train_config_from_checkpoint(ckpt), run,
+                                resume_from=run / CHECKPOINT, progress=False)
+    except CheckpointError as exc:
+        return _fail(str(exc))
+    print(json.dumps(runner.export()))
+    runner.close()
+    return 0
+
+
+# ---- parser -------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="s2r", description="Train in MuJoCo, export ONNX, deploy with ROS 2.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    t = sub.add_parser("tasks", help="list registered tasks")
+    t.set_defaults(func=cmd_tasks)
+
+    t = sub.add_parser("train", help="train a policy headless and export it to ONNX")
+    t.add_argument("task", help="task id (see `s2r tasks`)")
+    t.add_argument("--steps", type=int, help="env-step budget")
+    t.add_argument("--minutes", type=float, help="wall-clock budget")
+    t.add_argument("--num-envs", type=int, help="parallel envs (default 256)")
+    t.add_argument("--seed", type=int)
+    t.add_argument("--resume", nargs="?", const="latest", metavar="RUN", help="continue a run (default: latest)")
+    t.add_argument("--runs", default="runs", help="root folder of runs (default runs/)")
+    t.add_argument("--run-dir", help="exact run folder")
+    t.add_argument("--set", action="append", metavar="KEY=VAL", help="task config override, e.g. rewards.feet_air_time=0.5")
+    t.add_argument("--train-set", action="append", metavar="KEY=VAL", help="trainer override, e.g. algo.entropy_coef=0.01")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.set_defaults(func=cmd_train)
+
+    t = sub.add_parser("eval", help="tracking error, fall rate and return of an exported policy")
+    t.add_argument("run", help="run folder (or runs/<task> for its latest run)")
+    t.add_argument("--episodes", type=int, default=50)
+    t.add_argument("--seed", type=int, default=1)
+    t.add_argument("--set", action="append", metavar="KEY=VAL", help="task config override")
+    t.add_argument("--json", action="store_true", help="also print one JSON line")
+    t.set_defaults(func=cmd_eval)
+
+    t = sub.add_parser("play", help="roll out a policy, optionally rendering an MP4 offscreen")
+    t.add_argument("run", help="run folder")
+    t.add_argument("--video", help="output .mp4")
+    t.add_argument("--seconds", type=float, default=10.0)
+    t.add_argument("--command", help="fixed command vx,vy,wz (default: the task's random commands)")
+    t.add_argument("--seed", type=int, default=0)
+    t.set_defaults(func=cmd_play)
+
+    t = sub.add_parser("export", help="re-export policy.onnx + policy.json from a run's checkpoint")
+    t.add_argument("run", help="run folder")
+    t.set_defaults(func=cmd_export)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `s2r` console script."""
+    if "MUJOCO_GL" not in os.environ and not os.environ.get("DISPLAY"):
+        os.environ["MUJOCO_GL"] = "egl"
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,159 @@
+"""Evaluate and replay exported policies (policy.onnx + policy.json) in simulation.
+
+Evaluation runs the exported ONNX file through onnxruntime, the same file the robot runs, so a passing
+eval also vouches for the export.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from s2r.real.metadata import MetadataError, load_metadata
+from s2r.sim import make, task_config
+from s2r.sim.config import apply_overrides
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """Per-episode means over the evaluated episodes."""
+
+    episodes: int
+    mean_return: float
+    mean_vel_error: float
+    fall_rate: float
+    mean_length_s: float
+
+    def as_dict(self) -> dict[str, float]:
+        """Plain dict for JSON."""
+        return dict(self.__dict__)
+
+
+def resolve_run(path: str | Path) -> Path:
+    """A run folder, or the folder of a policy.onnx; the newest run under `runs/<task>/` if given that."""
+    p = Path(path)
+    if p.is_file():
+        p = p.parent
+    if not p.is_dir():
+        raise FileNotFoundError(f"no run at {path}")
+    if not (p / "policy.onnx").is_file():
+        runs = sorted((d for d in p.iterdir() if (d / "policy.onnx").is_file()), key=lambda d: d.name)
+        if not runs:
+            raise FileNotFoundError(f"{p} holds no policy.onnx (train first, or pass the run folder)")
+        p = runs[-1]
+    return p
+
+
+class OnnxPolicy:
+    """onnxruntime session + metadata; `__call__(obs (n, obs_dim)) -> actions (n, action_dim)`."""
+
+    def __init__(self, run_dir: Path) -> None:
+        import onnxruntime as ort
+
+        self.meta = load_metadata(run_dir / "policy.json")
+        self.session = ort.InferenceSession(str(run_dir / "policy.onnx"), providers=["CPUExecutionProvider"])
+        shape = self.session.get_inputs()[0].shape
+        if shape[-1] != self.meta.obs_dim:
+            raise MetadataError(f"{run_dir / 'policy.onnx'} takes {shape[-1]} inputs; policy.json says {self.meta.obs_dim}")
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        return self.session.run([self.meta.onnx_output], {self.meta.onnx_input: obs.astype(np.float32)})[0]
+
+
+def run_task_config(run_dir: Path, overrides: dict[str, Any] | None = None) -> tuple[str, Any]:
+    """The task id and config a run was trained with (config.json), plus overrides."""
+    meta = load_metadata(run_dir / "policy.json")
+    cfg_file = run_dir / "config.json"
+    cfg = task_config(meta.task_id)
+    if cfg_file.is_file():
+        from s2r.sim.config import from_dict
+
+        cfg = from_dict(type(cfg), json.loads(cfg_file.read_text())["task"])
+    return meta.task_id, apply_overrides(cfg, overrides or {})
+
+
+def evaluate(run_dir: Path, episodes: int = 50, seed: int = 1, overrides: dict[str, Any] | None = None,
+             progress: bool = False) -> EvalResult:
+    """Run each of `episodes` envs for exactly one episode (falls end early; none is counted twice)."""
+    policy = OnnxPolicy(run_dir)
+    task_id, cfg = run_task_config(run_dir, overrides)
+    env = make(task_id, episodes, cfg=cfg, seed=seed)
+    try:
+        obs = env.reset(seed=seed)
+        done = np.zeros(episodes, dtype=bool)
+        ret = np.zeros(episodes)
+        err = np.zeros(episodes)
+        fell = np.zeros(episodes, dtype=bool)
+        length = np.zeros(episodes)
+        steps = 0
+        while not done.all():
+            obs, _, _, _, info = env.step(policy(obs["policy"]))
+            steps += 1
+            if "episode" in info:
+                e = info["episode"]
+                finished = info["episode"]["env_ids"]
+                for j, i in enumerate(finished):
+                    if not done[i]:
+                        done[i] = True
+                        ret[i], err[i], fell[i], length[i] = e["return"][j], e["vel_error"][j], e["fell"][j], e["length"][j]
+            if progress and steps % 100 == 0:
+                print(f"  {steps} steps, {done.sum()}/{episodes} episodes done", flush=True)
+    finally:
+        env.close()
+    return EvalResult(episodes, float(ret.mean()), float(err.mean()), float(fell.mean()),
+                      float(length.mean() * env.spec.control_dt))
+
+
+def play(run_dir: Path, video: Path | None, seconds: float = 10.0, command: tuple[float, float, float] | None = None,
+         seed: int = 0, width: int = 640, height: int = 480) -> dict[str, Any]:
+    """Roll the policy in one env; write an MP4 if `video` is given (needs an OpenGL backend)."""
+    import mujoco
+
+    policy = OnnxPolicy(run_dir)
+    overrides: dict[str, Any] = {"randomization.push_velocity": 0.0}
+    if command is not None:
+        overrides.update({"commands.lin_vel_x": (command[0], command[0]), "commands.lin_vel_y": (command[1], command[1]),
+                          "commands.ang_vel_z": (command[2], command[2]), "commands.zero_fraction": 0.0})
+    task_id, cfg = run_task_config(run_dir, overrides)
+    env = make(task_id, 1, cfg=cfg, seed=seed)
+    frames = []
+    renderer = data = None
+    if video is not None:
+        try:
+            renderer = mujoco.Renderer(env.backend.models[0], height, width)
+        except Exception as exc:
+            env.close()
+            raise RenderUnavailable(
+                f"offscreen rendering is not available ({exc.__class__.__name__}: {exc}). "
+                "Install Debian's EGL/Mesa packages (apt install libegl1 libgl1) and run with MUJOCO_GL=egl, "
+                "or install libosmesa6 and use MUJOCO_GL=osmesa."
+            ) from exc
+        data = mujoco.MjData(env.backend.models[0])
+    obs = env.reset(seed=seed)
+    start = env.backend.qpos[0, :2].copy()
+    steps = round(seconds / env.spec.control_dt)
+    falls = 0
+    for _ in range(steps):
+        obs, _, term, _, _ = env.step(policy(obs["policy"]))
+        falls += int(term[0])
+        if renderer is not None:
+            mujoco.mj_setState(env.backend.models[0], data, env.backend.state[0], mujoco.mjtState.mjSTATE_FULLPHYSICS)
+            mujoco.mj_forward(env.backend.models[0], data)
+            renderer.update_scene(data, camera="track")
+            frames.append(renderer.render().copy())
+    dist = float(np.linalg.norm(env.backend.qpos[0, :2] - start))
+    env.close()
+    if renderer is not None:
+        import imageio.v2 as imageio
+
+        video.parent.mkdir(parents=True, exist_ok=True)
+        imageio.mimsave(str(video), frames, fps=round(1 / env.spec.control_dt), macro_block_size=1)
+        renderer.close()
+    return {"steps": steps, "falls": falls, "distance_m": dist, "video": str(video) if video else None}
+
+
+class RenderUnavailable(RuntimeError):
+    """MuJoCo could not create an offscreen OpenGL context."""
