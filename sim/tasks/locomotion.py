@@ -374,7 +374,7 @@ class LocomotionEnv(VecEnv):
         k = len(ids)
         if k == 0:
             return
-        for j, i in enumerate(ids):
+        for _j, i in enumerate(ids):
             m = self.backend.models[i]
             fr = rng.uniform(*r.friction)
             dm = rng.uniform(*r.added_mass)
