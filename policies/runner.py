@@ -46,8 +46,12 @@ class TrainConfig:
 def save_atomic(obj: Any, path: Path) -> None:
     """torch.save to a temp file in the same folder, then rename (a crash never leaves half a file)."""
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:  # includes Ctrl-C mid-write: the old checkpoint stays, no stray temp file
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def load_checkpoint(path: Path, task_id: str | None = None) -> dict[str, Any]:
@@ -215,7 +219,7 @@ class OnPolicyRunner:
         return export_policy(self.alg.model, self.env.spec, self.task_id, self.run_dir, x)
 
     def plot(self) -> Path | None:
-        """learning_curve.png: return, velocity error and fall rate against env steps."""
+        """learning_curve.png: return, velocity error and fall rate against training wall clock."""
         if not self.history:
             return None
         import matplotlib
@@ -224,15 +228,15 @@ class OnPolicyRunner:
         import matplotlib.pyplot as plt
 
         h = self.history
-        x = np.array([r["env_steps"] for r in h]) / 1e6
+        x = np.array([r["wall_time"] for r in h]) / 60
         fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
         for ax, key, label in zip(axes, ("mean_return", "mean_vel_error", "fall_rate"),
                                   ("mean episode return", "velocity error (m/s)", "fall rate"), strict=True):
             ax.plot(x, [r[key] for r in h])
-            ax.set_xlabel("env steps (M)")
+            ax.set_xlabel("training wall clock (min)")
             ax.set_title(label)
             ax.grid(alpha=0.3)
-        fig.suptitle(f"{self.task_id}: {h[-1]['wall_time'] / 60:.1f} min wall clock")
+        fig.suptitle(f"{self.task_id}: {h[-1]['env_steps'] / 1e6:.1f}M env steps in {h[-1]['wall_time'] / 60:.1f} min")
         fig.tight_layout()
         path = self.run_dir / "learning_curve.png"
         fig.savefig(path, dpi=100)
