@@ -158,6 +158,32 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- deploy -------------------------------------------------------------------------------------
+
+
+def _ros_deploy() -> Any:
+    """s2r_ros.deploy (stdlib + PyYAML; the nodes it starts import rclpy), from the sourced workspace or the tree."""
+    try:
+        import s2r_ros.deploy as deploy
+    except ImportError:  # workspace not built/sourced: use the package from the source tree
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "ros_ws" / "src" / "s2r_ros"))
+        import s2r_ros.deploy as deploy
+    return deploy
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    return _ros_deploy().run_deploy(args)
+
+
+# ---- calibrate ----------------------------------------------------------------------------------
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from s2r.calibration.cli import run
+
+    return run(args)
+
+
 # ---- parser -------------------------------------------------------------------------------------
 
 
@@ -201,6 +227,16 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("export", help="re-export policy.onnx + policy.json from a run's checkpoint")
     t.add_argument("run", help="run folder")
     t.set_defaults(func=cmd_export)
+
+    t = sub.add_parser("deploy", help="start a deployment manifest's ROS 2 nodes (e.g. policy + MuJoCo sim bridge)")
+    _ros_deploy().build_parser(t)
+    t.set_defaults(func=cmd_deploy)
+
+    t = sub.add_parser("calibrate", help="camera, hand-eye and actuator calibration to versioned YAML (+ reports)")
+    from s2r.calibration.cli import add_arguments as calibrate_arguments  # argparse only; OpenCV etc. load on use
+
+    calibrate_arguments(t)
+    t.set_defaults(func=cmd_calibrate)
     return p
 
 

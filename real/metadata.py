@@ -95,6 +95,8 @@ def load_metadata(path: str | Path) -> PolicyMetadata:
         raw = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise MetadataError(f"{path} is not valid JSON: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise MetadataError(f"{path} must hold a JSON object, found {type(raw).__name__}")
     if raw.get("schema_version") != SCHEMA_VERSION:
         raise MetadataError(
             f"{path} has schema_version {raw.get('schema_version')!r}; this runtime reads {SCHEMA_VERSION}"
@@ -107,7 +109,27 @@ def load_metadata(path: str | Path) -> PolicyMetadata:
         terms = tuple(TermSpec(**{**t, "scale": tuple(t["scale"])}) for t in raw["obs_terms"])
         kw = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items() if k != "obs_terms"}
         meta = PolicyMetadata(obs_terms=terms, **kw)
-    except (KeyError, TypeError) as exc:
+    except (KeyError, TypeError, AttributeError) as exc:
         raise MetadataError(f"{path} is missing or has malformed fields: {exc}") from exc
+    _check_types(meta, path)
     meta.validate()
     return meta
+
+
+def _check_types(meta: PolicyMetadata, path: Path) -> None:
+    """JSON carries no types: refuse a string where a number belongs before anything computes with it."""
+    numeric = ("action_scale", "action_offset", "default_joint_pos", "joint_lower", "joint_upper", "kp", "kv")
+    for name in numeric:
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in getattr(meta, name)):
+            raise MetadataError(f"{path}: '{name}' must be a list of numbers")
+    for name in ("obs_dim", "history_length", "schema_version"):
+        if not isinstance(getattr(meta, name), int) or isinstance(getattr(meta, name), bool):
+            raise MetadataError(f"{path}: '{name}' must be an integer, got {getattr(meta, name)!r}")
+    if not isinstance(meta.control_dt, (int, float)) or isinstance(meta.control_dt, bool):
+        raise MetadataError(f"{path}: 'control_dt' must be a number of seconds, got {meta.control_dt!r}")
+    if not all(isinstance(n, str) for n in meta.action_names):
+        raise MetadataError(f"{path}: 'action_names' must be a list of strings")
+    for t in meta.obs_terms:
+        if not isinstance(t.start, int) or not isinstance(t.size, int) or not all(
+                isinstance(v, (int, float)) for v in t.scale):
+            raise MetadataError(f"{path}: observation term '{t.name}' has a non-numeric start, size or scale")

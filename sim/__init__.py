@@ -22,3 +22,9 @@ __all__ = [
     "task_config",
     "task_ids",
 ]
+
+# Importing s2r.sim registers every task (with gymnasium too), so `gymnasium.make("s2r/<task>-v0")` works
+# after `import s2r.sim`, and `gymnasium.make("s2r.sim:s2r/<task>-v0")` works with no import at all.
+from s2r.sim import registry as _registry
+
+_registry._ensure_loaded()

@@ -36,10 +36,22 @@ def _replace_path(cfg: Any, path: list[str], value: Any, full: str) -> Any:
     current = getattr(cfg, head)
     if len(path) > 1:
         return dataclasses.replace(cfg, **{head: _replace_path(current, path[1:], value, full)})
-    return dataclasses.replace(cfg, **{head: _coerce(current, value, full)})
+    return dataclasses.replace(cfg, **{head: _coerce(current, value, full, _fixed_length(type(cfg), head))})
 
 
-def _coerce(current: Any, value: Any, full: str) -> Any:
+def _fixed_length(cls: type, name: str) -> int | None:
+    """How many values field `name` must hold when annotated as a fixed tuple (`tuple[float, float]`)."""
+    try:
+        hint = typing.get_type_hints(cls)[name]
+    except Exception:  # unresolvable annotations: no arity check
+        return None
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) is tuple and args and Ellipsis not in args:
+        return len(args)
+    return None
+
+
+def _coerce(current: Any, value: Any, full: str, length: int | None = None) -> Any:
     if dataclasses.is_dataclass(current):
         if not isinstance(value, dict):
             raise ConfigError(f"config key '{full}' is a section; give sub-keys, not {value!r}")
@@ -60,12 +72,17 @@ def _coerce(current: Any, value: Any, full: str) -> Any:
             return float(value)
         if isinstance(current, tuple):
             if isinstance(value, str):
-                value = [v for v in value.strip("()[] ").split(",") if v.strip()]
+                value = [v.strip() for v in value.strip("()[] ").split(",") if v.strip()]
             kind = type(current[0]) if current else float
-            return tuple(kind(v) for v in value)
+            out = tuple(kind(v) for v in value)
+        else:
+            return value
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"config key '{full}' wants {type(current).__name__}, got {value!r}") from exc
-    return value
+    if length is not None and len(out) != length:
+        # e.g. a (low, high) range given one number would silently change meaning downstream
+        raise ConfigError(f"config key '{full}' wants {length} values, got {len(out)}: {value!r}")
+    return out
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

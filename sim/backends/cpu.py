@@ -17,6 +17,8 @@ import numpy as np
 from mujoco import rollout
 
 _FULL = mujoco.mjtState.mjSTATE_FULLPHYSICS
+# MuJoCo calls a value bad when it is NaN or larger than this (mjMAXVAL); the envs use the same bound.
+MAX_VALUE = 1e10
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -47,6 +49,11 @@ class CpuBackend:
         self.base_model = model
         self.num_envs = num_envs
         self.models = [_copy_model(model) for _ in range(num_envs)]
+        for m in self.models:
+            # Left on, MuJoCo silently resets a world whose state went bad to the model's default pose in
+            # the middle of a control step, so the env could neither see nor count it. Off, the bad values
+            # reach `self.state`, where `diverged()` finds them and the task resets that env properly.
+            m.opt.disableflags |= mujoco.mjtDisableBit.mjDSBL_AUTORESET
         nthread = cfg.num_threads or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
         self.num_threads = max(1, min(nthread, num_envs))
         self._datas = [mujoco.MjData(model) for _ in range(self.num_threads)]
@@ -111,6 +118,10 @@ class CpuBackend:
         else:
             self.sensordata[:] = self._out_sensor[:, -1]
         return self.sensordata
+
+    def diverged(self) -> np.ndarray:
+        """(num_envs,) bool: worlds whose state holds NaN, inf or a value beyond MAX_VALUE."""
+        return ~(np.abs(self.state) < MAX_VALUE).all(axis=1)
 
     def forward_sensors(self, env_ids: np.ndarray) -> None:
         """Recompute sensors for `env_ids` from their current state (after a reset)."""

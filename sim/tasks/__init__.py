@@ -4,6 +4,7 @@ from dataclasses import replace
 
 from s2r.sim.registry import register_task
 from s2r.sim.tasks.locomotion import LocomotionConfig, LocomotionEnv
+from s2r.sim.tasks.puck import PuckConfig, PuckEnv
 
 register_task(
     "Go1-Velocity-Flat",
@@ -29,4 +30,10 @@ register_task(
         ),
     ),
     "Flat-ground velocity tracking with no domain randomisation (for debugging and quick tests).",
+)
+register_task(
+    "Puck-Velocity-Flat",
+    PuckEnv,
+    PuckConfig(),
+    "Planar puck tracks a commanded (vx, vy, yaw rate); learns in seconds (used by the learning tests).",
 )

@@ -63,6 +63,9 @@ class RandomizationConfig:
     push_velocity: float = 0.5  # m/s, horizontal, added to the base
     observation_noise: float = 1.0  # multiplies each term's noise
     action_latency_steps: tuple[int, int] = (0, 2)  # inclusive
+    # An actuators YAML from `s2r calibrate actuators`: its measured values centre motor_strength and latency
+    # and set joint friction, damping and armature (see s2r.sim.calibrated). Empty: model values.
+    calibration: str = ""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -106,12 +109,29 @@ PRIVILEGED_TERMS = (
 )
 
 
+def _cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise cross product of (n,3) arrays; the same arithmetic as np.cross without its axis handling."""
+    a0, a1, a2 = a[:, 0], a[:, 1], a[:, 2]
+    b0, b1, b2 = b[:, 0], b[:, 1], b[:, 2]
+    out = np.empty(np.broadcast_shapes(a.shape, b.shape))
+    np.subtract(a1 * b2, a2 * b1, out=out[:, 0])
+    np.subtract(a2 * b0, a0 * b2, out=out[:, 1])
+    np.subtract(a0 * b1, a1 * b0, out=out[:, 2])
+    return out
+
+
+def _norm_xy(v: np.ndarray) -> np.ndarray:
+    """Length of the first two components along the last axis (np.linalg.norm's arithmetic, less overhead)."""
+    x, y = v[..., 0], v[..., 1]
+    return np.sqrt(x * x + y * y)
+
+
 def _quat_rotate_inv(q: np.ndarray, v: np.ndarray) -> np.ndarray:
     """Rotate world vectors v (n,3) into the frames of unit quaternions q (n,4, wxyz)."""
     w = q[:, :1]
     u = -q[:, 1:]
-    t = 2.0 * np.cross(u, v)
-    return v + w * t + np.cross(u, t)
+    t = 2.0 * _cross(u, v)
+    return v + w * t + _cross(u, t)
 
 
 class LocomotionEnv(VecEnv):
@@ -124,6 +144,11 @@ class LocomotionEnv(VecEnv):
         self.num_envs = num_envs
         self.rng = np.random.default_rng(seed)
         model = load_model(cfg.model, terrain=cfg.terrain, terrain_height=cfg.terrain_height, terrain_seed=seed)
+        if cfg.randomization.calibration:
+            from s2r.sim.calibrated import apply_actuator_calibration
+
+            cfg = dataclasses.replace(cfg, randomization=apply_actuator_calibration(model, cfg.randomization, cfg.control_dt))
+            self.cfg = cfg
         self.substeps = max(1, round(cfg.control_dt / model.opt.timestep))
         if abs(self.substeps * model.opt.timestep - cfg.control_dt) > 1e-9:
             raise ValueError(
@@ -173,7 +198,8 @@ class LocomotionEnv(VecEnv):
         self.command = np.zeros((n, 3))
         self.actions = np.zeros((n, nu))
         self.actions_prev = np.zeros((n, nu))
-        self._act_queue = np.zeros((3, n, nu))  # latest first; latency picks a slot
+        # Latest first; latency picks a slot (enough slots for the largest latency in the range).
+        self._act_queue = np.zeros((max(3, cfg.randomization.action_latency_steps[1] + 1), n, nu))
         self.latency = np.zeros(n, dtype=np.int64)
         self.joint_vel_prev = np.zeros((n, nu))
         self.air_time = np.zeros((n, self._nfeet))
@@ -211,8 +237,9 @@ class LocomotionEnv(VecEnv):
         a = np.asarray(actions, dtype=np.float64).reshape(self.num_envs, -1)
         if a.shape[1] != self.model.nu:
             raise ValueError(f"actions have {a.shape[1]} columns; this task has {self.model.nu} actuators")
-        a = np.nan_to_num(a, nan=0.0, posinf=cfg.action_clip, neginf=-cfg.action_clip)
-        np.clip(a, -cfg.action_clip, cfg.action_clip, out=a)
+        # Clipping maps +-inf to the bounds; NaN becomes 0 (what np.nan_to_num would do, for less work).
+        a = np.clip(a, -cfg.action_clip, cfg.action_clip)
+        a[np.isnan(a)] = 0.0
         self.actions_prev[:] = self.actions
         self.actions[:] = a
         # Action latency: the env applies the action from `latency` control steps ago.
@@ -222,12 +249,12 @@ class LocomotionEnv(VecEnv):
         targets = self.default_q + cfg.action_scale * applied
         self.joint_vel_prev[:] = self.backend.qvel[:, self._vadr]
         self.backend.step(targets, self.substeps)
-        touch = self.backend._out_sensor[:, :, : self._nfeet].max(axis=1) > 0.0
+        touch = (self.backend._out_sensor[:, :, : self._nfeet] > 0.0).any(axis=1)  # touched during any substep
         sensors = self.backend.sensordata
         self._targets = targets
 
         self.episode_step += 1
-        bad = ~np.isfinite(self.backend.state).all(axis=1)
+        bad = self.backend.diverged()
         if bad.any():
             # A blown-up world: reset it, count it, never let NaN reach the learner.
             self.nan_resets += int(bad.sum())
@@ -252,7 +279,7 @@ class LocomotionEnv(VecEnv):
         terminated |= bad
         reward += cfg.rewards.termination * terminated
         truncated = (self.episode_step >= self._max_steps) & ~terminated
-        vel_err = np.linalg.norm(self.command[:, :2] - state.base_lin_vel[:, :2], axis=1)
+        vel_err = _norm_xy(self.command[:, :2] - state.base_lin_vel[:, :2])
         self.episode_return += reward
         self.episode_tracking += vel_err
 
@@ -280,8 +307,8 @@ class LocomotionEnv(VecEnv):
                 "fell": terminated[ids].copy(),
             }
             self._reset_envs(ids)
-            state = self._loco_state(self.backend.sensordata, np.zeros((self.num_envs, self._nfeet), dtype=bool))
-            obs = self._observe(state, reset_ids=ids)
+            # Only the reset envs get a new observation; the others keep theirs (contacts, history and all).
+            self._observe_reset(obs, ids)
         info["log"] = {"nan_resets": self.nan_resets}
         self._obs = obs
         return obs, reward.astype(np.float32), terminated, truncated, info
@@ -301,19 +328,23 @@ class LocomotionEnv(VecEnv):
         return first, air_at_td
 
     def _loco_state(self, sensors: np.ndarray, touch: np.ndarray, first: np.ndarray | None = None,
-                    air_at_td: np.ndarray | None = None) -> T.LocoState:
-        qpos, qvel = self.backend.qpos, self.backend.qvel
+                    air_at_td: np.ndarray | None = None, ids: np.ndarray | None = None) -> T.LocoState:
+        """Term inputs for every env, or for the envs `ids` only (`sensors` always holds every env;
+        `touch`, `first` and `air_at_td` hold the selected rows)."""
+        rows = slice(None) if ids is None else ids
+        qpos, qvel = self.backend.qpos[rows], self.backend.qvel[rows]
         quat = qpos[:, 3:7]
-        g = np.broadcast_to(np.array([0.0, 0.0, -1.0]), (self.num_envs, 3))
+        g = np.broadcast_to(np.array([0.0, 0.0, -1.0]), (len(qpos), 3))
         nf = self._nfeet
-        foot_vel = sensors[:, nf + 3 * nf : nf + 6 * nf].reshape(-1, nf, 3)
+        foot_vel = sensors[rows, nf + 3 * nf : nf + 6 * nf].reshape(-1, nf, 3)
         if first is None:
             first = np.zeros_like(touch)
             air_at_td = np.zeros(touch.shape)
         q = qpos[:, self._qadr]
         qd = qvel[:, self._vadr]
-        strength = self.dr_params[:, 2:3]
-        targets = getattr(self, "_targets", np.broadcast_to(self.default_q, q.shape))
+        strength = self.dr_params[rows, 2:3]
+        targets = getattr(self, "_targets", None)
+        targets = np.broadcast_to(self.default_q, q.shape) if targets is None else targets[rows]
         torques = np.clip((self._kp * (targets - q) - self._kv * qd) * strength,
                           self._force[:, 0] * strength, self._force[:, 1] * strength)
         return T.LocoState(
@@ -321,31 +352,37 @@ class LocomotionEnv(VecEnv):
             base_lin_vel=_quat_rotate_inv(quat, qvel[:, 0:3]),
             base_ang_vel=qvel[:, 3:6],
             projected_gravity=_quat_rotate_inv(quat, g),
-            base_height=qpos[:, 2] - self.ground_z,
+            base_height=qpos[:, 2] - self.ground_z[rows],
             joint_pos=q,
             joint_vel=qd,
-            joint_vel_prev=self.joint_vel_prev,
+            joint_vel_prev=self.joint_vel_prev[rows],
             default_joint_pos=self.default_q,
             joint_lower=self.joint_lower,
             joint_upper=self.joint_upper,
             torques=torques,
-            action=self.actions,
-            action_prev=self.actions_prev,
-            command=self.command,
+            action=self.actions[rows],
+            action_prev=self.actions_prev[rows],
+            command=self.command[rows],
             foot_contact=touch,
             first_contact=first,
             air_time_at_touchdown=air_at_td,
-            foot_vel_xy=np.linalg.norm(foot_vel[:, :, :2], axis=-1),
+            foot_vel_xy=_norm_xy(foot_vel),
             dt=self.cfg.control_dt,
         )
 
-    def _observe(self, s: T.LocoState, reset_ids: np.ndarray | None = None) -> Obs:
+    def _frame(self, s: T.LocoState, rows: np.ndarray | slice = slice(None)) -> tuple[np.ndarray, np.ndarray]:
+        """One frame of the `policy` terms (scaled, with noise) and of the `privileged` terms, for `rows`."""
         pol = np.concatenate([T.OBS_TERMS[t.name](s) for t in POLICY_TERMS], axis=1) * self._policy_scale
         noise = self.cfg.randomization.observation_noise
         if noise > 0:
             pol += self.rng.uniform(-1.0, 1.0, pol.shape) * (self._policy_noise * noise)
-        priv_raw = [T.OBS_TERMS[t.name](s) for t in PRIVILEGED_TERMS[:-1]] + [self.dr_params]
+        priv_raw = [T.OBS_TERMS[t.name](s) for t in PRIVILEGED_TERMS[:-1]] + [self.dr_params[rows]]
         priv = np.concatenate(priv_raw, axis=1) * self._priv_scale
+        return pol, priv
+
+    def _observe(self, s: T.LocoState) -> Obs:
+        """Observation groups of every env; pushes one frame onto the `policy` history."""
+        pol, priv = self._frame(s)
         hl = self.cfg.history_length
         if hl > 1:
             if self._history is None:
@@ -353,10 +390,19 @@ class LocomotionEnv(VecEnv):
             else:
                 self._history[:, :-1] = self._history[:, 1:]
                 self._history[:, -1] = pol
-                if reset_ids is not None:
-                    self._history[reset_ids] = pol[reset_ids, None, :]
             pol = self._history.reshape(self.num_envs, -1)
         return {"policy": pol.astype(np.float32), "privileged": priv.astype(np.float32)}
+
+    def _observe_reset(self, obs: Obs, ids: np.ndarray) -> None:
+        """Overwrite the rows of just-reset envs `ids` in `obs`; their history restarts from the new frame."""
+        k = len(ids)
+        s = self._loco_state(self.backend.sensordata, np.zeros((k, self._nfeet), dtype=bool), ids=ids)
+        pol, priv = self._frame(s, ids)
+        if self.cfg.history_length > 1:
+            self._history[ids] = pol[:, None, :]
+            pol = self._history[ids].reshape(k, -1)
+        obs["policy"][ids] = pol
+        obs["privileged"][ids] = priv
 
     def _sample_commands(self, ids: np.ndarray) -> None:
         c = self.cfg.commands
@@ -374,18 +420,23 @@ class LocomotionEnv(VecEnv):
         k = len(ids)
         if k == 0:
             return
-        for _j, i in enumerate(ids):
-            m = self.backend.models[i]
-            fr = rng.uniform(*r.friction)
-            dm = rng.uniform(*r.added_mass)
-            ms = rng.uniform(*r.motor_strength)
-            m.geom_friction[:, 0] = self._friction0 * fr
-            m.body_mass[self._trunk] = self._trunk_mass + dm
-            m.actuator_gainprm[:, 0] = self._kp * ms
-            m.actuator_biasprm[:, 1] = -self._kp * ms
-            m.actuator_biasprm[:, 2] = -self._kv * ms
-            m.actuator_forcerange[:] = self._force * ms
-            self.dr_params[i, :3] = (fr, dm, ms)
+        # One draw per env in the order friction, mass, strength (row-major), then per-env model writes.
+        lo, hi = zip(r.friction, r.added_mass, r.motor_strength, strict=True)
+        dr = rng.uniform(lo, hi, size=(k, 3))  # (k, 3)
+        self.dr_params[ids, :3] = dr
+        fric = self._friction0 * dr[:, :1]  # (k, ngeom)
+        kp = self._kp * dr[:, 2:3]  # (k, nu)
+        kv = self._kv * dr[:, 2:3]
+        force = self._force * dr[:, 2, None, None]  # (k, nu, 2)
+        models = self.backend.models
+        for j, i in enumerate(ids):
+            m = models[i]
+            m.geom_friction[:, 0] = fric[j]
+            m.body_mass[self._trunk] = self._trunk_mass + dr[j, 1]
+            m.actuator_gainprm[:, 0] = kp[j]
+            m.actuator_biasprm[:, 1] = -kp[j]
+            m.actuator_biasprm[:, 2] = -kv[j]
+            m.actuator_forcerange[:] = force[j]
         lo, hi = r.action_latency_steps
         self.latency[ids] = rng.integers(lo, hi + 1, size=k)
         self.dr_params[ids, 3] = self.latency[ids]

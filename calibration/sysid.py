@@ -1,0 +1,640 @@
+"""Actuator and joint identification from a logged excitation, by simulating the robot on a test rig.
+
+The rig is the robot model with its base welded in the air (the robot hangs on a stand) and only the legs
+whose joints were logged. Per joint group (e.g. all knees share one set, as they share one motor and
+gearbox type) it identifies
+
+- kp, kv: the PD gains the motor really delivers (position actuator in MuJoCo);
+- latency: delay between a target being sent and the motor acting on it (resolved to the log's period);
+- frictionloss (Coulomb) and damping (viscous) joint friction;
+- armature: reflected rotor inertia.
+
+Two stages. (1) Equation error: with torque and velocity logged, kp, kv and latency follow from a linear
+fit of the measured torque to kp * (delayed target - q) - kv * qd, and armature, damping and friction from
+a linear fit of the inverse dynamics (MuJoCo's mj_inverse on smoothed derivatives of the encoder); without
+torque, both equations are joined into one. These are the starting point. (2) Output error: SciPy's
+least_squares moves the mechanical parameters (and kp, kv when no torque was logged) so the rig, replaying
+the logged targets from the logged initial state, reproduces the measured positions (and torques).
+Without torque in the log, kv and viscous friction act the same on motion and cannot be told apart: joint
+damping is then held at its model value and kv carries the total.
+
+MuJoCo is imported here and nowhere else in s2r.calibration, so camera calibration needs no simulator.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import mujoco
+import numpy as np
+from mujoco import rollout
+from s2r.calibration import plot
+from s2r.calibration.logs import JointLog, check_joint_names
+from s2r.calibration.schema import (
+    ActuatorCalibration,
+    ActuatorGroup,
+    CalibrationError,
+    actuators_to_dict,
+    write_calibration,
+)
+
+PARAMS = ("kp", "kv", "frictionloss", "damping", "armature")
+_FULL = mujoco.mjtState.mjSTATE_FULLPHYSICS
+
+
+@dataclass(frozen=True, kw_only=True)
+class JointGroup:
+    """Joints that share one set of actuator parameters (same motor, gearbox and link type)."""
+
+    name: str
+    joints: tuple[str, ...]  # fnmatch patterns, e.g. ("*_calf_joint",)
+
+
+# The Go1's three motor placements; every leg has one of each.
+GO1_GROUPS = (
+    JointGroup(name="abduction", joints=("*_hip_joint",)),
+    JointGroup(name="hip", joints=("*_thigh_joint",)),
+    JointGroup(name="knee", joints=("*_calf_joint",)),
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SysIdConfig:
+    """Settings of an actuator identification.
+
+    Attributes:
+        model: Robot model in s2r.sim.models.
+        base_body: Body welded to the world (the robot hangs on a stand by it).
+        groups: Joint groups sharing parameters; every logged joint must fall in exactly one.
+        max_latency_s: Largest latency searched.
+        fit: Parameters to identify (others stay at the model's values).
+        torque_weight: Weight of the torque residual against the position residual (when torque is logged).
+        max_nfev: Iterations of the output-error refinement.
+        refine_gains: Also move kp and kv in the refinement when torque is logged (by default they come from the
+            torque equation alone: one offset-free measurement, and a faster refinement).
+        substeps: Physics steps per log sample.
+        integrator: MuJoCo integrator of the rig. RK4 by default: the implicit integrators' first-order
+            error in velocity-dependent forces (about h * (kv + damping) / inertia of the total damping)
+            would otherwise end up in the identified viscous friction.
+        threads: Rollout threads for the finite-difference Jacobian (0: one per core).
+    """
+
+    model: str = "go1.xml"
+    base_body: str = "trunk"
+    groups: tuple[JointGroup, ...] = GO1_GROUPS
+    max_latency_s: float = 0.03
+    fit: tuple[str, ...] = PARAMS
+    torque_weight: float = 1.0
+    max_nfev: int = 30
+    refine_gains: bool = False
+    substeps: int = 1
+    integrator: str = "RK4"
+    threads: int = 0
+
+
+@dataclass(frozen=True)
+class FitStats:
+    """How well one parameter set reproduces the log."""
+
+    rms_q_rad: tuple[float, ...]  # per joint
+    rms_tau_nm: tuple[float, ...] | None
+
+    @property
+    def rms_q(self) -> float:
+        return float(np.sqrt(np.mean(np.square(self.rms_q_rad))))
+
+    @property
+    def rms_tau(self) -> float | None:
+        return None if self.rms_tau_nm is None else float(np.sqrt(np.mean(np.square(self.rms_tau_nm))))
+
+
+@dataclass(frozen=True)
+class SysIdResult:
+    """Outcome of `identify_actuators`."""
+
+    calibration: ActuatorCalibration
+    log: JointLog
+    group_of_joint: tuple[str, ...]
+    before: FitStats
+    after: FitStats
+    q_before: np.ndarray  # (n, j) simulated with the model's values
+    q_after: np.ndarray  # (n, j) simulated with the identified values
+    tau_before: np.ndarray
+    tau_after: np.ndarray
+    nominal: dict[str, dict[str, float]]
+    notes: tuple[str, ...]
+    seconds: float
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+
+
+# ---- rig ------------------------------------------------------------------------------------------------------
+
+
+def build_rig(model: str, joints: tuple[str, ...], base_body: str, timestep: float,
+              integrator: str = "RK4") -> mujoco.MjModel:
+    """The robot on a stand: base welded to the world, no contacts, only the limbs that hold logged joints.
+
+    Args:
+        model: Model file in s2r.sim.models.
+        joints: Logged joints.
+        base_body: Body to weld (its free joint is removed).
+        timestep: Physics step.
+        integrator: MuJoCo integrator name ("RK4", "implicitfast", "Euler", "implicit").
+    """
+    from s2r.sim.models import model_path
+
+    try:
+        spec = mujoco.MjSpec.from_file(str(model_path(model)))
+    except FileNotFoundError as exc:
+        raise CalibrationError(str(exc)) from None
+    base = spec.body(base_body)
+    if base is None:
+        raise CalibrationError(f"model {model} has no body '{base_body}' to hang the robot by; set base_body")
+    for j in list(base.joints):
+        spec.delete(j)  # weld: the stand holds the base still
+    for k in list(spec.keys):
+        spec.delete(k)  # keyframes would no longer match qpos
+    for s in list(spec.sensors):
+        spec.delete(s)
+    wanted = set(joints)
+
+    def joint_names(body: mujoco.MjsBody) -> set[str]:
+        names = {j.name for j in body.joints}
+        for child in body.bodies:
+            names |= joint_names(child)
+        return names
+
+    for child in list(base.bodies):
+        if not joint_names(child) & wanted:
+            removed = joint_names(child)
+            for a in list(spec.actuators):
+                if a.target in removed:
+                    spec.delete(a)
+            spec.delete(child)
+    spec.option.timestep = timestep
+    try:
+        spec.option.integrator = getattr(mujoco.mjtIntegrator, f"mjINT_{integrator.upper()}")
+    except AttributeError:
+        raise CalibrationError(f"unknown MuJoCo integrator '{integrator}'; use RK4, implicitfast, implicit or Euler") from None
+    spec.option.disableflags |= mujoco.mjtDisableBit.mjDSBL_CONTACT  # feet hang free
+    m = spec.compile()
+    m.opt.disableflags |= mujoco.mjtDisableBit.mjDSBL_AUTORESET
+    return m
+
+
+def actuated_joints(model: str) -> list[str]:
+    """Names of the joints a model's actuators drive, in actuator order."""
+    from s2r.sim.models import model_path
+
+    m = mujoco.MjModel.from_xml_path(str(model_path(model)))
+    return [mujoco.mj_id2name(m, mujoco.mjtObj.mjOBJ_JOINT, m.actuator_trnid[a, 0]) for a in range(m.nu)]
+
+
+class RigSim:
+    """Replays a log's targets on the rig for many parameter sets at once (one thread pool)."""
+
+    def __init__(self, log: JointLog, cfg: SysIdConfig) -> None:
+        self.log = log
+        self.dt = log.dt
+        self.substeps = cfg.substeps
+        m = build_rig(cfg.model, log.joints, cfg.base_body, self.dt / cfg.substeps, cfg.integrator)
+        self.model = m
+        names = [mujoco.mj_id2name(m, mujoco.mjtObj.mjOBJ_JOINT, m.actuator_trnid[a, 0]) for a in range(m.nu)]
+        missing = [j for j in log.joints if j not in names]
+        if missing:
+            raise CalibrationError(f"{log.source}: joints {missing} have no actuator in {cfg.model}")
+        self.act = np.array([names.index(j) for j in log.joints])  # log column -> actuator
+        jid = m.actuator_trnid[self.act, 0]
+        self.qadr = m.jnt_qposadr[jid]
+        self.dof = m.jnt_dofadr[jid]
+        # Actuated joints of the kept limbs that were not logged hold their home targets.
+        self.hold = np.zeros(m.nu)
+        full = mujoco.MjModel.from_xml_path(str(_model_file(cfg.model)))
+        fnames = [mujoco.mj_id2name(full, mujoco.mjtObj.mjOBJ_JOINT, full.actuator_trnid[a, 0]) for a in range(full.nu)]
+        home = full.key("home").ctrl if any(full.key(i).name == "home" for i in range(full.nkey)) else np.zeros(full.nu)
+        for a, n in enumerate(names):
+            self.hold[a] = home[fnames.index(n)]
+        self.forcerange = m.actuator_forcerange[self.act].copy()
+        self.nstate = mujoco.mj_stateSize(m, _FULL)
+        data = mujoco.MjData(m)
+        data.qpos[:] = 0.0
+        for a in range(m.nu):
+            data.qpos[m.jnt_qposadr[m.actuator_trnid[a, 0]]] = self.hold[a]
+        data.qpos[self.qadr] = log.q[0]
+        data.qvel[:] = 0.0
+        if log.qd is not None:
+            data.qvel[self.dof] = log.qd[0]
+        self.state0 = np.empty(self.nstate)
+        mujoco.mj_getState(m, data, self.state0, _FULL)
+        nthread = cfg.threads or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+        self.nthread = max(1, nthread)
+        self._pool = rollout.Rollout(nthread=self.nthread if self.nthread > 1 else 0)
+        self._datas = [mujoco.MjData(m) for _ in range(self.nthread)]
+
+    def close(self) -> None:
+        self._pool.close()
+
+    def ctrl(self, latency_steps: int) -> np.ndarray:
+        """(n, nu) actuator targets: each logged target acts `latency_steps` samples after it was sent."""
+        n = len(self.log.t)
+        idx = np.clip(np.arange(n) - latency_steps, 0, n - 1)
+        c = np.tile(self.hold, (n, 1))
+        c[:, self.act] = self.log.target[idx]
+        return c
+
+    def with_params(self, params: dict[str, np.ndarray]) -> mujoco.MjModel:
+        """A copy of the rig with per-log-joint values of any of PARAMS."""
+        m = _copy(self.model)
+        a, d = self.act, self.dof
+        if "kp" in params:
+            m.actuator_gainprm[a, 0] = params["kp"]
+            m.actuator_biasprm[a, 1] = -params["kp"]
+        if "kv" in params:
+            m.actuator_biasprm[a, 2] = -params["kv"]
+        if "frictionloss" in params:
+            m.dof_frictionloss[d] = params["frictionloss"]
+        if "damping" in params:
+            m.dof_damping[d] = params["damping"]
+        if "armature" in params:
+            m.dof_armature[d] = params["armature"]
+            _set_const(m)  # constraint scaling depends on inertia; keep it consistent with the armature
+        return m
+
+    def run(self, models: list[mujoco.MjModel], latency_steps: int | list[int]) -> tuple[np.ndarray, np.ndarray]:
+        """Simulate the log for each model.
+
+        Args:
+            models: Rig copies (see `with_params`).
+            latency_steps: One latency for all, or one per model.
+
+        Returns:
+            q (b, n, j) and torque (b, n, j): sample i is the state at log time t_i and the motor torque then.
+        """
+        n = len(self.log.t)
+        b = len(models)
+        s = self.substeps
+        lats = [latency_steps] * b if isinstance(latency_steps, int) else list(latency_steps)
+        ctrl = np.stack([self.ctrl(d) for d in lats])  # (b, n, nu)
+        state = np.empty((b, (n - 1) * s, self.nstate))
+        self._pool.rollout(models, self._datas, np.tile(self.state0, (b, 1)), np.repeat(ctrl[:, :-1], s, axis=1),
+                           nstep=(n - 1) * s, state=state, sensordata=np.empty((b, (n - 1) * s, 0)))
+        state = state[:, s - 1 :: s]  # the state at each log sample time
+        nq, nv = self.model.nq, self.model.nv
+        qpos = np.concatenate([np.tile(self.state0[1 : 1 + nq], (b, 1, 1)), state[:, :, 1 : 1 + nq]], 1)
+        qvel = np.concatenate([np.tile(self.state0[1 + nq : 1 + nq + nv], (b, 1, 1)), state[:, :, 1 + nq : 1 + nq + nv]], 1)
+        q = qpos[:, :, self.qadr]
+        qd = qvel[:, :, self.dof]
+        kp = np.stack([m.actuator_gainprm[self.act, 0] for m in models])[:, None, :]
+        kv = np.stack([-m.actuator_biasprm[self.act, 2] for m in models])[:, None, :]
+        tau = np.clip(kp * (ctrl[:, :, self.act] - q) - kv * qd, self.forcerange[:, 0], self.forcerange[:, 1])
+        return q, tau
+
+
+def _model_file(model: str) -> Path:
+    from s2r.sim.models import model_path
+
+    return model_path(model)
+
+
+def _copy(m: mujoco.MjModel) -> mujoco.MjModel:
+    import copy
+
+    return copy.copy(m)
+
+
+def _set_const(m: mujoco.MjModel) -> None:
+    mujoco.mj_setConst(m, mujoco.MjData(m))
+
+
+# ---- identification ----------------------------------------------------------------------------------------
+
+
+def _groups_of(log: JointLog, cfg: SysIdConfig) -> list[str]:
+    out = []
+    for j in log.joints:
+        hits = [g.name for g in cfg.groups if any(fnmatch.fnmatch(j, p) for p in g.joints)]
+        if len(hits) != 1:
+            pats = {g.name: list(g.joints) for g in cfg.groups}
+            raise CalibrationError(f"{log.source}: joint '{j}' matches {len(hits)} joint groups {hits or ''} (groups: {pats}); "
+                                   "each logged joint must fall in exactly one group: adjust the groups")
+        out.append(hits[0])
+    return out
+
+
+def _nominal(sim: RigSim) -> dict[str, np.ndarray]:
+    m, a, d = sim.model, sim.act, sim.dof
+    return {"kp": m.actuator_gainprm[a, 0].copy(), "kv": -m.actuator_biasprm[a, 2].copy(),
+            "frictionloss": m.dof_frictionloss[d].copy(), "damping": m.dof_damping[d].copy(),
+            "armature": m.dof_armature[d].copy()}
+
+
+def _savgol_derivative(x: np.ndarray, dt: float, window: int = 21) -> np.ndarray:
+    from scipy.signal import savgol_filter
+
+    window = min(window, (len(x) // 2) * 2 - 1)
+    return savgol_filter(x, window, 3, deriv=1, delta=dt, axis=0)
+
+
+def _rigid_body_torque(sim: RigSim, q: np.ndarray, qd: np.ndarray, qdd: np.ndarray) -> np.ndarray:
+    """Joint torques (n, j) the rig needs for the motion without armature or joint friction (inverse dynamics)."""
+    m = _copy(sim.model)
+    m.dof_armature[:] = 0.0
+    m.dof_damping[:] = 0.0
+    m.dof_frictionloss[:] = 0.0
+    data = mujoco.MjData(m)
+    data.qpos[:] = sim.state0[1 : 1 + m.nq]
+    out = np.empty_like(q)
+    for i in range(len(q)):
+        data.qpos[sim.qadr] = q[i]
+        data.qvel[:] = 0.0
+        data.qvel[sim.dof] = qd[i]
+        data.qacc[:] = 0.0
+        data.qacc[sim.dof] = qdd[i]
+        mujoco.mj_inverse(m, data)
+        out[i] = data.qfrc_inverse[sim.dof]
+    return out
+
+
+def _linear_stage(sim: RigSim, log: JointLog, gidx: np.ndarray, groups: list[str], max_lat: int,
+                  nominal: dict[str, np.ndarray]) -> tuple[dict[str, dict[str, float]], int]:
+    """Starting values and latency from equations that are linear in the parameters (no simulation).
+
+    With torque logged: kp, kv and latency from the motor equation tau = kp * (target(t - d) - q) - kv * qd,
+    then armature, damping and friction from tau - rigid-body torque = armature * qdd + damping * qd +
+    frictionloss * sign(qd). Without torque: the two equations are joined, rigid-body torque = kp * (target(t - d)
+    - q) - (kv + damping) * qd - frictionloss * sign(qd) - armature * qdd, solved for every latency d.
+    """
+    n = len(log.t)
+    lo = max_lat
+    has_tau = log.tau is not None and log.qd is not None
+    # Smoothed derivatives of the measured position: the encoder is the cleanest signal a robot logs.
+    qd = _savgol_derivative(log.q, log.dt)
+    qdd = _savgol_derivative(qd, log.dt)
+    tau_rb = _rigid_body_torque(sim, log.q, qd, qdd)
+    moving = np.abs(qd) > 0.05  # friction direction is undefined at rest
+    # Torque samples at the motor's limit were clipped and obey no PD law.
+    sat = np.abs(log.tau) >= 0.98 * np.abs(sim.forcerange).min(axis=1) if has_tau else np.zeros_like(log.q, dtype=bool)
+    best: tuple[float, int, dict[str, np.ndarray]] = (np.inf, 0, {})
+    for d in range(max_lat + 1):
+        err = log.target[lo - d : n - d] - log.q[lo:]
+        cost, sols = 0.0, {}
+        for gi, g in enumerate(groups):
+            cols = np.flatnonzero(gidx == gi)
+            if has_tau:
+                ok = ~sat[lo:, cols]
+                A = np.stack([err[:, cols][ok], -log.qd[lo:, cols][ok]], axis=1)
+                y = log.tau[lo:, cols][ok]
+            else:
+                ok = moving[lo:, cols]
+                A = np.stack([err[:, cols][ok], -qd[lo:, cols][ok], -np.sign(qd[lo:, cols][ok]), -qdd[lo:, cols][ok]], 1)
+                y = tau_rb[lo:, cols][ok]
+            sol, *_ = np.linalg.lstsq(A, y, rcond=None)
+            cost += float(np.sum((A @ sol - y) ** 2))
+            sols[g] = sol
+        if cost < best[0]:
+            best = (cost, d, sols)
+    _, lat, sols = best
+    out: dict[str, dict[str, float]] = {}
+    for gi, g in enumerate(groups):
+        cols = np.flatnonzero(gidx == gi)
+        j0 = cols[0]
+        if has_tau:
+            ok = moving[:, cols] & ~sat[:, cols]
+            A = np.stack([qdd[:, cols][ok], qd[:, cols][ok], np.sign(qd[:, cols][ok])], axis=1)
+            rest = log.tau[:, cols][ok] - tau_rb[:, cols][ok]
+            arm, damping, friction = np.linalg.lstsq(A, rest, rcond=None)[0]
+            kp, kv = sols[g]
+        else:
+            kp, total, friction, arm = sols[g]
+            damping = nominal["damping"][j0]
+            kv = total - damping  # joint damping stays at the model's value; kv carries the rest
+        out[g] = {"kp": float(kp), "kv": float(max(kv, 0.2 * nominal["kv"][j0])),
+                  "armature": float(max(arm, 0.1 * nominal["armature"][j0], 1e-5)),
+                  "damping": float(max(damping, 0.0)), "frictionloss": float(max(friction, 0.0))}
+    return out, lat
+
+
+def identify_actuators(log: JointLog, cfg: SysIdConfig) -> SysIdResult:
+    """Identify PD gains, latency, joint friction and armature from a log.
+
+    Args:
+        log: A uniformly sampled joint log (see `s2r.calibration.logs.read_log`).
+        cfg: Settings.
+
+    Raises:
+        CalibrationError: Joints that the model does not have or that fall in no group, or a log too short.
+    """
+    from scipy.optimize import least_squares
+
+    t0 = time.perf_counter()
+    stage: dict[str, float] = {}
+    check_joint_names(log, actuated_joints(cfg.model), cfg.model)
+    unknown_fit = [p for p in cfg.fit if p not in PARAMS]
+    if unknown_fit:
+        raise CalibrationError(f"cannot fit {unknown_fit}; choose from {PARAMS}")
+    groups_of_joint = _groups_of(log, cfg)
+    groups = list(dict.fromkeys(groups_of_joint))
+    gidx = np.array([groups.index(g) for g in groups_of_joint])
+    j0 = [int(np.flatnonzero(gidx == g)[0]) for g in range(len(groups))]  # a representative joint per group
+    if not 0.0002 <= log.dt <= 0.01:
+        raise CalibrationError(f"{log.source}: samples come every {1000 * log.dt:.2f} ms; identification simulates at the "
+                               "log's rate and needs 0.2-10 ms (log the robot's low-level loop)")
+    sim = RigSim(log, cfg)
+    notes: list[str] = []
+    try:
+        nominal = _nominal(sim)
+        nominal_by_group = {g: {p: float(nominal[p][j0[gi]]) for p in PARAMS} for gi, g in enumerate(groups)}
+        max_lat = round(cfg.max_latency_s / log.dt)
+        has_tau = log.tau is not None and log.qd is not None
+        fit = list(cfg.fit)
+        if not has_tau and "damping" in fit:
+            # kv may be above or below its nominal value, so kv (bounded away from zero) carries the total rather
+            # than joint damping (which cannot go negative).
+            fit.remove("damping")
+            notes.append("the log has no torque (effort): kv and viscous joint damping act alike on motion, so joint "
+                         "damping is held at the model's value and the identified kv carries all velocity damping; "
+                         "only kv + damping is meaningful")
+        ts = time.perf_counter()
+        init, lat = _linear_stage(sim, log, gidx, groups, max_lat, nominal)
+        for g in groups:
+            init[g].update({p: nominal_by_group[g][p] for p in PARAMS if p not in fit})
+        stage["linear"] = time.perf_counter() - ts
+        # With torque logged, kp and kv come straight from the motor's own equation (stage 1); the replay then
+        # only has to find the mechanical side, which is faster and keeps a torque-sensing offset out of it.
+        refine = [p for p in fit if cfg.refine_gains or not has_tau or p not in ("kp", "kv")]
+        # Scales so every optimisation variable is O(1): relative for gains and inertia, absolute for friction.
+        ref = {"kp": nominal["kp"], "kv": np.maximum(nominal["kv"], 0.05), "armature": np.maximum(nominal["armature"], 1e-3),
+               "frictionloss": np.full(len(log.joints), 0.1), "damping": np.full(len(log.joints), 0.1)}
+        ng = len(groups)
+
+        def expand(x: np.ndarray) -> dict[str, np.ndarray]:
+            vals = {p: np.array([init[g][p] for g in groups_of_joint]) for p in PARAMS}
+            for k, p in enumerate(refine):
+                vals[p] = x[k * ng : (k + 1) * ng][gidx] * ref[p][np.array(j0)][gidx]
+            return vals
+
+        x0 = np.concatenate([[init[g][p] / ref[p][j0[gi]] for gi, g in enumerate(groups)] for p in refine])
+        sq = np.maximum(log.q.std(axis=0), 1e-3)
+        st = np.maximum(log.tau.std(axis=0), 1e-2) if has_tau else None
+        w_tau = cfg.torque_weight / np.sqrt(2.0)
+
+        def residual_from(q: np.ndarray, tau: np.ndarray) -> np.ndarray:
+            r = [((q - log.q) / sq).ravel()]
+            if has_tau:
+                r.append((w_tau * (tau - log.tau) / st).ravel())
+            return np.concatenate(r) / np.sqrt(len(log.t))
+
+        lo_b = np.concatenate([np.full(ng, 0.2 if p in ("kp", "kv", "armature") else 0.0) for p in refine])
+        hi_b = np.concatenate([np.full(ng, 5.0 if p in ("kp", "kv", "armature") else 30.0) for p in refine])
+        cache: dict[bytes, np.ndarray] = {}
+        lat_now = [lat]
+
+        def fun(x: np.ndarray) -> np.ndarray:
+            key = x.tobytes()
+            if key not in cache:
+                q, tau = sim.run([sim.with_params(expand(x))], lat_now[0])
+                cache.clear()
+                cache[key] = residual_from(q[0], tau[0])
+            return cache[key]
+
+        def jac(x: np.ndarray) -> np.ndarray:
+            # Forward differences, all perturbed models in one batched rollout.
+            r0 = fun(x)
+            h = 1e-4 * np.maximum(1.0, np.abs(x))
+            h = np.where(x + h > hi_b, -h, h)
+            xs = [x + h[i] * np.eye(len(x))[i] for i in range(len(x))]
+            q, tau = sim.run([sim.with_params(expand(xi)) for xi in xs], lat_now[0])
+            return np.stack([(residual_from(q[i], tau[i]) - r0) / h[i] for i in range(len(x))], axis=1)
+
+        # Stop once an iteration lowers the cost by less than 1e-4 of itself: the fit sits at the noise floor then.
+        def solve(x: np.ndarray) -> tuple[np.ndarray, int]:
+            if not len(x):
+                return x, 0
+            sol = least_squares(fun, np.clip(x, lo_b + 1e-9, hi_b - 1e-9), jac=jac, bounds=(lo_b, hi_b), method="trf",
+                                x_scale=1.0, max_nfev=cfg.max_nfev, ftol=1e-4, xtol=1e-5, gtol=1e-8)
+            return sol.x, int(sol.nfev)
+
+        ts = time.perf_counter()
+        x, nfev = solve(x0)
+        # The latency was chosen before the refinement. Check it again with the refined values: its neighbours
+        # when the torque equation fixed it, every candidate when it came from the model's values.
+        for _ in range(3):
+            cands = [d for d in ((lat - 1, lat + 1) if has_tau else range(max_lat + 1)) if 0 <= d <= max_lat and d != lat]
+            m_now = sim.with_params(expand(x))
+            q, tau = sim.run([m_now] * len(cands), cands)
+            costs = [float(np.sum(residual_from(q[i], tau[i]) ** 2)) for i in range(len(cands))]
+            if not costs or min(costs) >= 0.999 * float(np.sum(fun(x) ** 2)):
+                break
+            new_lat = cands[int(np.argmin(costs))]
+            notes.append(f"latency moved from {lat} to {new_lat} samples after the refinement")
+            lat_now[0] = lat = new_lat
+            cache.clear()
+            x, more = solve(x)
+            nfev += more
+        stage["refine"] = time.perf_counter() - ts
+        stage["refine_iterations"] = float(nfev)
+        vals = expand(x)
+        qb, tb = sim.run([sim.with_params({})], 0)
+        qa, ta = sim.run([sim.with_params(vals)], lat)
+    finally:
+        sim.close()
+
+    def stats(q: np.ndarray, tau: np.ndarray) -> FitStats:
+        rq = tuple(float(v) for v in np.sqrt(np.mean((q - log.q) ** 2, axis=0)))
+        rt = tuple(float(v) for v in np.sqrt(np.mean((tau - log.tau) ** 2, axis=0))) if log.tau is not None else None
+        return FitStats(rq, rt)
+
+    cal_groups = []
+    for gi, g in enumerate(groups):
+        j = j0[gi]
+        pats = next(gr.joints for gr in cfg.groups if gr.name == g)
+        cal_groups.append(ActuatorGroup(
+            name=g, joints=tuple(pats), kp=float(vals["kp"][j]), kv=float(vals["kv"][j]),
+            frictionloss=float(vals["frictionloss"][j]), damping=float(vals["damping"][j]),
+            armature=float(vals["armature"][j]), kp_nominal=float(nominal["kp"][j]), kv_nominal=float(nominal["kv"][j])))
+    cal = ActuatorCalibration(model=cfg.model, latency_s=lat * log.dt, timestep_s=log.dt, groups=tuple(cal_groups))
+    return SysIdResult(calibration=cal, log=log, group_of_joint=tuple(groups_of_joint), before=stats(qb[0], tb[0]),
+                       after=stats(qa[0], ta[0]), q_before=qb[0], q_after=qa[0], tau_before=tb[0], tau_after=ta[0],
+                       nominal=nominal_by_group, notes=tuple(notes), seconds=time.perf_counter() - t0,
+                       stage_seconds=stage)
+
+
+# ---- report ------------------------------------------------------------------------------------------------
+
+
+def report_text(r: SysIdResult) -> str:
+    """Human-readable summary: identified values against the model's, and the fit error before and after."""
+    c = r.calibration
+    log = r.log
+    lines = [
+        "s2r actuator identification",
+        f"log          {log.source}: {len(log.joints)} joints, {log.t[-1]:.2f} s at {1 / log.dt:.0f} Hz"
+        f"{'' if log.tau is not None else ' (no torque logged)'}",
+        f"rig          {c.model} hanging by its base, {len(log.joints)} joints simulated at {1000 * c.timestep_s:.2f} ms",
+        f"latency      {1000 * c.latency_s:.2f} ms ({round(c.latency_s / c.timestep_s)} samples; resolution "
+        f"{1000 * c.timestep_s:.2f} ms)",
+        f"fit error    position RMS {np.degrees(r.before.rms_q):.3f} deg -> {np.degrees(r.after.rms_q):.3f} deg"
+        + (f"; torque RMS {r.before.rms_tau:.3f} Nm -> {r.after.rms_tau:.3f} Nm" if r.after.rms_tau is not None else ""),
+        "             (before: the model's values and no latency; after: the identified values)",
+        f"time         {r.seconds:.2f} s ("
+        + ", ".join(f"{k} {v:.2f} s" if not k.endswith("iterations") else f"{k} {v:.0f}" for k, v in r.stage_seconds.items())
+        + ")",
+    ]
+    lines += [f"note         {n}" for n in r.notes]
+    lines += ["", f"{'group':10s} {'param':13s} {'model':>10s} {'identified':>11s} {'change':>8s}"]
+    for g in c.groups:
+        for p in PARAMS:
+            nom = r.nominal[g.name][p]
+            val = getattr(g, p)
+            ch = f"{100 * (val / nom - 1):+7.1f}%" if nom > 0 else ""
+            lines.append(f"{g.name:10s} {p:13s} {nom:10.5g} {val:11.5g} {ch:>8s}")
+    lines += ["", f"{'joint':18s} {'group':10s} {'q rms before':>12s} {'after':>9s} (deg)"
+              + ("   tau rms before    after (Nm)" if r.after.rms_tau_nm is not None else "")]
+    for j, name in enumerate(log.joints):
+        before, after = np.degrees(r.before.rms_q_rad[j]), np.degrees(r.after.rms_q_rad[j])
+        s = f"{name:18s} {r.group_of_joint[j]:10s} {before:12.4f} {after:9.4f}"
+        if r.after.rms_tau_nm is not None and r.before.rms_tau_nm is not None:
+            s += f"   {r.before.rms_tau_nm[j]:14.4f} {r.after.rms_tau_nm[j]:8.4f}"
+        lines.append(s)
+    lines += ["", "Use in sim: set `randomization.calibration` of a task to this file (e.g. "
+              "`s2r train Go1-Velocity-Flat --set randomization.calibration=<this .yaml>`)."]
+    return "\n".join(lines) + "\n"
+
+
+def report_figure(r: SysIdResult, max_joints: int = 6) -> np.ndarray:
+    """Log against the rig's replay with the model's values and with the identified ones, per joint."""
+    log = r.log
+    panels = []
+    # A window of the log keeps individual oscillations readable; the full log is in the CSV/MCAP.
+    n = len(log.t)
+    for j, name in enumerate(log.joints[:max_joints]):
+        p = plot.Panel(f"{name}: position", "s", "rad")
+        p.add("log", log.t, log.q[:, j], color=(0, 0, 0), thickness=2)
+        p.add("sim, model values", log.t, r.q_before[:, j], color=1)
+        p.add("sim, identified", log.t, r.q_after[:, j], color=0)
+        panels.append(p)
+        if log.tau is not None:
+            s = slice(n // 3, n // 3 + max(50, n // 10))
+            p = plot.Panel(f"{name}: torque (zoom)", "s", "Nm")
+            p.add("log", log.t[s], log.tau[s, j], color=(0, 0, 0), thickness=2)
+            p.add("sim, model values", log.t[s], r.tau_before[s, j], color=1)
+            p.add("sim, identified", log.t[s], r.tau_after[s, j], color=0)
+            panels.append(p)
+    return plot.figure(panels, cols=2)
+
+
+def write_actuator_outputs(r: SysIdResult, out: str | Path) -> dict[str, Path]:
+    """Write the calibration YAML, the text report (.txt) and the log-vs-sim figure (.png) side by side."""
+    out = Path(out)
+    rep = {"rms_q_rad_before": r.before.rms_q, "rms_q_rad_after": r.after.rms_q,
+           "rms_tau_nm_before": r.before.rms_tau, "rms_tau_nm_after": r.after.rms_tau,
+           "seconds": r.seconds, "notes": list(r.notes), "joints": list(r.log.joints)}
+    y = write_calibration(out, "actuators", actuators_to_dict(r.calibration), source=r.log.source, report=rep)
+    txt = out.with_suffix(".txt")
+    txt.write_text(report_text(r))
+    png = plot.save_png(out.with_suffix(".png"), report_figure(r))
+    return {"yaml": y, "report": txt, "figure": png}

@@ -1,0 +1,121 @@
+"""Build the policy's input vector on the robot from named terms, exactly as the training task did.
+
+Each term named in policy.json is computed from a `RobotState` (joint encoders + IMU), the velocity
+command and the previous action, shifted by the default pose where the term says so, multiplied by its
+scale, and stacked over `history_length` frames (oldest first). A parity test checks this against the
+simulator's own observation for the same MuJoCo states.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from s2r.real.metadata import MetadataError, PolicyMetadata
+
+
+@dataclass
+class RobotState:
+    """One snapshot of what the robot senses, joints in the robot config's order.
+
+    Attributes:
+        joint_pos: (num_joints,) joint angles (rad).
+        joint_vel: (num_joints,) joint speeds (rad/s).
+        orientation: (4,) IMU orientation quaternion w, x, y, z (body to world).
+        gyro: (3,) IMU angular velocity in the body frame (rad/s).
+    """
+
+    joint_pos: np.ndarray
+    joint_vel: np.ndarray
+    orientation: np.ndarray
+    gyro: np.ndarray
+
+
+def projected_gravity(quat_wxyz: np.ndarray) -> np.ndarray:
+    """Unit gravity direction (0, 0, -1) expressed in the body frame of orientation `quat_wxyz`."""
+    q = np.asarray(quat_wxyz, dtype=np.float64)
+    w, x, y, z = q / np.sqrt(q @ q)
+    # Third row of R(q) transposed, negated: R^T (0, 0, -1) = -(R[2, 0], R[2, 1], R[2, 2]).
+    return -np.array([2.0 * (x * z - w * y), 2.0 * (y * z + w * x), 1.0 - 2.0 * (x * x + y * y)])
+
+
+# name -> (size given num_joints, function(state, command, last_action) -> values)
+TermFn = Callable[[RobotState, np.ndarray, np.ndarray], np.ndarray]
+OBS_TERMS: dict[str, tuple[Callable[[int], int], TermFn]] = {
+    "base_ang_vel": (lambda nj: 3, lambda s, c, a: s.gyro),
+    "projected_gravity": (lambda nj: 3, lambda s, c, a: projected_gravity(s.orientation)),
+    "velocity_command": (lambda nj: 3, lambda s, c, a: c),
+    "joint_pos": (lambda nj: nj, lambda s, c, a: s.joint_pos),
+    "joint_vel": (lambda nj: nj, lambda s, c, a: s.joint_vel),
+    "last_action": (lambda nj: nj, lambda s, c, a: a),
+}
+
+
+class ObservationBuilder:
+    """Turns robot state into the (1, obs_dim) float32 array the ONNX graph reads, keeping the history.
+
+    Args:
+        meta: The policy's metadata (term names, sizes, scales, history length, default pose).
+        num_joints: Joints the robot reports (the robot config's count).
+
+    Raises:
+        MetadataError: A term this runtime cannot compute, or whose size does not fit the robot.
+    """
+
+    def __init__(self, meta: PolicyMetadata, num_joints: int) -> None:
+        self.meta = meta
+        frame = sum(t.size for t in meta.obs_terms)
+        self._fns: list[tuple[slice, TermFn]] = []
+        scale = np.ones(frame)
+        offset = np.zeros(frame)
+        for t in meta.obs_terms:
+            if t.name not in OBS_TERMS:
+                raise MetadataError(f"observation term '{t.name}' is not one this runtime can compute; "
+                                    f"known terms: {', '.join(OBS_TERMS)}")
+            size_fn, fn = OBS_TERMS[t.name]
+            want = size_fn(num_joints)
+            if t.size != want:
+                raise MetadataError(f"observation size mismatch: term '{t.name}' has {t.size} values in "
+                                    f"policy.json but this robot provides {want}")
+            sl = slice(t.start, t.start + t.size)
+            scale[sl] = np.broadcast_to(np.asarray(t.scale, dtype=np.float64), (t.size,))
+            if t.offset_from_default:
+                if t.size != len(meta.default_joint_pos):
+                    raise MetadataError(f"term '{t.name}' is offset by the default pose but has {t.size} values "
+                                        f"for {len(meta.default_joint_pos)} joints")
+                offset[sl] = meta.default_joint_pos
+            self._fns.append((sl, fn))
+        self.frame_dim = frame
+        self._scale, self._offset = scale, offset
+        self._frame = np.zeros(frame)
+        self._history = np.zeros((meta.history_length, frame))  # oldest first
+        self._input = np.zeros((1, meta.obs_dim), dtype=np.float32)
+        self._empty = True
+
+    @property
+    def current_input(self) -> np.ndarray:
+        """The last input built, shape (1, obs_dim) (zeros before the first)."""
+        return self._input
+
+    def reset(self) -> None:
+        """Forget the history; the next frame fills every slot (as the simulator does on reset)."""
+        self._empty = True
+
+    def frame(self, state: RobotState, command: np.ndarray, last_action: np.ndarray) -> np.ndarray:
+        """One scaled frame (frame_dim,) without touching the history."""
+        for sl, fn in self._fns:
+            self._frame[sl] = fn(state, command, last_action)
+        return (self._frame - self._offset) * self._scale
+
+    def build(self, state: RobotState, command: np.ndarray, last_action: np.ndarray) -> np.ndarray:
+        """Add a frame to the history and return the policy input, shape (1, obs_dim), float32."""
+        f = self.frame(state, command, last_action)
+        if self._empty:
+            self._history[:] = f
+            self._empty = False
+        else:
+            self._history[:-1] = self._history[1:]
+            self._history[-1] = f
+        self._input[0] = self._history.reshape(-1)
+        return self._input

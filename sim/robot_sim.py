@@ -1,0 +1,141 @@
+"""One simulated robot for the robot side to talk to: the MuJoCo stand-in behind the ROS sim bridge.
+
+It builds the same model, default pose and control period as a registered task, runs PD control at
+physics rate (MuJoCo position actuators, the gains the policy was trained with), and reads what a real
+robot's drivers report: joint encoders, an IMU at the `imu` site (orientation, body-frame gyro,
+accelerometer) and the base pose for odometry. No ROS here; `s2r_ros.sim_bridge_node` wraps it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mujoco
+import numpy as np
+from s2r.sim.config import from_dict
+from s2r.sim.models import load_model, terrain_height_at
+from s2r.sim.registry import task_config
+
+_FULL = mujoco.mjtState.mjSTATE_FULLPHYSICS
+
+
+@dataclass(frozen=True, kw_only=True)
+class RobotSimConfig:
+    """Where and how the simulated robot starts.
+
+    Attributes:
+        task: Registered task whose model, terrain, default pose and control period are used.
+        settle_s: Seconds of holding the default pose after spawning, so it stands when a policy starts.
+        spawn_xy: Start position on the ground (m).
+        spawn_yaw: Start heading (rad).
+        terrain_seed: Seed of rough terrain (unused on flat ground).
+    """
+
+    task: str = "Go1-Velocity-Flat"
+    settle_s: float = 0.5
+    spawn_xy: tuple[float, float] = (0.0, 0.0)
+    spawn_yaw: float = 0.0
+    terrain_seed: int = 0
+
+
+def task_config_for_run(policy_path: str | Path) -> tuple[str, Any]:
+    """The task id and config an exported policy was trained with (policy.json + the run's config.json)."""
+    path = Path(policy_path)
+    meta = json.loads(path.with_suffix(".json").read_text())
+    cfg = task_config(meta["task_id"])
+    run_cfg = path.parent / "config.json"
+    if run_cfg.is_file():
+        cfg = from_dict(type(cfg), json.loads(run_cfg.read_text())["task"])
+    return meta["task_id"], cfg
+
+
+class RobotSim:
+    """A single MuJoCo robot stepped in control periods with PD at physics rate.
+
+    Args:
+        cfg: Start settings.
+        task_cfg: The task's config (e.g. from `task_config_for_run`); defaults to the registered one.
+    """
+
+    def __init__(self, cfg: RobotSimConfig | None = None, task_cfg: Any = None) -> None:
+        self.cfg = cfg or RobotSimConfig()
+        tc = task_cfg if task_cfg is not None else task_config(self.cfg.task)
+        self.task_cfg = tc
+        self.model = load_model(tc.model, terrain=tc.terrain, terrain_height=tc.terrain_height,
+                                terrain_seed=self.cfg.terrain_seed)
+        m = self.model
+        self.data = mujoco.MjData(m)
+        self.control_dt = float(tc.control_dt)
+        self.substeps = max(1, round(self.control_dt / m.opt.timestep))
+        jids = m.actuator_trnid[:, 0]
+        self.joint_names = tuple(mujoco.mj_id2name(m, mujoco.mjtObj.mjOBJ_JOINT, j) for j in jids)
+        self._qadr = m.jnt_qposadr[jids]
+        self._vadr = m.jnt_dofadr[jids]
+        self.default_joint_pos = np.asarray(tc.default_joint_pos, dtype=np.float64)
+        self._imu = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_SITE, "imu")
+        if self._imu < 0:
+            raise ValueError(f"model '{tc.model}' has no site named 'imu' for the simulated IMU")
+        self._res6 = np.zeros(6)
+        self.reset()
+
+    @property
+    def time(self) -> float:
+        """Simulated seconds since reset."""
+        return float(self.data.time)
+
+    def reset(self) -> None:
+        """Spawn at the default pose above the ground and settle for `settle_s` holding it."""
+        m, d, cfg = self.model, self.data, self.cfg
+        mujoco.mj_resetData(m, d)
+        xy = np.asarray(cfg.spawn_xy, dtype=np.float64)
+        ground = float(terrain_height_at(m, xy[None])[0])
+        d.qpos[0:2] = xy
+        d.qpos[2] = ground + self.task_cfg.spawn_height
+        d.qpos[3:7] = (np.cos(cfg.spawn_yaw / 2), 0.0, 0.0, np.sin(cfg.spawn_yaw / 2))
+        d.qpos[self._qadr] = self.default_joint_pos
+        mujoco.mj_forward(m, d)
+        self.step(self.default_joint_pos, round(cfg.settle_s / self.control_dt))
+        d.time = 0.0
+
+    def step(self, targets: np.ndarray, periods: int = 1) -> None:
+        """Hold joint position targets (actuator order) for `periods` control periods."""
+        self.data.ctrl[:] = targets
+        for _ in range(periods * self.substeps):
+            mujoco.mj_step(self.model, self.data)
+
+    def joint_state(self) -> tuple[np.ndarray, np.ndarray]:
+        """Joint positions and velocities in actuator order (copies)."""
+        return self.data.qpos[self._qadr].copy(), self.data.qvel[self._vadr].copy()
+
+    def imu(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """What an IMU at the `imu` site reads: orientation (w, x, y, z), gyro and accelerometer (body frame).
+
+        The accelerometer reads proper acceleration (+9.81 m/s^2 up when at rest), as real ones do.
+        """
+        m, d = self.model, self.data
+        quat = np.zeros(4)
+        mujoco.mju_mat2Quat(quat, d.site_xmat[self._imu])
+        mujoco.mj_objectVelocity(m, d, mujoco.mjtObj.mjOBJ_SITE, self._imu, self._res6, 1)
+        gyro = self._res6[:3].copy()
+        mujoco.mj_rnePostConstraint(m, d)
+        mujoco.mj_objectAcceleration(m, d, mujoco.mjtObj.mjOBJ_SITE, self._imu, self._res6, 1)
+        return quat, gyro, self._res6[3:].copy()
+
+    def base_pose(self) -> tuple[np.ndarray, np.ndarray]:
+        """Base position (world) and orientation (w, x, y, z)."""
+        return self.data.qpos[0:3].copy(), self.data.qpos[3:7].copy()
+
+    def base_twist(self) -> tuple[np.ndarray, np.ndarray]:
+        """Base linear and angular velocity in the body frame (what odometry's twist reports)."""
+        d = self.data
+        rot = np.zeros(9)
+        mujoco.mju_quat2Mat(rot, d.qpos[3:7])
+        return rot.reshape(3, 3).T @ d.qvel[0:3], d.qvel[3:6].copy()
+
+    def set_state(self, full_state: np.ndarray) -> None:
+        """Load a full physics state (as the batched backend stores it) and recompute derived quantities."""
+        mujoco.mj_setState(self.model, self.data, full_state, _FULL)
+        mujoco.mj_forward(self.model, self.data)

@@ -1,0 +1,59 @@
+"""Fixtures shared by the whole suite.
+
+MuJoCo picks its OpenGL backend when it is first imported, so EGL (headless) is chosen here, before any
+test module imports mujoco, unless the caller already chose one.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.training_runs import TINY_TASK, tiny_train_config
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A Go1 run trained for two PPO iterations: checkpoint.pt, history.json, policy.onnx, policy.json.
+
+    Shared by many tests, so treat it as read-only; `tiny_run_copy` gives a private copy.
+    """
+    from s2r.policies.runner import OnPolicyRunner
+    from s2r.sim import task_config
+
+    run_dir = tmp_path_factory.mktemp("runs") / "tiny"
+    runner = OnPolicyRunner(TINY_TASK, task_config(TINY_TASK), tiny_train_config(), run_dir, progress=False)
+    try:
+        result = runner.learn()
+    finally:
+        runner.close()
+    assert result["iterations"] == 2 and not result["interrupted"]
+    return run_dir
+
+
+@pytest.fixture
+def tiny_run_copy(tiny_run: Path, tmp_path: Path) -> Path:
+    """A private copy of `tiny_run` that a test may resume, overwrite or break."""
+    dst = tmp_path / "run"
+    shutil.copytree(tiny_run, dst)
+    return dst
+
+
+@pytest.fixture
+def renderer_or_skip() -> None:
+    """Skip the test, saying why, when MuJoCo cannot create an offscreen OpenGL context here."""
+    import mujoco
+
+    model = mujoco.MjModel.from_xml_string("<mujoco><worldbody><geom size='1'/></worldbody></mujoco>")
+    try:
+        renderer = mujoco.Renderer(model, 32, 32)
+    except Exception as exc:  # no EGL/OSMesa library, no GPU or software driver
+        pytest.skip(f"offscreen rendering unavailable with MUJOCO_GL={os.environ.get('MUJOCO_GL')}: "
+                    f"{type(exc).__name__}: {exc}")
+    renderer.close()

@@ -1,0 +1,69 @@
+"""The `s2r` commands that use an exported run: tasks, eval (ONNX through onnxruntime), play with video."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import gymnasium
+import numpy as np
+import pytest
+from s2r.policies.cli import main
+from s2r.sim import gym_id, task_ids
+
+
+def test_tasks_lists_every_task(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["tasks"]) == 0
+    out = capsys.readouterr().out
+    for task in task_ids():
+        assert task in out and gym_id(task) in out
+
+
+def test_eval_prints_tracking_error_fall_rate_and_return(tiny_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["eval", str(tiny_run), "--episodes", "4", "--json"]) == 0
+    out = capsys.readouterr().out
+    for label in ("velocity tracking error", "fall rate", "mean return", "mean episode length"):
+        assert label in out
+    res = json.loads(out.strip().splitlines()[-1])
+    assert res["episodes"] == 4 and 0.0 <= res["fall_rate"] <= 1.0
+    assert np.isfinite([res["mean_return"], res["mean_vel_error"]]).all()
+
+
+def test_eval_of_a_folder_without_a_policy_fails_cleanly(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["eval", str(tmp_path)]) == 2
+    assert "holds no policy.onnx" in capsys.readouterr().err
+
+
+def test_play_writes_an_mp4(tiny_run: Path, tmp_path: Path, renderer_or_skip: None,
+                            capsys: pytest.CaptureFixture[str]) -> None:
+    import imageio.v2 as imageio
+
+    video = tmp_path / "walk.mp4"
+    # Software GL renders ~0.15 s per 640x480 frame on a busy CPU: keep the clip to 10 frames.
+    assert main(["play", str(tiny_run), "--video", str(video), "--seconds", "0.2", "--command", "0.5,0,0"]) == 0
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert res["steps"] == 10 and res["video"] == str(video)
+    reader = imageio.get_reader(str(video))
+    try:
+        frames = [f for _, f in zip(range(100), reader, strict=False)]
+    finally:
+        reader.close()
+    assert len(frames) == 10 and frames[0].shape == (480, 640, 3)
+    assert frames[0].std() > 5  # a rendered scene, not a blank frame
+
+
+def test_play_without_video_needs_no_renderer(tiny_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["play", str(tiny_run), "--seconds", "0.5"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["video"] is None
+
+
+@pytest.mark.parametrize("task", ["Go1-Velocity-Flat", "Puck-Velocity-Flat"])
+def test_gym_rgb_array_render(task: str, renderer_or_skip: None) -> None:
+    env = gymnasium.make(gym_id(task), render_mode="rgb_array")
+    try:
+        env.reset(seed=0)
+        env.step(env.action_space.sample())
+        frame = env.render()
+    finally:
+        env.close()
+    assert frame.shape == (240, 320, 3) and frame.dtype == np.uint8 and frame.std() > 5
