@@ -116,6 +116,7 @@ def bench_sysid(root: Path, joints: tuple[str, ...], seconds: float, name: str, 
         "rms_q_deg_before": round(float(np.degrees(res.before.rms_q)), 4),
         "rms_q_deg_after": round(float(np.degrees(res.after.rms_q)), 5),
         "seconds": round(secs, 2), "stage_seconds": {k: round(v, 2) for k, v in res.stage_seconds.items()},
+        "iterations": res.iterations,
     }
 
 

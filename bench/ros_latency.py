@@ -200,23 +200,30 @@ def measure(bench: Bench, kind: str, rate: float, seconds: float, policy: Path, 
     finally:
         proc.send_signal(2)
         proc.wait(15)
-    lat, missed = match(sent, recv, 1.0 / rate)
-    out = {"sent": len(sent), "received": len(recv), "missed": missed,
+    skipped = int(diag["missed_periods"]) - missed_before if kind == "policy" else 0
+    if len(recv) == len(sent) and skipped == 0:
+        # Every state got exactly one answer, in order: pair them one to one.
+        lat, how = recv - sent, "in order"
+        missed = int((lat > 1.0 / rate).sum())
+    else:  # some state went unanswered: attribute each answer to the state whose period it fell in
+        (lat, missed), how = match(sent, recv, 1.0 / rate), "by period window"
+    out = {"sent": len(sent), "received": len(recv), "missed": missed, "matched": how,
            "p50_ms": float(np.percentile(lat, 50) * 1e3) if len(lat) else None,
            "p99_ms": float(np.percentile(lat, 99) * 1e3) if len(lat) else None,
            "max_ms": float(lat.max() * 1e3) if len(lat) else None}
     if kind == "policy":
         out.update({"in_node_p50_ms": float(diag["latency_p50_us"]) / 1e3,
                     "in_node_p99_ms": float(diag["latency_p99_us"]) / 1e3,
-                    "node_missed_periods": int(diag["missed_periods"]) - missed_before})
+                    "node_missed_periods": skipped})
     return out
 
 
 def match(sent: np.ndarray, recv: np.ndarray, period: float) -> tuple[np.ndarray, int]:
     """Latency of each state answered before the next was sent, and how many were not.
 
-    Each state owns the window from its send time to the next state's: the first command in it is its
-    answer. A command that comes later than that is a missed period, whatever it answered.
+    Used when answers are missing, so one-to-one pairing is impossible: each state owns the window from
+    its send time to the next state's, and the first command in it is its answer. A state with no
+    command in its window counts as a missed period.
     """
     if len(sent) == 0:
         return np.zeros(0), 0

@@ -57,7 +57,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     a.add_argument("--start", type=float, help="use the log from this time (s)")
     a.add_argument("--end", type=float, help="use the log up to this time (s)")
     a.add_argument("--state-topic", default="/joint_states", help="MCAP: sensor_msgs/JointState topic")
-    a.add_argument("--command-topic", default="/joint_commands",
+    a.add_argument("--command-topic", default="/forward_position_controller/commands",
                    help="MCAP: commands (JointState, or Float64MultiArray in the state topic's joint order)")
     a.add_argument("--max-latency-ms", type=float, default=30.0)
     a.add_argument("--max-iterations", type=int, default=30, help="refinement iterations (default 30)")
@@ -65,6 +65,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
     e = sub.add_parser("excite", help="write an excitation trajectory (CSV) within the robot's safety limits")
     e.add_argument("--model", default="go1.xml", help="robot model in s2r.sim.models (default go1.xml)")
+    e.add_argument("--robot", default="auto",
+                   help="robot config (robot.yaml) whose safety limits also apply; default: launch/robots/<model>.yaml "
+                   "when it exists; 'none' for the model's limits only")
     e.add_argument("--joints", help="comma-separated joints (default: every actuated joint)")
     e.add_argument("--kind", choices=("chirp", "steps", "chirp+steps"), default="chirp+steps")
     e.add_argument("--seconds", type=float, default=10.0)
@@ -165,7 +168,14 @@ def _excite(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     joints = tuple(j.strip() for j in args.joints.split(",")) if args.joints else ()
-    limits = robot_limits(args.model, joints)
+    robot = None if args.robot == "none" else args.robot
+    if robot == "auto":
+        # The repository's robot config for this model, from the working directory or beside the package.
+        name = Path(args.model).stem + ".yaml"
+        found = [p for p in (Path("launch/robots") / name, Path(__file__).resolve().parents[1] / "launch/robots" / name)
+                 if p.is_file()]
+        robot = str(found[0]) if found else None
+    limits = robot_limits(args.model, joints, robot)
     cfg = ExciteConfig(kind=args.kind, seconds=args.seconds, rate_hz=args.rate, f0_hz=args.f0, f1_hz=args.f1,
                        amplitude_rad=args.amplitude, step_rad=args.step, margin_rad=args.margin,
                        max_velocity=args.max_velocity, torque_fraction=args.torque_fraction, seed=args.seed)

@@ -22,7 +22,20 @@ from s2r.calibration.schema import CalibrationError
 
 @dataclass(frozen=True, kw_only=True)
 class RobotLimits:
-    """What the excitation must respect, per joint."""
+    """What the excitation must respect, per joint.
+
+    Attributes:
+        model: Model file the ranges, torque limits, gains and home pose come from.
+        joints: Joint names.
+        lower: Lowest allowed target (rad): the tighter of the model's range and the robot config's.
+        upper: Highest allowed target (rad).
+        home: Pose the trajectory starts and ends at (the model's "home" keyframe).
+        kp: Position gains (Nm/rad), for the torque a target jump asks for.
+        torque_max: Motor torque limits (Nm).
+        velocity_limit: Largest target speed (rad/s) the robot's safety layer lets through (inf: none given).
+        max_target_delta: Largest change of a target in one command the safety layer lets through (rad).
+        robot_config: The robot config (robot.yaml) the limits were tightened with, if any.
+    """
 
     model: str
     joints: tuple[str, ...]
@@ -31,14 +44,20 @@ class RobotLimits:
     home: np.ndarray
     kp: np.ndarray
     torque_max: np.ndarray
+    velocity_limit: np.ndarray | None = None
+    max_target_delta: float = float("inf")
+    robot_config: str = ""
 
 
-def robot_limits(model: str = "go1.xml", joints: tuple[str, ...] = ()) -> RobotLimits:
+def robot_limits(model: str = "go1.xml", joints: tuple[str, ...] = (), robot_config: str | Path | None = None) -> RobotLimits:
     """Joint ranges, torque limits, gains and home pose of the actuated joints of a bundled robot model.
 
     Args:
         model: Model file in s2r.sim.models (e.g. "go1.xml").
         joints: Joints to include (default: every actuated joint).
+        robot_config: A robot.yaml (launch/robots/) whose joint limits, velocity limit and largest target step
+            the robot's safety layer enforces: the excitation must stay inside them too, or the safety layer
+            would change the very commands being identified.
     """
     import mujoco
     from s2r.sim.models import model_path
@@ -57,8 +76,38 @@ def robot_limits(model: str = "go1.xml", joints: tuple[str, ...] = ()) -> RobotL
     jid = m.actuator_trnid[a, 0]
     lo, hi = m.jnt_range[jid, 0], m.jnt_range[jid, 1]
     h = home[a] if home is not None else (lo + hi) / 2
-    return RobotLimits(model=model, joints=tuple(want), lower=lo.copy(), upper=hi.copy(), home=h,
-                       kp=m.actuator_gainprm[a, 0].copy(), torque_max=np.abs(m.actuator_forcerange[a]).min(axis=1))
+    lo, hi = lo.copy(), hi.copy()
+    vel, delta, source = None, float("inf"), ""
+    if robot_config:
+        from s2r.real.robot import RobotConfigError, load_robot_config
+
+        try:
+            rc = load_robot_config(robot_config)
+        except RobotConfigError as exc:
+            raise CalibrationError(str(exc)) from None
+        missing = [j for j in want if j not in rc.joint_names]
+        if missing:
+            raise CalibrationError(f"{robot_config}: has no joint(s) {missing}; its joints are {list(rc.joint_names)}. "
+                                   f"Pass the robot config that belongs to {model}")
+        idx = [rc.joint_names.index(j) for j in want]
+        lo = np.maximum(lo, np.asarray(rc.joint_lower)[idx])
+        hi = np.minimum(hi, np.asarray(rc.joint_upper)[idx])
+        vel = np.asarray(rc.velocity_limit, dtype=float)[idx]
+        delta, source = float(rc.max_target_delta), str(robot_config)
+    return RobotLimits(model=model, joints=tuple(want), lower=lo, upper=hi, home=h, kp=m.actuator_gainprm[a, 0].copy(),
+                       torque_max=np.abs(m.actuator_forcerange[a]).min(axis=1), velocity_limit=vel,
+                       max_target_delta=delta, robot_config=source)
+
+
+def _speed_limit(limits: RobotLimits, cfg: ExciteConfig) -> np.ndarray:
+    """Per-joint target speed limit: the excitation's own, or the robot config's where tighter."""
+    v = np.full(len(limits.joints), cfg.max_velocity)
+    return v if limits.velocity_limit is None else np.minimum(v, limits.velocity_limit)
+
+
+def _jump_limit(limits: RobotLimits, cfg: ExciteConfig) -> np.ndarray:
+    """Per-joint largest target jump: kp * jump within the torque share, and within the safety layer's step."""
+    return np.minimum(cfg.torque_fraction * limits.torque_max / limits.kp, limits.max_target_delta)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -130,16 +179,18 @@ def generate_excitation(limits: RobotLimits, cfg: ExciteConfig) -> JointLog:
         phase = 2 * np.pi * cfg.f0_hz * t_chirp / np.log(k) * (k ** (t / t_chirp) - 1)
         w = 2 * np.pi * f
         # Amplitude envelope that keeps |v| = A w and |a| = A w^2 inside the limits; fade in and out over 0.5 s.
-        env = np.minimum.reduce([np.full_like(t, cfg.amplitude_rad), cfg.max_velocity / w, cfg.max_acceleration / w**2])
-        fade = np.clip(np.minimum(t, t_chirp - t) / 0.5, 0, 1)
+        vmax = _speed_limit(limits, cfg)
+        fade = np.clip(np.minimum(t, t[-1] - t) / 0.5, 0, 1)  # exactly home at both ends, so steps start from home
         fade = 0.5 - 0.5 * np.cos(np.pi * fade)
         offsets = rng.uniform(0, 2 * np.pi, nj)
         # Velocity/acceleration limits hold for the envelope; the fade's own slope is small in comparison.
-        chirp = np.stack([np.minimum(env, room[j]) * fade * np.sin(phase + offsets[j]) for j in range(nj)], axis=1)
+        chirp = np.stack([np.minimum.reduce([np.full_like(t, min(cfg.amplitude_rad, room[j])), 0.98 * vmax[j] / w,
+                                             cfg.max_acceleration / w**2]) * fade * np.sin(phase + offsets[j])
+                          for j in range(nj)], axis=1)
         parts.append(home + chirp)
     if t_steps > 0:
         n = round(t_steps / dt)
-        jump = cfg.torque_fraction * limits.torque_max / limits.kp  # largest jump the torque limit allows
+        jump = _jump_limit(limits, cfg)
         steps = np.zeros((n, nj))
         for j in range(nj):
             i, level = 0, 0.0
@@ -178,23 +229,24 @@ def check_excitation(log: JointLog, limits: RobotLimits, cfg: ExciteConfig) -> l
     dt = float(np.median(np.diff(log.t)))
     x = log.target
     lo, hi = limits.lower + cfg.margin_rad - 1e-9, limits.upper - cfg.margin_rad + 1e-9
+    vmax, jmax = _speed_limit(limits, cfg), _jump_limit(limits, cfg)
     for j, name in enumerate(log.joints):
         if x[:, j].min() < lo[j] or x[:, j].max() > hi[j]:
             out.append(f"{name} goes to [{x[:, j].min():.3f}, {x[:, j].max():.3f}] rad, outside [{lo[j]:.3f}, {hi[j]:.3f}]")
         d = np.abs(np.diff(x[:, j]))
         # A step is one isolated change; consecutive fast samples are motion and must respect the velocity limit.
-        fast = d > 1.05 * cfg.max_velocity * dt
+        fast = d > 1.05 * vmax[j] * dt
         neighbours_fast = np.zeros_like(fast)
         neighbours_fast[1:] |= fast[:-1]
         neighbours_fast[:-1] |= fast[1:]
         jumps = fast & ~neighbours_fast
-        max_jump = cfg.torque_fraction * limits.torque_max[j] / limits.kp[j]
-        if jumps.any() and d[jumps].max() > max_jump + 1e-9:
-            out.append(f"{name} jumps {d[jumps].max():.3f} rad at once; kp*jump would exceed "
-                       f"{100 * cfg.torque_fraction:.0f} % of {limits.torque_max[j]:.1f} Nm (max {max_jump:.3f} rad)")
+        if jumps.any() and d[jumps].max() > jmax[j] + 1e-9:
+            out.append(f"{name} jumps {d[jumps].max():.3f} rad at once (max {jmax[j]:.3f} rad: kp*jump within "
+                       f"{100 * cfg.torque_fraction:.0f} % of {limits.torque_max[j]:.1f} Nm and the robot config's "
+                       "largest target step)")
         smooth = d[~jumps] / dt
-        if smooth.size and smooth.max() > 1.05 * cfg.max_velocity:
-            out.append(f"{name} moves at {smooth.max():.2f} rad/s, above {cfg.max_velocity} rad/s")
+        if smooth.size and smooth.max() > 1.05 * vmax[j]:
+            out.append(f"{name} moves at {smooth.max():.2f} rad/s, above {vmax[j]:.2f} rad/s")
         if abs(x[0, j] - limits.home[j]) > 1e-6 or abs(x[-1, j] - limits.home[j]) > 1e-6:
             out.append(f"{name} does not start and end at its home pose {limits.home[j]:.3f} rad")
     return out
@@ -211,6 +263,7 @@ def write_excitation(log: JointLog, limits: RobotLimits, cfg: ExciteConfig, out:
              f"chirp        {cfg.f0_hz}..{cfg.f1_hz} Hz, amplitude <= {cfg.amplitude_rad} rad; steps <= {cfg.step_rad} rad",
              f"limits       margin {cfg.margin_rad} rad inside the joint range, |v| <= {cfg.max_velocity} rad/s, "
              f"kp*jump <= {100 * cfg.torque_fraction:.0f} % of the torque limit",
+             f"robot config {limits.robot_config or 'none given (model limits only; pass --robot launch/robots/<robot>.yaml)'}",
              "safety check passed: every limit below holds",
              "",
              "Play it with the robot on a stand (feet free), log joint targets, positions, velocities and torques, then",
@@ -220,7 +273,7 @@ def write_excitation(log: JointLog, limits: RobotLimits, cfg: ExciteConfig, out:
     for j, n in enumerate(log.joints):
         x = log.target[:, j]
         d = np.abs(np.diff(x)) / dt
-        slow = d <= 1.05 * cfg.max_velocity
+        slow = d <= 1.05 * _speed_limit(limits, cfg)[j]
         v = d[slow].max() if slow.any() else 0.0
         lines.append(f"{n:18s} {limits.home[j]:7.3f} {x.min():7.3f} {x.max():7.3f} {limits.lower[j]:8.3f} "
                      f"{limits.upper[j]:8.3f} {v:8.2f}")

@@ -7,10 +7,12 @@ CSV: a header `t,<joint>.target,<joint>.q,<joint>.qd,<joint>.tau,...` (seconds, 
 tau optional, per joint all or none). `s2r calibrate excite` writes `t` and the `.target` columns; the
 robot's logger adds the measured ones.
 
-MCAP (rosbag2's default): sensor_msgs/JointState on the state topic (name, position, velocity, effort) and
-the commands either as sensor_msgs/JointState (names + position) or as std_msgs/Float64MultiArray (a
-ros2_control forward command controller; values in the order of the state topic's names). Commands are
-held until the next one (zero-order hold) and sampled at the state times.
+MCAP (rosbag2's default, and what `s2r deploy --record` writes): sensor_msgs/JointState on the state topic
+(name, position, velocity, effort) and the commands either as std_msgs/Float64MultiArray (a ros2_control
+forward command controller, `/forward_position_controller/commands` by default; values in the order of the
+state topic's names) or as sensor_msgs/JointState (names + position). Commands are held until the next one
+(zero-order hold) and sampled at the state times. Messages are timed by their header stamps when both
+topics have them, else by the recorder's receive time.
 """
 
 from __future__ import annotations
@@ -66,7 +68,7 @@ class JointLog:
 
 
 def read_log(path: str | Path, *, start: float | None = None, end: float | None = None,
-             state_topic: str = "/joint_states", command_topic: str = "/joint_commands",
+             state_topic: str = "/joint_states", command_topic: str = "/forward_position_controller/commands",
              max_gap_factor: float = 1.5) -> JointLog:
     """Read a CSV or MCAP joint log, cut it to [start, end], check it and resample it to a uniform grid.
 
@@ -178,11 +180,15 @@ def _read_mcap(path: Path, state_topic: str, command_topic: str) -> tuple[np.nda
                                        f"{what}")
         if chans.get(state_topic) not in (None, "sensor_msgs/msg/JointState"):
             raise CalibrationError(f"{path}: '{state_topic}' carries {chans[state_topic]}, not sensor_msgs/msg/JointState")
-        for _s, ch, raw, m in reader.iter_decoded_messages(topics=[state_topic, command_topic]):
-            # Integer nanoseconds: seconds since 1970 as a float would blur the stamps to ~0.1 us and could
-            # reorder a command and the state stamped with it.
-            stamp = m.header.stamp.sec * 1_000_000_000 + m.header.stamp.nanosec if hasattr(m, "header") else 0
-            (states if ch.topic == state_topic else commands).append((stamp if stamp > 0 else raw.log_time, m))
+        msgs = [(ch.topic, raw.log_time, m) for _s, ch, raw, m in reader.iter_decoded_messages(topics=[state_topic,
+                                                                                                     command_topic])]
+    # Header stamps when both topics carry them; otherwise (a Float64MultiArray command has no header) the
+    # recorder's receive time for both, so the two topics are never timed by different clocks. Integer
+    # nanoseconds: epoch seconds as a float blur to ~0.1 us and could reorder a command and its state.
+    stamped = all(hasattr(m, "header") and (m.header.stamp.sec or m.header.stamp.nanosec) for _t, _l, m in msgs)
+    for topic, log_time, m in msgs:
+        stamp = m.header.stamp.sec * 1_000_000_000 + m.header.stamp.nanosec if stamped else log_time
+        (states if topic == state_topic else commands).append((stamp, m))
     if not states or not commands:
         raise CalibrationError(f"{path}: no messages on '{state_topic if not states else command_topic}'; record both the "
                                "joint states and the commands")
@@ -262,8 +268,8 @@ def write_csv_log(log: JointLog, path: str | Path, *, measured: bool = True) -> 
 
 
 def write_mcap_log(log: JointLog, path: str | Path, *, state_topic: str = "/joint_states",
-                   command_topic: str = "/joint_commands", command_type: str = "JointState", t0: float = 1.0e9,
-                   drop: tuple[int, int] | None = None) -> Path:
+                   command_topic: str = "/forward_position_controller/commands", command_type: str = "Float64MultiArray",
+                   t0: float = 1.0e9, drop: tuple[int, int] | None = None) -> Path:
     """Write a log as an MCAP bag of sensor_msgs/JointState (+ JointState or Float64MultiArray commands).
 
     Args:

@@ -57,3 +57,18 @@ def test_bad_input_is_one_clear_line(argv: list[str], needle: str | None, tmp_pa
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("s2r: error: ") and needle in err and "\n" not in err
+
+
+def test_light_imports() -> None:
+    """`s2r --help` loads no OpenCV/SciPy/MuJoCo for calibration; camera calibration needs no MuJoCo or SciPy."""
+    import subprocess
+    import sys
+
+    code = ("import sys; import s2r.calibration.camera, s2r.calibration.hand_eye, s2r.calibration.images; "
+            "assert 'mujoco' not in sys.modules and 'scipy' not in sys.modules, 'heavy import'; "
+            "import s2r.calibration.cli, s2r.calibration.schema; print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "ok" in out.stdout, out.stderr
+    code = "import sys; import s2r.calibration.cli; assert 'cv2' not in sys.modules; print('ok')"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "ok" in out.stdout, out.stderr

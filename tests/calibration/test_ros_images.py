@@ -59,3 +59,36 @@ def test_grab_from_topic_and_calibrate(intrinsics_set: ImageSet, monkeypatch: py
     assert any(np.array_equal(grabbed[0][1], v) for v in views)  # pixels arrive unchanged
     res = calibrate_camera(grabbed, CameraCalibConfig(board=intrinsics_set.board), "/camera/image_raw")
     assert abs(res.intrinsics.intrinsic_matrix[0, 0] / intrinsics_set.cam.fx - 1) < 0.01
+
+
+def test_log_from_the_project_recorder(leg_log_csv, tmp_path) -> None:
+    """A joint log written the way `s2r deploy --record` writes it (CDR messages, rosbag2 schemas) reads back."""
+    import sys
+    from pathlib import Path
+
+    from rclpy.serialization import serialize_message
+    from s2r.calibration.logs import read_log
+    from sensor_msgs.msg import JointState
+    from std_msgs.msg import Float64MultiArray
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "ros_ws" / "src" / "s2r_ros"))
+    from s2r_ros.mcap_log import McapLog
+
+    log = read_log(leg_log_csv).window(end=0.5)
+    path = tmp_path / "robot_log.mcap"
+    with McapLog(path) as rec:
+        cs = rec.add_topic("/joint_states", "sensor_msgs/msg/JointState")
+        cc = rec.add_topic("/forward_position_controller/commands", "std_msgs/msg/Float64MultiArray")
+        t0 = 1_700_000_000_000_000_000
+        for i, t in enumerate(log.t):
+            ns = t0 + round(float(t) * 1e9)
+            rec.write(cc, "/forward_position_controller/commands",
+                      serialize_message(Float64MultiArray(data=log.target[i].tolist())), ns)
+            js = JointState(name=list(log.joints), position=log.q[i].tolist(), velocity=log.qd[i].tolist(),
+                            effort=log.tau[i].tolist())
+            rec.write(cs, "/joint_states", serialize_message(js), ns + 50_000)  # arrives 50 us later
+    back = read_log(path)
+    assert back.joints == log.joints and len(back.t) == len(log.t)
+    np.testing.assert_allclose(back.target, log.target)
+    np.testing.assert_allclose(back.q, log.q)
+    np.testing.assert_allclose(back.tau, log.tau)

@@ -94,7 +94,7 @@ def test_command_and_state_joints_must_match(leg_log_csv: Path, tmp_path: Path) 
         w.finish()
     with pytest.raises(CalibrationError, match=r"mismatch.mcap: command joints .* do not match state joints .*only in "
                                                r"commands: \['RL_calf_joint'\]"):
-        read_log(bag)
+        read_log(bag, command_topic="/joint_commands")
     with pytest.raises(CalibrationError, match=r"has no topic '/cmd'.*--command-topic"):
         read_log(bag, command_topic="/cmd")
 
@@ -133,3 +133,25 @@ def test_excitation_stays_inside_the_limits(tmp_path: Path) -> None:
     assert any(p.startswith("FR_calf_joint goes to") for p in problems)
     assert any(p.startswith("FR_calf_joint moves at") for p in problems)
     assert any(p.startswith("FR_thigh_joint jumps 0.500 rad") for p in problems)
+
+
+def test_excitation_respects_the_robot_config(tmp_path: Path) -> None:
+    """The safety limits of a robot.yaml (the ones the robot's safety layer enforces) tighten the model's."""
+    joints = ("FR_hip_joint", "FR_thigh_joint", "FR_calf_joint")
+    robot = tmp_path / "robot.yaml"
+    robot.write_text(
+        "name: go1\njoint_names: [FR_hip_joint, FR_thigh_joint, FR_calf_joint]\ncontrol_dt: 0.02\n"
+        "joint_lower: [-0.3, -0.686, -2.818]\njoint_upper: [0.3, 4.501, -0.888]\n"
+        "velocity_limit: 2.0\nmax_target_delta: 0.1\n")
+    limits = robot_limits("go1.xml", joints, robot)
+    assert limits.lower[0] == -0.3 and limits.upper[0] == 0.3 and limits.robot_config == str(robot)
+    cfg = ExciteConfig(seconds=4.0)
+    ex = generate_excitation(limits, cfg)
+    d = np.abs(np.diff(ex.target, axis=0))
+    assert d.max() <= 0.1 + 1e-9  # no step beyond the safety layer's largest target change
+    assert (ex.target[:, 0] >= -0.2 - 1e-9).all() and (ex.target[:, 0] <= 0.2 + 1e-9).all()  # margin 0.1 inside +-0.3
+    smooth = d[d < 1.05 * 2.0 * 0.001]
+    assert smooth.max() <= 1.05 * 2.0 * 0.001  # chirp within 2 rad/s
+    assert check_excitation(ex, limits, cfg) == []
+    with pytest.raises(CalibrationError, match=r"robot.yaml: has no joint\(s\) \['FL_hip_joint'\]"):
+        robot_limits("go1.xml", ("FL_hip_joint",), robot)

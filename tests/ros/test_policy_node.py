@@ -13,6 +13,7 @@ import yaml
 from lifecycle_msgs.msg import Transition
 from rclpy.parameter import Parameter
 from s2r_ros.policy_node import PolicyNode
+from s2r_ros.teleop_node import Teleop
 from std_msgs.msg import Bool, Empty
 
 from tests.policy_files import GO1_ROBOT
@@ -153,3 +154,39 @@ def test_mismatch_refuses_activation_with_a_log_line(tmp_path: Path, go1_policy:
     line = next(ln for ln in out.splitlines() if "refusing policy" in ln)
     assert "ERROR" in line and "joint order differs: position 0 is 'FR_hip_joint'" in line and "swapped.yaml" in line
 
+
+
+def test_gamepad_starts_stops_and_estops_the_policy(ros: Ros, graphs: dict[str, Path]) -> None:
+    from sensor_msgs.msg import Joy
+
+    node = policy_node(ros.context, graphs["small"], autostart="inactive")
+    teleop = Teleop(context=ros.context, parameter_overrides=[Parameter("source", value="joy")])
+    driver = Driver(ros.context)
+    joy_pub = driver.create_publisher(Joy, "/joy", 10)
+    spinner = Spinner(ros.context, node, teleop, driver)
+
+    def press(button: int) -> None:
+        for pressed in (1, 0):
+            buttons = [0] * 8
+            buttons[button] = pressed
+            joy_pub.publish(Joy(axes=[0.0] * 4, buttons=buttons))
+            time.sleep(0.05)
+
+    try:
+        wait_for(lambda: driver.count_publishers("/joy") and teleop.count_subscribers("/joy"), 5, "the gamepad link")
+        assert driver.state() == "inactive"
+        wait_for(lambda: teleop._lifecycle.service_is_ready(), 5, "teleop's lifecycle client")
+        press(7)  # start
+        wait_for(lambda: driver.state() == "active", 5, "activation from the start button")
+        wait_for(lambda: len(driver.commands) > 5, 5, "commands")
+        press(1)  # e-stop (momentary: pressed, then released)
+        wait_for(lambda: driver.mode() == "estop", 2, "e-stop from the gamepad")
+        press(2)  # reset
+        wait_for(lambda: driver.mode() == "run", 2, "reset from the gamepad")
+        press(6)  # back: deactivate, which sends the safe stop
+        wait_for(lambda: driver.state() == "inactive", 5, "deactivation from the back button")
+        assert is_hold(driver.commands[-1][1])
+    finally:
+        spinner.close()
+        for n in (node, teleop, driver):
+            n.destroy_node()

@@ -22,9 +22,10 @@ from rosgraph_msgs.msg import Clock as ClockMsg
 from s2r.real.robot import load_robot_config
 from s2r.sim.registry import task_config
 from s2r.sim.robot_sim import RobotSim, RobotSimConfig, task_config_for_run
-from s2r_ros.common import declare_params, qos, run, sec_to_stamp
 from sensor_msgs.msg import Imu, JointState
 from std_msgs.msg import Float64MultiArray
+
+from s2r_ros.common import declare_params, qos, run, sec_to_stamp
 
 PARAMS = {
     "policy": "", "task": "Go1-Velocity-Flat", "robot": "", "lockstep": False, "lockstep_timeout_s": 0.1,

@@ -19,9 +19,10 @@ from geometry_msgs.msg import Twist
 from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState
 from rclpy.node import Node
-from s2r_ros.common import declare_params, qos, run
 from sensor_msgs.msg import Joy
 from std_msgs.msg import Bool, Empty
+
+from s2r_ros.common import declare_params, qos, run
 
 PARAMS = {
     "source": "joy", "rate_hz": 20.0, "max_vx": 1.0, "max_vy": 0.5, "max_wz": 1.0, "deadzone": 0.05,
@@ -39,8 +40,8 @@ def _deadzone(v: float, dz: float) -> float:
 class Teleop(Node):
     """Operator input -> robot commands."""
 
-    def __init__(self) -> None:
-        super().__init__("teleop")
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__("teleop", **kwargs)  # kwargs: context, parameter_overrides (tests, composition)
         self.cfg = declare_params(self, PARAMS)
         c = self.cfg
         if c["source"] not in ("joy", "keyboard"):
