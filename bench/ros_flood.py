@@ -12,7 +12,6 @@ Prints one JSON line; `--out` also writes it.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -23,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ros_latency import REPO, Bench, export_untrained, make_policy, start_node
+from ros_latency import REPO, Bench, emit, export_untrained, make_policy, start_node
 
 RATE, FLOOD = 50.0, 10
 
@@ -130,12 +129,12 @@ def main() -> int:
     p.add_argument("--policy", type=Path, help="policy.onnx (default: an untrained Go1 actor)")
     p.add_argument("--out", type=Path, help="also write the JSON here")
     args = p.parse_args()
+    from s2r_ros.common import stale_fastdds_shm
+
     result = run(args.seconds, args.baseline, args.policy)
-    result["command"] = "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])
-    print(json.dumps(result))
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=2) + "\n")
+    for f in stale_fastdds_shm():  # what nodes of this run (or an earlier one) left in /dev/shm
+        f.unlink(missing_ok=True)
+    emit(result, args.out)
     return 0
 
 

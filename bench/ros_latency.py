@@ -261,6 +261,8 @@ def main() -> int:
     p.add_argument("--realtime", type=int, default=0,
                    help="SCHED_FIFO priority for the bench, echo and policy processes (0: normal scheduling)")
     args = p.parse_args()
+    from s2r_ros.common import stale_fastdds_shm
+
     if args.echo:
         set_realtime(args.realtime)
         return echo_main()
@@ -289,18 +291,24 @@ def main() -> int:
             held = [hold(bench, r, args.seconds, source, root, env) for r in rates]
         finally:
             bench.close()
+    for f in stale_fastdds_shm():  # what nodes of this run (or an earlier one) left in /dev/shm
+        f.unlink(missing_ok=True)
     result = {"bench": "ros_latency", "transport": "Fast DDS (rmw_fastrtps_cpp), loopback, events executor",
               "cpus": os.cpu_count(), "python": platform.python_version(), "realtime_priority": args.realtime,
               "load_average_1m_before_after": [load_before[0], os.getloadavg()[0]], "probes": probes,
               "highest_probe_without_miss_hz": best, "held": held,
-              "goal": {"added_p99_ms_at_50hz": 0.5, "rate_hz_held_60s": 1000},
-              "command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])}
-    line = json.dumps(result)
-    print(line)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=2) + "\n")
+              "goal": {"added_p99_ms_at_50hz": 0.5, "rate_hz_held_60s": 1000}}
+    emit(result, args.out)
     return 0
+
+
+def emit(result: dict[str, object], out: Path | None) -> None:
+    """Print the result as one JSON line (with the command that made it) and write it to `out` if given."""
+    result["command"] = "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])
+    print(json.dumps(result))
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2) + "\n")
 
 
 if __name__ == "__main__":

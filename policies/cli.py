@@ -229,8 +229,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=cmd_export)
 
     t = sub.add_parser("deploy", help="start a deployment manifest's ROS 2 nodes (e.g. policy + MuJoCo sim bridge)")
-    _ros_deploy().build_parser(t)
-    t.set_defaults(func=cmd_deploy)
+    try:
+        _ros_deploy().build_parser(t)
+        t.set_defaults(func=cmd_deploy)
+    except ImportError:
+        # A wheel install has no ros_ws/ beside it; the other commands must still work.
+        t.set_defaults(func=lambda _a: _fail("s2r deploy needs the s2r_ros package: `colcon build` ros_ws/ and "
+                                             "source install/setup.sh, or run from a source checkout"))
 
     t = sub.add_parser("calibrate", help="camera, hand-eye and actuator calibration to versioned YAML (+ reports)")
     from s2r.calibration.cli import add_arguments as calibrate_arguments  # argparse only; OpenCV etc. load on use

@@ -28,24 +28,7 @@ os.environ.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
 
 rclpy = pytest.importorskip("rclpy", reason="ROS 2 Python packages missing: pip install -e .[ros]")
 
-from tests.policy_files import export_untrained_go1, write_graph  # noqa: E402
-
-_SHM = Path("/dev/shm")
-
-
-def _fastdds_files() -> set[Path]:
-    return {p for p in _SHM.glob("*fastrtps*")} | {p for p in _SHM.glob("*fastdds*")} if _SHM.is_dir() else set()
-
-
-def _mapped() -> set[str]:
-    """Files in /dev/shm that some live process has mapped (never delete those)."""
-    used = set()
-    for maps in Path("/proc").glob("[0-9]*/maps"):
-        try:
-            used |= {line.split()[-1] for line in maps.read_text().splitlines() if "/dev/shm/" in line}
-        except OSError:
-            continue
-    return used
+from tests.real.conftest import go1_policy, graphs  # noqa: E402, F401 - the same session fixtures
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -58,25 +41,17 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="session", autouse=True)
 def _clean_shm() -> Iterator[None]:
-    before = _fastdds_files()
+    """Remove Fast DDS shared-memory files that no process maps any more, before and after the run.
+
+    This process keeps its own segments mapped until it exits, so what it leaves is removed by the next run.
+    """
+    from s2r_ros.common import stale_fastdds_shm
+
+    for p in stale_fastdds_shm():
+        p.unlink(missing_ok=True)
     yield
-    used = _mapped()
-    for p in _fastdds_files() - before:
-        if str(p) not in used:
-            p.unlink(missing_ok=True)
-
-
-@pytest.fixture(scope="session")
-def go1_policy(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """policy.onnx of an untrained Go1 actor, exported through s2r.policies.export."""
-    return export_untrained_go1(tmp_path_factory.mktemp("go1_policy"))
-
-
-@pytest.fixture(scope="session")
-def graphs(tmp_path_factory: pytest.TempPathFactory, go1_policy: Path) -> dict[str, Path]:
-    """Hand-built graphs under the Go1 metadata: small, nan, wide, dynamic_wide."""
-    root = tmp_path_factory.mktemp("graphs")
-    return {k: write_graph(root / k, go1_policy, k) for k in ("small", "nan", "wide", "dynamic_wide")}
+    for p in stale_fastdds_shm():
+        p.unlink(missing_ok=True)
 
 
 @dataclass

@@ -6,6 +6,7 @@ import logging
 import signal
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 import rclpy
@@ -92,6 +93,23 @@ def declare_params(node: Node, params: dict[str, object]) -> dict[str, object]:
     for key, default in params.items():
         node.declare_parameter(key, default, any_type)
     return {k: node.get_parameter(k).value for k in params}
+
+
+def stale_fastdds_shm() -> list[Path]:
+    """Fast DDS shared-memory files in /dev/shm that no live process has mapped.
+
+    Fast DDS leaves its segment and port files behind when a participant dies without cleaning up; they
+    are only ever reused by number, so removing unmapped ones is safe.
+    """
+    shm = Path("/dev/shm")
+    files = [p for p in shm.glob("*fast*") if "fastrtps" in p.name or "fastdds" in p.name] if shm.is_dir() else []
+    used: set[str] = set()
+    for maps in Path("/proc").glob("[0-9]*/maps"):
+        try:
+            used |= {line.rsplit(" ", 1)[-1] for line in maps.read_text().splitlines() if "/dev/shm/" in line}
+        except OSError:  # the process ended while we looked
+            continue
+    return [p for p in files if str(p) not in used]
 
 
 def make_executor(kind: str) -> Executor:

@@ -9,6 +9,7 @@ after `--duration`, so the policy's safe stop still reaches the robot and the re
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import signal
 import subprocess
@@ -187,6 +188,8 @@ def run_deploy(args: argparse.Namespace) -> int:
                 print(" ".join(node_command(n, Path("params.yaml"))))
             print(yaml.safe_dump(params_document(nodes), sort_keys=False))
             return 0
+        if importlib.util.find_spec("rclpy") is None:
+            raise DeployError("rclpy is not installed: pip install -e .[ros], or source a ROS 2 installation")
         keyboard = next((n.name for n in nodes if n.parameters.get("source") == "keyboard"), None)
         deployment = Deployment(nodes, Path(args.log_dir) if args.log_dir else None, stdin_node=keyboard)
         deployment.start()
