@@ -58,12 +58,15 @@ def cmd_train(args: argparse.Namespace) -> int:
         if args.resume:
             run_dir = Path(args.resume) if args.resume != "latest" else _latest_run(args.runs, args.task)
             if run_dir is None:
-                return _fail(f"--resume: no earlier run of '{args.task}' under {args.runs}/")
+                return _fail(f"--resume: no earlier run of '{args.task or 'any task'}' under {args.runs}/")
             resume_from = run_dir / CHECKPOINT
             ckpt = load_checkpoint(resume_from, args.task)
+            args.task = ckpt["task_id"]  # `s2r train --resume` alone continues whatever ran last
             cfg = train_config_from_checkpoint(ckpt)
             tcfg = from_dict(type(task_config(args.task)), ckpt["task_cfg"])
         else:
+            if not args.task:
+                return _fail("train needs a task id (see `s2r tasks`), or --resume to continue a run")
             tcfg = task_config(args.task, _kv(args.set))
             cfg = TrainConfig()
             run_dir = Path(args.run_dir) if args.run_dir else Path(args.runs) / args.task / time.strftime("%Y%m%d-%H%M%S")
@@ -89,12 +92,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 130 if result["interrupted"] else 0
 
 
-def _latest_run(root: str, task: str) -> Path | None:
-    base = Path(root) / task
-    if not base.is_dir():
-        return None
-    runs = sorted(d for d in base.iterdir() if (d / "checkpoint.pt").is_file())
-    return runs[-1] if runs else None
+def _latest_run(root: str, task: str | None) -> Path | None:
+    """Newest run (by checkpoint time) of `task`, or of any task when `task` is None."""
+    pattern = f"{task}/*/checkpoint.pt" if task else "*/*/checkpoint.pt"
+    ckpts = sorted(Path(root).glob(pattern), key=lambda p: p.stat().st_mtime)
+    return ckpts[-1].parent if ckpts else None
 
 
 # ---- eval / play / export -----------------------------------------------------------------------
@@ -195,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=cmd_tasks)
 
     t = sub.add_parser("train", help="train a policy headless and export it to ONNX")
-    t.add_argument("task", help="task id (see `s2r tasks`)")
+    t.add_argument("task", nargs="?", help="task id (see `s2r tasks`); optional with --resume")
     t.add_argument("--steps", type=int, help="env-step budget")
     t.add_argument("--minutes", type=float, help="wall-clock budget")
     t.add_argument("--num-envs", type=int, help="parallel envs (default 256)")
