@@ -244,3 +244,24 @@ def test_gym_episode_end_reports_final_observation() -> None:
         assert info["episode_stats"]["length"] == steps and np.isfinite(obs).all()
     finally:
         env.close()
+
+
+def test_model_pool_shares_randomised_models_and_reports_them() -> None:
+    """With randomization.model_pool=N, envs draw from N models and the privileged DR values match them."""
+    import s2r.sim as S
+    from s2r.sim.config import apply_overrides
+
+    cfg = apply_overrides(S.task_config("Go1-Velocity-Flat"), {"randomization.model_pool": 4})
+    env = S.make("Go1-Velocity-Flat", 16, cfg=cfg, seed=3)
+    try:
+        env.reset(seed=3)
+        for _ in range(3):
+            env.step(np.zeros((16, 12), np.float32))
+        models = env.backend.models
+        assert len({id(m) for m in models}) <= 4
+        kp = np.array([m.actuator_gainprm[0, 0] for m in models])
+        np.testing.assert_allclose(kp, env._kp[0] * env.dr_params[:, 2])
+        mass = np.array([m.body_mass[env._trunk] for m in models])
+        np.testing.assert_allclose(mass, env._trunk_mass + env.dr_params[:, 1])
+    finally:
+        env.close()
