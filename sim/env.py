@@ -104,6 +104,16 @@ class VecEnv(ABC):
         return {g: self.spec.group_dim(g) for g in self.spec.obs_terms}
 
 
+def term_scales(terms: tuple[ObsTerm, ...]) -> np.ndarray:
+    """Per-value scale of a group's concatenated terms."""
+    return np.concatenate([np.broadcast_to(np.asarray(t.scale, dtype=np.float64), (t.size,)) for t in terms])
+
+
+def term_noise(terms: tuple[ObsTerm, ...]) -> np.ndarray:
+    """Per-value uniform noise half-width of a group's concatenated terms."""
+    return np.concatenate([np.full(t.size, t.noise) for t in terms])
+
+
 def sample_obs(env: VecEnv, steps: int, seed: int = 0) -> dict[str, np.ndarray]:
     """Collect observations from random-action rollouts (used by the export parity check).
 

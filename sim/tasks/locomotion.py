@@ -14,20 +14,10 @@ from typing import Any
 import mujoco
 import numpy as np
 from s2r.sim.backends.cpu import CpuBackend, CpuBackendConfig
-from s2r.sim.env import EnvSpec, Obs, ObsTerm, VecEnv
+from s2r.sim.env import EnvSpec, Obs, ObsTerm, VecEnv, term_noise, term_scales
 from s2r.sim.models import load_model, terrain_height_at
 from s2r.sim.tasks import terms as T
-
-
-@dataclass(frozen=True, kw_only=True)
-class CommandConfig:
-    """Ranges the velocity command is drawn from (uniform), and how often it changes."""
-
-    lin_vel_x: tuple[float, float] = (-1.0, 1.0)
-    lin_vel_y: tuple[float, float] = (0.0, 0.0)
-    ang_vel_z: tuple[float, float] = (-0.5, 0.5)
-    resample_s: float = 10.0
-    zero_fraction: float = 0.05  # share of commands that ask to stand still
+from s2r.sim.tasks.velocity import CommandConfig, episode_stats, push_bases, sample_commands
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -195,9 +185,9 @@ class LocomotionEnv(VecEnv):
         )
         self._weights = {k: v for k, v in dataclasses.asdict(cfg.rewards).items()
                          if k in T.REWARD_TERMS and v != 0.0}
-        self._policy_scale = np.concatenate([np.broadcast_to(np.asarray(t.scale), (t.size,)) for t in POLICY_TERMS])
-        self._policy_noise = np.concatenate([np.full(t.size, t.noise) for t in POLICY_TERMS])
-        self._priv_scale = np.concatenate([np.broadcast_to(np.asarray(t.scale), (t.size,)) for t in PRIVILEGED_TERMS])
+        self._policy_scale = term_scales(POLICY_TERMS)
+        self._policy_noise = term_noise(POLICY_TERMS)
+        self._priv_scale = term_scales(PRIVILEGED_TERMS)
         n = num_envs
         self.command = np.zeros((n, 3))
         self.actions = np.zeros((n, nu))
@@ -288,10 +278,8 @@ class LocomotionEnv(VecEnv):
         self.episode_tracking += vel_err
 
         # Pushes and command changes happen on a schedule per env.
-        push = (self.episode_step % self._push_every == 0) & (cfg.randomization.push_velocity > 0)
-        if push.any():
-            k = int(push.sum())
-            self.backend.qvel[push, :2] += self.rng.uniform(-1, 1, (k, 2)) * cfg.randomization.push_velocity
+        push_bases(self.backend.qvel, self.episode_step % self._push_every == 0, cfg.randomization.push_velocity,
+                   self.rng)
         resample = self.episode_step % self._cmd_every == 0
         if resample.any():
             self._sample_commands(np.flatnonzero(resample))
@@ -302,14 +290,8 @@ class LocomotionEnv(VecEnv):
         if done.any():
             ids = np.flatnonzero(done)
             info["final_obs"] = {k: v.copy() for k, v in obs.items()}
-            steps = np.maximum(self.episode_step[ids], 1)
-            info["episode"] = {
-                "env_ids": ids,
-                "return": self.episode_return[ids].copy(),
-                "length": self.episode_step[ids].copy(),
-                "vel_error": self.episode_tracking[ids] / steps,
-                "fell": terminated[ids].copy(),
-            }
+            info["episode"] = episode_stats(ids, self.episode_return, self.episode_step, self.episode_tracking,
+                                            terminated)
             self._reset_envs(ids)
             # Only the reset envs get a new observation; the others keep theirs (contacts, history and all).
             self._observe_reset(obs, ids)
@@ -409,15 +391,7 @@ class LocomotionEnv(VecEnv):
         obs["privileged"][ids] = priv
 
     def _sample_commands(self, ids: np.ndarray) -> None:
-        c = self.cfg.commands
-        k = len(ids)
-        cmd = np.stack([
-            self.rng.uniform(*c.lin_vel_x, k),
-            self.rng.uniform(*c.lin_vel_y, k),
-            self.rng.uniform(*c.ang_vel_z, k),
-        ], axis=1)
-        cmd[self.rng.random(k) < c.zero_fraction] = 0.0
-        self.command[ids] = cmd
+        self.command[ids] = sample_commands(self.rng, self.cfg.commands, len(ids))
 
     def _reset_envs(self, ids: np.ndarray) -> None:
         r, rng = self.cfg.randomization, self.rng

@@ -16,9 +16,10 @@ from typing import Any
 import mujoco
 import numpy as np
 from s2r.sim.backends.cpu import CpuBackend, CpuBackendConfig
-from s2r.sim.env import EnvSpec, Obs, ObsTerm, VecEnv
+from s2r.sim.env import EnvSpec, Obs, ObsTerm, VecEnv, term_noise, term_scales
 from s2r.sim.models import load_model
-from s2r.sim.tasks.locomotion import CommandConfig
+from s2r.sim.tasks import terms as T
+from s2r.sim.tasks.velocity import CommandConfig, episode_stats, push_bases, sample_commands
 
 Array = Any
 
@@ -83,38 +84,20 @@ class PuckState:
 
     xp: Any  # numpy or torch
     position: Array  # (n, 2)
-    lin_vel: Array  # (n, 2) world frame
-    ang_vel: Array  # (n,)
+    base_lin_vel: Array  # (n, 2) world frame
+    base_ang_vel: Array  # (n, 3) only yaw is non-zero; the shape the shared tracking terms read
     command: Array  # (n, 3) vx, vy, wz
     action: Array  # (n, 3)
     action_prev: Array  # (n, 3)
     randomization: Array  # (n, 3)
 
 
-def rew_track_lin_vel_xy(s: PuckState, sigma: float = 0.25) -> Array:
-    """exp(-|v_cmd - v|^2 / sigma)."""
-    return s.xp.exp(-((s.command[:, :2] - s.lin_vel) ** 2).sum(-1) / sigma)
-
-
-def rew_track_ang_vel_z(s: PuckState, sigma: float = 0.25) -> Array:
-    """exp(-(w_cmd - w)^2 / sigma)."""
-    return s.xp.exp(-((s.command[:, 2] - s.ang_vel) ** 2) / sigma)
-
-
-def rew_action_rate(s: PuckState) -> Array:
-    """Squared change of the action between steps."""
-    return ((s.action - s.action_prev) ** 2).sum(-1)
-
-
-REWARD_TERMS = {
-    "track_lin_vel_xy": rew_track_lin_vel_xy,
-    "track_ang_vel_z": rew_track_ang_vel_z,
-    "action_rate": rew_action_rate,
-}
+# The locomotion terms read only fields a PuckState has too (command, base velocities, actions).
+REWARD_TERMS = {name: T.REWARD_TERMS[name] for name in ("track_lin_vel_xy", "track_ang_vel_z", "action_rate")}
 
 OBS_TERMS = {
-    "base_lin_vel": lambda s: s.lin_vel,
-    "base_ang_vel": lambda s: s.ang_vel[:, None],
+    "base_lin_vel": lambda s: s.base_lin_vel,
+    "base_ang_vel": lambda s: s.base_ang_vel[:, 2:],
     "velocity_command": lambda s: s.command,
     "last_action": lambda s: s.action,
     "position": lambda s: s.position,
@@ -158,9 +141,9 @@ class PuckEnv(VecEnv):
                     "kp": [0.0] * nu, "kv": [0.0] * nu},
         )
         self._weights = {k: v for k, v in dataclasses.asdict(cfg.rewards).items() if k in REWARD_TERMS and v != 0.0}
-        self._policy_scale = np.concatenate([np.broadcast_to(np.asarray(t.scale), (t.size,)) for t in POLICY_TERMS])
-        self._policy_noise = np.concatenate([np.full(t.size, t.noise) for t in POLICY_TERMS])
-        self._priv_scale = np.concatenate([np.broadcast_to(np.asarray(t.scale), (t.size,)) for t in PRIVILEGED_TERMS])
+        self._policy_scale = term_scales(POLICY_TERMS)
+        self._policy_noise = term_noise(POLICY_TERMS)
+        self._priv_scale = term_scales(PRIVILEGED_TERMS)
         n = num_envs
         self.command = np.zeros((n, 3))
         self.actions = np.zeros((n, nu))
@@ -213,12 +196,10 @@ class PuckEnv(VecEnv):
         reward += cfg.rewards.termination * terminated
         truncated = (self.episode_step >= self._max_steps) & ~terminated
         self.episode_return += reward
-        self.episode_tracking += np.linalg.norm(self.command[:, :2] - s.lin_vel, axis=1)
+        self.episode_tracking += np.linalg.norm(self.command[:, :2] - s.base_lin_vel, axis=1)
 
-        push = (self.episode_step % self._push_every == 0) & (cfg.randomization.push_velocity > 0)
-        if push.any():
-            k = int(push.sum())
-            self.backend.qvel[push, :2] += self.rng.uniform(-1, 1, (k, 2)) * cfg.randomization.push_velocity
+        push_bases(self.backend.qvel, self.episode_step % self._push_every == 0, cfg.randomization.push_velocity,
+                   self.rng)
         resample = self.episode_step % self._cmd_every == 0
         if resample.any():
             self._sample_commands(np.flatnonzero(resample))
@@ -229,13 +210,8 @@ class PuckEnv(VecEnv):
         if done.any():
             ids = np.flatnonzero(done)
             info["final_obs"] = {k: v.copy() for k, v in obs.items()}
-            info["episode"] = {
-                "env_ids": ids,
-                "return": self.episode_return[ids].copy(),
-                "length": self.episode_step[ids].copy(),
-                "vel_error": self.episode_tracking[ids] / np.maximum(self.episode_step[ids], 1),
-                "fell": terminated[ids].copy(),
-            }
+            info["episode"] = episode_stats(ids, self.episode_return, self.episode_step, self.episode_tracking,
+                                            terminated)
             self._reset_envs(ids)
             fresh = self._observe(self._state())
             for k in obs:
@@ -251,7 +227,9 @@ class PuckEnv(VecEnv):
 
     def _state(self) -> PuckState:
         qpos, qvel = self.backend.qpos, self.backend.qvel
-        return PuckState(xp=np, position=qpos[:, :2], lin_vel=qvel[:, :2], ang_vel=qvel[:, 2], command=self.command,
+        yaw_rate = np.zeros((self.num_envs, 3))
+        yaw_rate[:, 2] = qvel[:, 2]
+        return PuckState(xp=np, position=qpos[:, :2], base_lin_vel=qvel[:, :2], base_ang_vel=yaw_rate, command=self.command,
                          action=self.actions, action_prev=self.actions_prev, randomization=self.dr_params)
 
     def _observe(self, s: PuckState) -> Obs:
@@ -263,11 +241,7 @@ class PuckEnv(VecEnv):
         return {"policy": pol.astype(np.float32), "privileged": priv.astype(np.float32)}
 
     def _sample_commands(self, ids: np.ndarray) -> None:
-        c, k = self.cfg.commands, len(ids)
-        cmd = np.stack([self.rng.uniform(*c.lin_vel_x, k), self.rng.uniform(*c.lin_vel_y, k),
-                        self.rng.uniform(*c.ang_vel_z, k)], axis=1)
-        cmd[self.rng.random(k) < c.zero_fraction] = 0.0
-        self.command[ids] = cmd
+        self.command[ids] = sample_commands(self.rng, self.cfg.commands, len(ids))
 
     def _reset_envs(self, ids: np.ndarray) -> None:
         cfg, r, rng, k = self.cfg, self.cfg.randomization, self.rng, len(ids)
