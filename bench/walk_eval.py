@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from s2r.policies.evaluate import one_episode_each
 from s2r.sim import make
 from s2r.sim.config import apply_overrides
 
@@ -34,20 +35,11 @@ def walk_eval(act: Callable[[np.ndarray], np.ndarray], task_id: str, task_cfg: A
     """
     cfg = apply_overrides(task_cfg, FORWARD_ONLY)
     env = make(task_id, episodes, cfg=cfg, seed=seed)
-    obs = env.reset(seed=seed)
-    done = np.zeros(episodes, dtype=bool)
-    err = np.zeros(episodes)
-    fell = np.zeros(episodes, dtype=bool)
-    ret = np.zeros(episodes)
-    while not done.all():
-        obs, _, _, _, info = env.step(act(obs["policy"]))
-        if "episode" in info:
-            e = info["episode"]
-            for j, i in enumerate(e["env_ids"]):
-                if not done[i]:
-                    done[i] = True
-                    err[i], fell[i], ret[i] = e["vel_error"][j], e["fell"][j], e["return"][j]
-    env.close()
-    out = {"mean_vel_error": float(err.mean()), "fall_rate": float(fell.mean()), "mean_return": float(ret.mean())}
+    try:
+        ep = one_episode_each(act, env, seed)
+    finally:
+        env.close()
+    out = {"mean_vel_error": float(ep["vel_error"].mean()), "fall_rate": float(ep["fell"].mean()),
+           "mean_return": float(ep["return"].mean())}
     out["walks"] = float(out["mean_vel_error"] <= MAX_ERROR and out["fall_rate"] < MAX_FALL_RATE)
     return out

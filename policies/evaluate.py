@@ -7,13 +7,14 @@ eval also vouches for the export.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from s2r.real.metadata import MetadataError, load_metadata
-from s2r.sim import make, task_config
+from s2r.sim import VecEnv, make, task_config
 from s2r.sim.config import apply_overrides
 
 
@@ -75,36 +76,44 @@ def run_task_config(run_dir: Path, overrides: dict[str, Any] | None = None) -> t
     return meta.task_id, apply_overrides(cfg, overrides or {})
 
 
-def evaluate(run_dir: Path, episodes: int = 50, seed: int = 1, overrides: dict[str, Any] | None = None,
-             progress: bool = False) -> EvalResult:
-    """Run each of `episodes` envs for exactly one episode (falls end early; none is counted twice)."""
+def one_episode_each(act: Callable[[np.ndarray], np.ndarray], env: VecEnv, seed: int) -> dict[str, np.ndarray]:
+    """Run every env of `env` for exactly one episode (falls end early; none is counted twice).
+
+    Args:
+        act: (num_envs, obs_dim) `policy` observations -> (num_envs, action_dim) actions.
+        env: A batched env; its size is the number of episodes.
+        seed: Reset seed.
+
+    Returns:
+        Per-episode arrays "return", "vel_error", "fell", "length" (control steps).
+    """
+    n = env.num_envs
+    obs = env.reset(seed=seed)
+    done = np.zeros(n, dtype=bool)
+    out = {"return": np.zeros(n), "vel_error": np.zeros(n), "fell": np.zeros(n, dtype=bool), "length": np.zeros(n)}
+    while not done.all():
+        obs, _, _, _, info = env.step(act(obs["policy"]))
+        if "episode" in info:
+            e = info["episode"]
+            first = ~done[e["env_ids"]]  # later episodes of an env that already finished are ignored
+            ids = e["env_ids"][first]
+            for key, arr in out.items():
+                arr[ids] = e[key][first]
+            done[ids] = True
+    return out
+
+
+def evaluate(run_dir: Path, episodes: int = 50, seed: int = 1, overrides: dict[str, Any] | None = None) -> EvalResult:
+    """Evaluate a run's exported ONNX policy for `episodes` episodes of its task."""
     policy = OnnxPolicy(run_dir)
     task_id, cfg = run_task_config(run_dir, overrides)
     env = make(task_id, episodes, cfg=cfg, seed=seed)
     try:
-        obs = env.reset(seed=seed)
-        done = np.zeros(episodes, dtype=bool)
-        ret = np.zeros(episodes)
-        err = np.zeros(episodes)
-        fell = np.zeros(episodes, dtype=bool)
-        length = np.zeros(episodes)
-        steps = 0
-        while not done.all():
-            obs, _, _, _, info = env.step(policy(obs["policy"]))
-            steps += 1
-            if "episode" in info:
-                e = info["episode"]
-                finished = info["episode"]["env_ids"]
-                for j, i in enumerate(finished):
-                    if not done[i]:
-                        done[i] = True
-                        ret[i], err[i], fell[i], length[i] = e["return"][j], e["vel_error"][j], e["fell"][j], e["length"][j]
-            if progress and steps % 100 == 0:
-                print(f"  {steps} steps, {done.sum()}/{episodes} episodes done", flush=True)
+        ep = one_episode_each(policy, env, seed)
     finally:
         env.close()
-    return EvalResult(episodes, float(ret.mean()), float(err.mean()), float(fell.mean()),
-                      float(length.mean() * env.spec.control_dt))
+    return EvalResult(episodes, float(ep["return"].mean()), float(ep["vel_error"].mean()), float(ep["fell"].mean()),
+                      float(ep["length"].mean() * env.spec.control_dt))
 
 
 def play(run_dir: Path, video: Path | None, seconds: float = 10.0, command: tuple[float, float, float] | None = None,

@@ -205,7 +205,6 @@ class LocomotionEnv(VecEnv):
         self.dr_params = np.zeros((n, 4))
         self.nan_resets = 0
         self._history: np.ndarray | None = None
-        self._obs: Obs | None = None
         self._arange = np.arange(n)
 
     # ---- public API -------------------------------------------------------------------------------
@@ -219,8 +218,7 @@ class LocomotionEnv(VecEnv):
         sensors = self.backend.sensordata
         state = self._loco_state(sensors, np.zeros((self.num_envs, self._nfeet), dtype=bool))
         self._history = None
-        self._obs = self._observe(state)
-        return self._obs
+        return self._observe(state)
 
     def randomize_episode_start(self) -> None:
         """Spread time-outs over the batch so resets do not arrive all at once (used by trainers)."""
@@ -296,7 +294,6 @@ class LocomotionEnv(VecEnv):
             # Only the reset envs get a new observation; the others keep theirs (contacts, history and all).
             self._observe_reset(obs, ids)
         info["log"] = {"nan_resets": self.nan_resets}
-        self._obs = obs
         return obs, reward.astype(np.float32), terminated, truncated, info
 
     def close(self) -> None:
