@@ -141,22 +141,13 @@ def cmd_play(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from s2r.policies.runner import CHECKPOINT, CheckpointError, OnPolicyRunner, load_checkpoint
-    from s2r.sim import task_config
-    from s2r.sim.config import from_dict
+    from s2r.policies.export import ExportError
+    from s2r.policies.runner import CheckpointError, export_checkpoint
 
-    run = Path(args.run)
     try:
-        ckpt = load_checkpoint(run / CHECKPOINT)
-        from s2r.policies.runner import train_config_from_checkpoint
-
-        tcfg = from_dict(type(task_config(ckpt["task_id"])), ckpt["task_cfg"])
-        runner = OnPolicyRunner(ckpt["task_id"], tcfg, train_config_from_checkpoint(ckpt), run,
-                                resume_from=run / CHECKPOINT, progress=False)
-    except CheckpointError as exc:
+        print(json.dumps(export_checkpoint(Path(args.run))))
+    except (CheckpointError, ExportError) as exc:
         return _fail(str(exc))
-    print(json.dumps(runner.export()))
-    runner.close()
     return 0
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from s2r.policies.networks import ActorCritic
 from s2r.policies.ppo import PPO, PPOConfig
 from s2r.sim import make
 from s2r.sim.config import from_dict, to_dict
@@ -207,16 +208,7 @@ class OnPolicyRunner:
 
     def export(self) -> dict[str, float]:
         """Export policy.onnx + policy.json with a parity check on observations from a fresh env."""
-        from s2r.policies.export import export_policy
-
-        probe = make(self.task_id, 8, cfg=self.task_cfg, seed=self.cfg.seed + 12345)
-        try:
-            obs = sample_obs(probe, self.cfg.export_parity_steps, seed=self.cfg.seed)
-        finally:
-            probe.close()
-        x = np.concatenate([obs[g] for g in self.alg.model.cfg.actor_obs], axis=1)
-        self.alg.model.eval()
-        return export_policy(self.alg.model, self.env.spec, self.task_id, self.run_dir, x)
+        return export_model(self.alg.model, self.task_id, self.task_cfg, self.run_dir, self.cfg)
 
     def plot(self) -> Path | None:
         """learning_curve.png: return, velocity error and fall rate against training wall clock."""
@@ -246,6 +238,33 @@ class OnPolicyRunner:
     def close(self) -> None:
         """Release the env."""
         self.env.close()
+
+
+def export_model(model: ActorCritic, task_id: str, task_cfg: Any, run_dir: Path, cfg: TrainConfig) -> dict[str, float]:
+    """Export `model`'s actor into run_dir, checking parity on observations from a fresh probe env."""
+    from s2r.policies.export import export_policy
+
+    probe = make(task_id, 8, cfg=task_cfg, seed=cfg.seed + 12345)
+    try:
+        obs = sample_obs(probe, cfg.export_parity_steps, seed=cfg.seed)
+        spec = probe.spec
+    finally:
+        probe.close()
+    x = np.concatenate([obs[g] for g in model.cfg.actor_obs], axis=1)
+    model.eval()
+    return export_policy(model, spec, task_id, run_dir, x)
+
+
+def export_checkpoint(run_dir: Path) -> dict[str, float]:
+    """Re-export a run from its checkpoint alone (no training env, no rewrite of the run's config)."""
+    from s2r.sim import task_config
+
+    ckpt = load_checkpoint(Path(run_dir) / CHECKPOINT)
+    cfg = train_config_from_checkpoint(ckpt)
+    task_cfg = from_dict(type(task_config(ckpt["task_id"])), ckpt["task_cfg"])
+    model = ActorCritic(ckpt["obs_dims"], ckpt["action_dim"], cfg.algo.policy)
+    model.load_state_dict(ckpt["algo"]["model"])
+    return export_model(model, ckpt["task_id"], task_cfg, Path(run_dir), cfg)
 
 
 def train_config_from_checkpoint(ckpt: dict[str, Any]) -> TrainConfig:
