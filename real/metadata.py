@@ -11,6 +11,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from s2r.real.documents import read_document
+
 SCHEMA_VERSION = 1
 
 
@@ -89,12 +91,7 @@ def load_metadata(path: str | Path) -> PolicyMetadata:
         MetadataError: Missing file, bad JSON, unknown schema version, missing or extra fields.
     """
     path = Path(path)
-    if not path.is_file():
-        raise MetadataError(f"policy metadata not found: {path} (export writes it next to policy.onnx)")
-    try:
-        raw = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise MetadataError(f"{path} is not valid JSON: {exc}") from exc
+    raw = read_document(path, MetadataError, "policy metadata", "(export writes it next to policy.onnx)")
     if not isinstance(raw, dict):
         raise MetadataError(f"{path} must hold a JSON object, found {type(raw).__name__}")
     if raw.get("schema_version") != SCHEMA_VERSION:

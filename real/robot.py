@@ -12,6 +12,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from s2r.real.documents import read_document
+
 
 class RobotConfigError(ValueError):
     """A robot.yaml that is missing, malformed or inconsistent."""
@@ -115,13 +117,5 @@ def load_robot_config(path: str | Path) -> RobotConfig:
     Raises:
         RobotConfigError: Missing file, bad YAML, or bad contents (the message names the file and field).
     """
-    import yaml  # part of the robot's base install (numpy + onnxruntime + pyyaml)
-
-    path = Path(path)
-    if not path.is_file():
-        raise RobotConfigError(f"robot config not found: {path} (see launch/robots/ for examples)")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise RobotConfigError(f"{path} is not valid YAML: {exc}") from exc
+    raw = read_document(path, RobotConfigError, "robot config", "(see launch/robots/ for examples)")
     return robot_config_from_dict(raw, source=str(path))

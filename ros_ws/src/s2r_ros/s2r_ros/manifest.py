@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from s2r.real.documents import read_document
 
 _SUB = re.compile(r"\$\((arg|dir)\s*([^)]*)\)")
 _OFF = {"false", "0", "no", "off", "none", ""}
@@ -85,12 +86,7 @@ def _keys(raw: dict[str, Any], allowed: set[str], where: str) -> None:
 def load_manifest(path: str | Path) -> Manifest:
     """Read a manifest; raises ManifestError naming the file and the bad entry."""
     path = Path(path).resolve()
-    if not path.is_file():
-        raise ManifestError(f"manifest not found: {path} (see launch/*.yaml)")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ManifestError(f"{path} is not valid YAML: {exc}") from exc
+    raw = read_document(path, ManifestError, "manifest", "(see launch/*.yaml)")
     if not isinstance(raw, dict) or not isinstance(raw.get("nodes"), list):
         raise ManifestError(f"{path}: expected a mapping with a 'nodes' list")
     _keys(raw, {"name", "description", "arguments", "nodes", "record_topics"}, str(path))
