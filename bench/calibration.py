@@ -39,7 +39,7 @@ from s2r.calibration.schema import CameraIntrinsics
 from s2r.calibration.synthetic import (
     DEFAULT_TRUTH,
     SyntheticCamera,
-    rot,
+    example_hand_eye,
     simulate_actuator_log,
     true_values,
     write_hand_eye_dataset,
@@ -66,13 +66,7 @@ def bench_camera(root: Path, cam: SyntheticCamera, board: BoardConfig, n: int, n
 
 def bench_hand_eye(root: Path, cam: SyntheticCamera, board: BoardConfig, mode: str, n: int,
                    intrinsics: dict[str, CameraIntrinsics]) -> dict:
-    X = np.eye(4)
-    if mode == "eye_in_hand":
-        X[:3, :3] = rot("z", 90) @ rot("x", -10)
-        X[:3, 3] = [0.035, -0.02, 0.06]
-    else:
-        X[:3, :3] = rot("x", 180) @ rot("z", 30) @ rot("x", -20)
-        X[:3, 3] = [0.5, 0.3, 0.45]
+    X = example_hand_eye(mode)
     folder = root / mode
     write_hand_eye_dataset(folder, cam, board, X, mode=mode, n=n, seed=8)
     out: dict = {"poses": n}

@@ -135,6 +135,24 @@ class BoardRenderer:
                     and (p[:, 1] > border_px).all() and (p[:, 1] < c.height - border_px).all())
 
 
+
+def example_hand_eye(mode: str) -> np.ndarray:
+    """A plausible hidden hand-eye transform (4x4) for synthetic tests and benchmarks.
+
+    eye_in_hand: camera in the flange frame (a wrist camera a few cm off the flange);
+    eye_to_hand: camera in the robot base frame (a fixed camera looking down at the workspace).
+    """
+    X = np.eye(4)
+    if mode == "eye_in_hand":
+        X[:3, :3] = rot("z", 90) @ rot("x", -10)
+        X[:3, 3] = [0.035, -0.02, 0.06]
+    elif mode == "eye_to_hand":
+        X[:3, :3] = rot("x", 180) @ rot("z", 30) @ rot("x", -20)
+        X[:3, 3] = [0.5, 0.3, 0.45]
+    else:
+        raise ValueError(f"mode must be eye_in_hand or eye_to_hand, got '{mode}'")
+    return X
+
 def board_poses_for_intrinsics(renderer: BoardRenderer, n: int, *, seed: int = 0, max_tilt_deg: float = 40.0,
                                distance: tuple[float, float] = (0.32, 0.6), tries: int = 4000) -> list[np.ndarray]:
     """Varied, fully visible board poses spread over the image: what a careful person would capture.

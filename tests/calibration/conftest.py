@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from s2r.calibration.board import BoardConfig
-from s2r.calibration.synthetic import SyntheticCamera, rot
+from s2r.calibration.synthetic import SyntheticCamera, example_hand_eye
 
 LEG = ("FR_hip_joint", "FR_thigh_joint", "FR_calf_joint")
 
@@ -52,13 +52,7 @@ def intrinsics_set(tmp_path_factory: pytest.TempPathFactory, camera: SyntheticCa
 def _hand_eye_set(tmp_path_factory: pytest.TempPathFactory, cam: SyntheticCamera, mode: str) -> HandEyeSet:
     from s2r.calibration.synthetic import write_hand_eye_dataset
 
-    X = np.eye(4)
-    if mode == "eye_in_hand":
-        X[:3, :3] = rot("z", 90) @ rot("x", -10)
-        X[:3, 3] = [0.035, -0.02, 0.06]
-    else:
-        X[:3, :3] = rot("x", 180) @ rot("z", 30) @ rot("x", -20)
-        X[:3, 3] = [0.5, 0.3, 0.45]
+    X = example_hand_eye(mode)
     folder = tmp_path_factory.mktemp(mode)
     board = BoardConfig()
     write_hand_eye_dataset(folder, cam, board, X, mode=mode, n=12, seed=5)
