@@ -80,13 +80,14 @@ class OnPolicyRunner:
                  resume_from: Path | None = None, progress: bool = True) -> None:
         self.task_id, self.task_cfg, self.cfg = task_id, task_cfg, cfg
         self.run_dir = Path(run_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
         self.progress = progress
         if cfg.torch_threads:
             torch.set_num_threads(cfg.torch_threads)
         torch.manual_seed(cfg.seed)
         self.env = make(task_id, cfg.num_envs, cfg=task_cfg, seed=cfg.seed)
         self.alg = PPO(self.env.obs_dims, self.env.spec.action_dim, cfg.num_envs, cfg.algo)
+        # Only now: a config the env refuses must not leave an empty run folder behind.
+        self.run_dir.mkdir(parents=True, exist_ok=True)
         self.iteration = 0
         self.env_steps = 0
         self.wall_time = 0.0
@@ -165,6 +166,10 @@ class OnPolicyRunner:
                     writer.add_scalar(f"train/{k}", v, self.env_steps)
                 self.history.append({"iteration": self.iteration, "env_steps": self.env_steps,
                                      "wall_time": self.wall_time, **stats})
+                if deadline != float("inf"):
+                    # A wall-clock budget binds first: size the bar to the steps it will allow, so ETA is true.
+                    left = max(deadline - time.monotonic(), 0.0)
+                    bar.total = min(cfg.max_env_steps, self.env_steps + int(stats["env_steps_per_s"] * left))
                 bar.update(per_iter)
                 bar.set_postfix({"sps": f"{stats['env_steps_per_s']:.0f}", "ret": f"{stats['mean_return']:.2f}",
                                  "len": f"{stats['mean_episode_length']:.0f}",
