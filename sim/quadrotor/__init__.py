@@ -1,0 +1,1 @@
+"""Quadrotor pieces for the re-planning task: SE(3) tracking control, closed-loop flights, time allocation."""
