@@ -150,7 +150,8 @@ class EpisodeWriter:
         arrays = {f"obs.{g}": np.asarray(v, dtype=np.float32) for g, v in episode.obs.items()}
         intervention = episode.intervention if episode.intervention.size else np.zeros(episode.length, dtype=bool)
         arrays.update(actions=np.asarray(episode.actions, dtype=np.float32),
-                      rewards=np.asarray(episode.rewards, dtype=np.float32), terminated=np.asarray(bool(episode.terminated)), success=np.asarray(bool(episode.success)),
+                      rewards=np.asarray(episode.rewards, dtype=np.float32),
+                      terminated=np.asarray(bool(episode.terminated)), success=np.asarray(bool(episode.success)),
                       intervention=np.asarray(intervention, dtype=bool), source=np.asarray(episode.source))
         _atomic_write(path, lambda f: np.savez(f, **arrays))
         self._next += 1
