@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from s2r.real.chunking import ChunkHistory
 from s2r.real.metadata import MetadataError, load_metadata
 from s2r.sim import VecEnv, make, task_config
 from s2r.sim.config import apply_overrides
@@ -49,7 +50,11 @@ def resolve_run(path: str | Path) -> Path:
 
 
 class OnnxPolicy:
-    """onnxruntime session + metadata; `__call__(obs (n, obs_dim)) -> actions (n, action_dim)`."""
+    """onnxruntime session + metadata; `__call__(obs (n, obs_dim)) -> actions (n, action_dim)`.
+
+    A chunking policy (policy.json `extras["chunk"]`) keeps its past chunks per env the way the robot
+    runtime does; call `reset(env_ids)` when episodes end so a new episode starts without stale chunks.
+    """
 
     def __init__(self, run_dir: Path) -> None:
         import onnxruntime as ort
@@ -59,9 +64,23 @@ class OnnxPolicy:
         shape = self.session.get_inputs()[0].shape
         if shape[-1] != self.meta.obs_dim:
             raise MetadataError(f"{run_dir / 'policy.onnx'} takes {shape[-1]} inputs; policy.json says {self.meta.obs_dim}")
+        self.chunk = (self.meta.extras or {}).get("chunk")
+        self._history: ChunkHistory | None = None
 
     def __call__(self, obs: np.ndarray) -> np.ndarray:
-        return self.session.run([self.meta.onnx_output], {self.meta.onnx_input: obs.astype(np.float32)})[0]
+        feed = {self.meta.onnx_input: np.asarray(obs, dtype=np.float32)}
+        if not self.chunk:
+            return self.session.run([self.meta.onnx_output], feed)[0]
+        if self._history is None or self._history.past.shape[0] != len(obs):
+            self._history = ChunkHistory(len(obs), int(self.chunk["size"]), len(self.meta.action_names))
+        actions, chunk = self.session.run([self.meta.onnx_output, self.chunk["state_output"]], {**feed, **self._history.feed()})
+        self._history.push(chunk)
+        return actions
+
+    def reset(self, env_ids: np.ndarray | None = None) -> None:
+        """Forget the chunk history of finished envs (all when None)."""
+        if self._history is not None:
+            self._history.reset(env_ids)
 
 
 def run_task_config(run_dir: Path, overrides: dict[str, Any] | None = None) -> tuple[str, Any]:
@@ -101,6 +120,54 @@ def one_episode_each(act: Callable[[np.ndarray], np.ndarray], env: VecEnv, seed:
                 arr[ids] = e[key][first]
             done[ids] = True
     return out
+
+
+def success_episodes(act: Callable[[np.ndarray], np.ndarray], env: VecEnv, seed: int,
+                     reset: Callable[[np.ndarray], None] | None = None) -> dict[str, np.ndarray]:
+    """One episode per env of a sparse-success task: per-episode "success", "return" and "length".
+
+    Args:
+        act: (num_envs, obs_dim) `policy` observations -> actions.
+        env: A batched env whose step info carries "success" (num_envs,) bool.
+        seed: Reset seed.
+        reset: Called with the ids of envs whose episode just ended (a chunking policy forgets its chunks).
+    """
+    n = env.num_envs
+    obs = env.reset(seed=seed)
+    if reset is not None:
+        reset(np.arange(n))
+    done = np.zeros(n, dtype=bool)
+    out = {"success": np.zeros(n, dtype=bool), "return": np.zeros(n), "length": np.zeros(n)}
+    ret, length = np.zeros(n), np.zeros(n)
+    while not done.all():
+        obs, rew, term, trunc, info = env.step(act(obs["policy"]))
+        ret += np.asarray(rew)
+        length += 1
+        ended = np.logical_or(term, trunc)
+        first = ended & ~done
+        out["success"][first] = np.asarray(info["success"])[first]
+        out["return"][first] = ret[first]
+        out["length"][first] = length[first]
+        done |= ended
+        ret[ended] = 0.0
+        length[ended] = 0
+        if reset is not None and ended.any():
+            reset(np.flatnonzero(ended))
+    return out
+
+
+def evaluate_success(run_dir: Path, episodes: int = 100, seed: int = 1,
+                     overrides: dict[str, Any] | None = None) -> dict[str, float]:
+    """Success rate of a run's exported ONNX policy over `episodes` episodes of its sparse-success task."""
+    policy = OnnxPolicy(run_dir)
+    task_id, cfg = run_task_config(run_dir, overrides)
+    env = make(task_id, episodes, cfg=cfg, seed=seed)
+    try:
+        ep = success_episodes(policy, env, seed, reset=policy.reset)
+    finally:
+        env.close()
+    return {"episodes": episodes, "success_rate": float(ep["success"].mean()), "mean_return": float(ep["return"].mean()),
+            "mean_length_s": float(ep["length"].mean() * env.spec.control_dt)}
 
 
 def evaluate(run_dir: Path, episodes: int = 50, seed: int = 1, overrides: dict[str, Any] | None = None) -> EvalResult:

@@ -1,0 +1,280 @@
+"""Behaviour cloning with action chunking and temporal ensembling, trained from recorded episodes.
+
+The network predicts the next `k` actions from one observation. At run time every step emits a fresh
+chunk and the executed action averages what the last `k` chunks said about the current step (temporal
+ensembling), which smooths the jitter single-step cloning shows on noisy demos. The exported graph takes
+its own past chunks as inputs (see `s2r.real.chunking`), so the robot side runs it with a small history
+buffer and no torch. The same graph wrapper carries a residual policy on top (`s2r.policies.residual`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from s2r.policies.export import ExportError, build_metadata
+from s2r.policies.networks import EmpiricalNormalizer, mlp
+from s2r.real.chunking import MASK_INPUT, STATE_INPUT, STATE_OUTPUT, ChunkHistory, ensemble_weights
+from s2r.real.episodes import Episode, read_episodes
+from torch import nn
+
+BC_CHECKPOINT = "bc.pt"
+
+
+@dataclass(frozen=True, kw_only=True)
+class BCConfig:
+    """Behaviour-cloning settings.
+
+    Attributes:
+        obs_groups: Observation groups the policy reads (what the robot senses).
+        chunk: Actions predicted per step (k); 1 is plain single-step cloning.
+        ensemble_m: Temporal-ensembling weight exp(m * age); 0 averages the chunks uniformly.
+        hidden: Hidden layer widths.
+        activation: Hidden activation.
+        layer_norm: LayerNorm after each hidden layer.
+        lr: Adam learning rate.
+        weight_decay: AdamW weight decay.
+        batch_size: Samples per gradient step.
+        updates: Gradient steps.
+        successful_only: Clone only episodes that succeeded.
+        seed: Torch seed.
+    """
+
+    obs_groups: tuple[str, ...] = ("policy",)
+    chunk: int = 4
+    ensemble_m: float = 0.1
+    hidden: tuple[int, ...] = (256, 256, 256)
+    activation: str = "relu"
+    layer_norm: bool = True
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    batch_size: int = 256
+    updates: int = 4000
+    successful_only: bool = True
+    seed: int = 0
+
+
+class ChunkedBC(nn.Module):
+    """obs (B, obs_dim) -> chunk (B, k, A) in [-1, 1], with the demo observation statistics baked in."""
+
+    def __init__(self, obs_dim: int, action_dim: int, cfg: BCConfig) -> None:
+        super().__init__()
+        self.obs_dim, self.action_dim, self.chunk = obs_dim, action_dim, cfg.chunk
+        self.normalizer = EmpiricalNormalizer(obs_dim)
+        self.net = mlp(obs_dim, cfg.hidden, cfg.chunk * action_dim, cfg.activation, layer_norm=cfg.layer_norm)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        n = self.normalizer
+        x = torch.clamp((obs - n.mean) / torch.sqrt(n.var + n.eps), -n.clip, n.clip)
+        return torch.tanh(self.net(x)).view(-1, self.chunk, self.action_dim)
+
+
+def temporal_ensemble(chunk: torch.Tensor, past: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """The current step's action from the fresh chunk and the past ones.
+
+    Args:
+        chunk: (B, k, A) chunk emitted now; its first action is the newest prediction for this step.
+        past: (B, k-1, k, A); past[:, j] was emitted j+1 steps ago, so its entry j+1 is about this step.
+        mask: (B, k-1) 1 where that past chunk exists.
+        weights: (k,) weight by age (0 = now).
+
+    Returns:
+        (B, A) weighted mean of the available predictions.
+    """
+    k = chunk.shape[1]
+    if k == 1:
+        return chunk[:, 0]
+    idx = torch.arange(1, k)
+    preds = past[:, idx - 1, idx]  # (B, k-1, A): what each past chunk said about now
+    w_past = mask * weights[1:]  # (B, k-1)
+    num = weights[0] * chunk[:, 0] + (w_past.unsqueeze(-1) * preds).sum(1)
+    return num / (weights[0] + w_past.sum(1, keepdim=True))
+
+
+class ChunkedPolicyGraph(nn.Module):
+    """What gets exported: base chunk -> ensembled base action (-> + scale * residual) -> actions, chunk.
+
+    `residual` maps (obs, base_action) to a correction in [-1, 1]; without it the graph is the base alone.
+    """
+
+    def __init__(self, base: ChunkedBC, ensemble_m: float, residual: nn.Module | None = None, scale: float = 0.0) -> None:
+        super().__init__()
+        self.base = base
+        self.residual = residual
+        self.scale = float(scale)
+        self.register_buffer("weights", torch.from_numpy(ensemble_weights(base.chunk, ensemble_m)))
+
+    def forward(self, obs: torch.Tensor, past_chunks: torch.Tensor, past_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        chunk = self.base(obs)
+        action = temporal_ensemble(chunk, past_chunks, past_mask, self.weights)
+        if self.residual is not None:
+            action = torch.clamp(action + self.scale * self.residual(obs, action), -1.0, 1.0)
+        return action, chunk
+
+
+def demo_dataset(episodes: list[Episode], groups: tuple[str, ...], chunk: int,
+                 successful_only: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(obs, target chunks, valid mask) from episodes; steps past an episode's end are masked out.
+
+    Returns:
+        obs (N, obs_dim), targets (N, k, A), mask (N, k).
+    """
+    xs, ys, ms = [], [], []
+    for ep in episodes:
+        if successful_only and not ep.success:
+            continue
+        t_len = ep.length
+        obs = np.concatenate([ep.obs[g][:t_len] for g in groups], axis=1)
+        pad = np.concatenate([ep.actions, np.repeat(ep.actions[-1:], chunk - 1, axis=0)])
+        idx = np.arange(t_len)[:, None] + np.arange(chunk)[None]
+        xs.append(obs)
+        ys.append(pad[idx])
+        ms.append((idx < t_len).astype(np.float32))
+    if not xs:
+        raise ValueError("no episode to clone: none succeeded (set successful_only=False to clone them anyway)")
+    return np.concatenate(xs).astype(np.float32), np.concatenate(ys).astype(np.float32), np.concatenate(ms)
+
+
+def fit_bc(model: ChunkedBC, obs: np.ndarray, targets: np.ndarray, mask: np.ndarray, cfg: BCConfig,
+           progress: bool = False) -> list[float]:
+    """Fit the chunk predictor with a masked L1 loss; returns the loss every 100 updates."""
+    torch.manual_seed(cfg.seed)
+    x, y, m = torch.from_numpy(obs), torch.from_numpy(targets), torch.from_numpy(mask).unsqueeze(-1)
+    model.normalizer.update(x)
+    opt = torch.optim.AdamW(model.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.updates)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    losses = []
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=cfg.updates, desc="bc", unit="upd")
+    for i in range(cfg.updates):
+        b = torch.randint(0, len(x), (min(cfg.batch_size, len(x)),), generator=gen)
+        # L1 keeps the fine approach motions precise where MSE averages them into mush (as ACT found).
+        loss = ((model(x[b]) - y[b]).abs() * m[b]).sum() / (m[b].sum() * y.shape[-1])
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"behaviour-cloning loss became {loss.item()} at update {i}")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        if i % 100 == 0 or i == cfg.updates - 1:
+            losses.append(loss.item())
+        if bar is not None:
+            bar.update(1)
+            if i % 100 == 0:
+                bar.set_postfix(loss=f"{loss.item():.4f}")
+    if bar is not None:
+        bar.close()
+    return losses
+
+
+def export_chunked(graph: ChunkedPolicyGraph, spec: Any, task_id: str, out_dir: Path, parity_obs: np.ndarray,
+                   extras: dict[str, Any] | None = None, tol: float = 1e-5) -> dict[str, float]:
+    """Write policy.onnx + policy.json for a chunked graph and check onnxruntime parity over a rollout of states."""
+    import onnxruntime as ort
+
+    graph = graph.eval()
+    k, a_dim, obs_dim = graph.base.chunk, graph.base.action_dim, graph.base.obs_dim
+    if parity_obs.ndim != 2 or parity_obs.shape[1] != obs_dim:
+        raise ExportError(f"parity observations have shape {parity_obs.shape}; the policy reads {obs_dim} values")
+    meta = build_metadata(spec, task_id, obs_dim)
+    chunk_info = {"size": k, "ensemble_m": float(np.log(graph.weights[1].item()) if k > 1 else 0.0),
+                  "state_input": STATE_INPUT, "mask_input": MASK_INPUT, "state_output": STATE_OUTPUT}
+    meta = type(meta)(**{**meta.__dict__, "extras": {"chunk": chunk_info, **(extras or {})}})
+    out_dir.mkdir(parents=True, exist_ok=True)
+    hist = ChunkHistory(len(parity_obs), k, a_dim)
+    hist.past = np.random.default_rng(0).uniform(-1, 1, hist.past.shape).astype(np.float32)
+    hist.mask[:, : hist.mask.shape[1] // 2 + 1] = 1.0
+    names = ["obs", STATE_INPUT, MASK_INPUT]
+    with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
+        tmp_onnx = Path(tmp) / "policy.onnx"
+        example = (torch.zeros(1, obs_dim), torch.zeros(1, *hist.past.shape[1:]), torch.zeros(1, hist.mask.shape[1]))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the TorchScript exporter is deprecated but exact for MLPs
+            torch.onnx.export(graph, example, str(tmp_onnx), input_names=names, output_names=["actions", STATE_OUTPUT],
+                              dynamic_axes={n: {0: "batch"} for n in [*names, "actions", STATE_OUTPUT]}, opset_version=17,
+                              dynamo=False)
+        sess = ort.InferenceSession(str(tmp_onnx), providers=["CPUExecutionProvider"])
+        feed = {"obs": parity_obs.astype(np.float32), **hist.feed()}
+        got = sess.run(["actions", STATE_OUTPUT], feed)
+        with torch.no_grad():
+            want = graph(*(torch.from_numpy(feed[n]) for n in names))
+        diff = max(float(np.max(np.abs(g - w.numpy()))) for g, w in zip(got, want, strict=True))
+        if not np.isfinite(diff) or diff > tol:
+            os.replace(tmp_onnx, out_dir / "policy.onnx.bad")
+            raise ExportError(f"ONNX parity failed: max abs difference {diff:.3g} > {tol:g} on {len(parity_obs)} observations")
+        os.replace(tmp_onnx, out_dir / "policy.onnx")
+    tmp_json = out_dir / "policy.json.tmp"
+    tmp_json.write_text(meta.to_json())
+    os.replace(tmp_json, out_dir / "policy.json")
+    return {"max_abs_diff": diff, "n": float(len(parity_obs))}
+
+
+def save_bc(path: Path, model: ChunkedBC, cfg: BCConfig, task_id: str, extra: dict[str, Any] | None = None) -> None:
+    """Atomic checkpoint of a BC model (weights + the config to rebuild it)."""
+    from s2r.policies.runner import save_atomic
+
+    save_atomic({"kind": "chunked_bc", "task_id": task_id, "obs_dim": model.obs_dim, "action_dim": model.action_dim,
+                 "cfg": asdict(cfg), "model": model.state_dict(), **(extra or {})}, path)
+
+
+def load_bc(run_dir: str | Path) -> tuple[ChunkedBC, BCConfig, dict[str, Any]]:
+    """Rebuild a BC model from a run folder (or its bc.pt)."""
+    path = Path(run_dir)
+    path = path / BC_CHECKPOINT if path.is_dir() else path
+    if not path.is_file():
+        raise FileNotFoundError(f"no behaviour-cloning checkpoint at {path} (train one with `s2r train-bc <task>`)")
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    if not isinstance(ckpt, dict) or ckpt.get("kind") != "chunked_bc":
+        raise ValueError(f"{path} is not a behaviour-cloning checkpoint")
+    raw = dict(ckpt["cfg"])
+    cfg = BCConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
+    model = ChunkedBC(ckpt["obs_dim"], ckpt["action_dim"], cfg)
+    model.load_state_dict(ckpt["model"])
+    return model.eval(), cfg, ckpt
+
+
+def train_bc(task_id: str, demos: str | Path, run_dir: str | Path, cfg: BCConfig | None = None,
+             task_overrides: dict[str, Any] | None = None, progress: bool = True) -> dict[str, Any]:
+    """Clone a task's demos into a run folder: bc.pt, policy.onnx + policy.json, config.json.
+
+    Raises:
+        EpisodeFormatError: demos missing, truncated, or recorded for another task or other dims.
+    """
+    from s2r.sim import make, task_config
+    from s2r.sim.env import sample_obs
+
+    cfg = cfg or BCConfig()
+    run_dir = Path(run_dir)
+    tcfg = task_config(task_id, task_overrides)
+    env = make(task_id, 8, cfg=tcfg, seed=cfg.seed)
+    try:
+        dims = {g: env.obs_dims[g] for g in cfg.obs_groups}
+        _, episodes = read_episodes(demos, task=task_id, obs_dims=dims, action_dim=env.spec.action_dim)
+        x, y, m = demo_dataset(episodes, cfg.obs_groups, cfg.chunk, cfg.successful_only)
+        model = ChunkedBC(x.shape[1], env.spec.action_dim, cfg)
+        t0 = time.perf_counter()
+        losses = fit_bc(model, x, y, m, cfg, progress)
+        fit_s = time.perf_counter() - t0
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_bc(run_dir / BC_CHECKPOINT, model, cfg, task_id)
+        from s2r.sim.config import to_dict
+
+        (run_dir / "config.json").write_text(json.dumps({"task_id": task_id, "task": to_dict(tcfg), "bc": asdict(cfg),
+                                                         "demos": str(demos)}, indent=2))
+        parity = sample_obs(env, 8, seed=cfg.seed)["policy"]
+        export = export_chunked(ChunkedPolicyGraph(model, cfg.ensemble_m), env.spec, task_id, run_dir, parity)
+    finally:
+        env.close()
+    return {"episodes": len(episodes), "samples": len(x), "final_loss": losses[-1], "fit_s": fit_s, "export": export}
