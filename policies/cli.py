@@ -41,6 +41,12 @@ def cmd_tasks(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    if args.algo in ("residual", "finetune"):
+        return cmd_train_residual(args)
+    if args.algo == "mfrl":
+        return cmd_train_mfrl(args)
+    if args.base:
+        return _fail("--base is for --algo residual/finetune (the behaviour-cloning run to start from)")
     from s2r.policies.runner import (
         CHECKPOINT,
         CheckpointError,
@@ -92,6 +98,102 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 130 if result["interrupted"] else 0
 
 
+def cmd_train_residual(args: argparse.Namespace) -> int:
+    from s2r.policies.offpolicy import NonFiniteLossError
+    from s2r.policies.residual import CHECKPOINT, ResidualConfig, ResidualRunner
+    from s2r.policies.runner import CheckpointError
+    from s2r.real.episodes import EpisodeFormatError
+    from s2r.sim import UnknownTaskError
+    from s2r.sim.config import ConfigError, apply_overrides, from_dict
+
+    try:
+        if args.resume:
+            run_dir = Path(args.resume) if args.resume != "latest" else _latest_run(args.runs, args.task)
+            if run_dir is None or not (run_dir / CHECKPOINT).is_file():
+                return _fail(f"--resume: no residual run to continue at {run_dir or args.runs}")
+            saved = json.loads((run_dir / "config.json").read_text())
+            task, base = saved["task_id"], saved["base"]
+            cfg = from_dict(ResidualConfig, saved["residual"])
+            if args.steps is not None:
+                cfg = apply_overrides(cfg, {"max_env_steps": args.steps})
+            overrides = None
+            from s2r.sim import task_config
+
+            tcfg = from_dict(type(task_config(task)), saved["task"])
+        else:
+            if not args.task or not args.base:
+                return _fail(f"--algo {args.algo} needs a task id and --base <behaviour-cloning run> (from `s2r train-bc`)")
+            task, base = args.task, args.base
+            cfg = ResidualConfig(finetune=args.algo == "finetune")
+            cfg = apply_overrides(cfg, _kv(args.train_set))
+            for key, val in (("max_env_steps", args.steps), ("num_envs", args.num_envs), ("seed", args.seed)):
+                if val is not None:
+                    cfg = apply_overrides(cfg, {key: val})
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            run_dir = Path(args.run_dir) if args.run_dir else Path(args.runs) / task / f"{args.algo}_{stamp}"
+            overrides, tcfg = _kv(args.set), None
+        runner = ResidualRunner(task, base, run_dir, cfg, task_overrides=overrides, resume=bool(args.resume),
+                                progress=not args.no_progress, task_cfg=tcfg)
+    except (UnknownTaskError, ConfigError, CheckpointError, EpisodeFormatError, FileNotFoundError, ValueError) as exc:
+        return _fail(str(exc))
+    print(f"s2r: {args.algo} RL on {task} from base {base} -> {run_dir}", flush=True)
+    try:
+        result = runner.learn()
+    except NonFiniteLossError as exc:
+        return _fail(str(exc), 1)
+    finally:
+        runner.close()
+    print(json.dumps(result))
+    if result["failed"]:
+        return _fail(f"{result['failed']} (last good checkpoint kept in {run_dir})", 1)
+    print(f"s2r: exported {run_dir / 'policy.onnx'} (+ policy.json, learning_curve.png)")
+    return 130 if result["interrupted"] else 0
+
+
+def cmd_train_mfrl(args: argparse.Namespace) -> int:
+    return _fail("--algo mfrl is not wired yet")
+
+
+def cmd_demos(args: argparse.Namespace) -> int:
+    from s2r.policies.demos import collect_demos
+    from s2r.real.episodes import EpisodeFormatError
+    from s2r.sim import UnknownTaskError
+    from s2r.sim.config import ConfigError
+
+    out = Path(args.out) if args.out else Path("demos") / args.task
+    try:
+        res = collect_demos(args.task, out, args.n, noise=args.noise, failure_rate=args.failure_rate, num_envs=args.num_envs,
+                            seed=args.seed, task_overrides=_kv(args.set), progress=not args.no_progress)
+    except (UnknownTaskError, ConfigError, EpisodeFormatError, ValueError) as exc:
+        return _fail(str(exc))
+    except ModuleNotFoundError as exc:
+        return _fail(f"no scripted expert for {args.task} ({exc})")
+    print(json.dumps(res))
+    print(f"s2r: {res['episodes']} episodes in {out} ({res['success_rate'] * 100:.0f}% of the new ones succeeded)")
+    return 0
+
+
+def cmd_train_bc(args: argparse.Namespace) -> int:
+    from s2r.policies.bc import BCConfig, train_bc
+    from s2r.policies.export import ExportError
+    from s2r.real.episodes import EpisodeFormatError
+    from s2r.sim import UnknownTaskError
+    from s2r.sim.config import ConfigError, apply_overrides
+
+    demos = Path(args.demos) if args.demos else Path("demos") / args.task
+    run_dir = Path(args.run_dir) if args.run_dir else Path(args.runs) / args.task / f"bc_{time.strftime('%Y%m%d-%H%M%S')}"
+    try:
+        cfg = apply_overrides(BCConfig(), _kv(args.train_set))
+        if args.updates is not None:
+            cfg = apply_overrides(cfg, {"updates": args.updates})
+        res = train_bc(args.task, demos, run_dir, cfg, task_overrides=_kv(args.set), progress=not args.no_progress)
+    except (UnknownTaskError, ConfigError, EpisodeFormatError, ExportError, ValueError) as exc:
+        return _fail(str(exc))
+    print(json.dumps(res))
+    print(f"s2r: behaviour cloning of {res['episodes']} episodes -> {run_dir} (bc.pt, policy.onnx + policy.json)")
+    return 0
+
+
 def _latest_run(root: str, task: str | None) -> Path | None:
     """Newest run (by checkpoint time) of `task`, or of any task when `task` is None."""
     pattern = f"{task}/*/checkpoint.pt" if task else "*/*/checkpoint.pt"
@@ -110,6 +212,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     try:
         run = resolve_run(args.run)
+        if _is_success_task(run):
+            return _eval_success(run, args)
         res = evaluate(run, episodes=args.episodes, seed=args.seed, overrides=_kv(args.set))
     except (FileNotFoundError, MetadataError, UnknownTaskError, ConfigError) as exc:
         return _fail(str(exc))
@@ -120,6 +224,35 @@ def cmd_eval(args: argparse.Namespace) -> int:
     print(f"  mean episode length      {res.mean_length_s:.1f} s")
     if args.json:
         print(json.dumps(res.as_dict()))
+    return 0
+
+
+def _is_success_task(run: Path) -> bool:
+    from s2r.real.metadata import load_metadata
+    from s2r.sim import get_task
+
+    meta = load_metadata(run / "policy.json")
+    return bool(getattr(get_task(meta.task_id).cfg, "sparse_success", False))
+
+
+def _eval_success(run: Path, args: argparse.Namespace) -> int:
+    """Sparse-success tasks: success rate; for a residual run also its base, on the same episodes."""
+    from s2r.policies.evaluate import evaluate_success
+    from s2r.real.metadata import load_metadata
+
+    rows = [("policy", run)]
+    residual = (load_metadata(run / "policy.json").extras or {}).get("residual")
+    if residual and not residual.get("finetune") and Path(residual["base"], "policy.onnx").is_file():
+        rows.insert(0, ("base alone", Path(residual["base"])))
+    print(f"{run}: {args.episodes} episodes")
+    out = {}
+    for name, path in rows:
+        res = evaluate_success(path, episodes=args.episodes, seed=args.seed, overrides=_kv(args.set))
+        out[name] = res
+        label = "base + residual" if residual and name == "policy" and not residual.get("finetune") else name
+        print(f"  {label:18s} success {res['success_rate'] * 100:5.1f} %   mean episode {res['mean_length_s']:.1f} s")
+    if args.json:
+        print(json.dumps(out))
     return 0
 
 
@@ -199,9 +332,36 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--set", action="append", metavar="KEY=VAL", help="task config override, e.g. rewards.feet_air_time=0.5")
     t.add_argument("--train-set", action="append", metavar="KEY=VAL", help="trainer override, e.g. algo.entropy_coef=0.01")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.add_argument("--algo", choices=("ppo", "residual", "finetune", "mfrl"), default="ppo",
+                   help="ppo (default); residual RL on a BC base or full fine-tuning of it (need --base); mfrl (quadrotor)")
+    t.add_argument("--base", metavar="RUN", help="behaviour-cloning run folder for --algo residual/finetune")
     t.set_defaults(func=cmd_train)
 
-    t = sub.add_parser("eval", help="tracking error, fall rate and return of an exported policy")
+    t = sub.add_parser("demos", help="record scripted-expert demonstrations in the episode format")
+    t.add_argument("action", choices=("collect",))
+    t.add_argument("task", help="task id with a scripted expert (e.g. Panda-Lift-Cube)")
+    t.add_argument("--n", type=int, default=50, help="episodes to record (default 50)")
+    t.add_argument("--out", help="episode folder (default demos/<task>; appends if it exists)")
+    t.add_argument("--noise", type=float, default=0.1, help="expert action-noise std (default 0.1)")
+    t.add_argument("--failure-rate", type=float, default=0.0, help="fraction of episodes the expert fumbles")
+    t.add_argument("--num-envs", type=int, default=8)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--set", action="append", metavar="KEY=VAL", help="task config override")
+    t.add_argument("--no-progress", action="store_true")
+    t.set_defaults(func=cmd_demos)
+
+    t = sub.add_parser("train-bc", help="behaviour cloning (action chunking) from recorded demos, exported to ONNX")
+    t.add_argument("task", help="task id")
+    t.add_argument("--demos", help="episode folder (default demos/<task>)")
+    t.add_argument("--updates", type=int, help="gradient steps")
+    t.add_argument("--runs", default="runs")
+    t.add_argument("--run-dir", help="exact run folder")
+    t.add_argument("--set", action="append", metavar="KEY=VAL", help="task config override")
+    t.add_argument("--train-set", action="append", metavar="KEY=VAL", help="BC override, e.g. chunk=8")
+    t.add_argument("--no-progress", action="store_true")
+    t.set_defaults(func=cmd_train_bc)
+
+    t = sub.add_parser("eval", help="tracking error and fall rate, or success rate (base vs residual), of an exported policy")
     t.add_argument("run", help="run folder (or runs/<task> for its latest run)")
     t.add_argument("--episodes", type=int, default=50)
     t.add_argument("--seed", type=int, default=1)
