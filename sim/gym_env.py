@@ -46,6 +46,8 @@ class SingleEnv(gym.Env):
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
         obs, rew, term, trunc, info = self.env.step(np.asarray(action, dtype=np.float32)[None])
         out_info: dict[str, Any] = {}
+        if "success" in info:
+            out_info["is_success"] = bool(info["success"][0])  # the key SB3's callbacks and loggers read
         if "final_obs" in info:
             # The batched env already reset itself; hand back the observation the episode ended on.
             obs = info["final_obs"]

@@ -12,6 +12,9 @@ from s2r.sim import gym_id, make, task_config, task_ids
 
 TASKS = task_ids()
 N = 4
+# Tasks whose actions are the model's actuators (joint targets); the others map actions through a layer
+# (end-effector deltas and IK, or a trajectory planner with no MuJoCo model in the step).
+ACTUATOR_TASKS = [t for t in TASKS if t.split("-")[0] in ("Go1", "Puck")]
 
 
 def _random_actions(rng: np.random.Generator, env: s2r.sim.VecEnv, std: float = 1.0) -> np.ndarray:
@@ -32,7 +35,9 @@ def test_task_smoke(task: str) -> None:
     try:
         spec = env.spec
         assert len(task.split("-")) >= 3, "task ids read Robot-Task-Variant"
-        assert spec.action_dim == len(spec.action_names) == env.model.nu
+        assert spec.action_dim == len(spec.action_names)
+        if task in ACTUATOR_TASKS:
+            assert spec.action_dim == env.model.nu
         assert spec.control_dt > 0 and spec.max_episode_steps > 0
         for group, terms in spec.obs_terms.items():
             frame = sum(t.size for t in terms)
@@ -56,7 +61,8 @@ def test_task_runs_whole_episodes(task: str) -> None:
     env = make(task, N, seed=1)
     try:
         env.reset(seed=1)
-        env.randomize_episode_start()  # most envs time out or fall soon
+        if hasattr(env, "randomize_episode_start"):
+            env.randomize_episode_start()  # most envs time out or fall soon
         rng = np.random.default_rng(1)
         finished: set[int] = set()
         for _ in range(env.spec.max_episode_steps + 1):
@@ -65,7 +71,7 @@ def test_task_runs_whole_episodes(task: str) -> None:
             if done.any():
                 ep = info["episode"]
                 assert sorted(ep["env_ids"].tolist()) == np.flatnonzero(done).tolist()
-                assert set(ep) >= {"return", "length", "vel_error", "fell"}
+                assert set(ep) >= {"return", "length"}
                 assert np.isfinite(ep["return"]).all() and (ep["length"] >= 1).all()
                 for group in obs:
                     assert info["final_obs"][group].shape == obs[group].shape
@@ -82,12 +88,15 @@ def test_task_runs_whole_episodes(task: str) -> None:
 @pytest.mark.parametrize("task", TASKS)
 def test_same_seed_same_numbers_on_any_thread_count(task: str) -> None:
     """Outputs depend on the seed only: not on the run, nor on how many physics threads step the batch."""
+    cfg = task_config(task)
+
     def roll(threads: int) -> list[np.ndarray]:
-        cfg = task_config(task)
-        env = make(task, 6, cfg=replace(cfg, backend=replace(cfg.backend, num_threads=threads)), seed=7)
+        c = replace(cfg, backend=replace(cfg.backend, num_threads=threads)) if hasattr(cfg, "backend") else cfg
+        env = make(task, 6, cfg=c, seed=7)
         try:
             out = list(env.reset(seed=7).values())
-            env.randomize_episode_start()
+            if hasattr(env, "randomize_episode_start"):
+                env.randomize_episode_start()
             rng = np.random.default_rng(7)
             for _ in range(30):
                 obs, rew, term, trunc, _ = env.step(_random_actions(rng, env))
@@ -105,9 +114,13 @@ def test_same_seed_same_numbers_on_any_thread_count(task: str) -> None:
 def test_reset_of_some_envs_leaves_the_others_alone(task: str) -> None:
     """On a step where some envs reset, the others' observations are exactly what they would have been."""
     env = make(task, 16, seed=2)
+    if env.spec.max_episode_steps == 1:
+        env.close()
+        pytest.skip("one-step task: every env resets on every step")
     try:
         env.reset(seed=2)
-        env.randomize_episode_start()
+        if hasattr(env, "randomize_episode_start"):
+            env.randomize_episode_start()
         rng = np.random.default_rng(2)
         checked = 0
         for _ in range(200):

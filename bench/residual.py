@@ -1,0 +1,153 @@
+"""Residual RL on a frozen BC base vs full fine-tuning vs SB3 SAC from scratch, same sparse reward and budget.
+
+    python bench/residual.py --task Panda-Lift-Cube --steps 30000 --seeds 0 --out bench/results/residual
+
+Per task: record scripted-expert demos (noisy), clone them (action chunking), then for each seed train
+(a) base + residual (ours), (b) full fine-tuning of the BC network with the same learner, (c) SB3 SAC from
+scratch on `gymnasium.make("s2r/<task>-v0")`, each for `--steps` env steps. Success rates are measured
+on `--episodes` episodes (one per env of a batched eval env, deterministic policies); the base is measured
+with three eval seeds. Prints one JSON line and writes <out>_<task>.json and a PNG of the curves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def sac_baseline(task: str, steps: int, seed: int, episodes: int, eval_every: int) -> dict:
+    """SB3 SAC from scratch (default hyper-parameters, 256x256 nets) on the gym-registered task."""
+    import gymnasium as gym
+    import torch
+    from s2r.policies.evaluate import success_episodes
+    from s2r.sim import gym_id, make
+    from stable_baselines3 import SAC
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    env = gym.make(gym_id(task))
+    model = SAC("MlpPolicy", env, seed=seed, verbose=0, learning_starts=1000, batch_size=256,
+                policy_kwargs={"net_arch": [256, 256]})
+    eval_env = make(task, episodes, seed=seed + 10_000)
+    curve = []
+
+    def evaluate() -> float:
+        def act(o: np.ndarray) -> np.ndarray:
+            with torch.no_grad():
+                return model.predict(o, deterministic=True)[0]
+
+        return float(success_episodes(act, eval_env, seed=seed + 10_000)["success"].mean())
+
+    class Eval(BaseCallback):
+        def _on_step(self) -> bool:
+            if self.num_timesteps % eval_every == 0:
+                curve.append({"env_steps": self.num_timesteps, "success_rate": evaluate(),
+                              "wall_s": round(time.perf_counter() - t0, 1)})
+            return True
+
+    t0 = time.perf_counter()
+    curve.append({"env_steps": 0, "success_rate": evaluate(), "wall_s": 0.0})
+    model.learn(total_timesteps=steps, callback=Eval())
+    wall = time.perf_counter() - t0
+    if curve[-1]["env_steps"] != steps:
+        curve.append({"env_steps": steps, "success_rate": evaluate(), "wall_s": round(wall, 1)})
+    eval_env.close()
+    env.close()
+    return {"final_success": curve[-1]["success_rate"], "wall_s": wall, "curve": curve}
+
+
+def main() -> None:
+    import torch
+    from s2r.policies.bc import BCConfig, train_bc
+    from s2r.policies.demos import collect_demos
+    from s2r.policies.evaluate import evaluate_success
+    from s2r.policies.residual import ResidualConfig, ResidualRunner
+    from s2r.sim.config import apply_overrides
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--task", default="Panda-Lift-Cube")
+    p.add_argument("--steps", type=int, default=30_000)
+    p.add_argument("--seeds", default="0", help="comma-separated training seeds")
+    p.add_argument("--methods", default="residual,finetune,sac")
+    p.add_argument("--demos", type=int, default=50)
+    p.add_argument("--noise", type=float, default=0.1, help="expert action noise while recording demos")
+    p.add_argument("--failure-rate", type=float, default=0.0)
+    p.add_argument("--bc-updates", type=int, default=3000)
+    p.add_argument("--episodes", type=int, default=100)
+    p.add_argument("--eval-every", type=int, default=5000)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VAL", help="ResidualConfig override (both RL runs)")
+    p.add_argument("--work", default="runs/bench_residual")
+    p.add_argument("--out", default="bench/results/residual")
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+
+    work = Path(args.work) / args.task
+    shutil.rmtree(work, ignore_errors=True)
+    t0 = time.perf_counter()
+    demos = collect_demos(args.task, work / "demos", args.demos, noise=args.noise, failure_rate=args.failure_rate,
+                          progress=False)
+    bc = train_bc(args.task, work / "demos", work / "bc", BCConfig(updates=args.bc_updates), progress=False)
+    base = [evaluate_success(work / "bc", episodes=args.episodes, seed=s)["success_rate"] for s in (1, 2, 3)]
+    out: dict = {"task": args.task, "steps": args.steps, "demos": demos, "bc": {k: v for k, v in bc.items() if k != "export"},
+                 "base_success": base, "base_success_mean": float(np.mean(base)), "episodes": args.episodes, "runs": {}}
+    overrides = dict(kv.split("=", 1) for kv in args.set)
+    for method in args.methods.split(","):
+        for seed in (int(s) for s in args.seeds.split(",")):
+            key = f"{method}_seed{seed}"
+            if method == "sac":
+                out["runs"][key] = sac_baseline(args.task, args.steps, seed, args.episodes, args.eval_every)
+            else:
+                cfg = ResidualConfig(finetune=method == "finetune", max_env_steps=args.steps, seed=seed,
+                                     eval_every=args.eval_every, eval_episodes=args.episodes, checkpoint_every=args.steps)
+                cfg = apply_overrides(cfg, overrides)
+                runner = ResidualRunner(args.task, work / "bc", work / key, cfg, progress=False)
+                try:
+                    res = runner.learn()
+                finally:
+                    runner.close()
+                onnx = evaluate_success(work / key, episodes=args.episodes, seed=1)["success_rate"]
+                out["runs"][key] = {"final_success": res["final_success"], "onnx_success_eval_seed1": onnx,
+                                    "wall_s": res["wall_s"], "updates": res["updates"], "curve": runner.history,
+                                    "config": {"num_critics": cfg.learner.num_critics, "updates_per_step": cfg.updates_per_step,
+                                               "scale": cfg.scale, "actor": cfg.learner.actor}}
+            print(json.dumps({"progress": key, "final_success": out["runs"][key]["final_success"]}), flush=True)
+    out["total_wall_s"] = time.perf_counter() - t0
+    out["loadavg"] = os.getloadavg()
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    path = Path(f"{args.out}_{args.task}.json")
+    path.write_text(json.dumps(out, indent=1))
+    _plot(out, path.with_suffix(".png"))
+    summary = {"task": args.task, "steps": args.steps, "base": out["base_success_mean"],
+               **{k: v["final_success"] for k, v in out["runs"].items()}, "total_wall_s": round(out["total_wall_s"])}
+    print(json.dumps(summary))
+
+
+def _plot(out: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    ax.axhline(out["base_success_mean"], color="gray", ls="--", label="BC base")
+    for key, run in out["runs"].items():
+        ax.plot([c["env_steps"] for c in run["curve"]], [c["success_rate"] for c in run["curve"]], marker=".", label=key)
+    ax.set_xlabel("env steps")
+    ax.set_ylabel(f"success ({out['episodes']} episodes)")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title(out["task"])
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()
