@@ -304,3 +304,48 @@ def feasibility(spline: PolySpline, limits: QuadLimits, dt: float = 0.01) -> Fea
     margin = float(min(slack))
     return FeasibilityReport(feasible=margin >= 0.0, max_thrust=tmax, min_thrust=tmin, max_body_rate=rmax,
                              margin=margin, max_tilt=tilt, min_z=min_z)
+
+
+def heuristic_durations(waypoints: object, limits: QuadLimits, *, speed: float = 1.5, accel_fraction: float = 0.25,
+                        ensure_feasible: bool = True, dt: float = 0.01) -> np.ndarray:
+    """Segment durations from a trapezoidal speed profile, stretched until feasible.
+
+    Each segment of length d is flown as if alone, from rest to rest, cruising at `speed` with
+    acceleration a = accel_fraction * (the horizontal acceleration the thrust limit allows): d/v + v/a,
+    or 2 sqrt(d/a) when the segment is too short to reach cruise speed. Minimum-snap curves swing wider
+    than that profile near sharp turns, so with `ensure_feasible` all durations are scaled up by 15 %
+    steps until the low-fidelity check passes. Scaling cannot lift a path that dips below
+    `limits.min_height` (the shape does not change with a common time scale), so such a plan is first
+    blended towards equal segment times, whose swings are smaller.
+
+    Args:
+        waypoints: (n, 3) positions.
+        limits: Vehicle limits.
+        speed: m/s cruise speed.
+        accel_fraction: Fraction of the available horizontal acceleration used.
+        ensure_feasible: Stretch (and blend) until `feasibility` passes; the last try is returned otherwise.
+        dt: Sampling period of the feasibility check.
+
+    Returns:
+        (n - 1,) durations in seconds.
+    """
+    w = check_waypoints(waypoints)
+    dist = np.linalg.norm(np.diff(w, axis=0), axis=1)
+    ratio = limits.max_total_thrust / (limits.mass * limits.gravity)
+    a = accel_fraction * limits.gravity * np.sqrt(max(ratio**2 - 1.0, 1e-3))
+    v = speed
+    cruise = dist >= v * v / a
+    trap = np.where(cruise, dist / v + v / a, 2.0 * np.sqrt(dist / a))
+    if not ensure_feasible:
+        return trap
+    d = trap
+    for blend in (0.0, 0.5, 1.0):
+        d = (1.0 - blend) * trap + blend * trap.mean()
+        for _ in range(40):
+            report = feasibility(min_snap(w, d), limits, dt)
+            if report.feasible:
+                return d
+            if limits.min_height is not None and report.min_z < limits.min_height:
+                break  # a slower timing flies the same path: change the shape instead
+            d = d * 1.15
+    return d
