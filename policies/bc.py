@@ -46,6 +46,8 @@ class BCConfig:
         updates: Gradient steps.
         successful_only: Clone only episodes that succeeded.
         seed: Torch seed.
+        torch_threads: Intra-op threads while fitting; one is fastest for nets this small (more threads only
+            add synchronisation, and on a busy machine they wait for each other).
     """
 
     obs_groups: tuple[str, ...] = ("policy",)
@@ -60,6 +62,7 @@ class BCConfig:
     updates: int = 4000
     successful_only: bool = True
     seed: int = 0
+    torch_threads: int = 1
 
 
 class ChunkedBC(nn.Module):
@@ -147,6 +150,8 @@ def fit_bc(model: ChunkedBC, obs: np.ndarray, targets: np.ndarray, mask: np.ndar
            progress: bool = False) -> list[float]:
     """Fit the chunk predictor with a masked L1 loss; returns the loss every 100 updates."""
     torch.manual_seed(cfg.seed)
+    if cfg.torch_threads:
+        torch.set_num_threads(cfg.torch_threads)
     x, y, m = torch.from_numpy(obs), torch.from_numpy(targets), torch.from_numpy(mask).unsqueeze(-1)
     model.normalizer.update(x)
     opt = torch.optim.AdamW(model.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
