@@ -232,7 +232,7 @@ def _is_success_task(run: Path) -> bool:
     from s2r.sim import get_task
 
     meta = load_metadata(run / "policy.json")
-    return bool(getattr(get_task(meta.task_id).cfg, "sparse_success", False))
+    return bool(getattr(get_task(meta.task_id).env_cls, "sparse_success", False))
 
 
 def _eval_success(run: Path, args: argparse.Namespace) -> int:

@@ -25,9 +25,11 @@ def collect_demos(task_id: str, out: str | Path, episodes: int, *, noise: float 
 
     if episodes < 1:
         raise ValueError(f"--n must be at least 1, got {episodes}")
-    env = make(task_id, num_envs, cfg=task_config(task_id, task_overrides), seed=seed)
+    tcfg = task_config(task_id, task_overrides)
+    env = make(task_id, num_envs, cfg=tcfg, seed=seed)
     try:
-        expert = make_expert(task_id, num_envs, noise=noise, failure_rate=failure_rate, seed=seed)
+        # The expert reads the same config (step size, peg length) the env was built with.
+        expert = make_expert(task_id, num_envs, noise=noise, failure_rate=failure_rate, seed=seed, cfg=tcfg)
         spec = env.spec
         meta = EpisodeMeta(task=task_id, obs_dims=dict(env.obs_dims), action_dim=spec.action_dim,
                            action_names=tuple(spec.action_names), control_dt=float(spec.control_dt))

@@ -65,7 +65,7 @@ class SingleEnv(gym.Env):
         mujoco.mj_setState(self.env.backend.models[0], self._data, self.env.backend.state[0],
                            mujoco.mjtState.mjSTATE_FULLPHYSICS)
         mujoco.mj_forward(self.env.backend.models[0], self._data)
-        self._renderer.update_scene(self._data, camera="track")
+        self._renderer.update_scene(self._data, camera=self.env.spec.extras.get("camera", "track"))
         return self._renderer.render()
 
     def close(self) -> None:

@@ -86,3 +86,58 @@ def terrain_height_at(model: mujoco.MjModel, xy: np.ndarray) -> np.ndarray:
     col = np.clip(((xy[:, 0] + sx) / (2 * sx) * (ncol - 1)).round().astype(int), 0, ncol - 1)
     row = np.clip(((xy[:, 1] + sy) / (2 * sy) * (nrow - 1)).round().astype(int), 0, nrow - 1)
     return data[row, col] * sz
+
+
+def load_crazyflie(num_vehicles: int = 1) -> mujoco.MjModel:
+    """The Crazyflie 2.x model (`crazyflie.xml`), optionally with many vehicles in one world.
+
+    Batched flights step many quadrotors with one `mj_step`: the vehicles never collide with each other
+    (see the contype/conaffinity bits in the MJCF), so one world with N free bodies is N independent flights.
+
+    Args:
+        num_vehicles: Vehicles in the world. 1 returns the file as written (body "crazyflie", actuators
+            "m1".."m4"); more gives copies named with a prefix "cf<i>/" (body "cf0/crazyflie", actuators
+            "cf0/m1".. in vehicle order, four per vehicle), all starting at the same pose.
+    """
+    if num_vehicles < 1:
+        raise ValueError(f"num_vehicles must be >= 1, got {num_vehicles}")
+    xml = model_path("crazyflie.xml").read_text()
+    if num_vehicles == 1:
+        return mujoco.MjModel.from_xml_string(xml)
+    spec = mujoco.MjSpec.from_string(xml)
+    template = spec.body("crazyflie")
+    pos = np.array(template.pos, dtype=np.float64)
+    spec.delete(template)
+    for i in range(num_vehicles):
+        # attach_body moves the body out of its spec, so each copy comes from a fresh parse.
+        child = mujoco.MjSpec.from_string(xml)
+        frame = spec.worldbody.add_frame(pos=pos.tolist())
+        body = child.body("crazyflie")
+        body.pos = [0.0, 0.0, 0.0]
+        frame.attach_body(body, prefix=f"cf{i}/")
+    return spec.compile()
+
+
+PANDA_OBJECTS = ("cube", "peg", "socket", "target")
+
+
+def load_panda(keep: tuple[str, ...]) -> mujoco.MjModel:
+    """Load the Panda arm scene with only the task objects named in `keep`.
+
+    `panda.xml` holds every manipulation object; a task that leaves the others in would pay for their
+    contacts and degrees of freedom on every physics step, so the unused ones are deleted before compiling.
+
+    Args:
+        keep: Objects to keep, from `PANDA_OBJECTS` ("cube", "peg", "socket" bodies and the "target" site).
+
+    Raises:
+        ValueError: `keep` names an object the model does not have.
+    """
+    unknown = set(keep) - set(PANDA_OBJECTS)
+    if unknown:
+        raise ValueError(f"panda.xml has no object(s) {sorted(unknown)}; known: {', '.join(PANDA_OBJECTS)}")
+    spec = mujoco.MjSpec.from_file(str(model_path("panda.xml")))
+    for name in PANDA_OBJECTS:
+        if name not in keep:
+            spec.delete(spec.site(name) if name == "target" else spec.body(name))
+    return spec.compile()

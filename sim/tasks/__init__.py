@@ -4,7 +4,9 @@ from dataclasses import replace
 
 from s2r.sim.registry import register_task
 from s2r.sim.tasks.locomotion import LocomotionConfig, LocomotionEnv
+from s2r.sim.tasks.manipulation import InsertConfig, InsertEnv, LiftConfig, LiftEnv, PickPlaceConfig, PickPlaceEnv
 from s2r.sim.tasks.puck import PuckConfig, PuckEnv
+from s2r.sim.tasks.quadrotor import ReplanConfig, ReplanEnv
 
 register_task(
     "Go1-Velocity-Flat",
@@ -36,4 +38,30 @@ register_task(
     PuckEnv,
     PuckConfig(),
     "Planar puck tracks a commanded (vx, vy, yaw rate); learns in seconds (used by the learning tests).",
+)
+
+register_task(
+    "Panda-Lift-Cube",
+    LiftEnv,
+    LiftConfig(),
+    "Panda arm lifts a randomised cube 5 cm off the table; sparse reward, end-effector delta actions.",
+)
+register_task(
+    "Panda-PickPlace-Cube",
+    PickPlaceEnv,
+    PickPlaceConfig(),
+    "Panda arm brings a randomised cube within 2.5 cm of a random target point (on the table or in the air).",
+)
+register_task(
+    "Panda-Insert-Peg",
+    InsertEnv,
+    InsertConfig(),
+    "Panda arm pushes a grasped square peg 2 cm into a randomly placed socket with 1-2 mm clearance.",
+)
+register_task(
+    "Crazyflie-Replan-Waypoints",
+    ReplanEnv,
+    ReplanConfig(),
+    "Crazyflie time allocation through 3-6 random waypoints (one-step bandit); reward = time saved over the "
+    "heuristic when the minimum-snap plan passes the flatness check.",
 )
