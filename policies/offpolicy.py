@@ -1,0 +1,405 @@
+"""Off-policy actor-critic core shared by residual RL, HIL-SERL and later methods.
+
+One learner, two actor kinds:
+
+- `actor="stochastic"` (SAC): tanh-squashed Gaussian, entropy temperature tuned towards -|A|.
+- `actor="deterministic"` (TD3): tanh output, Gaussian exploration noise, target policy smoothing, policy delay.
+
+Shared recipes (REDQ / RLPD): LayerNorm in actor and critics; an ensemble of critics evaluated as one
+batched matmul; the TD target is the min over a random subset of target critics; n-step returns come from
+the replay buffer (`Batch.discount` already holds gamma^k (1 - terminated)); soft target updates; several
+updates per env step (`utd_ratio`). There is no target actor: the next action comes from the current actor,
+as in SAC and REDQ.
+
+Hooks for methods built on top:
+
+- `compose(actor_out, obs) -> env_action` maps the actor's output (in [-1, 1]) to the action the env gets
+  and the critic scores; the buffer stores env actions. Residual RL uses `residual_compose`.
+- `zero_init_actor` starts training exactly at `compose(0, obs)` (the base policy, for residual RL).
+- `critic_warmup_updates` keeps the actor fixed while the critics first fit.
+- `actor=` takes a pre-built actor module (full fine-tuning of a behaviour-cloning network).
+
+Reads top to bottom: config, learner construction, `act` (collect), `update` (critic, actor, temperature,
+targets), persistence.
+"""
+
+from __future__ import annotations
+
+import copy
+import ctypes
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from s2r.policies.networks import EnsembleMLP, mlp
+from s2r.policies.replay import Batch, ReplayBuffer, sample_mixed
+from torch import nn
+
+Compose = Callable[[torch.Tensor, Mapping[str, torch.Tensor]], torch.Tensor]
+
+
+class NonFiniteLossError(RuntimeError):
+    """A loss became NaN/inf; `loss_name` is "critic", "actor" or "alpha". Nothing was stepped with it."""
+
+    def __init__(self, loss_name: str, update: int) -> None:
+        super().__init__(f"the {loss_name} loss is not finite at update {update}; restore the last good checkpoint "
+                         "(lower the learning rate or check the rewards/observations for NaN)")
+        self.loss_name = loss_name
+        self.update = update
+
+
+@dataclass(frozen=True, kw_only=True)
+class OffPolicyConfig:
+    """Off-policy hyper-parameters (defaults: RLPD/REDQ-style SAC with 10 critics)."""
+
+    actor: str = "stochastic"  # "stochastic" (SAC) or "deterministic" (TD3)
+    actor_obs: tuple[str, ...] = ("policy",)
+    critic_obs: tuple[str, ...] = ("policy",)
+    actor_hidden: tuple[int, ...] = (256, 256)
+    critic_hidden: tuple[int, ...] = (256, 256)
+    activation: str = "relu"
+    layer_norm: bool = True
+    num_critics: int = 10
+    critic_subset: int = 2  # target = min over this many randomly chosen target critics
+    gamma: float = 0.99
+    n_step: int = 1
+    tau: float = 0.005
+    batch_size: int = 256
+    utd_ratio: int = 1  # updates per env step; the runner reads it
+    actor_lr: float = 3e-4
+    critic_lr: float = 3e-4
+    policy_delay: int = 1  # actor (and temperature) step every this many updates; TD3 uses 2
+    critic_warmup_updates: int = 0
+    zero_init_actor: bool = False
+    max_grad_norm: float | None = None
+    # deterministic actor
+    exploration_noise: float = 0.1
+    target_noise: float = 0.2
+    target_noise_clip: float = 0.5
+    # stochastic actor
+    init_alpha: float = 1.0
+    alpha_lr: float = 3e-4
+    target_entropy: float | None = None  # None: -action_dim
+    log_std_min: float = -5.0
+    log_std_max: float = 2.0
+    compile: bool = False  # torch.compile the loss functions (falls back to eager if compiling fails)
+    keep_freed_memory: bool = True  # on the CPU, call `keep_freed_memory()` (process-wide; see there)
+
+    def __post_init__(self) -> None:
+        if self.actor not in ("stochastic", "deterministic"):
+            raise ValueError(f"OffPolicyConfig.actor must be 'stochastic' or 'deterministic', got '{self.actor}'")
+        if not 1 <= self.critic_subset <= self.num_critics:
+            raise ValueError(f"OffPolicyConfig.critic_subset must be in [1, num_critics={self.num_critics}], "
+                             f"got {self.critic_subset}")
+        if self.policy_delay < 1 or self.n_step < 1 or self.utd_ratio < 1:
+            raise ValueError("OffPolicyConfig.policy_delay, n_step and utd_ratio must be >= 1")
+
+
+def identity_compose(actor_out: torch.Tensor, obs: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """The default `compose`: the actor's output is the env action."""
+    return actor_out
+
+
+def residual_compose(scale: float, group: str = "base_action") -> Compose:
+    """`clip(base + scale * actor_out, -1, 1)` with the base policy's action read from observation `group`."""
+
+    def compose(actor_out: torch.Tensor, obs: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        return torch.clamp(obs[group] + scale * actor_out, -1.0, 1.0)
+
+    return compose
+
+
+class OffPolicyLearner:
+    """Actor + critic ensemble + target critics + optimisers; `act` for collection, `update` for learning.
+
+    Args:
+        obs_dims: observation group -> dim (as the env and the replay buffer hold them).
+        action_dim: env action size.
+        cfg: hyper-parameters.
+        compose: maps (actor output, raw obs) to the env action; default identity.
+        actor: pre-built actor module mapping the concatenated (normalised) actor groups to `action_dim`
+            outputs (deterministic; tanh is applied) or `2 * action_dim` (stochastic: mean, log-std pre-tanh).
+        obs_stats: fixed normalisation, group -> (mean, std); groups left out are not normalised.
+        device: where the networks live; batches are moved there.
+    """
+
+    def __init__(self, obs_dims: Mapping[str, int], action_dim: int, cfg: OffPolicyConfig, *,
+                 compose: Compose | None = None, actor: nn.Module | None = None,
+                 obs_stats: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
+                 device: str | torch.device = "cpu") -> None:
+        for g in (*cfg.actor_obs, *cfg.critic_obs):
+            if g not in obs_dims:
+                raise ValueError(f"observation group '{g}' is not provided by the env (it has {sorted(obs_dims)})")
+        self.cfg = cfg
+        self.device = torch.device(device)
+        self.action_dim = action_dim
+        self.compose = compose or identity_compose
+        self.stochastic = cfg.actor == "stochastic"
+        actor_dim = sum(obs_dims[g] for g in cfg.actor_obs)
+        critic_dim = sum(obs_dims[g] for g in cfg.critic_obs)
+        out = 2 * action_dim if self.stochastic else action_dim
+        self.actor = actor if actor is not None else mlp(actor_dim, cfg.actor_hidden, out, cfg.activation, cfg.layer_norm)
+        if cfg.zero_init_actor:
+            last = [m for m in self.actor.modules() if isinstance(m, nn.Linear)][-1]
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
+        self.critic = EnsembleMLP(cfg.num_critics, critic_dim + action_dim, cfg.critic_hidden, 1, cfg.activation,
+                                  cfg.layer_norm)
+        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        self.actor.to(self.device)
+        self.critic.to(self.device)
+        self.critic_target.to(self.device)
+        self.actor_norm = _normalizer(cfg.actor_obs, obs_dims, obs_stats, self.device)
+        self.critic_norm = _normalizer(cfg.critic_obs, obs_dims, obs_stats, self.device)
+        self.actor_optimizer = _adam(self.actor.parameters(), cfg.actor_lr)
+        self.critic_optimizer = _adam(self.critic.parameters(), cfg.critic_lr)
+        self.log_alpha = torch.tensor(math.log(cfg.init_alpha), device=self.device, requires_grad=True)
+        self.alpha_optimizer = _adam([self.log_alpha], cfg.alpha_lr)
+        self.target_entropy = float(-action_dim if cfg.target_entropy is None else cfg.target_entropy)
+        self.updates = 0
+        self._critic_params = list(self.critic.parameters())
+        self._target_params = list(self.critic_target.parameters())
+        self._critic_loss = self._critic_loss_eager
+        self._actor_loss = self._actor_loss_eager
+        self.compiled = False
+        if cfg.keep_freed_memory and self.device.type == "cpu":
+            keep_freed_memory()
+        if cfg.compile:
+            self._compile()
+
+    # ---- observations and the policy -----------------------------------------------------------------------
+
+    def actor_input(self, obs: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Concatenated (and normalised) actor groups, (batch, actor_dim)."""
+        return _apply_norm(torch.cat([obs[g] for g in self.cfg.actor_obs], dim=-1), self.actor_norm)
+
+    def critic_input(self, obs: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Concatenated (and normalised) critic groups, (batch, critic_dim)."""
+        return _apply_norm(torch.cat([obs[g] for g in self.cfg.critic_obs], dim=-1), self.critic_norm)
+
+    def policy(self, obs: Mapping[str, torch.Tensor], sample: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Actor output in [-1, 1] and, for the stochastic actor, its log-probability (batch,).
+
+        `sample=False` gives the deterministic action (tanh of the mean) and no log-probability.
+        """
+        raw = self.actor(self.actor_input(obs))
+        if not self.stochastic:
+            return torch.tanh(raw), None
+        mean, log_std = raw.chunk(2, dim=-1)
+        if not sample:
+            return torch.tanh(mean), None
+        # Smooth squash of the log-std into its range (SAC/DrQ): no dead gradient at a hard clamp.
+        lo, hi = self.cfg.log_std_min, self.cfg.log_std_max
+        log_std = lo + 0.5 * (hi - lo) * (torch.tanh(log_std) + 1.0)
+        eps = torch.randn_like(mean)
+        u = mean + log_std.exp() * eps
+        # log N(u) - log|d tanh(u)/du|, the latter written stably as 2 (log 2 - u - softplus(-2u)).
+        logp = (-0.5 * eps.square() - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+        logp = logp - (2.0 * (math.log(2.0) - u - nn.functional.softplus(-2.0 * u))).sum(-1)
+        return torch.tanh(u), logp
+
+    @torch.no_grad()
+    def act(self, obs: Mapping[str, torch.Tensor | np.ndarray], deterministic: bool = False) -> torch.Tensor:
+        """Env actions (batch, action_dim) for collection (`deterministic=False`) or evaluation."""
+        obs = {g: torch.as_tensor(v, dtype=torch.float32, device=self.device) for g, v in obs.items()}
+        a, _ = self.policy(obs, sample=not deterministic)
+        if not deterministic and not self.stochastic:
+            a = (a + self.cfg.exploration_noise * torch.randn_like(a)).clamp(-1.0, 1.0)
+        return self.compose(a, obs)
+
+    @property
+    def alpha(self) -> torch.Tensor:
+        """Entropy temperature (0-dim tensor)."""
+        return self.log_alpha.detach().exp()
+
+    # ---- learning ------------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def td_target(self, batch: Batch, members: torch.Tensor, alpha: torch.Tensor | None = None) -> torch.Tensor:
+        """(batch,) n-step TD target: reward + discount * (min over target critics `members` of Q(s', a') [- alpha logp]).
+
+        a' is the current actor's action at the bootstrap observation (smoothed with clipped noise for the
+        deterministic actor), mapped through `compose` like every action the critic sees.
+        """
+        cfg = self.cfg
+        a, logp = self.policy(batch.next_obs, sample=True)
+        if not self.stochastic:
+            # Target policy smoothing (TD3): the target is averaged over nearby actions.
+            noise = (cfg.target_noise * torch.randn_like(a)).clamp(-cfg.target_noise_clip, cfg.target_noise_clip)
+            a = (a + noise).clamp(-1.0, 1.0)
+        x = torch.cat([self.critic_input(batch.next_obs), self.compose(a, batch.next_obs)], dim=-1)
+        next_q = self.critic_target(x, members).squeeze(-1).amin(0)  # (batch,)
+        if logp is not None:
+            next_q = next_q - (self.alpha if alpha is None else alpha) * logp
+        return batch.reward + batch.discount * next_q
+
+    def _critic_loss_eager(self, batch: Batch, members: torch.Tensor, alpha: torch.Tensor
+                           ) -> tuple[torch.Tensor, torch.Tensor]:
+        target = self.td_target(batch, members, alpha)
+        q = self.critic(torch.cat([self.critic_input(batch.obs), batch.action], dim=-1)).squeeze(-1)  # (E, batch)
+        # Each member regresses on the same target: the sum keeps every member's gradient its own MSE gradient.
+        loss = (q - target).square().mean(1).sum()
+        return loss, q.detach().mean()
+
+    def _actor_loss_eager(self, obs: Mapping[str, torch.Tensor], alpha: torch.Tensor
+                          ) -> tuple[torch.Tensor, torch.Tensor]:
+        a, logp = self.policy(obs, sample=True)
+        x = torch.cat([self.critic_input(obs), self.compose(a, obs)], dim=-1)
+        q = self.critic(x).squeeze(-1).mean(0)  # ensemble mean, as REDQ/RLPD
+        if logp is None:
+            return -q.mean(), torch.zeros((), device=q.device)
+        return (alpha * logp - q).mean(), logp.detach()
+
+    def update(self, batch: Batch) -> dict[str, float]:
+        """One gradient step of the critics and, when due, of the actor and temperature; soft target update.
+
+        Returns:
+            `critic_loss` (per member), `q_mean`, and when the actor stepped `actor_loss` (+ `entropy`);
+            `alpha` for the stochastic actor.
+
+        Raises:
+            NonFiniteLossError: a loss is NaN/inf; nothing was stepped with it.
+        """
+        cfg = self.cfg
+        if batch.action.device != self.device:
+            batch = _to(batch, self.device)
+        alpha = self.alpha
+        members = torch.randperm(cfg.num_critics, device=self.device)[: cfg.critic_subset]
+        critic_loss, q_mean = self._critic_loss(batch, members, alpha)
+        self._step(self.critic_optimizer, critic_loss, "critic", self._critic_params)
+        metrics = {"critic_loss": critic_loss.detach() / cfg.num_critics, "q_mean": q_mean}
+
+        if self.updates >= cfg.critic_warmup_updates and self.updates % cfg.policy_delay == 0:
+            # The critic is only a function of the action here: no weight gradients for it.
+            self.critic.requires_grad_(False)
+            try:
+                actor_loss, logp = self._actor_loss(batch.obs, alpha)
+            finally:
+                self.critic.requires_grad_(True)
+            self._step(self.actor_optimizer, actor_loss, "actor", self.actor.parameters())
+            metrics["actor_loss"] = actor_loss.detach()
+            if self.stochastic:
+                alpha_loss = -(self.log_alpha * (logp + self.target_entropy)).mean()
+                self._step(self.alpha_optimizer, alpha_loss, "alpha", None)
+                metrics["entropy"] = -logp.mean()
+        with torch.no_grad():
+            torch._foreach_lerp_(self._target_params, self._critic_params, cfg.tau)
+        self.updates += 1
+        if self.stochastic:
+            metrics["alpha"] = self.alpha
+        # One conversion for all metrics instead of a .item() per value.
+        values = torch.stack([v.float() for v in metrics.values()]).tolist()
+        return dict(zip(metrics.keys(), values, strict=True))
+
+    def update_from(self, online: ReplayBuffer, demo: ReplayBuffer | None = None, num_updates: int | None = None,
+                    generator: torch.Generator | None = None) -> dict[str, float]:
+        """Draw `num_updates` (default `utd_ratio`) batches (half from `demo` if given) and update on each.
+
+        Returns the metrics of the last update.
+        """
+        cfg = self.cfg
+        metrics: dict[str, float] = {}
+        for _ in range(num_updates or cfg.utd_ratio):
+            batch = sample_mixed(online, demo, cfg.batch_size, cfg.n_step, cfg.gamma, generator)
+            metrics = self.update(batch)
+        return metrics
+
+    def _step(self, optimizer: torch.optim.Optimizer, loss: torch.Tensor, name: str, params: object) -> None:
+        # Checked before the step, so a NaN never reaches the weights the runner would save.
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(name, self.updates)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if params is not None and self.cfg.max_grad_norm is not None:
+            nn.utils.clip_grad_norm_(params, self.cfg.max_grad_norm)
+        optimizer.step()
+
+    def _compile(self) -> None:
+        """torch.compile the two loss functions; on any failure keep eager mode (with a warning)."""
+        import warnings
+
+        try:
+            self._critic_loss = torch.compile(self._critic_loss_eager, dynamic=False)
+            self._actor_loss = torch.compile(self._actor_loss_eager, dynamic=False)
+            self.compiled = True
+        except Exception as exc:
+            warnings.warn(f"torch.compile failed ({exc!r}); the off-policy learner runs eagerly", stacklevel=3)
+            self._critic_loss, self._actor_loss = self._critic_loss_eager, self._actor_loss_eager
+
+    # ---- persistence ---------------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict:
+        """Networks, target critics, optimisers, temperature and the update count: everything to resume."""
+        return {"actor": self.actor.state_dict(), "critic": self.critic.state_dict(),
+                "critic_target": self.critic_target.state_dict(),
+                "actor_optimizer": self.actor_optimizer.state_dict(),
+                "critic_optimizer": self.critic_optimizer.state_dict(),
+                "log_alpha": self.log_alpha.detach().clone(), "alpha_optimizer": self.alpha_optimizer.state_dict(),
+                "actor_norm": self.actor_norm, "critic_norm": self.critic_norm, "updates": self.updates}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore from `state_dict()`."""
+        self.actor.load_state_dict(state["actor"])
+        self.critic.load_state_dict(state["critic"])
+        self.critic_target.load_state_dict(state["critic_target"])
+        self.actor_optimizer.load_state_dict(state["actor_optimizer"])
+        self.critic_optimizer.load_state_dict(state["critic_optimizer"])
+        with torch.no_grad():
+            self.log_alpha.copy_(state["log_alpha"])
+        self.alpha_optimizer.load_state_dict(state["alpha_optimizer"])
+        self.actor_norm, self.critic_norm = state["actor_norm"], state["critic_norm"]
+        self.updates = int(state["updates"])
+
+
+def keep_freed_memory() -> bool:
+    """Make glibc keep freed memory mapped instead of handing it back to the OS (process-wide).
+
+    PyTorch's CPU allocator does not cache: every activation of every update is malloc'ed and freed. glibc
+    serves blocks above its mmap threshold with fresh mmaps and unmaps them on free, so each update
+    page-faults megabytes back in; for ensemble-sized tensors that costs as much as the arithmetic. Raising
+    the mmap and trim thresholds lets the heap reuse those pages (the process keeps its peak heap size).
+
+    Returns:
+        True if applied; False where the C library is not glibc.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3  # from malloc.h
+    return bool(libc.mallopt(m_mmap_threshold, 32 << 20)) and bool(libc.mallopt(m_trim_threshold, 1 << 30))
+
+
+def _normalizer(groups: tuple[str, ...], obs_dims: Mapping[str, int],
+                stats: Mapping[str, tuple[np.ndarray, np.ndarray]] | None,
+                device: torch.device) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(mean, 1/std) over the concatenated groups, or None when no group has statistics."""
+    if not stats or not any(g in stats for g in groups):
+        return None
+    means, inv = [], []
+    for g in groups:
+        m, s = stats.get(g, (np.zeros(obs_dims[g]), np.ones(obs_dims[g])))
+        means.append(torch.as_tensor(m, dtype=torch.float32).reshape(obs_dims[g]))
+        inv.append(1.0 / torch.as_tensor(s, dtype=torch.float32).reshape(obs_dims[g]).clamp_min(1e-6))
+    return torch.cat(means).to(device), torch.cat(inv).to(device)
+
+
+def _apply_norm(x: torch.Tensor, norm: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+    return x if norm is None else (x - norm[0]) * norm[1]
+
+
+def _adam(params: object, lr: float) -> torch.optim.Adam:
+    # fused: one kernel for the whole parameter list (the ensemble is a handful of large tensors).
+    params = list(params)
+    try:
+        return torch.optim.Adam(params, lr=lr, fused=True)
+    except (RuntimeError, ValueError):
+        return torch.optim.Adam(params, lr=lr, foreach=True)
+
+
+def _to(batch: Batch, device: torch.device) -> Batch:
+    return Batch(obs={g: v.to(device) for g, v in batch.obs.items()}, action=batch.action.to(device),
+                 reward=batch.reward.to(device), next_obs={g: v.to(device) for g, v in batch.next_obs.items()},
+                 discount=batch.discount.to(device))
