@@ -183,6 +183,12 @@ class ResidualRunner:
         self.base_dir = Path(base_dir)
         self.run_dir = Path(run_dir)
         self.progress = progress
+        ckpt_path = self.run_dir / CHECKPOINT
+        # Decided before anything is built or opened: a refused run leaves the folder as it was.
+        if resume and not ckpt_path.is_file():
+            raise CheckpointError(f"no checkpoint at {ckpt_path} to resume")
+        if not resume and ckpt_path.is_file():
+            raise CheckpointError(f"{self.run_dir} already holds a run; resume it or choose another folder")
         if cfg.torch_threads:
             torch.set_num_threads(cfg.torch_threads)
         torch.manual_seed(cfg.seed)
@@ -193,6 +199,14 @@ class ResidualRunner:
         self.tcfg = task_cfg if task_cfg is not None else task_config(task_id, task_overrides)
         self.env = make(task_id, cfg.num_envs, cfg=self.tcfg, seed=cfg.seed)
         self.eval_env = make(task_id, cfg.eval_episodes, cfg=self.tcfg, seed=cfg.seed + 10_000)
+        try:
+            self._build(task_id, bc, cfg, resume, ckpt_path)
+        except BaseException:
+            self.env.close()
+            self.eval_env.close()
+            raise
+
+    def _build(self, task_id: str, bc: ChunkedBC, cfg: ResidualConfig, resume: bool, ckpt_path: Path) -> None:
         spec = self.env.spec
         if bc.action_dim != spec.action_dim or bc.obs_dim != self.env.obs_dims["policy"]:
             raise ValueError(f"base policy {self.base_dir} maps {bc.obs_dim} observations to {bc.action_dim} actions; "
@@ -230,15 +244,10 @@ class ResidualRunner:
         self.env_steps = 0
         self.history: list[dict[str, float]] = []
         self.wall_s = 0.0
-        ckpt_path = self.run_dir / CHECKPOINT
         if resume:
-            if not ckpt_path.is_file():
-                raise CheckpointError(f"no checkpoint at {ckpt_path} to resume")
             ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
             self.learner.load_state_dict(ckpt["learner"])
             self.env_steps, self.history, self.wall_s = ckpt["env_steps"], ckpt["history"], ckpt["wall_s"]
-        elif ckpt_path.is_file():
-            raise CheckpointError(f"{self.run_dir} already holds a run; resume it or choose another folder")
         self.run_dir.mkdir(parents=True, exist_ok=True)
         from s2r.sim.config import to_dict
 
