@@ -41,6 +41,13 @@ def cmd_tasks(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    if args.resume and args.algo == "ppo":
+        # `s2r train --resume RUN` continues whatever algorithm the run was started with.
+        run = Path(args.resume) if args.resume != "latest" else _latest_run(args.runs, args.task)
+        kind = torch_load_algo(run / "checkpoint.pt") if run is not None and (run / "checkpoint.pt").is_file() else None
+        if kind in ("mfrl", "residual"):
+            args.algo = kind
+            args.resume = str(run)
     if args.algo in ("residual", "finetune"):
         return cmd_train_residual(args)
     if args.algo == "mfrl":
@@ -151,7 +158,30 @@ def cmd_train_residual(args: argparse.Namespace) -> int:
 
 
 def cmd_train_mfrl(args: argparse.Namespace) -> int:
-    return _fail("--algo mfrl is not wired yet")
+    from s2r.policies.mfrl import CHECKPOINT, build_runner
+    from s2r.policies.runner import CheckpointError
+    from s2r.sim import UnknownTaskError
+
+    try:
+        resume_from = None
+        if args.resume:
+            run = Path(args.resume) if args.resume != "latest" else _latest_run(args.runs, args.task)
+            if run is None or not (run / CHECKPOINT).is_file():
+                return _fail(f"--resume: no mfrl run to continue at {run or args.runs}")
+            resume_from = run / CHECKPOINT
+        elif not args.task:
+            return _fail("--algo mfrl needs a task id (e.g. Crazyflie-Replan-Waypoints)")
+        runner = build_runner(None if resume_from else args.task, args.run_dir, runs_root=args.runs,
+                              task_overrides=_kv(args.set), train_overrides=_kv(args.train_set), resume_from=resume_from,
+                              seed=args.seed, rounds=args.steps, minutes=args.minutes, progress=not args.no_progress)
+    except (UnknownTaskError, CheckpointError, ValueError) as exc:
+        return _fail(str(exc))
+    try:
+        result = runner.learn()
+    finally:
+        runner.close()
+    print(json.dumps(result, default=str))
+    return 130 if result.get("interrupted") else 0
 
 
 def cmd_demos(args: argparse.Namespace) -> int:
@@ -212,6 +242,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     try:
         run = resolve_run(args.run)
+        from s2r.policies.mfrl import evaluate_planner, is_planner_run, summary_lines
+
+        if is_planner_run(run):
+            res = evaluate_planner(run, n_sets=args.episodes, seed=args.seed)
+            print("\n".join(summary_lines(res)))
+            if args.json:
+                print(json.dumps(res, default=str))
+            return 0
         if _is_success_task(run):
             return _eval_success(run, args)
         res = evaluate(run, episodes=args.episodes, seed=args.seed, overrides=_kv(args.set))
@@ -275,13 +313,30 @@ def cmd_play(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from s2r.policies.export import ExportError
+    from s2r.policies.mfrl import CHECKPOINT as MFRL_CHECKPOINT
+    from s2r.policies.mfrl import export_checkpoint as export_planner_checkpoint
     from s2r.policies.runner import CheckpointError, export_checkpoint
 
     try:
+        ckpt = Path(args.run) / MFRL_CHECKPOINT
+        if ckpt.is_file() and torch_load_algo(ckpt) == "mfrl":
+            print(json.dumps(export_planner_checkpoint(Path(args.run))))
+            return 0
         print(json.dumps(export_checkpoint(Path(args.run))))
     except (CheckpointError, ExportError) as exc:
         return _fail(str(exc))
     return 0
+
+
+def torch_load_algo(path: Path) -> str | None:
+    """The algorithm tag of a checkpoint ("mfrl", "residual"; PPO checkpoints carry none)."""
+    import torch
+
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception:  # unreadable: let the normal export path report it
+        return None
+    return (ckpt.get("algo") or ckpt.get("kind")) if isinstance(ckpt, dict) else None
 
 
 # ---- deploy -------------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 from setuptools import setup
 
 PACKAGE = "s2r_ros"
-NODES = ("policy_node", "sim_bridge_node", "teleop_node", "recorder_node")
+NODES = ("policy_node", "sim_bridge_node", "teleop_node", "recorder_node", "planner_node")
 
 setup(
     name=PACKAGE,
@@ -17,7 +17,7 @@ setup(
     zip_safe=True,
     maintainer="s2r",
     maintainer_email="s2r@example.com",
-    description="s2r robot side: ONNX policy lifecycle node, MuJoCo sim bridge, teleop, MCAP recorder.",
+    description="s2r robot side: ONNX policy lifecycle node, MuJoCo sim bridge, teleop, MCAP recorder, quadrotor planner.",
     license="Apache-2.0",
     entry_points={
         "console_scripts": [f"{n} = {PACKAGE}.{n}:main" for n in NODES]
