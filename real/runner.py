@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from s2r.real.chunking import ChunkHistory
 from s2r.real.metadata import MetadataError, PolicyMetadata, load_metadata
 from s2r.real.observation import ObservationBuilder, RobotState
 from s2r.real.robot import RobotConfig
@@ -138,6 +139,16 @@ class PolicyRunner:
         self._ramp_start = np.zeros(n)
         self._feed = {self.meta.onnx_input: None}
         self._fetch = [self.meta.onnx_output]
+        # An action-chunking policy takes its own past chunks as inputs (s2r.real.chunking); the runner keeps
+        # them, so the graph itself stays stateless and the same file runs in sim and here.
+        chunk = (self.meta.extras or {}).get("chunk")
+        self.chunks = ChunkHistory(1, int(chunk["size"]), n) if chunk else None
+        if chunk:
+            missing = {chunk["state_input"], chunk["mask_input"]} - set(ins) or {chunk["state_output"]} - set(outs)
+            if missing:
+                raise PolicyMismatchError(f"{path}: policy.json describes an action-chunking graph but the graph lacks "
+                                          f"{sorted(missing)}")
+            self._fetch.append(chunk["state_output"])
 
     @property
     def ramping(self) -> bool:
@@ -147,6 +158,8 @@ class PolicyRunner:
     def reset(self, current_pos: np.ndarray) -> None:
         """Start afresh from the measured joint positions: empty history, zero last action, new ramp."""
         self.builder.reset()
+        if self.chunks is not None:
+            self.chunks.reset()
         self.last_action[:] = 0.0
         self._ramp_start = np.array(current_pos, dtype=np.float64)
         self._ramp_k = 0
@@ -154,12 +167,19 @@ class PolicyRunner:
     def infer(self, state: RobotState, command: np.ndarray) -> np.ndarray:
         """Run the policy on the current state; returns its raw output (unchecked: any shape or value)."""
         self._feed[self.meta.onnx_input] = self.builder.build(state, command, self.last_action)
-        return self.session.run(self._fetch, self._feed)[0]
+        if self.chunks is None:
+            return self.session.run(self._fetch, self._feed)[0]
+        action, chunk = self.session.run(self._fetch, {**self._feed, **self.chunks.feed()})
+        self.chunks.push(chunk)
+        return action
 
     def dry_run(self, state: RobotState, command: np.ndarray) -> None:
         """Compute a frame and run the graph on the last input, changing nothing (keeps caches warm)."""
         self.builder.frame(state, command, self.last_action)
-        self.session.run(self._fetch, {self.meta.onnx_input: self.builder.current_input})
+        feed = {self.meta.onnx_input: self.builder.current_input}
+        if self.chunks is not None:
+            feed.update(self.chunks.feed())
+        self.session.run(self._fetch, feed)
 
     def accept(self, action: np.ndarray) -> np.ndarray:
         """Take a checked action: remember it for the next observation and return the joint targets."""

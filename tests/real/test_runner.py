@@ -116,3 +116,38 @@ def test_action_scale_offset_and_ramp(go1_policy: Path, robot: RobotConfig) -> N
     assert not r.ramping
     r.accept(np.full(12, 50.0))  # clipped to action_clip like the training env
     assert np.allclose(r.last_action, 10.0)
+
+
+def test_chunking_policy_runs_with_its_history_on_the_robot_side(robot: RobotConfig, tmp_path: Path) -> None:
+    """An action-chunking export (BC base, or base + residual) runs through the same runner: the runner feeds
+    the graph its past chunks, matching the torch graph stepped with the same history."""
+    import torch
+    from s2r.policies.bc import BCConfig, ChunkedBC, ChunkedPolicyGraph, export_chunked
+    from s2r.real.chunking import ChunkHistory
+    from s2r.sim import make
+    from s2r.sim.env import sample_obs
+
+    env = make("Go1-Velocity-Flat", 2, seed=0)
+    try:
+        torch.manual_seed(0)
+        model = ChunkedBC(env.obs_dims["policy"], env.spec.action_dim, BCConfig(chunk=3, hidden=(32,)))
+        graph = ChunkedPolicyGraph(model, 0.1).eval()
+        export_chunked(graph, env.spec, "Go1-Velocity-Flat", tmp_path, sample_obs(env, 2, seed=0)["policy"])
+    finally:
+        env.close()
+    r = PolicyRunner(tmp_path / "policy.onnx", robot)
+    r.reset(np.zeros(12))
+    hist = ChunkHistory(1, 3, 12)
+    rng = np.random.default_rng(0)
+    for _ in range(4):
+        got = r.infer(_state(rng.normal(0, 0.1, 12)), np.array([0.5, 0.0, 0.0]))
+        x = torch.from_numpy(r.builder.current_input.reshape(1, -1).astype(np.float32))
+        with torch.no_grad():
+            f = hist.feed()
+            want, chunk = graph(x, torch.from_numpy(f["past_chunks"]), torch.from_numpy(f["past_mask"]))
+        hist.push(chunk.numpy())
+        np.testing.assert_allclose(got, want.numpy(), atol=1e-5)
+        r.accept(got)
+    assert r.chunks is not None and r.chunks.mask.all()
+    r.reset(np.zeros(12))
+    assert not r.chunks.mask.any()
