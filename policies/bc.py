@@ -10,17 +10,14 @@ buffer and no torch. The same graph wrapper carries a residual policy on top (`s
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
-import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from s2r.policies.export import ExportError, build_metadata
+from s2r.policies.export import ExportError, build_metadata, export_onnx_checked
 from s2r.policies.networks import EmpiricalNormalizer, mlp
 from s2r.real.chunking import MASK_INPUT, STATE_INPUT, STATE_OUTPUT, ChunkHistory, ensemble_weights
 from s2r.real.episodes import Episode, read_episodes
@@ -187,8 +184,6 @@ def fit_bc(model: ChunkedBC, obs: np.ndarray, targets: np.ndarray, mask: np.ndar
 def export_chunked(graph: ChunkedPolicyGraph, spec: Any, task_id: str, out_dir: Path, parity_obs: np.ndarray,
                    extras: dict[str, Any] | None = None, tol: float = 1e-5) -> dict[str, float]:
     """Write policy.onnx + policy.json for a chunked graph and check onnxruntime parity over a rollout of states."""
-    import onnxruntime as ort
-
     graph = graph.eval()
     k, a_dim, obs_dim = graph.base.chunk, graph.base.action_dim, graph.base.obs_dim
     if parity_obs.ndim != 2 or parity_obs.shape[1] != obs_dim:
@@ -202,28 +197,9 @@ def export_chunked(graph: ChunkedPolicyGraph, spec: Any, task_id: str, out_dir: 
     hist.past = np.random.default_rng(0).uniform(-1, 1, hist.past.shape).astype(np.float32)
     hist.mask[:, : hist.mask.shape[1] // 2 + 1] = 1.0
     names = ["obs", STATE_INPUT, MASK_INPUT]
-    with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
-        tmp_onnx = Path(tmp) / "policy.onnx"
-        example = (torch.zeros(1, obs_dim), torch.zeros(1, *hist.past.shape[1:]), torch.zeros(1, hist.mask.shape[1]))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the TorchScript exporter is deprecated but exact for MLPs
-            torch.onnx.export(graph, example, str(tmp_onnx), input_names=names, output_names=["actions", STATE_OUTPUT],
-                              dynamic_axes={n: {0: "batch"} for n in [*names, "actions", STATE_OUTPUT]}, opset_version=17,
-                              dynamo=False)
-        sess = ort.InferenceSession(str(tmp_onnx), providers=["CPUExecutionProvider"])
-        feed = {"obs": parity_obs.astype(np.float32), **hist.feed()}
-        got = sess.run(["actions", STATE_OUTPUT], feed)
-        with torch.no_grad():
-            want = graph(*(torch.from_numpy(feed[n]) for n in names))
-        diff = max(float(np.max(np.abs(g - w.numpy()))) for g, w in zip(got, want, strict=True))
-        if not np.isfinite(diff) or diff > tol:
-            os.replace(tmp_onnx, out_dir / "policy.onnx.bad")
-            raise ExportError(f"ONNX parity failed: max abs difference {diff:.3g} > {tol:g} on {len(parity_obs)} observations")
-        os.replace(tmp_onnx, out_dir / "policy.onnx")
-    tmp_json = out_dir / "policy.json.tmp"
-    tmp_json.write_text(meta.to_json())
-    os.replace(tmp_json, out_dir / "policy.json")
-    return {"max_abs_diff": diff, "n": float(len(parity_obs))}
+    example = (torch.zeros(1, obs_dim), torch.zeros(1, *hist.past.shape[1:]), torch.zeros(1, hist.mask.shape[1]))
+    feed = {"obs": parity_obs.astype(np.float32), **hist.feed()}
+    return export_onnx_checked(graph, example, names, ["actions", STATE_OUTPUT], out_dir, feed, meta, tol)
 
 
 def save_bc(path: Path, model: ChunkedBC, cfg: BCConfig, task_id: str, extra: dict[str, Any] | None = None) -> None:

@@ -84,8 +84,6 @@ def export_policy(model: ActorCritic, spec: EnvSpec, task_id: str, out_dir: str 
     Raises:
         ExportError: Parity fails (the files are still written, for inspection, with a .bad suffix).
     """
-    import onnxruntime as ort
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     actor = _ExportedActor(model).eval()
@@ -93,27 +91,56 @@ def export_policy(model: ActorCritic, spec: EnvSpec, task_id: str, out_dir: str 
     if parity_obs.ndim != 2 or parity_obs.shape[1] != obs_dim:
         raise ExportError(f"parity observations have shape {parity_obs.shape}; the actor reads {obs_dim} values")
     meta = build_metadata(spec, task_id, obs_dim)
-    onnx_path, json_path = out / "policy.onnx", out / "policy.json"
-    with tempfile.TemporaryDirectory(dir=out) as tmp:
+    return export_onnx_checked(actor, (torch.zeros(1, obs_dim),), ["obs"], ["actions"], out,
+                               {"obs": parity_obs.astype(np.float32)}, meta, tol)
+
+
+def export_onnx_checked(module: nn.Module, example_inputs: tuple[torch.Tensor, ...], input_names: list[str],
+                        output_names: list[str], out_dir: Path, parity_feed: dict[str, np.ndarray],
+                        meta: PolicyMetadata, tol: float = 1e-5) -> dict[str, float]:
+    """Export `module` to out_dir/policy.onnx only if onnxruntime reproduces torch, then write policy.json.
+
+    The graph is written to a temporary file first and moved into place after the parity check, so a
+    policy.onnx that exists always passed it; every input and output gets a dynamic batch axis.
+
+    Args:
+        module: Graph to export, in eval mode; called with the parity feed's inputs in `input_names` order.
+        example_inputs: Tracing inputs (batch 1).
+        input_names: ONNX input names, in the module's argument order.
+        output_names: ONNX output names, in the module's output order.
+        out_dir: Existing folder to write policy.onnx and policy.json into.
+        parity_feed: {input name: (n, ...) array} run through both torch and onnxruntime.
+        meta: Contract written to policy.json once parity holds.
+        tol: Largest allowed absolute difference between torch and onnxruntime, over every output.
+
+    Returns:
+        {"max_abs_diff": ..., "n": number of parity rows}
+
+    Raises:
+        ExportError: Parity fails (the graph is kept as policy.onnx.bad for inspection; policy.json is not written).
+    """
+    import onnxruntime as ort
+
+    n = len(parity_feed[input_names[0]])
+    with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
         tmp_onnx = Path(tmp) / "policy.onnx"
-        example = torch.zeros(1, obs_dim)
         with warnings.catch_warnings():
-            # The TorchScript exporter is deprecated but exact and fast for plain MLPs.
+            # The TorchScript exporter is deprecated but exact and fast for these graphs.
             warnings.simplefilter("ignore")
-            torch.onnx.export(actor, (example,), str(tmp_onnx), input_names=["obs"], output_names=["actions"],
-                              dynamic_axes={"obs": {0: "batch"}, "actions": {0: "batch"}}, opset_version=17,
-                              dynamo=False)
+            torch.onnx.export(module, example_inputs, str(tmp_onnx), input_names=input_names, output_names=output_names,
+                              dynamic_axes={name: {0: "batch"} for name in [*input_names, *output_names]},
+                              opset_version=17, dynamo=False)
         sess = ort.InferenceSession(str(tmp_onnx), providers=["CPUExecutionProvider"])
-        x = parity_obs.astype(np.float32)
-        got = sess.run(["actions"], {"obs": x})[0]
+        got = sess.run(output_names, parity_feed)
         with torch.no_grad():
-            want = actor(torch.from_numpy(x)).numpy()
-        diff = float(np.max(np.abs(got - want))) if len(x) else 0.0
+            want = module(*(torch.from_numpy(parity_feed[name]) for name in input_names))
+        want = want if isinstance(want, tuple) else (want,)
+        diff = max(float(np.max(np.abs(g - w.numpy()))) for g, w in zip(got, want, strict=True)) if n else 0.0
         if not np.isfinite(diff) or diff > tol:
-            os.replace(tmp_onnx, out / "policy.onnx.bad")
-            raise ExportError(f"ONNX parity failed: max abs difference {diff:.3g} > {tol:g} on {len(x)} observations")
-        os.replace(tmp_onnx, onnx_path)
-    tmp_json = json_path.with_suffix(".json.tmp")
+            os.replace(tmp_onnx, out_dir / "policy.onnx.bad")
+            raise ExportError(f"ONNX parity failed: max abs difference {diff:.3g} > {tol:g} on {n} observations")
+        os.replace(tmp_onnx, out_dir / "policy.onnx")
+    tmp_json = out_dir / "policy.json.tmp"
     tmp_json.write_text(meta.to_json())
-    os.replace(tmp_json, json_path)
-    return {"max_abs_diff": diff, "n": float(len(parity_obs))}
+    os.replace(tmp_json, out_dir / "policy.json")
+    return {"max_abs_diff": diff, "n": float(n)}

@@ -4,7 +4,8 @@ A planner policy (exported by `s2r.policies.mfrl` as policy.onnx + policy.json) 
 layout of the `Crazyflie-Replan-Waypoints` task's `policy` observation (positions relative to the first
 waypoint, zero-padded to `max_waypoints` x 3, then a `max_waypoints` mask) and answers one log-ratio per
 segment: segment i lasts `heuristic_i * max_ratio ** clip(a_i, -1, 1)`, with the heuristic allocation of
-`s2r.real.trajectory.heuristic_durations` computed exactly as in training.
+`s2r.real.trajectory.heuristic_durations` computed exactly as in training. `encode_obs` and
+`durations_from_actions` are the one definition of that layout and rule: the task and the trainer import them.
 
 The network is never trusted blindly. Every plan goes through the low-fidelity (flatness) check; an
 infeasible timing is stretched by one common factor to the fastest feasible one (slowing a rest-to-rest
@@ -160,6 +161,27 @@ def _last_dim(shape: list[object]) -> int | None:
     return dim if isinstance(dim, int) else None
 
 
+def encode_obs(waypoints: np.ndarray, max_waypoints: int, out: np.ndarray | None = None) -> np.ndarray:
+    """(1, 4 * max_waypoints) float32 observation of one waypoint set: the task's `policy` group layout.
+
+    Positions relative to the first waypoint, zero-padded to max_waypoints x 3, then a max_waypoints mask.
+    `out` (a (1, 4 * max_waypoints) float32 array) is filled in place instead of allocating a new one.
+    """
+    w = np.asarray(waypoints, dtype=np.float64)
+    n = len(w)
+    obs = np.zeros((1, 4 * max_waypoints), dtype=np.float32) if out is None else out
+    obs.fill(0.0)
+    obs[0, : 3 * n] = (w - w[0]).reshape(-1)
+    obs[0, 3 * max_waypoints : 3 * max_waypoints + n] = 1.0
+    return obs
+
+
+def durations_from_actions(actions: np.ndarray, heuristic: np.ndarray, max_ratio: float) -> np.ndarray:
+    """Segment durations heuristic * max_ratio ** clip(action, -1, 1) (same shapes; padded segments stay 0)."""
+    a = np.clip(np.asarray(actions, dtype=np.float64), -1.0, 1.0)
+    return heuristic * np.exp(a * math.log(max_ratio))
+
+
 def time_scaled(spline: PolySpline, scale: float) -> PolySpline:
     """The same path flown `scale` times slower, p_k(t) = p(t / k); equals a min-snap re-solve with k x durations."""
     powers = np.arange(spline.coeffs.shape[1])
@@ -192,6 +214,56 @@ def _floor_slack(rep: FeasibilityReport, waypoints: np.ndarray, limits: QuadLimi
     if limits.min_height is None:
         return math.inf
     return (rep.min_z - limits.min_height) / max(float(waypoints[:, 2].min()) - limits.min_height, 1e-3)
+
+
+def stretch_to_feasible(spline: PolySpline, limits: QuadLimits, dt: float, *, min_margin: float = 0.0,
+                        max_stretch: float = 4.0, tol: float = 0.01) -> tuple[PolySpline, float, FeasibilityReport] | None:
+    """Fastest common slow-down of a rest-to-rest plan that passes the check, or None when up to max_stretch none does.
+
+    Slowing down by k divides accelerations by k^2 and jerks by k^3 and keeps the path, so the search runs on
+    acceleration and jerk sampled once: geometric growth until feasible, then bisection in log time until
+    hi / lo <= 1 + tol. The answer is confirmed with `feasibility` itself, whose samples fall elsewhere on the
+    slower timeline, growing 1 % at a time (at most 10 times). Meant for a plan that fails the check at scale 1.
+
+    Args:
+        spline: Plan from rest to rest (zero velocity, acceleration and jerk at both ends).
+        limits: Vehicle limits.
+        dt: s, sampling period of the check.
+        min_margin: Feasibility margin the stretched plan must reach.
+        max_stretch: Largest common time scale tried.
+        tol: Relative precision of the scale.
+
+    Returns:
+        (stretched plan, scale, its feasibility report), or None.
+    """
+    total = spline.total_time
+    t = np.append(np.arange(0.0, total, dt), total)
+    acc, jerk = spline.derivatives(t, (2, 3))
+    lo, hi = 1.0, None
+    s = 1.0
+    while hi is None:
+        s = min(s * 1.25, max_stretch)
+        if _scaled_margin(acc, jerk, s, limits) >= min_margin:
+            hi = s
+        elif s >= max_stretch:
+            return None
+        else:
+            lo = s
+    while hi / lo > 1.0 + tol:
+        mid = math.sqrt(lo * hi)  # constraints scale with powers of time: bisect the log
+        if _scaled_margin(acc, jerk, mid, limits) >= min_margin:
+            hi = mid
+        else:
+            lo = mid
+    for _ in range(10):  # bounded: a re-plan must never stall the caller
+        out = time_scaled(spline, hi)
+        rep = feasibility(out, limits, dt)
+        if rep.margin >= min_margin:
+            return out, hi, rep
+        if hi >= max_stretch:
+            break
+        hi = min(hi * 1.01, max_stretch)
+    return None
 
 
 def violation(rep: FeasibilityReport, limits: QuadLimits) -> str:
@@ -280,55 +352,12 @@ class Planner:
                                f"{layout} needs (1, {act_w}); re-export the planner")
 
     def observation(self, waypoints: np.ndarray) -> np.ndarray:
-        """(1, 4 * max_waypoints) float32: the task's layout (relative waypoints, zero-padded, then the mask)."""
-        k, n = self.settings.max_waypoints, len(waypoints)
-        obs = self._obs
-        obs.fill(0.0)
-        obs[0, : 3 * n] = (waypoints - waypoints[0]).reshape(-1)
-        obs[0, 3 * k : 3 * k + n] = 1.0
-        return obs
+        """(1, 4 * max_waypoints) float32: the task's layout (see `encode_obs`), in a buffer reused across calls."""
+        return encode_obs(waypoints, self.settings.max_waypoints, out=self._obs)
 
     def _infer(self, waypoints: np.ndarray, full: bool = False) -> np.ndarray:
         out = self.session.run([self.meta.onnx_output], {self.meta.onnx_input: self.observation(waypoints)})[0]
         return out if full else np.asarray(out, dtype=np.float64).reshape(-1)[: len(waypoints) - 1]
-
-    def _stretch(self, spline: PolySpline) -> tuple[PolySpline, float, FeasibilityReport] | None:
-        """Fastest common slow-down that passes the check, or None when up to max_stretch none does.
-
-        The search runs on acceleration and jerk sampled once (scaling only divides them by k^2 and k^3):
-        geometric growth until feasible, then bisection in log time. The answer is confirmed with
-        `feasibility` itself, whose samples fall elsewhere on the slower timeline, growing 1 % at a time
-        (at most 10 times).
-        """
-        cfg, limits = self.cfg, self.settings.limits
-        total = spline.total_time
-        t = np.append(np.arange(0.0, total, self.dt), total)
-        acc, jerk = spline.derivatives(t, (2, 3))
-        lo, hi = 1.0, None
-        s = 1.0
-        while hi is None:
-            s = min(s * 1.25, cfg.max_stretch)
-            if _scaled_margin(acc, jerk, s, limits) >= cfg.min_margin:
-                hi = s
-            elif s >= cfg.max_stretch:
-                return None
-            else:
-                lo = s
-        while hi / lo > 1.0 + cfg.stretch_tol:
-            mid = math.sqrt(lo * hi)  # constraints scale with powers of time: bisect the log
-            if _scaled_margin(acc, jerk, mid, limits) >= cfg.min_margin:
-                hi = mid
-            else:
-                lo = mid
-        for _ in range(10):  # bounded: a re-plan must never stall the caller
-            out = time_scaled(spline, hi)
-            rep = feasibility(out, limits, self.dt)
-            if rep.margin >= cfg.min_margin:
-                return out, hi, rep
-            if hi >= cfg.max_stretch:
-                break
-            hi = min(hi * 1.01, cfg.max_stretch)
-        return None
 
     def _timings(self, w: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
         """(heuristic durations, the network's durations (NaN where its output was not finite), inference s)."""
@@ -339,7 +368,7 @@ class Planner:
         actions = self._infer(w)
         infer_s = time.perf_counter() - t0
         # An inf would clip to +-1 and pass for a timing: keep any non-finite output visible to the caller as NaN.
-        planned = heur * np.exp(np.clip(actions, -1.0, 1.0) * math.log(st.max_ratio))
+        planned = durations_from_actions(actions, heur, st.max_ratio)
         planned[~np.isfinite(actions)] = np.nan
         return heur, planned, infer_s
 
@@ -394,7 +423,8 @@ class Planner:
                 why = f"path comes within {rep.min_z - st.limits.min_height:.2f} m of min_height {st.limits.min_height:g} m"
             else:
                 why = violation(rep, st.limits)
-            fixed = None if floor else self._stretch(spline)
+            fixed = None if floor else stretch_to_feasible(spline, st.limits, self.dt, min_margin=cfg.min_margin,
+                                                           max_stretch=cfg.max_stretch, tol=cfg.stretch_tol)
             if fixed is not None:
                 spline, scale, rep = fixed
                 feasible = True

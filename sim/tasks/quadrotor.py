@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from s2r.real.planner import durations_from_actions, encode_obs  # the robot planner's layout and timing rule
 from s2r.real.trajectory import QuadLimits, feasibility, min_snap
 from s2r.sim.env import EnvSpec, Obs, ObsTerm, VecEnv
 from s2r.sim.quadrotor.allocation import heuristic_durations
@@ -63,11 +64,6 @@ def sample_waypoints(rng: np.random.Generator, count: int, cfg: ReplanConfig) ->
         if np.linalg.norm(p - pts[-1]) >= cfg.min_spacing:  # rejection: the box is far larger than the spacing
             pts.append(p)
     return np.array(pts)
-
-
-def durations_from_actions(actions: np.ndarray, heuristic: np.ndarray, max_ratio: float) -> np.ndarray:
-    """Segment durations: heuristic * max_ratio ** action (same shapes; padded entries stay padded)."""
-    return heuristic * np.exp(np.asarray(actions, dtype=np.float64) * np.log(max_ratio))
 
 
 class ReplanEnv(VecEnv):
@@ -170,7 +166,7 @@ class ReplanEnv(VecEnv):
 
     def _observe(self) -> Obs:
         k = self.cfg.max_waypoints
-        mask = np.arange(k)[None, :] < self.counts[:, None]
-        rel = np.where(mask[:, :, None], self.waypoints - self.waypoints[:, :1], 0.0)
-        pol = np.concatenate([rel.reshape(self.num_envs, 3 * k), mask], axis=1)
-        return {"policy": pol.astype(np.float32), "privileged": self.heuristic.astype(np.float32)}
+        pol = np.zeros((self.num_envs, 4 * k), dtype=np.float32)
+        for i in np.flatnonzero(self.counts):  # an env never reset has no waypoints: all zeros
+            encode_obs(self.waypoints[i, : self.counts[i]], k, out=pol[i : i + 1])
+        return {"policy": pol, "privileged": self.heuristic.astype(np.float32)}

@@ -6,6 +6,7 @@ rounds) is shared by the tests that need a trained planner.
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,42 +16,40 @@ import onnxruntime as ort
 import pytest
 import torch
 from s2r.policies.mfrl import (
-    FEATURES,
-    HIGH,
-    LOW,
-    REAL,
     TASK_ID,
-    AcquisitionConfig,
-    EstimatorConfig,
-    FlyabilityEstimator,
     MFRLConfig,
     MFRLError,
     MFRLRunner,
-    OnnxPlanner,
     PlannerNet,
     PlannerNetConfig,
     WaypointSets,
     build_runner,
     config_from_checkpoint,
-    durations_from_actions,
-    encode_obs,
     evaluate_planner,
     export_checkpoint,
     high_fidelity_score,
     is_planner_run,
     load_checkpoint,
     low_fidelity_score,
-    make_feasible,
     sample_sets,
-    select_queries,
     splines_for,
     summary_lines,
-    time_scaled,
+)
+from s2r.policies.mfrl_estimator import (
+    FEATURES,
+    HIGH,
+    LOW,
+    REAL,
+    AcquisitionConfig,
+    EstimatorConfig,
+    FlyabilityEstimator,
+    select_queries,
     torch_min_snap,
     trajectory_features,
 )
 from s2r.policies.runner import CheckpointError
 from s2r.real.metadata import load_metadata
+from s2r.real.planner import Planner, PlannerError, durations_from_actions, encode_obs, stretch_to_feasible, time_scaled
 from s2r.real.trajectory import PolySpline, TrajectoryError, feasibility, min_snap
 from s2r.sim import task_config
 from s2r.sim.quadrotor.flight import fly, read_flight_log
@@ -269,20 +268,28 @@ def test_onnx_parity_and_metadata(tiny_planner: tuple[Path, dict]) -> None:
     assert [t.name for t in meta.obs_terms] == ["waypoints", "waypoint_mask"]
     assert len(meta.action_names) == TASK.max_waypoints - 1
     assert meta.extras["planner"] == "mfrl" and meta.extras["max_ratio"] == TASK.max_ratio
-    planner = OnnxPlanner(run_dir)
-    one = planner.actions(obs[:1])
-    assert np.max(np.abs(one - want[:1])) <= 1e-5
+    # The robot runtime reads this export: its timing is the torch network's through the shared rule.
+    planner = Planner(run_dir)
     w = sample_sets(TASK, 1, seed=5).set(0)
     np.testing.assert_allclose(encode_obs(w, TASK.max_waypoints), sample_sets(TASK, 1, seed=5).obs)
-    spline = planner.plan(w)
-    assert feasibility(spline, TASK.limits).feasible
+    heur, planned = planner.durations(w)
+    with torch.no_grad():
+        a = net(torch.from_numpy(encode_obs(w, TASK.max_waypoints)).double()).numpy()[0, : len(w) - 1]
+    np.testing.assert_allclose(planned, durations_from_actions(a, heur, TASK.max_ratio), rtol=2e-5)
+    res = planner.plan(w)
+    assert res.feasible and feasibility(res.spline, TASK.limits).feasible
 
 
-def test_bad_planner_input_is_refused_clearly(tiny_planner: tuple[Path, dict]) -> None:
+def test_bad_planner_input_is_refused_clearly(tiny_planner: tuple[Path, dict], tmp_path: Path) -> None:
     run_dir, _ = tiny_planner
-    planner = OnnxPlanner(run_dir)
-    with pytest.raises(MFRLError, match=r"expected \(n, 24\).*18 relative waypoint coordinates then a 6-value mask"):
-        planner.actions(np.zeros((1, 23), dtype=np.float32))
+    planner = Planner(run_dir)
+    for name in ("policy.onnx", "policy.json"):
+        shutil.copy(run_dir / name, tmp_path / name)
+    meta = json.loads((tmp_path / "policy.json").read_text())
+    meta["extras"]["max_waypoints"] = 5
+    (tmp_path / "policy.json").write_text(json.dumps(meta))
+    with pytest.raises(PlannerError, match=r"obs_dim in policy.json has width 24 but max_waypoints=5 .* needs 20"):
+        Planner(tmp_path)
     with pytest.raises(MFRLError, match="reads 24"):
         PlannerNet(6, PlannerNetConfig())(torch.zeros(2, 20))
     with pytest.raises(TrajectoryError, match="at most 6"):
@@ -291,13 +298,15 @@ def test_bad_planner_input_is_refused_clearly(tiny_planner: tuple[Path, dict]) -
         planner.plan(np.zeros((4, 2)))
 
 
-def test_make_feasible_stretches_a_too_fast_plan_exactly() -> None:
+def test_stretch_to_feasible_stretches_a_too_fast_plan_exactly() -> None:
     sets = sample_sets(TASK, 4, seed=21)
     for i in range(4):
         w, h = sets.set(i), sets.heuristic[i, : sets.counts[i] - 1]
         fast = min_snap(w, 0.3 * h)
         assert not feasibility(fast, TASK.limits).feasible
-        safe, scale, rep = make_feasible(fast, TASK.limits)
+        stretched = stretch_to_feasible(fast, TASK.limits, TASK.feasibility_dt)
+        assert stretched is not None
+        safe, scale, rep = stretched
         assert rep.feasible and 1.0 < scale < 3.4 and feasibility(safe, TASK.limits).feasible
         resolved = min_snap(w, scale * 0.3 * h)  # time scaling equals re-solving with scaled durations
         np.testing.assert_allclose(time_scaled(fast, scale).coeffs, resolved.coeffs, rtol=1e-6, atol=1e-9)

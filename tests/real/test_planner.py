@@ -159,9 +159,10 @@ def test_mismatched_exports_are_refused(exports: dict[str, Path], tmp_path: Path
 
 
 def test_matches_the_mfrl_export_and_its_reference_planner(tmp_path: Path) -> None:
-    """A real policies/mfrl.py export: same durations as its own OnnxPlanner; plan() latency printed."""
+    """A real policies/mfrl.py export: the durations its torch network asks for; plan() latency printed."""
     import torch
-    from s2r.policies.mfrl import OnnxPlanner, PlannerNet, PlannerNetConfig, export_planner, sample_sets
+    from s2r.policies.mfrl import PlannerNet, PlannerNetConfig, export_planner, sample_sets
+    from s2r.real.planner import durations_from_actions
     from s2r.sim.tasks.quadrotor import ReplanConfig
 
     task = ReplanConfig(max_waypoints=MAX_WAYPOINTS)
@@ -170,12 +171,16 @@ def test_matches_the_mfrl_export_and_its_reference_planner(tmp_path: Path) -> No
     with torch.no_grad():
         net.mlp[-1].weight.normal_(0.0, 0.3)  # away from the all-heuristic start, so the timings differ
     export_planner(net, "Crazyflie-Replan-Waypoints", task, tmp_path, sample_sets(task, 16, seed=0).obs)
-    planner, reference = Planner(tmp_path, PlannerConfig(threads=1)), OnnxPlanner(tmp_path, threads=1)
+    planner = Planner(tmp_path, PlannerConfig(threads=1))
     held_out = sample_sets(task, 200, seed=7)
+    with torch.no_grad():
+        actions = net(torch.from_numpy(held_out.obs)).numpy()
     stretched = 0
     for i in range(8):
-        w = held_out.set(i)
-        np.testing.assert_allclose(planner.durations(w)[1], reference.durations(w)[1], rtol=1e-9)
+        w, m = held_out.set(i), held_out.counts[i] - 1
+        heur, planned = planner.durations(w)
+        np.testing.assert_allclose(heur, held_out.heuristic[i, :m], rtol=1e-12)
+        np.testing.assert_allclose(planned, durations_from_actions(actions[i, :m], heur, task.max_ratio), rtol=2e-5)
     times, infer = [], []
     for i in range(len(held_out)):
         res = planner.plan(held_out.set(i))
