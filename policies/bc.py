@@ -189,6 +189,12 @@ def export_chunked(graph: ChunkedPolicyGraph, spec: Any, task_id: str, out_dir: 
     if parity_obs.ndim != 2 or parity_obs.shape[1] != obs_dim:
         raise ExportError(f"parity observations have shape {parity_obs.shape}; the policy reads {obs_dim} values")
     meta = build_metadata(spec, task_id, obs_dim)
+    if k == 1:
+        # Nothing to ensemble: a plain one-input graph, which every runtime runs without a chunk history.
+        meta = type(meta)(**{**meta.__dict__, "extras": dict(extras or {}) or None})
+        plain = _SingleStep(graph).eval()
+        return export_onnx_checked(plain, (torch.zeros(1, obs_dim),), ["obs"], ["actions"], out_dir,
+                                   {"obs": parity_obs.astype(np.float32)}, meta, tol)
     chunk_info = {"size": k, "ensemble_m": float(np.log(graph.weights[1].item()) if k > 1 else 0.0),
                   "state_input": STATE_INPUT, "mask_input": MASK_INPUT, "state_output": STATE_OUTPUT}
     meta = type(meta)(**{**meta.__dict__, "extras": {"chunk": chunk_info, **(extras or {})}})
@@ -200,6 +206,18 @@ def export_chunked(graph: ChunkedPolicyGraph, spec: Any, task_id: str, out_dir: 
     example = (torch.zeros(1, obs_dim), torch.zeros(1, *hist.past.shape[1:]), torch.zeros(1, hist.mask.shape[1]))
     feed = {"obs": parity_obs.astype(np.float32), **hist.feed()}
     return export_onnx_checked(graph, example, names, ["actions", STATE_OUTPUT], out_dir, feed, meta, tol)
+
+
+class _SingleStep(nn.Module):
+    """A chunk-1 graph without its (unused) history inputs."""
+
+    def __init__(self, graph: ChunkedPolicyGraph) -> None:
+        super().__init__()
+        self.graph = graph
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        a = self.graph.base.action_dim
+        return self.graph(obs, obs.new_zeros(obs.shape[0], 1, 1, a), obs.new_zeros(obs.shape[0], 1))[0]
 
 
 def save_bc(path: Path, model: ChunkedBC, cfg: BCConfig, task_id: str, extra: dict[str, Any] | None = None) -> None:

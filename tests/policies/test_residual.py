@@ -72,6 +72,11 @@ def test_finetune_baseline_starts_at_the_bc_first_action(base, tmp_path):
             want = runner.bc(obs)[:, 0]
             got = runner.learner.act({"policy": obs, "base_action": torch.zeros(5, 4)}, deterministic=True)
         torch.testing.assert_close(got, want)
+        # The fine-tuned network is exported as a plain one-step graph (its first action, no chunk history).
+        runner.export()
+        policy = OnnxPolicy(tmp_path / "ft")
+        assert policy.chunk is None
+        np.testing.assert_allclose(policy(obs.numpy()), want.numpy(), atol=1e-5)
     finally:
         runner.close()
 
