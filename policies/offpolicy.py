@@ -84,6 +84,13 @@ class OffPolicyConfig:
     target_entropy: float | None = None  # None: -action_dim
     log_std_min: float = -5.0
     log_std_max: float = 2.0
+    # Actor objective extras. Adam turns even a tiny, noisy critic gradient into a full-size step, so an
+    # actor that should stay near a good starting point (a zero residual) drifts off it before the critics
+    # know anything. `actor_penalty` charges the squared actor output (for a residual: its size);
+    # `actor_pessimism` maximises mean - k * std over the critic ensemble, so actions the critics disagree
+    # about (ones the data never showed them) look worse, not better.
+    actor_penalty: float = 0.0
+    actor_pessimism: float = 0.0
     compile: bool = False  # torch.compile the loss functions (falls back to eager if compiling fails)
     keep_freed_memory: bool = True  # on the CPU, call `keep_freed_memory()` (process-wide; see there)
 
@@ -247,7 +254,12 @@ class OffPolicyLearner:
                           ) -> tuple[torch.Tensor, torch.Tensor]:
         a, logp = self.policy(obs, sample=True)
         x = torch.cat([self.critic_input(obs), self.compose(a, obs)], dim=-1)
-        q = self.critic(x).squeeze(-1).mean(0)  # ensemble mean, as REDQ/RLPD
+        qs = self.critic(x).squeeze(-1)  # (E, batch)
+        q = qs.mean(0)  # ensemble mean, as REDQ/RLPD
+        if self.cfg.actor_pessimism > 0.0:
+            q = q - self.cfg.actor_pessimism * qs.std(0)
+        if self.cfg.actor_penalty > 0.0:
+            q = q - self.cfg.actor_penalty * a.square().mean(-1)
         if logp is None:
             return -q.mean(), torch.zeros((), device=q.device)
         return (alpha * logp - q).mean(), logp.detach()
