@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -78,28 +79,49 @@ def main() -> None:
     p.add_argument("--noise", type=float, default=0.1, help="expert action noise while recording demos")
     p.add_argument("--failure-rate", type=float, default=0.0)
     p.add_argument("--bc-updates", type=int, default=3000)
+    p.add_argument("--bc-ensemble-m", type=float, default=None, help="BC temporal-ensembling weight (default: BCConfig's)")
     p.add_argument("--episodes", type=int, default=100)
     p.add_argument("--eval-every", type=int, default=5000)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VAL", help="ResidualConfig override (both RL runs)")
     p.add_argument("--work", default="runs/bench_residual")
     p.add_argument("--out", default="bench/results/residual")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--reuse", action="store_true",
+                   help="keep --work and reuse RL runs that already finished there (their curve.json), e.g. after a crash")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
 
     work = Path(args.work) / args.task
-    shutil.rmtree(work, ignore_errors=True)
+    if not args.reuse:
+        shutil.rmtree(work, ignore_errors=True)
     t0 = time.perf_counter()
-    demos = collect_demos(args.task, work / "demos", args.demos, noise=args.noise, failure_rate=args.failure_rate,
-                          progress=False)
-    bc = train_bc(args.task, work / "demos", work / "bc", BCConfig(updates=args.bc_updates), progress=False)
+    if args.reuse and (work / "bc" / "policy.onnx").is_file():
+        from s2r.real.episodes import read_episodes
+
+        eps = read_episodes(work / "demos")[1]
+        demos = {"episodes": len(eps), "successes": sum(e.success for e in eps), "reused": True}
+        bc = {"reused": True}
+    else:
+        demos = collect_demos(args.task, work / "demos", args.demos, noise=args.noise, failure_rate=args.failure_rate,
+                              progress=False)
+        bc_cfg = BCConfig(updates=args.bc_updates)
+        if args.bc_ensemble_m is not None:
+            bc_cfg = replace(bc_cfg, ensemble_m=args.bc_ensemble_m)
+        bc = train_bc(args.task, work / "demos", work / "bc", bc_cfg, progress=False)
     base = [evaluate_success(work / "bc", episodes=args.episodes, seed=s)["success_rate"] for s in (1, 2, 3)]
-    out: dict = {"task": args.task, "steps": args.steps, "demos": demos, "bc": {k: v for k, v in bc.items() if k != "export"},
+    out: dict = {"task": args.task, "steps": args.steps, "command": " ".join(sys.argv), "demos": demos, "bc": {k: v for k, v in bc.items() if k != "export"},
                  "base_success": base, "base_success_mean": float(np.mean(base)), "episodes": args.episodes, "runs": {}}
     overrides = dict(kv.split("=", 1) for kv in args.set)
     for method in args.methods.split(","):
         for seed in (int(s) for s in args.seeds.split(",")):
             key = f"{method}_seed{seed}"
+            done = work / key / "curve.json"
+            if args.reuse and method != "sac" and done.is_file() and json.loads(done.read_text())[-1]["env_steps"] >= args.steps:
+                curve = json.loads(done.read_text())
+                out["runs"][key] = {"final_success": curve[-1]["success_rate"], "curve": curve, "reused": True,
+                                    "wall_s": curve[-1]["wall_s"]}
+                print(json.dumps({"progress": key, "reused": True, "final_success": curve[-1]["success_rate"]}), flush=True)
+                continue
             if method == "sac":
                 out["runs"][key] = sac_baseline(args.task, args.steps, seed, args.episodes, args.eval_every)
             else:

@@ -33,7 +33,10 @@ class BCConfig:
     Attributes:
         obs_groups: Observation groups the policy reads (what the robot senses).
         chunk: Actions predicted per step (k); 1 is plain single-step cloning.
-        ensemble_m: Temporal-ensembling weight exp(m * age); 0 averages the chunks uniformly.
+        ensemble_m: Temporal-ensembling weight exp(m * age); 0 averages the chunks uniformly, m > 0 favours
+            older predictions (ACT's choice), m < 0 newer ones. With end-effector delta actions the older
+            predictions lag the state: on Panda-Insert-Peg the same network succeeds 64% at m = 0.1 and
+            99% at m = -0.5 (100 episodes), hence the default.
         hidden: Hidden layer widths.
         activation: Hidden activation.
         layer_norm: LayerNorm after each hidden layer.
@@ -49,7 +52,7 @@ class BCConfig:
 
     obs_groups: tuple[str, ...] = ("policy",)
     chunk: int = 4
-    ensemble_m: float = 0.1
+    ensemble_m: float = -0.5
     hidden: tuple[int, ...] = (256, 256, 256)
     activation: str = "relu"
     layer_norm: bool = True
