@@ -17,6 +17,7 @@ import os
 import shutil
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -109,7 +110,8 @@ def main() -> None:
             bc_cfg = replace(bc_cfg, ensemble_m=args.bc_ensemble_m)
         bc = train_bc(args.task, work / "demos", work / "bc", bc_cfg, progress=False)
     base = [evaluate_success(work / "bc", episodes=args.episodes, seed=s)["success_rate"] for s in (1, 2, 3)]
-    out: dict = {"task": args.task, "steps": args.steps, "command": " ".join(sys.argv), "demos": demos, "bc": {k: v for k, v in bc.items() if k != "export"},
+    out: dict = {"task": args.task, "steps": args.steps, "command": " ".join(sys.argv),
+                 "demos": demos, "bc": {k: v for k, v in bc.items() if k != "export"},
                  "base_success": base, "base_success_mean": float(np.mean(base)), "episodes": args.episodes, "runs": {}}
     overrides = dict(kv.split("=", 1) for kv in args.set)
     for method in args.methods.split(","):
