@@ -319,8 +319,14 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     try:
         ckpt = Path(args.run) / MFRL_CHECKPOINT
-        if ckpt.is_file() and torch_load_algo(ckpt) == "mfrl":
+        kind = torch_load_algo(ckpt) if ckpt.is_file() else None
+        if kind == "mfrl":
             print(json.dumps(export_planner_checkpoint(Path(args.run))))
+            return 0
+        if kind == "residual":
+            from s2r.policies.residual import export_run
+
+            print(json.dumps(export_run(Path(args.run))))
             return 0
         print(json.dumps(export_checkpoint(Path(args.run))))
     except (CheckpointError, ExportError) as exc:

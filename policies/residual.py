@@ -411,3 +411,19 @@ class ResidualRunner:
         self.buffer.close()
         self.env.close()
         self.eval_env.close()
+
+
+def export_run(run_dir: Path) -> dict[str, float]:
+    """Re-export a residual (or fine-tuning) run's policy.onnx + policy.json from its checkpoint."""
+    from s2r.sim import task_config
+    from s2r.sim.config import from_dict
+
+    saved = json.loads((run_dir / "config.json").read_text())
+    cfg = from_dict(ResidualConfig, saved["residual"])
+    tcfg = from_dict(type(task_config(saved["task_id"])), saved["task"])
+    runner = ResidualRunner(saved["task_id"], saved["base"], run_dir, replace(cfg, eval_episodes=16), resume=True,
+                            progress=False, task_cfg=tcfg)
+    try:
+        return runner.export()
+    finally:
+        runner.close()
