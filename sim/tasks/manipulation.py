@@ -136,102 +136,83 @@ class PegRandomizationConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
-class LiftConfig:
-    """Panda-Lift-Cube: lift the cube so its bottom is `lift_height` above the table.
+class PandaTaskConfig:
+    """What every Panda task shares (the task configs below add their goal and randomisation).
 
     Attributes:
         control_dt: Seconds per control step (a multiple of the model's 2 ms physics step).
         max_episode_steps: Time limit in control steps.
         action_clip: Actions are clipped to [-action_clip, action_clip] (also the gym action box).
-        lift_height: Success height of the cube's bottom above the table (m).
         fall_height: The episode ends when the object's centre drops below this z, or leaves the table.
         image: Add an `image` group (num_envs, H, W, 3) uint8 from the `workspace` camera.
         image_size: (height, width) of the image group.
         arm: Task-space control.
-        randomization: Cube randomisation.
         backend: CPU backend threading.
     """
 
     control_dt: float = 0.05
     max_episode_steps: int = 50
     action_clip: float = 1.0
-    lift_height: float = 0.05
     fall_height: float = -0.05
     image: bool = False
     image_size: tuple[int, int] = (84, 84)
     arm: ArmControlConfig = field(default_factory=ArmControlConfig)
-    randomization: CubeRandomizationConfig = field(default_factory=CubeRandomizationConfig)
     backend: CpuBackendConfig = field(default_factory=CpuBackendConfig)
 
 
 @dataclass(frozen=True, kw_only=True)
-class PickPlaceConfig:
+class LiftConfig(PandaTaskConfig):
+    """Panda-Lift-Cube: lift the cube so its bottom is `lift_height` above the table.
+
+    Attributes:
+        lift_height: Success height of the cube's bottom above the table (m).
+        randomization: Cube randomisation.
+    """
+
+    lift_height: float = 0.05
+    randomization: CubeRandomizationConfig = field(default_factory=CubeRandomizationConfig)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PickPlaceConfig(PandaTaskConfig):
     """Panda-PickPlace-Cube: bring the cube's centre within `success_radius` of a target point.
 
     Attributes:
-        control_dt: Seconds per control step.
-        max_episode_steps: Time limit in control steps.
-        action_clip: Action clip (and gym action box).
         success_radius: Largest cube-centre-to-target distance that counts (m).
         target_center: Centre of the target's area (x, y) in m.
         target_half: Half-width of the target's square area (m).
         target_height: Range of the target's height above the cube's resting height (m); > 0 is in the air.
-        fall_height: The episode ends when the cube's centre drops below this z, or leaves the table.
-        image: Add an `image` group.
-        image_size: (height, width) of the image group.
-        arm: Task-space control.
         randomization: Cube randomisation.
-        backend: CPU backend threading.
     """
 
-    control_dt: float = 0.05
     max_episode_steps: int = 80
-    action_clip: float = 1.0
     success_radius: float = 0.025
     target_center: tuple[float, float] = (0.5, 0.0)
     target_half: float = 0.12
     target_height: tuple[float, float] = (0.0, 0.15)
-    fall_height: float = -0.05
-    image: bool = False
-    image_size: tuple[int, int] = (84, 84)
-    arm: ArmControlConfig = field(default_factory=ArmControlConfig)
     randomization: CubeRandomizationConfig = field(default_factory=CubeRandomizationConfig)
-    backend: CpuBackendConfig = field(default_factory=CpuBackendConfig)
 
 
 @dataclass(frozen=True, kw_only=True)
-class InsertConfig:
+class InsertConfig(PandaTaskConfig):
     """Panda-Insert-Peg: push the grasped square peg at least `insert_depth` into the socket.
 
     Attributes:
-        control_dt: Seconds per control step.
-        max_episode_steps: Time limit in control steps.
-        action_clip: Action clip (and gym action box).
         insert_depth: Success depth of the peg's bottom below the socket's top (m).
         socket_height: Height of the socket walls (m).
         socket_wall: Thickness of the socket walls (m).
         peg_half_length: Half of the peg's length (m).
-        fall_height: The episode ends when the peg's centre drops below this z, or leaves the table.
-        image: Add an `image` group.
-        image_size: (height, width) of the image group.
         arm: Task-space control; the peg starts in the hand above the socket area.
         randomization: Peg and socket randomisation.
-        backend: CPU backend threading.
     """
 
-    control_dt: float = 0.05
     max_episode_steps: int = 60
-    action_clip: float = 1.0
     insert_depth: float = 0.02
     socket_height: float = 0.04
     socket_wall: float = 0.015
     peg_half_length: float = 0.04
-    fall_height: float = -0.05
-    image: bool = False
-    image_size: tuple[int, int] = (84, 84)
     arm: ArmControlConfig = field(default_factory=lambda: ArmControlConfig(start_ee=(0.5, 0.0, 0.18)))
     randomization: PegRandomizationConfig = field(default_factory=PegRandomizationConfig)
-    backend: CpuBackendConfig = field(default_factory=CpuBackendConfig)
 
 
 # ---- observation terms -----------------------------------------------------------------------------
