@@ -138,7 +138,7 @@ def main() -> None:
                 onnx = evaluate_success(work / key, episodes=args.episodes, seed=1)["success_rate"]
                 out["runs"][key] = {"final_success": res["final_success"], "onnx_success_eval_seed1": onnx,
                                     "wall_s": res["wall_s"], "updates": res["updates"], "curve": runner.history,
-                                    "config": {"num_critics": cfg.learner.num_critics, "updates_per_step": cfg.updates_per_step,
+                                    "config": {"num_critics": cfg.learner.num_critics, "utd_ratio": cfg.learner.utd_ratio,
                                                "scale": cfg.scale, "actor": cfg.learner.actor}}
             print(json.dumps({"progress": key, "final_success": out["runs"][key]["final_success"]}), flush=True)
     out["total_wall_s"] = time.perf_counter() - t0

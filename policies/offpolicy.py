@@ -8,7 +8,7 @@ One learner, two actor kinds:
 Shared recipes (REDQ / RLPD): LayerNorm in actor and critics; an ensemble of critics evaluated as one
 batched matmul; the TD target is the min over a random subset of target critics; n-step returns come from
 the replay buffer (`Batch.discount` already holds gamma^k (1 - terminated)); soft target updates; several
-updates per env step (`utd_ratio`). There is no target actor: the next action comes from the current actor,
+updates per collected transition (`utd_ratio`). There is no target actor: the next action comes from the current actor,
 as in SAC and REDQ.
 
 Hooks for methods built on top:
@@ -67,7 +67,7 @@ class OffPolicyConfig:
     n_step: int = 1
     tau: float = 0.005
     batch_size: int = 256
-    utd_ratio: int = 1  # updates per env step; the runner reads it
+    utd_ratio: float = 1.0  # gradient updates per collected transition (the runner owes N * utd for N transitions)
     actor_lr: float = 3e-4
     critic_lr: float = 3e-4
     policy_delay: int = 1  # actor (and temperature) step every this many updates; TD3 uses 2
@@ -100,8 +100,8 @@ class OffPolicyConfig:
         if not 1 <= self.critic_subset <= self.num_critics:
             raise ValueError(f"OffPolicyConfig.critic_subset must be in [1, num_critics={self.num_critics}], "
                              f"got {self.critic_subset}")
-        if self.policy_delay < 1 or self.n_step < 1 or self.utd_ratio < 1:
-            raise ValueError("OffPolicyConfig.policy_delay, n_step and utd_ratio must be >= 1")
+        if self.policy_delay < 1 or self.n_step < 1 or not self.utd_ratio > 0:
+            raise ValueError("OffPolicyConfig.policy_delay and n_step must be >= 1 and utd_ratio > 0")
 
 
 def identity_compose(actor_out: torch.Tensor, obs: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -313,7 +313,7 @@ class OffPolicyLearner:
         """
         cfg = self.cfg
         metrics: dict[str, float] = {}
-        for _ in range(num_updates or cfg.utd_ratio):
+        for _ in range(num_updates or max(1, round(cfg.utd_ratio))):
             batch = sample_mixed(online, demo, cfg.batch_size, cfg.n_step, cfg.gamma, generator)
             metrics = self.update(batch)
         return metrics

@@ -33,12 +33,11 @@ from s2r.policies.bc import BC_CHECKPOINT, ChunkedBC, ChunkedPolicyGraph, export
 from s2r.policies.evaluate import success_episodes
 from s2r.policies.offpolicy import NonFiniteLossError, OffPolicyConfig, OffPolicyLearner, residual_compose
 from s2r.policies.replay import ReplayBuffer
-from s2r.policies.runner import CheckpointError, save_atomic
+from s2r.policies.runner import CHECKPOINT, CheckpointError, save_atomic
 from s2r.real.chunking import ChunkHistory, ensemble_weights
 from s2r.real.episodes import Episode, read_episodes
 from torch import nn
 
-CHECKPOINT = "checkpoint.pt"
 BASE_GROUP = "base_action"
 
 
@@ -51,7 +50,6 @@ class ResidualConfig:
             0.2 is 10% of the range).
         num_envs: Envs stepped together while collecting.
         max_env_steps: Budget in env steps (transitions).
-        updates_per_step: Gradient updates per collected transition (the update-to-data ratio).
         learning_starts: Transitions collected (base + exploration noise) before the first update.
         use_demos: Sample half of each batch from the base's demos.
         buffer_capacity: Online transitions kept.
@@ -61,13 +59,13 @@ class ResidualConfig:
         finetune: Train the BC network itself instead of a residual (the baseline).
         seed: Seed for envs, torch and sampling.
         torch_threads: torch intra-op threads (0: leave the default).
-        learner: The off-policy learner (TD3-style deterministic actor, as the paper).
+        learner: The off-policy learner (TD3-style deterministic actor, as the paper); its `utd_ratio` is the
+            gradient updates per collected transition.
     """
 
     scale: float = 0.2
     num_envs: int = 8
     max_env_steps: int = 100_000
-    updates_per_step: float = 0.5
     learning_starts: int = 2_000
     use_demos: bool = True
     buffer_capacity: int = 1_000_000
@@ -79,7 +77,7 @@ class ResidualConfig:
     torch_threads: int = 0
     learner: OffPolicyConfig = field(default_factory=lambda: OffPolicyConfig(
         actor="deterministic", actor_obs=("policy", BASE_GROUP), critic_obs=("policy", "privileged", BASE_GROUP),
-        num_critics=10, critic_subset=2, n_step=3, gamma=0.99, policy_delay=2, zero_init_actor=True,
+        num_critics=10, critic_subset=2, n_step=3, gamma=0.99, utd_ratio=0.5, policy_delay=2, zero_init_actor=True,
         critic_warmup_updates=1_000, exploration_noise=0.3, target_noise=0.2, actor_lr=1e-4, critic_lr=3e-4))
 
 
@@ -139,22 +137,18 @@ class BasePolicy:
         self.history = ChunkHistory(num_envs, bc.chunk, bc.action_dim)
 
     @torch.no_grad()
-    def peek(self, obs: np.ndarray) -> np.ndarray:
-        """The base action for `obs` given the history so far, without advancing it."""
-        return self._ensemble(obs)[0]
+    def propose(self, obs: np.ndarray, env_ids: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(action, chunk) for `obs` given the history so far (of `env_ids`, default all), without advancing it."""
+        chunk = self.bc(torch.as_tensor(obs, dtype=torch.float32))
+        ids = slice(None) if env_ids is None else env_ids
+        past, mask = (torch.from_numpy(v[ids]) for v in self.history.feed().values())
+        return temporal_ensemble(chunk, past, mask, self.weights).numpy(), chunk.numpy()
 
-    @torch.no_grad()
     def step(self, obs: np.ndarray) -> np.ndarray:
         """The base action for this step; advances the chunk history."""
-        action, chunk = self._ensemble(obs)
+        action, chunk = self.propose(obs)
         self.history.push(chunk)
         return action
-
-    def _ensemble(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        chunk = self.bc(torch.as_tensor(obs, dtype=torch.float32))
-        feed = self.history.feed()
-        a = temporal_ensemble(chunk, torch.from_numpy(feed["past_chunks"]), torch.from_numpy(feed["past_mask"]), self.weights)
-        return a.numpy(), chunk.numpy()
 
     def reset(self, env_ids: np.ndarray | None = None) -> None:
         self.history.reset(env_ids)
@@ -165,7 +159,7 @@ def demos_with_base(episodes: list[Episode], bc: ChunkedBC, ensemble_m: float) -
     out = []
     for ep in episodes:
         base = BasePolicy(bc, ensemble_m, 1)
-        acts = np.stack([base.step(ep.obs["policy"][t : t + 1])[0] for t in range(ep.length + 1)])
+        acts = np.stack([base.step(ep.obs["policy"][t : t + 1])[0] for t in range(ep.length + 1)])  # (T+1, A)
         out.append(replace(ep, obs={**ep.obs, BASE_GROUP: acts.astype(np.float32)}))
     return out
 
@@ -216,20 +210,20 @@ class ResidualRunner:
         self.obs_dims.pop("image", None)
         demos = None
         stats = None
-        if cfg.use_demos or not cfg.finetune:
+        if cfg.use_demos:
             bc_run = self.base_dir / "config.json"
             demo_dir = json.loads(bc_run.read_text()).get("demos") if bc_run.is_file() else None
-            if cfg.use_demos and demo_dir:
+            if demo_dir:
                 dims = {g: d for g, d in self.env.obs_dims.items() if g != "image"}
                 _, eps = read_episodes(demo_dir, task=task_id, obs_dims=dims, action_dim=spec.action_dim)
                 eps = demos_with_base(eps, bc, self.bc_cfg.ensemble_m)
                 demos = ReplayBuffer.from_episodes(eps)
                 # Fixed input statistics from the demos: the online data's statistics drift as the policy improves.
-                pol = np.concatenate([e.obs["policy"] for e in eps])
-                priv = np.concatenate([e.obs["privileged"] for e in eps]) if "privileged" in self.obs_dims else None
-                stats = {"policy": (pol.mean(0), pol.std(0) + 1e-3)}
-                if priv is not None:
-                    stats["privileged"] = (priv.mean(0), priv.std(0) + 1e-3)
+                stats = {}
+                for g in ("policy", "privileged"):
+                    if g in self.obs_dims:
+                        x = np.concatenate([e.obs[g] for e in eps])
+                        stats[g] = (x.mean(0), x.std(0) + 1e-3)
         self.demos = demos
         lcfg = cfg.learner
         if cfg.finetune:
@@ -301,23 +295,27 @@ class ResidualRunner:
         interrupted, failure = False, None
         metrics: dict[str, float] = {}
         try:
+            b, chunk = base.propose(obs["policy"])
             while self.env_steps < cfg.max_env_steps:
-                b = base.step(obs["policy"])
+                base.history.push(chunk)
                 o = self._obs(obs, b)
                 action = self.learner.act(o).numpy()
                 nxt, rew, term, trunc, info = env.step(action)
                 done = np.logical_or(term, trunc)
-                final = info.get("final_obs", nxt) if done.any() else nxt
-                boot = {g: np.where(done[:, None], final[g], nxt[g]) for g in o if g != BASE_GROUP}
-                boot = self._obs(boot, base.peek(boot["policy"]))
-                self.buffer.add(o, action, rew, boot, term, trunc)
+                # The env keeps every env's observation before auto-reset in final_obs (the others' equal nxt).
+                boot = info.get("final_obs", nxt)
+                # The base's next action is needed twice (to bootstrap, and to act next step): compute it once.
+                b, chunk = base.propose(boot["policy"])
+                self.buffer.add(o, action, rew, self._obs(boot, b), term, trunc)
                 if done.any():
-                    base.reset(np.flatnonzero(done))
+                    ids = np.flatnonzero(done)
+                    base.reset(ids)
+                    b[ids], chunk[ids] = base.propose(nxt["policy"][ids], ids)
                 obs = nxt
                 self.env_steps += cfg.num_envs
                 bar.update(cfg.num_envs)
                 if len(self.buffer) >= cfg.learning_starts:
-                    owed += cfg.updates_per_step * cfg.num_envs
+                    owed += cfg.learner.utd_ratio * cfg.num_envs
                     while owed >= 1.0:
                         metrics = self.learner.update_from(self.buffer, self.demos, 1, gen)
                         owed -= 1.0
