@@ -113,6 +113,7 @@ class ChunkedPolicyGraph(nn.Module):
         self.base = base
         self.residual = residual
         self.scale = float(scale)
+        self.ensemble_m = float(ensemble_m)
         self.register_buffer("weights", torch.from_numpy(ensemble_weights(base.chunk, ensemble_m)))
 
     def forward(self, obs: torch.Tensor, past_chunks: torch.Tensor, past_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -198,7 +199,7 @@ def export_chunked(graph: ChunkedPolicyGraph, spec: Any, task_id: str, out_dir: 
         plain = _SingleStep(graph).eval()
         return export_onnx_checked(plain, (torch.zeros(1, obs_dim),), ["obs"], ["actions"], out_dir,
                                    {"obs": parity_obs.astype(np.float32)}, meta, tol)
-    chunk_info = {"size": k, "ensemble_m": float(np.log(graph.weights[1].item()) if k > 1 else 0.0),
+    chunk_info = {"size": k, "ensemble_m": graph.ensemble_m,
                   "state_input": STATE_INPUT, "mask_input": MASK_INPUT, "state_output": STATE_OUTPUT}
     meta = type(meta)(**{**meta.__dict__, "extras": {"chunk": chunk_info, **(extras or {})}})
     out_dir.mkdir(parents=True, exist_ok=True)

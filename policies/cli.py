@@ -242,15 +242,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     try:
         run = resolve_run(args.run)
-        from s2r.policies.mfrl import evaluate_planner, is_planner_run, summary_lines
+        kind = _eval_kind(run)
+        if kind == "planner":
+            from s2r.policies.mfrl import evaluate_planner, summary_lines
 
-        if is_planner_run(run):
             res = evaluate_planner(run, n_sets=args.episodes, seed=args.seed)
             print("\n".join(summary_lines(res)))
             if args.json:
                 print(json.dumps(res, default=str))
             return 0
-        if _is_success_task(run):
+        if kind == "success":
             return _eval_success(run, args)
         res = evaluate(run, episodes=args.episodes, seed=args.seed, overrides=_kv(args.set))
     except (FileNotFoundError, MetadataError, UnknownTaskError, ConfigError) as exc:
@@ -265,12 +266,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _is_success_task(run: Path) -> bool:
+def _eval_kind(run: Path) -> str:
+    """How a run is judged: "planner" (an mfrl export), "success" (sparse-success task) or "velocity"."""
     from s2r.real.metadata import load_metadata
     from s2r.sim import get_task
 
     meta = load_metadata(run / "policy.json")
-    return bool(getattr(get_task(meta.task_id).env_cls, "sparse_success", False))
+    if (meta.extras or {}).get("planner") == "mfrl":
+        return "planner"
+    return "success" if getattr(get_task(meta.task_id).env_cls, "sparse_success", False) else "velocity"
 
 
 def _eval_success(run: Path, args: argparse.Namespace) -> int:
@@ -313,14 +317,14 @@ def cmd_play(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from s2r.policies.export import ExportError
-    from s2r.policies.mfrl import CHECKPOINT as MFRL_CHECKPOINT
-    from s2r.policies.mfrl import export_checkpoint as export_planner_checkpoint
-    from s2r.policies.runner import CheckpointError, export_checkpoint
+    from s2r.policies.runner import CHECKPOINT, CheckpointError, export_checkpoint
 
     try:
-        ckpt = Path(args.run) / MFRL_CHECKPOINT
+        ckpt = Path(args.run) / CHECKPOINT
         kind = torch_load_algo(ckpt) if ckpt.is_file() else None
         if kind == "mfrl":
+            from s2r.policies.mfrl import export_checkpoint as export_planner_checkpoint
+
             print(json.dumps(export_planner_checkpoint(Path(args.run))))
             return 0
         if kind == "residual":
