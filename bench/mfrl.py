@@ -14,7 +14,6 @@ used. Prints one JSON line; writes it to <out>.json with the learning curve as <
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import shutil
@@ -43,7 +42,7 @@ def main() -> None:
 
     run_dir = Path(args.run_dir or f"runs/bench/mfrl-{time.strftime('%Y%m%d-%H%M%S')}")
     cfg = MFRLConfig(rounds=args.rounds, policy_steps=args.steps, seed=args.seed,
-                     acquisition=dataclasses.replace(AcquisitionConfig(), high_budget=args.budget))
+                     acquisition=AcquisitionConfig(high_budget=args.budget))
     load_before = os.getloadavg()
     t0 = time.perf_counter()
     runner = MFRLRunner(TASK_ID, task_config(TASK_ID), cfg, run_dir, progress=False)

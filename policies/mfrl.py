@@ -37,6 +37,7 @@ check rejects. The observation layout and the actions -> durations rule are that
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
@@ -59,6 +60,8 @@ from s2r.policies.mfrl_estimator import (
     select_queries,
     trajectory_features,
 )
+from s2r.policies.runner import CHECKPOINT, save_atomic
+from s2r.policies.runner import load_checkpoint as _load_any_checkpoint
 from s2r.real.planner import Planner, PlannerConfig, durations_from_actions
 from s2r.real.trajectory import (
     FeasibilityReport,
@@ -68,11 +71,11 @@ from s2r.real.trajectory import (
     feasibility,
     min_snap,
 )
+from s2r.sim.config import apply_overrides, from_dict, to_dict
 from s2r.sim.quadrotor.flight import FlightConfig, FlightResult, fly
 from torch import nn
 
 TASK_ID = "Crazyflie-Replan-Waypoints"
-CHECKPOINT = "checkpoint.pt"
 
 
 # ---- configs ------------------------------------------------------------------------------------
@@ -272,17 +275,6 @@ class PlannerNet(nn.Module):
 # ---- training -----------------------------------------------------------------------------------
 
 
-def save_atomic(obj: Any, path: Path) -> None:
-    """torch.save to a temp file in the same folder, then rename (a crash never leaves half a file)."""
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def _write_json_atomic(obj: Any, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(obj, indent=2))
@@ -327,8 +319,6 @@ class MFRLRunner:
         if resume_from is not None:
             self._resume(Path(resume_from))
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        from s2r.sim.config import to_dict
-
         _write_json_atomic({"task_id": task_id, "algo": "mfrl", "task": to_dict(task_cfg), "train": to_dict(cfg)},
                            self.run_dir / "config.json")
 
@@ -565,8 +555,6 @@ class MFRLRunner:
 
     def save(self) -> Path:
         """Atomically write the checkpoint and history.json."""
-        from s2r.sim.config import to_dict
-
         path = self.run_dir / CHECKPOINT
         save_atomic({
             "format": 1,
@@ -646,9 +634,7 @@ class MFRLRunner:
 
 def load_checkpoint(path: str | Path, task_id: str | None = None) -> dict[str, Any]:
     """Load an mfrl checkpoint; refuses another algorithm's or another task's, naming it."""
-    from s2r.policies.runner import load_checkpoint as load_any
-
-    ckpt = load_any(Path(path), task_id)
+    ckpt = _load_any_checkpoint(Path(path), task_id)
     if ckpt.get("algo") != "mfrl":
         raise MFRLError(f"{path} was not written by mfrl (algo {ckpt.get('algo', 'ppo')!r}); resume it with its own algorithm")
     return ckpt
@@ -656,7 +642,6 @@ def load_checkpoint(path: str | Path, task_id: str | None = None) -> dict[str, A
 
 def config_from_checkpoint(ckpt: dict[str, Any]) -> tuple[Any, MFRLConfig]:
     """(task config, MFRLConfig) a checkpoint was written with."""
-    from s2r.sim.config import from_dict
     from s2r.sim.tasks.quadrotor import ReplanConfig
 
     return from_dict(ReplanConfig, ckpt["task_cfg"]), from_dict(MFRLConfig, ckpt["train_cfg"])
@@ -694,7 +679,6 @@ def build_runner(task_id: str | None, run_dir: str | Path | None = None, *, runs
         MFRLError, CheckpointError, ConfigError, UnknownTaskError: with a message naming what to fix.
     """
     from s2r.sim import task_config
-    from s2r.sim.config import apply_overrides
 
     if resume_from is not None:
         ckpt = load_checkpoint(resume_from, task_id)
@@ -750,17 +734,6 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
 # ---- export -------------------------------------------------------------------------------------
 
 
-class _ExportedPlanner(nn.Module):
-    """float32 obs -> float32 log-ratios, around the (float64-trained) network."""
-
-    def __init__(self, net: PlannerNet) -> None:
-        super().__init__()
-        self.net = net
-
-    def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.net(obs)
-
-
 def export_planner(net: PlannerNet, task_id: str, task_cfg: Any, out_dir: str | Path, parity_obs: np.ndarray,
                    extras: dict[str, Any] | None = None, tol: float = 1e-5) -> dict[str, float]:
     """Write `policy.onnx` (input `obs` (batch, 4k) float32, output `actions` (batch, k-1)) and `policy.json`.
@@ -781,12 +754,11 @@ def export_planner(net: PlannerNet, task_id: str, task_cfg: Any, out_dir: str | 
         ExportError: Parity fails (the graph is kept as policy.onnx.bad for inspection).
     """
     from s2r.policies.export import ExportError, build_metadata, export_onnx_checked
-    from s2r.sim.config import to_dict
     from s2r.sim.tasks.quadrotor import ReplanEnv
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    module = _ExportedPlanner(_float_copy(net)).eval()
+    module = copy.deepcopy(net).float().eval()  # float32 obs -> float32 log-ratios; `net` stays float64
     spec = ReplanEnv(task_cfg, num_envs=1).spec
     if parity_obs.ndim != 2 or parity_obs.shape[1] != net.obs_dim:
         raise ExportError(f"parity observations have shape {parity_obs.shape}; the planner reads {net.obs_dim} values")
@@ -806,12 +778,6 @@ def export_planner(net: PlannerNet, task_id: str, task_cfg: Any, out_dir: str | 
     meta.validate()
     x = parity_obs.astype(np.float32)
     return export_onnx_checked(module, (torch.zeros(1, net.obs_dim),), ["obs"], ["actions"], out, {"obs": x}, meta, tol)
-
-
-def _float_copy(net: PlannerNet) -> PlannerNet:
-    import copy
-
-    return copy.deepcopy(net).float().eval()
 
 
 # ---- evaluation ---------------------------------------------------------------------------------
@@ -840,7 +806,6 @@ def evaluate_planner(run_dir: str | Path, n_sets: int = 200, seed: int = 12345, 
         one thread: `onnx_ms` onnxruntime, `replan_ms` onnxruntime + min-snap, `replan_full_ms` the whole
         `Planner.plan` call), optimiser latencies and the evaluations the training used.
     """
-    from s2r.sim.config import from_dict
     from s2r.sim.quadrotor.allocation import optimise_durations
     from s2r.sim.tasks.quadrotor import ReplanConfig
 

@@ -18,9 +18,8 @@ from typing import Any
 
 import numpy as np
 from s2r.real.planner import durations_from_actions, encode_obs  # the robot planner's layout and timing rule
-from s2r.real.trajectory import QuadLimits, feasibility, min_snap
+from s2r.real.trajectory import QuadLimits, feasibility, heuristic_durations, min_snap
 from s2r.sim.env import EnvSpec, Obs, ObsTerm, VecEnv
-from s2r.sim.quadrotor.allocation import heuristic_durations
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -120,8 +119,7 @@ class ReplanEnv(VecEnv):
             raise ValueError(f"actions have {a.shape[1]} columns; this task has {self.spec.action_dim} segments")
         a = np.clip(np.nan_to_num(a, nan=0.0, posinf=cfg.action_clip, neginf=-cfg.action_clip),
                     -cfg.action_clip, cfg.action_clip)
-        segs = np.arange(cfg.max_waypoints - 1)[None, :] < (self.counts - 1)[:, None]
-        durations = np.where(segs, durations_from_actions(a, self.heuristic, cfg.max_ratio), 0.0)
+        durations = durations_from_actions(a, self.heuristic, cfg.max_ratio)  # padded segments: heuristic 0 -> 0
         margin = np.zeros(n)
         feasible = np.zeros(n, dtype=bool)
         for i in range(n):
