@@ -42,7 +42,6 @@ if TYPE_CHECKING:
 FORMAT = "s2r-replay"
 VERSION = 1
 MAGIC = 0x53325250  # "S2RP"
-_HEADER_BYTES = 12  # magic, crc, session: three uint32
 
 
 @dataclass(frozen=True)

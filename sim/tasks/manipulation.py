@@ -750,7 +750,7 @@ class InsertEnv(PandaEnv):
     OBJECTS = ("peg", "socket")
     OBJECT_BODY = "peg"
     PARAM_NAMES = ("object_half_size", "object_friction", "object_mass", "socket_yaw", "clearance")
-    POLICY_TERMS = (*_ROBOT_TERMS, ObsTerm(name="target_pos", size=3), ObsTerm(name="target_rel_object", size=3))
+    POLICY_TERMS = (*_ROBOT_TERMS, *_TARGET_TERMS)
     PRIVILEGED_TERMS = (*_OBJECT_STATE_TERMS, *(ObsTerm(name=p, size=1) for p in PARAM_NAMES))
 
     def __init__(self, cfg: InsertConfig, num_envs: int = 1, seed: int = 0) -> None:
