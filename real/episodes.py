@@ -93,7 +93,7 @@ class Episode:
 def _read_meta(root: Path) -> EpisodeMeta:
     path = root / _META
     if not root.is_dir():
-        raise EpisodeFormatError(f"episode directory {root} does not exist")
+        raise EpisodeFormatError(f"episode directory {root} does not exist (record some with `s2r demos collect <task>`)")
     if not path.is_file():
         raise EpisodeFormatError(f"{path} is missing: {root} is not an episode directory (record demos with `s2r demos collect`)")
     try:
