@@ -1,0 +1,175 @@
+"""Algorithms as registered, small classes; the run driver (`s2r.policies.driver`) does everything around them.
+
+An algorithm says how to do one iteration of its work (`iterate`), what its state is (`state_dict`), how to
+export what it learned (`export`), and whether a task suits it (`check_task`). It never opens a progress bar,
+a TensorBoard writer, a checkpoint file or a signal handler: the driver owns the run folder, the budget,
+Ctrl-C, atomic checkpoints, resume, the final export and the learning-curve plot, the same for all of them.
+
+    @register_algorithm
+    class MyAlgo(Algorithm):
+        algo_id = "my-algo"
+        config_cls = MyAlgoConfig
+        def __init__(self, ctx: RunContext) -> None: ...
+        def iterate(self) -> dict[str, float]: ...
+
+`s2r train <task> --algo <id>` looks the id up here; an unknown id fails with the close names.
+"""
+
+from __future__ import annotations
+
+import difflib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from s2r.policies.rundir import RunDir
+
+
+class UnknownAlgorithmError(KeyError):
+    """An algorithm id that is not registered."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; we want a plain sentence.
+        return str(self.args[0])
+
+
+class AlgorithmTaskMismatch(ValueError):
+    """The task does not fit the algorithm (PPO on a one-step bandit, BC with no demos, images on a vector learner)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunContext:
+    """What the driver hands an algorithm when it builds it.
+
+    Attributes:
+        task_id: Registered task id (or `gym:<id>` for a gymnasium env).
+        task_cfg: The task's frozen config, overrides applied.
+        cfg: The algorithm's frozen config (an instance of its `config_cls`).
+        run: The run folder (already created).
+        seed: Seed for envs, torch and sampling.
+        resume: True when continuing a run (the driver loads the checkpoint, if any, after construction).
+        progress: Whether a progress bar is shown (an algorithm with inner loops may show its own detail).
+    """
+
+    task_id: str
+    task_cfg: Any
+    cfg: Any
+    run: RunDir
+    seed: int = 0
+    resume: bool = False
+    progress: bool = True
+
+
+class Algorithm(ABC):
+    """One learning method, as the run driver sees it.
+
+    Class attributes:
+        algo_id: The registry id (`--algo`).
+        config_cls: Its frozen dataclass config (`--train-set key=value` overrides it, typos named).
+        unit: What `--steps` counts and the progress bar shows ("env steps", "updates", "rounds").
+        default_steps: Budget in `unit` when neither --steps nor --minutes is given.
+        checkpoint_every: Units between checkpoints (0: only on time and at the end).
+        curve: (history key, title) pairs plotted in learning_curve.png against wall clock.
+        postfix: (history key, short label) pairs shown on the progress bar.
+        durable_replay: The run keeps transitions in `replay/` as they arrive; a run killed before its first
+            checkpoint restarts its learner from the config and keeps them.
+        description: One line for `s2r algos`.
+    """
+
+    algo_id: ClassVar[str]
+    config_cls: ClassVar[type]
+    unit: ClassVar[str] = "env steps"
+    default_steps: ClassVar[int] = 1_000_000
+    checkpoint_every: ClassVar[int] = 0
+    curve: ClassVar[tuple[tuple[str, str], ...]] = (("mean_return", "mean episode return"),)
+    postfix: ClassVar[tuple[tuple[str, str], ...]] = (("mean_return", "ret"),)
+    durable_replay: ClassVar[bool] = False
+    description: ClassVar[str] = ""
+
+    #: Units of work done so far (the driver reads it after each `iterate` and restores it on resume).
+    progress: int = 0
+
+    @classmethod
+    def check_task(cls, task_id: str, task_cfg: Any, cfg: Any) -> None:
+        """Raise AlgorithmTaskMismatch with one sentence when the task does not suit this algorithm."""
+
+    @classmethod
+    def config_for(cls, cfg: Any, num_envs: int | None, seed: int | None) -> Any:
+        """Apply the CLI's --num-envs / --seed to the algorithm config (fields of that name, when it has them)."""
+        from dataclasses import fields, replace
+
+        names = {f.name for f in fields(cfg)}
+        kw = {k: v for k, v in (("num_envs", num_envs), ("seed", seed)) if v is not None and k in names}
+        return replace(cfg, **kw) if kw else cfg
+
+    @abstractmethod
+    def __init__(self, ctx: RunContext) -> None:
+        """Build envs, networks and storage. Refuse bad input here, before the first step."""
+
+    @abstractmethod
+    def iterate(self) -> dict[str, float]:
+        """Do one iteration (collect + update, or one round) and advance `self.progress`; returns statistics."""
+
+    @abstractmethod
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue (networks, optimisers, counters; not the replay on disk)."""
+
+    @abstractmethod
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore from `state_dict()`."""
+
+    @abstractmethod
+    def export(self) -> dict[str, Any]:
+        """Write policy.onnx + policy.json into the run folder (parity-checked); returns the parity figures."""
+
+    def sync(self) -> None:
+        """Make data written so far durable before a checkpoint names it (e.g. fsync a replay buffer)."""
+
+    def on_resume(self) -> str:
+        """After a resume, one line saying what was recovered (e.g. transitions already on disk)."""
+        return ""
+
+    def final_stats(self) -> dict[str, float]:
+        """Statistics to log once at the end (e.g. a final evaluation); {} to skip."""
+        return {}
+
+    def close(self) -> None:
+        """Release envs and files."""
+
+
+_ALGORITHMS: dict[str, type[Algorithm]] = {}
+
+
+def register_algorithm(cls: type[Algorithm]) -> type[Algorithm]:
+    """Class decorator: register under `cls.algo_id`; a taken id is an error."""
+    if cls.algo_id in _ALGORITHMS:
+        raise ValueError(f"algorithm '{cls.algo_id}' is already registered (by {_ALGORITHMS[cls.algo_id].__qualname__})")
+    _ALGORITHMS[cls.algo_id] = cls
+    return cls
+
+
+def algorithm_ids() -> list[str]:
+    """Registered ids, sorted."""
+    _ensure_loaded()
+    return sorted(_ALGORITHMS)
+
+
+def get_algorithm(algo_id: str) -> type[Algorithm]:
+    """Look an id up; an unknown id raises with the closest registered names."""
+    _ensure_loaded()
+    try:
+        return _ALGORITHMS[algo_id]
+    except KeyError:
+        close = difflib.get_close_matches(algo_id, list(_ALGORITHMS), n=3, cutoff=0.4)
+        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        raise UnknownAlgorithmError(f"unknown algorithm '{algo_id}'.{hint} Known: {', '.join(sorted(_ALGORITHMS))}.") from None
+
+
+_LOADED = False
+
+
+def _ensure_loaded() -> None:
+    """Import the algorithm modules once so their registrations run."""
+    global _LOADED
+    if not _LOADED:
+        _LOADED = True
+        import s2r.policies.algorithms  # noqa: F401
