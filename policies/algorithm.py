@@ -48,6 +48,7 @@ class RunContext:
         seed: Seed for envs, torch and sampling.
         resume: True when continuing a run (the driver loads the checkpoint, if any, after construction).
         progress: Whether a progress bar is shown (an algorithm with inner loops may show its own detail).
+        total: The step budget in the algorithm's unit when one is set (an iteration may stop short of it).
     """
 
     task_id: str
@@ -57,6 +58,7 @@ class RunContext:
     seed: int = 0
     resume: bool = False
     progress: bool = True
+    total: int | None = None
 
 
 class Algorithm(ABC):
@@ -67,7 +69,8 @@ class Algorithm(ABC):
         config_cls: Its frozen dataclass config (`--train-set key=value` overrides it, typos named).
         unit: What `--steps` counts and the progress bar shows ("env steps", "updates", "rounds").
         default_steps: Budget in `unit` when neither --steps nor --minutes is given.
-        checkpoint_every: Units between checkpoints (0: only on time and at the end).
+        checkpoint_every: Units between checkpoints (0: only on time and at the end); an instance may set its own
+            from its config.
         curve: (history key, title) pairs plotted in learning_curve.png against wall clock.
         postfix: (history key, short label) pairs shown on the progress bar.
         durable_replay: The run keeps transitions in `replay/` as they arrive; a run killed before its first
@@ -78,13 +81,13 @@ class Algorithm(ABC):
     algo_id: ClassVar[str]
     config_cls: ClassVar[type]
     unit: ClassVar[str] = "env steps"
-    default_steps: ClassVar[int] = 1_000_000
-    checkpoint_every: ClassVar[int] = 0
+    default_steps: int = 1_000_000
     curve: ClassVar[tuple[tuple[str, str], ...]] = (("mean_return", "mean episode return"),)
     postfix: ClassVar[tuple[tuple[str, str], ...]] = (("mean_return", "ret"),)
     durable_replay: ClassVar[bool] = False
     description: ClassVar[str] = ""
 
+    checkpoint_every: int = 0
     #: Units of work done so far (the driver reads it after each `iterate` and restores it on resume).
     progress: int = 0
 

@@ -1,3 +1,7 @@
 """Imports every algorithm module once, so that their `@register_algorithm` classes are in the registry."""
 
 from __future__ import annotations
+
+import s2r.policies.bc
+import s2r.policies.ppo
+import s2r.policies.residual  # noqa: F401  (residual, finetune)

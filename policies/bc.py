@@ -9,14 +9,13 @@ buffer and no torch. The same graph wrapper carries a residual policy on top (`s
 
 from __future__ import annotations
 
-import json
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from s2r.policies.algorithm import Algorithm, AlgorithmTaskMismatch, RunContext, register_algorithm
 from s2r.policies.export import ExportError, build_metadata, export_onnx_checked
 from s2r.policies.networks import EmpiricalNormalizer, mlp
 from s2r.real.chunking import MASK_INPUT, STATE_INPUT, STATE_OUTPUT, ChunkHistory, ensemble_weights
@@ -31,6 +30,7 @@ class BCConfig:
     """Behaviour-cloning settings.
 
     Attributes:
+        demos: Episode folder to clone (empty: demos/<task>).
         obs_groups: Observation groups the policy reads (what the robot senses).
         chunk: Actions predicted per step (k); 1 is plain single-step cloning.
         ensemble_m: Temporal-ensembling weight exp(m * age); 0 averages the chunks uniformly, m > 0 favours
@@ -50,6 +50,7 @@ class BCConfig:
             add synchronisation, and on a busy machine they wait for each other).
     """
 
+    demos: str = ""
     obs_groups: tuple[str, ...] = ("policy",)
     chunk: int = 4
     ensemble_m: float = -0.5
@@ -147,41 +148,57 @@ def demo_dataset(episodes: list[Episode], groups: tuple[str, ...], chunk: int,
     return np.concatenate(xs).astype(np.float32), np.concatenate(ys).astype(np.float32), np.concatenate(ms)
 
 
-def fit_bc(model: ChunkedBC, obs: np.ndarray, targets: np.ndarray, mask: np.ndarray, cfg: BCConfig,
-           progress: bool = False) -> list[float]:
-    """Fit the chunk predictor with a masked L1 loss; returns the loss every 100 updates."""
-    torch.manual_seed(cfg.seed)
-    if cfg.torch_threads:
-        torch.set_num_threads(cfg.torch_threads)
-    x, y, m = torch.from_numpy(obs), torch.from_numpy(targets), torch.from_numpy(mask).unsqueeze(-1)
-    model.normalizer.update(x)
-    opt = torch.optim.AdamW(model.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.updates)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    losses = []
-    bar = None
-    if progress:
-        from tqdm import tqdm
+class BCFit:
+    """The masked-L1 chunk regression, stepped in slices (the run driver iterates it; `fit_bc` runs it whole)."""
 
-        bar = tqdm(total=cfg.updates, desc="bc", unit="upd")
-    for i in range(cfg.updates):
-        b = torch.randint(0, len(x), (min(cfg.batch_size, len(x)),), generator=gen)
-        # L1 keeps the fine approach motions precise where MSE averages them into mush (as ACT found).
-        loss = ((model(x[b]) - y[b]).abs() * m[b]).sum() / (m[b].sum() * y.shape[-1])
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"behaviour-cloning loss became {loss.item()} at update {i}")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        if i % 100 == 0 or i == cfg.updates - 1:
-            losses.append(loss.item())
-        if bar is not None:
-            bar.update(1)
-            if i % 100 == 0:
-                bar.set_postfix(loss=f"{loss.item():.4f}")
-    if bar is not None:
-        bar.close()
+    def __init__(self, model: ChunkedBC, obs: np.ndarray, targets: np.ndarray, mask: np.ndarray, cfg: BCConfig) -> None:
+        torch.manual_seed(cfg.seed)
+        if cfg.torch_threads:
+            torch.set_num_threads(cfg.torch_threads)
+        self.model, self.cfg = model, cfg
+        self.x, self.y = torch.from_numpy(obs), torch.from_numpy(targets)
+        self.m = torch.from_numpy(mask).unsqueeze(-1)
+        model.normalizer.update(self.x)
+        self.opt = torch.optim.AdamW(model.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, cfg.updates)
+        self.gen = torch.Generator().manual_seed(cfg.seed)
+        self.updates = 0
+
+    def step(self, n: int) -> float:
+        """`n` gradient steps; returns the last loss."""
+        x, y, m, cfg = self.x, self.y, self.m, self.cfg
+        loss = torch.zeros(())
+        for _ in range(n):
+            b = torch.randint(0, len(x), (min(cfg.batch_size, len(x)),), generator=self.gen)
+            # L1 keeps the fine approach motions precise where MSE averages them into mush (as ACT found).
+            loss = ((self.model(x[b]) - y[b]).abs() * m[b]).sum() / (m[b].sum() * y.shape[-1])
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"behaviour-cloning loss became {loss.item()} at update {self.updates}")
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt.step()
+            self.sched.step()
+            self.updates += 1
+        return loss.item()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"model": self.model.state_dict(), "opt": self.opt.state_dict(), "sched": self.sched.state_dict(),
+                "gen": self.gen.get_state(), "updates": self.updates}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["opt"])
+        self.sched.load_state_dict(state["sched"])
+        self.gen.set_state(state["gen"])
+        self.updates = int(state["updates"])
+
+
+def fit_bc(model: ChunkedBC, obs: np.ndarray, targets: np.ndarray, mask: np.ndarray, cfg: BCConfig) -> list[float]:
+    """Fit the chunk predictor with a masked L1 loss; returns the loss every 100 updates."""
+    fit = BCFit(model, obs, targets, mask, cfg)
+    losses = []
+    while fit.updates < cfg.updates:
+        losses.append(fit.step(min(100, cfg.updates - fit.updates)))
     return losses
 
 
@@ -226,7 +243,7 @@ class _SingleStep(nn.Module):
 
 def save_bc(path: Path, model: ChunkedBC, cfg: BCConfig, task_id: str, extra: dict[str, Any] | None = None) -> None:
     """Atomic checkpoint of a BC model (weights + the config to rebuild it)."""
-    from s2r.policies.runner import save_atomic
+    from s2r.policies.driver import save_atomic
 
     save_atomic({"kind": "chunked_bc", "task_id": task_id, "obs_dim": model.obs_dim, "action_dim": model.action_dim,
                  "cfg": asdict(cfg), "model": model.state_dict(), **(extra or {})}, path)
@@ -248,36 +265,79 @@ def load_bc(run_dir: str | Path) -> tuple[ChunkedBC, BCConfig, dict[str, Any]]:
     return model.eval(), cfg, ckpt
 
 
+@register_algorithm
+class BehaviourCloning(Algorithm):
+    """Action-chunking BC from an episode folder; `--steps` counts gradient updates."""
+
+    algo_id = "bc"
+    config_cls = BCConfig
+    unit = "updates"
+    curve = (("loss", "masked L1 loss"),)
+    postfix = (("loss", "loss"),)
+    description = "behaviour cloning with action chunking and temporal ensembling, from recorded demos"
+
+    def __init__(self, ctx: RunContext) -> None:
+        from s2r.sim import make
+
+        cfg: BCConfig = ctx.cfg
+        self.ctx, self.cfg = ctx, cfg
+        self.demos = Path(cfg.demos) if cfg.demos else Path("demos") / ctx.task_id
+        self.default_steps = cfg.updates  # the cosine schedule spans cfg.updates
+        self.env = make(ctx.task_id, 8, cfg=ctx.task_cfg, seed=cfg.seed)
+        try:
+            missing = [g for g in cfg.obs_groups if g not in self.env.obs_dims]
+            if missing:
+                raise AlgorithmTaskMismatch(f"bc reads vector observation groups; {ctx.task_id} has no vector group "
+                                            f"{missing[0]!r} (it has {sorted(self.env.obs_dims)}): set obs_groups")
+            dims = {g: self.env.obs_dims[g] for g in cfg.obs_groups}
+            _, self.episodes = read_episodes(self.demos, task=ctx.task_id, obs_dims=dims, action_dim=self.env.spec.action_dim)
+            x, y, m = demo_dataset(self.episodes, cfg.obs_groups, cfg.chunk, cfg.successful_only)
+            self.samples = len(x)
+            self.model = ChunkedBC(x.shape[1], self.env.spec.action_dim, cfg)
+            self.fit = BCFit(self.model, x, y, m, cfg)
+        except BaseException:
+            self.env.close()
+            raise
+
+    def iterate(self) -> dict[str, float]:
+        loss = self.fit.step(min(100, max(self.cfg.updates - self.fit.updates, 1)))
+        self.progress = self.fit.updates
+        return {"loss": loss, "episodes": float(len(self.episodes)), "samples": float(self.samples)}
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.fit.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.fit.load_state_dict(state)
+
+    def export(self) -> dict[str, float]:
+        from s2r.sim.env import sample_obs
+
+        run = self.ctx.run.path
+        # bc.pt: the frozen model file residual RL and fine-tuning load as their base.
+        save_bc(run / BC_CHECKPOINT, self.model, self.cfg, self.ctx.task_id, {"demos": str(self.demos)})
+        parity = sample_obs(self.env, 8, seed=self.cfg.seed)["policy"]
+        return export_chunked(ChunkedPolicyGraph(self.model.eval(), self.cfg.ensemble_m), self.env.spec, self.ctx.task_id,
+                              run, parity)
+
+    def close(self) -> None:
+        self.env.close()
+
+
 def train_bc(task_id: str, demos: str | Path, run_dir: str | Path, cfg: BCConfig | None = None,
              task_overrides: dict[str, Any] | None = None, progress: bool = True) -> dict[str, Any]:
-    """Clone a task's demos into a run folder: bc.pt, policy.onnx + policy.json, config.json.
+    """Clone a task's demos into a run folder through the run driver (bc.pt, policy.onnx + policy.json, config.json).
 
     Raises:
         EpisodeFormatError: demos missing, truncated, or recorded for another task or other dims.
     """
-    from s2r.sim import make, task_config
-    from s2r.sim.env import sample_obs
+    from dataclasses import replace
 
-    cfg = cfg or BCConfig()
-    run_dir = Path(run_dir)
-    tcfg = task_config(task_id, task_overrides)
-    env = make(task_id, 8, cfg=tcfg, seed=cfg.seed)
-    try:
-        dims = {g: env.obs_dims[g] for g in cfg.obs_groups}
-        _, episodes = read_episodes(demos, task=task_id, obs_dims=dims, action_dim=env.spec.action_dim)
-        x, y, m = demo_dataset(episodes, cfg.obs_groups, cfg.chunk, cfg.successful_only)
-        model = ChunkedBC(x.shape[1], env.spec.action_dim, cfg)
-        t0 = time.perf_counter()
-        losses = fit_bc(model, x, y, m, cfg, progress)
-        fit_s = time.perf_counter() - t0
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_bc(run_dir / BC_CHECKPOINT, model, cfg, task_id)
-        from s2r.sim.config import to_dict
+    from s2r.policies.driver import RunSpec, train
+    from s2r.sim import task_config
 
-        (run_dir / "config.json").write_text(json.dumps({"task_id": task_id, "task": to_dict(tcfg), "bc": asdict(cfg),
-                                                         "demos": str(demos)}, indent=2))
-        parity = sample_obs(env, 8, seed=cfg.seed)["policy"]
-        export = export_chunked(ChunkedPolicyGraph(model, cfg.ensemble_m), env.spec, task_id, run_dir, parity)
-    finally:
-        env.close()
-    return {"episodes": len(episodes), "samples": len(x), "final_loss": losses[-1], "fit_s": fit_s, "export": export}
+    cfg = replace(cfg or BCConfig(), demos=str(demos))
+    spec = RunSpec(algo="bc", task_id=task_id, task_cfg=task_config(task_id, task_overrides), cfg=cfg, seed=cfg.seed)
+    res = train(spec, run_dir, progress=progress)
+    return {"episodes": int(res.get("episodes", 0)), "samples": int(res.get("samples", 0)), "final_loss": res.get("loss"),
+            "fit_s": res["wall_time_s"], "export": res["export"]}

@@ -37,151 +37,78 @@ def cmd_tasks(args: argparse.Namespace) -> int:
     return 0
 
 
-# ---- train --------------------------------------------------------------------------------------
+# ---- train ----------------------------------------------------------------------------------------
+
+# CLI flags that set a field of the algorithm's config, for the algorithms whose config has that field.
+_CONFIG_FLAGS = (("base", "base"), ("demos", "demos"))
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    if args.resume and args.algo == "ppo":
-        # `s2r train --resume RUN` continues whatever algorithm the run was started with.
-        run = Path(args.resume) if args.resume != "latest" else _latest_run(args.runs, args.task)
-        kind = torch_load_algo(run / "checkpoint.pt") if run is not None and (run / "checkpoint.pt").is_file() else None
-        if kind in ("mfrl", "residual"):
-            args.algo = kind
-            args.resume = str(run)
-    if args.algo in ("residual", "finetune"):
-        return cmd_train_residual(args)
-    if args.algo == "mfrl":
-        return cmd_train_mfrl(args)
-    if args.base:
-        return _fail("--base is for --algo residual/finetune (the behaviour-cloning run to start from)")
-    from s2r.policies.runner import (
-        CHECKPOINT,
-        CheckpointError,
-        OnPolicyRunner,
-        TrainConfig,
-        load_checkpoint,
-        replace_budget,
-        train_config_from_checkpoint,
-    )
-    from s2r.sim import UnknownTaskError, task_config
-    from s2r.sim.config import ConfigError, apply_overrides, from_dict
+    """`s2r train <task> --algo <id>` or `s2r train --resume [RUN]`: every algorithm through the one run driver."""
+    from s2r.policies.algorithm import AlgorithmTaskMismatch, UnknownAlgorithmError, get_algorithm
+    from s2r.policies.driver import Budget, CheckpointError, new_run_spec, resume_run_spec, train
+    from s2r.policies.export import ExportError
+    from s2r.policies.offpolicy import NonFiniteLossError
+    from s2r.real.episodes import EpisodeFormatError
+    from s2r.sim import UnknownTaskError
+    from s2r.sim.config import ConfigError
 
+    budget = Budget(steps=args.steps, minutes=args.minutes)
     try:
-        resume_from = None
         if args.resume:
             run_dir = Path(args.resume) if args.resume != "latest" else _latest_run(args.runs, args.task)
             if run_dir is None:
                 return _fail(f"--resume: no earlier run of '{args.task or 'any task'}' under {args.runs}/")
-            resume_from = run_dir / CHECKPOINT
-            ckpt = load_checkpoint(resume_from, args.task)
-            args.task = ckpt["task_id"]  # `s2r train --resume` alone continues whatever ran last
-            cfg = train_config_from_checkpoint(ckpt)
-            tcfg = from_dict(type(task_config(args.task)), ckpt["task_cfg"])
+            if any(getattr(args, flag) for flag, _ in _CONFIG_FLAGS) or args.set or args.num_envs or args.seed is not None:
+                return _fail("--resume continues a run with the settings it was started with; only --steps, --minutes and "
+                             "--train-set may change")
+            spec = resume_run_spec(run_dir, algo=args.algo, budget=budget if args.steps or args.minutes else None,
+                                   algo_overrides=_kv(args.train_set))
         else:
             if not args.task:
                 return _fail("train needs a task id (see `s2r tasks`), or --resume to continue a run")
-            tcfg = task_config(args.task, _kv(args.set))
-            cfg = TrainConfig()
-            run_dir = Path(args.run_dir) if args.run_dir else Path(args.runs) / args.task / time.strftime("%Y%m%d-%H%M%S")
-        cfg = apply_overrides(cfg, _kv(args.train_set))
-        if args.num_envs is not None and not args.resume:
-            cfg = apply_overrides(cfg, {"num_envs": args.num_envs})
-        if args.seed is not None and not args.resume:
-            cfg = apply_overrides(cfg, {"seed": args.seed})
-        steps = args.steps
-        if args.resume and steps is None and args.minutes is None:
-            steps = cfg.max_env_steps  # same budget as the run was started with
-        cfg = replace_budget(cfg, steps, args.minutes)
-        runner = OnPolicyRunner(args.task, tcfg, cfg, run_dir, resume_from=resume_from, progress=not args.no_progress)
-    except (UnknownTaskError, ConfigError, CheckpointError, ValueError) as exc:
-        return _fail(str(exc))
-    print(f"s2r: training {args.task} with {cfg.num_envs} envs -> {run_dir}", flush=True)
-    try:
-        result = runner.learn()
-    finally:
-        runner.close()
-    print(json.dumps(result))
-    print(f"s2r: exported {run_dir / 'policy.onnx'} (+ policy.json, learning_curve.png)")
-    return 130 if result["interrupted"] else 0
-
-
-def cmd_train_residual(args: argparse.Namespace) -> int:
-    from s2r.policies.offpolicy import NonFiniteLossError
-    from s2r.policies.residual import CHECKPOINT, ResidualConfig, ResidualRunner
-    from s2r.policies.runner import CheckpointError
-    from s2r.real.episodes import EpisodeFormatError
-    from s2r.sim import UnknownTaskError
-    from s2r.sim.config import ConfigError, apply_overrides, from_dict
-
-    try:
-        if args.resume:
-            run_dir = Path(args.resume) if args.resume != "latest" else _latest_run(args.runs, args.task)
-            if run_dir is None or not (run_dir / CHECKPOINT).is_file():
-                return _fail(f"--resume: no residual run to continue at {run_dir or args.runs}")
-            saved = json.loads((run_dir / "config.json").read_text())
-            task, base = saved["task_id"], saved["base"]
-            cfg = from_dict(ResidualConfig, saved["residual"])
-            if args.steps is not None:
-                cfg = apply_overrides(cfg, {"max_env_steps": args.steps})
-            overrides = None
-            from s2r.sim import task_config
-
-            tcfg = from_dict(type(task_config(task)), saved["task"])
-        else:
-            if not args.task or not args.base:
-                return _fail(f"--algo {args.algo} needs a task id and --base <behaviour-cloning run> (from `s2r train-bc`)")
-            task, base = args.task, args.base
-            cfg = ResidualConfig(finetune=args.algo == "finetune")
-            cfg = apply_overrides(cfg, _kv(args.train_set))
-            for key, val in (("max_env_steps", args.steps), ("num_envs", args.num_envs), ("seed", args.seed)):
-                if val is not None:
-                    cfg = apply_overrides(cfg, {key: val})
+            algo = args.algo or "ppo"
+            cls = get_algorithm(algo)
+            overrides = _kv(args.train_set)
+            names = {f for f in getattr(cls.config_cls, "__dataclass_fields__", {})}
+            for flag, key in _CONFIG_FLAGS:
+                value = getattr(args, flag)
+                if value is None:
+                    continue
+                if key not in names:
+                    users = [a for a in _algos_with_field(key)]
+                    return _fail(f"--{flag} is a setting of {'/'.join(users) or 'no algorithm'}, not of --algo {algo}")
+                overrides[key] = value
+            spec = new_run_spec(algo, args.task, task_overrides=_kv(args.set), algo_overrides=overrides,
+                                num_envs=args.num_envs, seed=args.seed, budget=budget,
+                                checkpoint_minutes=args.checkpoint_minutes)
             stamp = time.strftime("%Y%m%d-%H%M%S")
-            run_dir = Path(args.run_dir) if args.run_dir else Path(args.runs) / task / f"{args.algo}_{stamp}"
-            overrides, tcfg = _kv(args.set), None
-        runner = ResidualRunner(task, base, run_dir, cfg, task_overrides=overrides, resume=bool(args.resume),
-                                progress=not args.no_progress, task_cfg=tcfg)
-    except (UnknownTaskError, ConfigError, CheckpointError, EpisodeFormatError, FileNotFoundError, ValueError) as exc:
+            run_dir = Path(args.run_dir) if args.run_dir else Path(args.runs) / args.task.replace(":", "_") / f"{algo}_{stamp}"
+        print(f"s2r: {spec.algo} on {spec.task_id} -> {run_dir}", flush=True)
+        result = train(spec, run_dir, resume=bool(args.resume), restart=args.restart, progress=not args.no_progress)
+    except (UnknownTaskError, UnknownAlgorithmError, AlgorithmTaskMismatch, ConfigError, CheckpointError,
+            EpisodeFormatError, ExportError, FileNotFoundError, ValueError) as exc:
         return _fail(str(exc))
-    print(f"s2r: {args.algo} RL on {task} from base {base} -> {run_dir}", flush=True)
-    try:
-        result = runner.learn()
     except NonFiniteLossError as exc:
-        return _fail(str(exc), 1)
-    finally:
-        runner.close()
-    print(json.dumps(result))
-    if result["failed"]:
-        return _fail(f"{result['failed']} (last good checkpoint kept in {run_dir})", 1)
+        return _fail(f"{exc} (the last good checkpoint is kept in {run_dir})", 1)
+    print(json.dumps(result, default=str))
     print(f"s2r: exported {run_dir / 'policy.onnx'} (+ policy.json, learning_curve.png)")
     return 130 if result["interrupted"] else 0
 
 
-def cmd_train_mfrl(args: argparse.Namespace) -> int:
-    from s2r.policies.mfrl import CHECKPOINT, build_runner
-    from s2r.policies.runner import CheckpointError
-    from s2r.sim import UnknownTaskError
+def _algos_with_field(key: str) -> list[str]:
+    from s2r.policies.algorithm import algorithm_ids, get_algorithm
 
-    try:
-        resume_from = None
-        if args.resume:
-            run = Path(args.resume) if args.resume != "latest" else _latest_run(args.runs, args.task)
-            if run is None or not (run / CHECKPOINT).is_file():
-                return _fail(f"--resume: no mfrl run to continue at {run or args.runs}")
-            resume_from = run / CHECKPOINT
-        elif not args.task:
-            return _fail("--algo mfrl needs a task id (e.g. Crazyflie-Replan-Waypoints)")
-        runner = build_runner(None if resume_from else args.task, args.run_dir, runs_root=args.runs,
-                              task_overrides=_kv(args.set), train_overrides=_kv(args.train_set), resume_from=resume_from,
-                              seed=args.seed, rounds=args.steps, minutes=args.minutes, progress=not args.no_progress)
-    except (UnknownTaskError, CheckpointError, ValueError) as exc:
-        return _fail(str(exc))
-    try:
-        result = runner.learn()
-    finally:
-        runner.close()
-    print(json.dumps(result, default=str))
-    return 130 if result.get("interrupted") else 0
+    return [a for a in algorithm_ids() if key in getattr(get_algorithm(a).config_cls, "__dataclass_fields__", {})]
+
+
+def cmd_algos(args: argparse.Namespace) -> int:
+    from s2r.policies.algorithm import algorithm_ids, get_algorithm
+
+    for aid in algorithm_ids():
+        cls = get_algorithm(aid)
+        print(f"{aid:10s} {cls.unit:10s} {cls.description}")
+    return 0
 
 
 def cmd_demos(args: argparse.Namespace) -> int:
@@ -204,31 +131,22 @@ def cmd_demos(args: argparse.Namespace) -> int:
 
 
 def cmd_train_bc(args: argparse.Namespace) -> int:
-    from s2r.policies.bc import BCConfig, train_bc
-    from s2r.policies.export import ExportError
-    from s2r.real.episodes import EpisodeFormatError
-    from s2r.sim import UnknownTaskError
-    from s2r.sim.config import ConfigError, apply_overrides
-
-    demos = Path(args.demos) if args.demos else Path("demos") / args.task
-    run_dir = Path(args.run_dir) if args.run_dir else Path(args.runs) / args.task / f"bc_{time.strftime('%Y%m%d-%H%M%S')}"
-    try:
-        cfg = apply_overrides(BCConfig(), _kv(args.train_set))
-        if args.updates is not None:
-            cfg = apply_overrides(cfg, {"updates": args.updates})
-        res = train_bc(args.task, demos, run_dir, cfg, task_overrides=_kv(args.set), progress=not args.no_progress)
-    except (UnknownTaskError, ConfigError, EpisodeFormatError, ExportError, ValueError) as exc:
-        return _fail(str(exc))
-    print(json.dumps(res))
-    print(f"s2r: behaviour cloning of {res['episodes']} episodes -> {run_dir} (bc.pt, policy.onnx + policy.json)")
-    return 0
+    """`s2r train-bc <task>`: the same as `s2r train <task> --algo bc`."""
+    args.algo = "bc"
+    for name, value in (("steps", None), ("minutes", None), ("num_envs", None), ("seed", None), ("resume", None),
+                        ("restart", False), ("base", None), ("checkpoint_minutes", 5.0)):
+        setattr(args, name, getattr(args, name, value))
+    if args.updates is not None:
+        args.train_set = [*(args.train_set or []), f"updates={args.updates}"]
+    return cmd_train(args)
 
 
 def _latest_run(root: str, task: str | None) -> Path | None:
-    """Newest run (by checkpoint time) of `task`, or of any task when `task` is None."""
-    pattern = f"{task}/*/checkpoint.pt" if task else "*/*/checkpoint.pt"
-    ckpts = sorted(Path(root).glob(pattern), key=lambda p: p.stat().st_mtime)
-    return ckpts[-1].parent if ckpts else None
+    """Newest run (by its config's time) of `task`, or of any task when `task` is None; with or without a checkpoint."""
+    pattern = f"{task.replace(':', '_')}/*/config.json" if task else "*/*/config.json"
+    configs = sorted(Path(root).glob(pattern), key=lambda p: max(p.stat().st_mtime, *(
+        q.stat().st_mtime for q in p.parent.glob("checkpoint.pt"))))
+    return configs[-1].parent if configs else None
 
 
 # ---- eval / play / export -----------------------------------------------------------------------
@@ -316,37 +234,14 @@ def cmd_play(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from s2r.policies.driver import CheckpointError, export_run
     from s2r.policies.export import ExportError
-    from s2r.policies.runner import CHECKPOINT, CheckpointError, export_checkpoint
 
     try:
-        ckpt = Path(args.run) / CHECKPOINT
-        kind = torch_load_algo(ckpt) if ckpt.is_file() else None
-        if kind == "mfrl":
-            from s2r.policies.mfrl import export_checkpoint as export_planner_checkpoint
-
-            print(json.dumps(export_planner_checkpoint(Path(args.run))))
-            return 0
-        if kind == "residual":
-            from s2r.policies.residual import export_run
-
-            print(json.dumps(export_run(Path(args.run))))
-            return 0
-        print(json.dumps(export_checkpoint(Path(args.run))))
-    except (CheckpointError, ExportError) as exc:
+        print(json.dumps(export_run(Path(args.run))))
+    except (CheckpointError, ExportError, ValueError) as exc:
         return _fail(str(exc))
     return 0
-
-
-def torch_load_algo(path: Path) -> str | None:
-    """The algorithm tag of a checkpoint ("mfrl", "residual"; PPO checkpoints carry none)."""
-    import torch
-
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception:  # unreadable: let the normal export path report it
-        return None
-    return (ckpt.get("algo") or ckpt.get("kind")) if isinstance(ckpt, dict) else None
 
 
 # ---- deploy -------------------------------------------------------------------------------------
@@ -385,21 +280,27 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("tasks", help="list registered tasks")
     t.set_defaults(func=cmd_tasks)
 
-    t = sub.add_parser("train", help="train a policy headless and export it to ONNX")
-    t.add_argument("task", nargs="?", help="task id (see `s2r tasks`); optional with --resume")
-    t.add_argument("--steps", type=int, help="env-step budget")
+    t = sub.add_parser("algos", help="list registered algorithms")
+    t.set_defaults(func=cmd_algos)
+
+    t = sub.add_parser("train", help="train a policy headless and export it to ONNX (any algorithm, any task)")
+    t.add_argument("task", nargs="?", help="task id (see `s2r tasks`), or gym:<gymnasium id>; optional with --resume")
+    t.add_argument("--algo", help="algorithm id (see `s2r algos`; default ppo, or the resumed run's)")
+    t.add_argument("--steps", type=int, help="budget in the algorithm's unit (env steps; updates for bc; rounds for mfrl)")
     t.add_argument("--minutes", type=float, help="wall-clock budget")
-    t.add_argument("--num-envs", type=int, help="parallel envs (default 256)")
+    t.add_argument("--num-envs", type=int, help="parallel envs")
     t.add_argument("--seed", type=int)
     t.add_argument("--resume", nargs="?", const="latest", metavar="RUN", help="continue a run (default: latest)")
+    t.add_argument("--restart", action="store_true", help="with --resume: a run with no checkpoint and nothing durable "
+                   "starts over with its config")
+    t.add_argument("--checkpoint-minutes", type=float, default=5.0, help="also checkpoint this often (default 5)")
     t.add_argument("--runs", default="runs", help="root folder of runs (default runs/)")
     t.add_argument("--run-dir", help="exact run folder")
     t.add_argument("--set", action="append", metavar="KEY=VAL", help="task config override, e.g. rewards.feet_air_time=0.5")
-    t.add_argument("--train-set", action="append", metavar="KEY=VAL", help="trainer override, e.g. algo.entropy_coef=0.01")
+    t.add_argument("--train-set", action="append", metavar="KEY=VAL", help="algorithm override, e.g. algo.entropy_coef=0.01")
+    t.add_argument("--base", metavar="RUN", help="behaviour-cloning run folder (--algo residual/finetune)")
+    t.add_argument("--demos", metavar="DIR", help="episode folder (--algo bc; default demos/<task>)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
-    t.add_argument("--algo", choices=("ppo", "residual", "finetune", "mfrl"), default="ppo",
-                   help="ppo (default); residual RL on a BC base or full fine-tuning of it (need --base); mfrl (quadrotor)")
-    t.add_argument("--base", metavar="RUN", help="behaviour-cloning run folder for --algo residual/finetune")
     t.set_defaults(func=cmd_train)
 
     t = sub.add_parser("demos", help="record scripted-expert demonstrations in the episode format")
@@ -415,7 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-progress", action="store_true")
     t.set_defaults(func=cmd_demos)
 
-    t = sub.add_parser("train-bc", help="behaviour cloning (action chunking) from recorded demos, exported to ONNX")
+    t = sub.add_parser("train-bc", help="behaviour cloning from recorded demos (same as train --algo bc)")
     t.add_argument("task", help="task id")
     t.add_argument("--demos", help="episode folder (default demos/<task>)")
     t.add_argument("--updates", type=int, help="gradient steps")

@@ -127,7 +127,8 @@ class RunDriver:
         self.run.path.mkdir(parents=True, exist_ok=True)
         try:
             self.algo = self.cls(RunContext(task_id=spec.task_id, task_cfg=spec.task_cfg, cfg=spec.cfg, run=self.run,
-                                            seed=spec.seed, resume=resume, progress=progress))
+                                            seed=spec.seed, resume=resume, progress=progress,
+                                            total=spec.budget.steps))
         except BaseException:
             if not existed and not any(self.run.path.iterdir()):
                 self.run.path.rmdir()
@@ -167,7 +168,7 @@ class RunDriver:
         from tqdm import tqdm
 
         cls, algo, b = self.cls, self.algo, self.spec.budget
-        total = b.steps if b.steps is not None else (cls.default_steps if b.minutes is None else 10**15)
+        total = b.steps if b.steps is not None else (algo.default_steps if b.minutes is None else 10**15)
         start = time.monotonic()
         deadline = start + b.minutes * 60 if b.minutes else float("inf")
         writer = SummaryWriter(str(self.run.path))
@@ -175,7 +176,8 @@ class RunDriver:
                    unit_scale=True, disable=not self.progress_bar, dynamic_ncols=True, smoothing=0.1, desc=cls.algo_id)
         if self.resumed_from:
             bar.write(f"s2r: {self.resumed_from}")
-        next_ckpt = (algo.progress // cls.checkpoint_every + 1) * cls.checkpoint_every if cls.checkpoint_every else None
+        every = algo.checkpoint_every
+        next_ckpt = (algo.progress // every + 1) * every if every else None
         last_ckpt_t = time.monotonic()
         interrupted, stats = False, {}
         try:
@@ -198,7 +200,7 @@ class RunDriver:
                     self.save()
                     last_ckpt_t = time.monotonic()
                     while next_ckpt is not None and next_ckpt <= algo.progress:
-                        next_ckpt += cls.checkpoint_every
+                        next_ckpt += every
         except KeyboardInterrupt:
             interrupted = True
             bar.write("interrupted: saving a checkpoint and exporting the current policy")
@@ -296,8 +298,10 @@ def resume_run_spec(run_dir: str | Path, *, algo: str | None = None, budget: Bud
     if saved.get("format") != 2:
         # Runs from before the driver: PPO's config.json is readable; the others carried their state elsewhere.
         if "train" in saved and "task_id" in saved:
-            saved = {"algo": "ppo", "task_id": saved["task_id"], "task": saved["task"], "algo_cfg": saved["train"],
-                     "seed": saved["train"].get("seed", 0), "budget": {"steps": saved["train"].get("max_env_steps")}}
+            train = dict(saved["train"])
+            steps, minutes = train.pop("max_env_steps", None), train.pop("max_minutes", 0.0)
+            saved = {"algo": "ppo", "task_id": saved["task_id"], "task": saved["task"], "algo_cfg": train,
+                     "seed": train.get("seed", 0), "budget": {"steps": steps, "minutes": minutes or None}}
         else:
             raise CheckpointError(f"{run.path} was written before the run driver by a version whose runs cannot be resumed "
                                   "here; start a new run (its policy.onnx still runs)")
@@ -324,5 +328,40 @@ def train(spec: RunSpec, run_dir: str | Path, *, resume: bool = False, restart: 
         driver.close()
 
 
-__all__ = ["AlgorithmTaskMismatch", "Budget", "CheckpointError", "RunDriver", "RunSpec", "load_checkpoint",
-           "new_run_spec", "resume_run_spec", "save_atomic", "train"]
+def export_run(run_dir: str | Path) -> dict[str, Any]:
+    """Re-export a run from its config and checkpoint: a small copy of the algorithm, its state, its export.
+
+    Writes only policy.onnx and policy.json (not config.json or the history).
+    """
+    from dataclasses import fields, replace
+
+    run = RunDir(Path(run_dir))
+    spec = resume_run_spec(run.path)
+    ckpt = load_checkpoint(run.checkpoint, spec.task_id, spec.algo)
+    cls = get_algorithm(spec.algo)
+    # Exporting needs the networks and a probe env, not the training width.
+    small = {f.name: min(getattr(spec.cfg, f.name), 8) for f in fields(spec.cfg)
+             if f.name in ("num_envs", "eval_episodes") and isinstance(getattr(spec.cfg, f.name), int)}
+    algo = cls(RunContext(task_id=spec.task_id, task_cfg=spec.task_cfg, cfg=replace(spec.cfg, **small), run=run,
+                          seed=spec.seed, resume=True, progress=False))
+    try:
+        algo.load_state_dict(ckpt["state"])
+        algo.progress = int(ckpt["progress"])
+        return algo.export()
+    finally:
+        algo.close()
+
+
+__all__ = [
+    "AlgorithmTaskMismatch",
+    "Budget",
+    "CheckpointError",
+    "RunDriver",
+    "RunSpec",
+    "export_run",
+    "load_checkpoint",
+    "new_run_spec",
+    "resume_run_spec",
+    "save_atomic",
+    "train",
+]

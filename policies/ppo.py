@@ -1,15 +1,22 @@
 """PPO: clipped surrogate, clipped value loss, GAE, and a learning rate adapted to the measured KL.
 
-Reads top to bottom: `PPOConfig`, then `PPO.act` (collect), `PPO.process_step` (store), `PPO.update`.
-The actor and critic read observation groups by name, so the critic can see the `privileged` group
-(asymmetric actor-critic) while the actor sees only what the robot senses.
+Reads top to bottom: `PPOConfig`, then `PPO.act` (collect), `PPO.process_step` (store), `PPO.update`, then
+`PPOTrainer`, the registered algorithm ("ppo") that the run driver iterates: one iteration collects
+`steps_per_env` steps from every env and updates. The actor and critic read observation groups by name, so
+the critic can see the `privileged` group (asymmetric actor-critic) while the actor sees only what the
+robot senses.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
+from s2r.policies.algorithm import Algorithm, AlgorithmTaskMismatch, RunContext, register_algorithm
 from s2r.policies.networks import ActorCritic, ActorCriticConfig
 from s2r.policies.storage import RolloutStorage
 from torch import nn
@@ -139,3 +146,157 @@ class PPO:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.learning_rate = state["learning_rate"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    """A PPO run: how wide, how often it checkpoints, and the PPO settings (the budget is the driver's)."""
+
+    num_envs: int = 256
+    seed: int = 0
+    save_every: int = 50  # iterations between checkpoints (the driver also checkpoints every few minutes)
+    export_parity_steps: int = 20
+    torch_threads: int = 0  # 0: leave torch's default
+    algo: PPOConfig = field(default_factory=PPOConfig)
+
+
+@register_algorithm
+class PPOTrainer(Algorithm):
+    """On-policy collection over a batched env, then PPO epochs; exports the actor with its normaliser."""
+
+    algo_id = "ppo"
+    config_cls = TrainConfig
+    default_steps = 30_000_000
+    curve = (("mean_return", "mean episode return"), ("mean_vel_error", "velocity error (m/s)"),
+             ("fall_rate", "fall rate"))
+    postfix = (("env_steps_per_s", "sps"), ("mean_return", "ret"), ("mean_episode_length", "len"),
+               ("mean_vel_error", "err"))
+    description = "proximal policy optimisation (on-policy, asymmetric actor-critic over observation groups)"
+
+    def __init__(self, ctx: RunContext) -> None:
+        from s2r.sim import make
+
+        cfg: TrainConfig = ctx.cfg
+        self.ctx, self.cfg = ctx, cfg
+        self.env = make(ctx.task_id, cfg.num_envs, cfg=ctx.task_cfg, seed=cfg.seed)
+        try:
+            if self.env.spec.max_episode_steps <= 1:
+                raise AlgorithmTaskMismatch(
+                    f"ppo learns from multi-step episodes; {ctx.task_id} is a one-step bandit (max_episode_steps "
+                    f"{self.env.spec.max_episode_steps}): use --algo mfrl for it")
+            _vector_groups_only("ppo", self.env, (*cfg.algo.policy.actor_obs, *cfg.algo.policy.critic_obs))
+            self.alg = PPO(self.env.obs_dims, self.env.spec.action_dim, cfg.num_envs, cfg.algo)
+        except BaseException:
+            self.env.close()
+            raise
+        self.checkpoint_every = cfg.save_every * cfg.num_envs * cfg.algo.steps_per_env
+        self.progress = 0
+        self.iteration = 0
+        self._obs: dict[str, torch.Tensor] | None = None
+        self._episodes: dict[str, deque[float]] = {}
+
+    def _reset(self) -> None:
+        obs = self.env.reset(seed=self.cfg.seed + self.iteration)
+        if hasattr(self.env, "randomize_episode_start"):
+            self.env.randomize_episode_start()
+        self._obs = {k: torch.as_tensor(v) for k, v in obs.items()}
+
+    def iterate(self) -> dict[str, float]:
+        """Collect `steps_per_env` steps from every env, then run the PPO update."""
+        import time
+
+        if self._obs is None:
+            self._reset()
+        env, alg, cfg = self.env, self.alg, self.cfg
+        t0 = time.perf_counter()
+        info: dict[str, Any] = {}
+        for _ in range(cfg.algo.steps_per_env):
+            actions = alg.act(self._obs)
+            obs_np, rew, term, trunc, info = env.step(actions.numpy())
+            self._obs = {k: torch.as_tensor(v) for k, v in obs_np.items()}
+            final = None
+            if "final_obs" in info:
+                final = alg.model.critic_input({k: torch.as_tensor(v) for k, v in info["final_obs"].items()})
+            alg.process_step(torch.as_tensor(rew), torch.as_tensor(term), torch.as_tensor(trunc), final)
+            for key, values in _episode_rows(info.get("episode")):
+                self._episodes.setdefault(key, deque(maxlen=200)).extend(values)
+        t_collect = time.perf_counter() - t0
+        alg.compute_returns(self._obs)
+        stats = alg.update()
+        dt = time.perf_counter() - t0
+        per_iter = cfg.num_envs * cfg.algo.steps_per_env
+        self.iteration += 1
+        self.progress += per_iter
+        stats.update({"env_steps_per_s": per_iter / dt, "collect_fraction": t_collect / dt,
+                      "nan_resets": float(info.get("log", {}).get("nan_resets", 0))})
+        # Only the statistics this task reports: a manipulation task has no velocity error to log.
+        names = {"return": "mean_return", "length": "mean_episode_length", "vel_error": "mean_vel_error", "fell": "fall_rate"}
+        for key, values in self._episodes.items():
+            stats[names.get(key, f"mean_{key}")] = float(np.mean(values))
+        return stats
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"algo": self.alg.state_dict(), "iteration": self.iteration}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.alg.load_state_dict(state["algo"])
+        self.iteration = int(state["iteration"])
+
+    def export(self) -> dict[str, float]:
+        return export_model(self.alg.model, self.ctx.task_id, self.ctx.task_cfg, self.ctx.run.path, self.cfg)
+
+    def close(self) -> None:
+        self.env.close()
+
+
+def _episode_rows(episode: dict[str, Any] | None) -> list[tuple[str, list[float]]]:
+    """(statistic, values) pairs of the finished episodes in `info["episode"]` (env ids left out)."""
+    if not episode:
+        return []
+    return [(k, np.asarray(v, dtype=np.float64).tolist()) for k, v in episode.items() if k != "env_ids"]
+
+
+def _vector_groups_only(algo: str, env: Any, groups: tuple[str, ...]) -> None:
+    """Refuse an image group among the groups a vector learner reads, in one sentence."""
+    shapes = getattr(env, "obs_shapes", None) or {}
+    for g in groups:
+        if g not in env.obs_dims and g in shapes:
+            raise AlgorithmTaskMismatch(f"{algo} reads vector observations only; group '{g}' is an image "
+                                        f"{tuple(shapes[g])}: drop it from the actor/critic groups")
+
+
+def export_model(model: ActorCritic, task_id: str, task_cfg: Any, run_dir: Path, cfg: TrainConfig) -> dict[str, float]:
+    """Export `model`'s actor into run_dir, checking parity on observations from a fresh probe env."""
+    from s2r.policies.export import export_policy
+    from s2r.sim import make
+    from s2r.sim.env import sample_obs
+
+    probe = make(task_id, 8, cfg=task_cfg, seed=cfg.seed + 12345)
+    try:
+        obs = sample_obs(probe, cfg.export_parity_steps, seed=cfg.seed)
+        spec = probe.spec
+    finally:
+        probe.close()
+    x = np.concatenate([obs[g] for g in model.cfg.actor_obs], axis=1)
+    model.eval()
+    return export_policy(model, spec, task_id, run_dir, x)
+
+
+def export_checkpoint(run_dir: Path) -> dict[str, float]:
+    """Re-export a PPO run from its checkpoint alone (no training env, no rewrite of the run's config)."""
+    from s2r.policies.driver import load_checkpoint, resume_run_spec
+    from s2r.policies.rundir import RunDir
+
+    run = RunDir(Path(run_dir))
+    spec = resume_run_spec(run.path, algo="ppo")
+    ckpt = load_checkpoint(run.checkpoint, spec.task_id, "ppo")
+    from s2r.sim import make
+
+    probe = make(spec.task_id, 1, cfg=spec.task_cfg)
+    try:
+        obs_dims, action_dim = probe.obs_dims, probe.spec.action_dim
+    finally:
+        probe.close()
+    model = ActorCritic(obs_dims, action_dim, spec.cfg.algo.policy)
+    model.load_state_dict(ckpt["state"]["algo"]["model"])
+    return export_model(model, spec.task_id, spec.task_cfg, run.path, spec.cfg)

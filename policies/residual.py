@@ -22,18 +22,17 @@ one ONNX graph computing base + scale * residual (see `s2r.policies.bc.ChunkedPo
 from __future__ import annotations
 
 import json
-import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from s2r.policies.algorithm import Algorithm, AlgorithmTaskMismatch, RunContext, register_algorithm
 from s2r.policies.bc import BC_CHECKPOINT, ChunkedBC, ChunkedPolicyGraph, export_chunked, load_bc, temporal_ensemble
 from s2r.policies.evaluate import success_episodes
-from s2r.policies.offpolicy import NonFiniteLossError, OffPolicyConfig, OffPolicyLearner, residual_compose
+from s2r.policies.offpolicy import OffPolicyConfig, OffPolicyLearner, residual_compose
 from s2r.policies.replay import ReplayBuffer
-from s2r.policies.runner import CHECKPOINT, CheckpointError, save_atomic
 from s2r.real.chunking import ChunkHistory, ensemble_weights
 from s2r.real.episodes import Episode, read_episodes
 from torch import nn
@@ -43,29 +42,29 @@ BASE_GROUP = "base_action"
 
 @dataclass(frozen=True, kw_only=True)
 class ResidualConfig:
-    """Residual RL run settings.
+    """Residual RL run settings (the budget is the run driver's `--steps`, in env steps).
 
     Attributes:
+        base: The behaviour-cloning run folder to start from (`--base`).
         scale: Largest residual per action dimension, in normalised action units (actions span [-1, 1], so
             0.2 is 10% of the range).
         num_envs: Envs stepped together while collecting.
-        max_env_steps: Budget in env steps (transitions).
         learning_starts: Transitions collected (base + exploration noise) before the first update.
         use_demos: Sample half of each batch from the base's demos.
         buffer_capacity: Online transitions kept.
         eval_every: Env steps between evaluations.
         eval_episodes: Episodes per evaluation (one per env, deterministic actor).
-        checkpoint_every: Env steps between checkpoints.
-        finetune: Train the BC network itself instead of a residual (the baseline).
+        checkpoint_every: Env steps between checkpoints (the driver also checkpoints every few minutes).
+        finetune: Train the BC network itself instead of a residual (the baseline; `--algo finetune`).
         seed: Seed for envs, torch and sampling.
         torch_threads: torch intra-op threads (0: leave the default).
         learner: The off-policy learner (TD3-style deterministic actor, as the paper); its `utd_ratio` is the
             gradient updates per collected transition.
     """
 
+    base: str = ""
     scale: float = 0.2
     num_envs: int = 8
-    max_env_steps: int = 100_000
     learning_starts: int = 2_000
     use_demos: bool = True
     buffer_capacity: int = 1_000_000
@@ -164,66 +163,74 @@ def demos_with_base(episodes: list[Episode], bc: ChunkedBC, ensemble_m: float) -
     return out
 
 
-class ResidualRunner:
-    """Collect with base + residual, learn off-policy, evaluate, checkpoint, export."""
+@register_algorithm
+class ResidualRL(Algorithm):
+    """Collect with base + residual, learn off-policy, evaluate; the driver checkpoints, exports and plots."""
 
-    def __init__(self, task_id: str, base_dir: str | Path, run_dir: str | Path, cfg: ResidualConfig | None = None,
-                 task_overrides: dict[str, Any] | None = None, resume: bool = False, progress: bool = True,
-                 task_cfg: Any = None) -> None:
-        from s2r.sim import make, task_config
+    algo_id = "residual"
+    config_cls = ResidualConfig
+    default_steps = 100_000
+    durable_replay = True
+    curve = (("success_rate", "success rate"),)
+    postfix = (("success_rate", "success"),)
+    description = "residual off-policy RL on a frozen behaviour-cloning base (--base <bc run>)"
+    finetune = False
 
-        self.cfg = cfg = cfg or ResidualConfig()
-        self.task_id = task_id
-        self.base_dir = Path(base_dir)
-        self.run_dir = Path(run_dir)
-        self.progress = progress
-        ckpt_path = self.run_dir / CHECKPOINT
-        # Decided before anything is built or opened: a refused run leaves the folder as it was.
-        if resume and not ckpt_path.is_file():
-            raise CheckpointError(f"no checkpoint at {ckpt_path} to resume")
-        if not resume and ckpt_path.is_file():
-            raise CheckpointError(f"{self.run_dir} already holds a run; resume it or choose another folder")
+    @classmethod
+    def config_for(cls, cfg: ResidualConfig, num_envs: int | None, seed: int | None) -> ResidualConfig:
+        return replace(super().config_for(cfg, num_envs, seed), finetune=cls.finetune)
+
+    def __init__(self, ctx: RunContext) -> None:
+        from s2r.sim import make
+
+        self.ctx = ctx
+        self.cfg = cfg = ctx.cfg
+        self.task_id = ctx.task_id
+        if not cfg.base:
+            raise AlgorithmTaskMismatch(f"--algo {self.algo_id} needs --base <behaviour-cloning run> "
+                                        f"(make one with `s2r train {ctx.task_id} --algo bc`)")
+        if cfg.finetune != self.finetune:
+            raise AlgorithmTaskMismatch(f"--algo {self.algo_id} runs with finetune={self.finetune}; "
+                                        f"use --algo {'finetune' if cfg.finetune else 'residual'} instead")
+        self.base_dir = Path(cfg.base)
+        self.run_dir = ctx.run.path
         if cfg.torch_threads:
             torch.set_num_threads(cfg.torch_threads)
-        torch.manual_seed(cfg.seed)
-        bc, self.bc_cfg, bc_ckpt = load_bc(self.base_dir)
-        if bc_ckpt["task_id"] != task_id:
-            raise CheckpointError(f"base policy {self.base_dir / BC_CHECKPOINT} was cloned on '{bc_ckpt['task_id']}', "
-                                  f"not '{task_id}'")
-        self.tcfg = task_cfg if task_cfg is not None else task_config(task_id, task_overrides)
-        self.env = make(task_id, cfg.num_envs, cfg=self.tcfg, seed=cfg.seed)
-        self.eval_env = make(task_id, cfg.eval_episodes, cfg=self.tcfg, seed=cfg.seed + 10_000)
+        bc, self.bc_cfg, self.bc_ckpt = load_bc(self.base_dir)
+        if self.bc_ckpt["task_id"] != ctx.task_id:
+            raise AlgorithmTaskMismatch(f"base policy {self.base_dir / BC_CHECKPOINT} was cloned on "
+                                        f"'{self.bc_ckpt['task_id']}', not '{ctx.task_id}'")
+        self.checkpoint_every = cfg.checkpoint_every
+        self.tcfg = ctx.task_cfg
+        self.env = make(ctx.task_id, cfg.num_envs, cfg=self.tcfg, seed=cfg.seed)
+        self.eval_env = make(ctx.task_id, cfg.eval_episodes, cfg=self.tcfg, seed=cfg.seed + 10_000)
         try:
-            self._build(task_id, bc, cfg, resume, ckpt_path)
+            self._build(bc, cfg)
         except BaseException:
             self.env.close()
             self.eval_env.close()
             raise
 
-    def _build(self, task_id: str, bc: ChunkedBC, cfg: ResidualConfig, resume: bool, ckpt_path: Path) -> None:
-        spec = self.env.spec
+    def _build(self, bc: ChunkedBC, cfg: ResidualConfig) -> None:
+        spec, task_id = self.env.spec, self.task_id
         if bc.action_dim != spec.action_dim or bc.obs_dim != self.env.obs_dims["policy"]:
-            raise ValueError(f"base policy {self.base_dir} maps {bc.obs_dim} observations to {bc.action_dim} actions; "
-                             f"task {task_id} has {self.env.obs_dims['policy']} and {spec.action_dim}")
+            raise AlgorithmTaskMismatch(f"base policy {self.base_dir} maps {bc.obs_dim} observations to {bc.action_dim} "
+                                        f"actions; task {task_id} has {self.env.obs_dims['policy']} and {spec.action_dim}")
         self.bc = bc
-        self.obs_dims = {**self.env.obs_dims, BASE_GROUP: spec.action_dim}
-        self.obs_dims.pop("image", None)
+        # Image groups are not read by this learner (obs_dims holds vector groups only).
+        self.obs_dims = {g: d for g, d in self.env.obs_dims.items() if g != "image"}
+        self.obs_dims[BASE_GROUP] = spec.action_dim
         demos = None
         stats = None
-        if cfg.use_demos:
-            bc_run = self.base_dir / "config.json"
-            demo_dir = json.loads(bc_run.read_text()).get("demos") if bc_run.is_file() else None
-            if demo_dir:
-                dims = {g: d for g, d in self.env.obs_dims.items() if g != "image"}
-                _, eps = read_episodes(demo_dir, task=task_id, obs_dims=dims, action_dim=spec.action_dim)
-                eps = demos_with_base(eps, bc, self.bc_cfg.ensemble_m)
-                demos = ReplayBuffer.from_episodes(eps)
-                # Fixed input statistics from the demos: the online data's statistics drift as the policy improves.
-                stats = {}
-                for g in ("policy", "privileged"):
-                    if g in self.obs_dims:
-                        x = np.concatenate([e.obs[g] for e in eps])
-                        stats[g] = (x.mean(0), x.std(0) + 1e-3)
+        demo_dir = self._demo_dir()
+        if cfg.use_demos and demo_dir:
+            dims = {g: d for g, d in self.obs_dims.items() if g != BASE_GROUP}
+            _, eps = read_episodes(demo_dir, task=task_id, obs_dims=dims, action_dim=spec.action_dim)
+            eps = demos_with_base(eps, bc, self.bc_cfg.ensemble_m)
+            demos = ReplayBuffer.from_episodes(eps)
+            # Fixed input statistics from the demos: the online data's statistics drift as the policy improves.
+            stats = {g: (np.concatenate([e.obs[g] for e in eps]).mean(0), np.concatenate([e.obs[g] for e in eps]).std(0) + 1e-3)
+                     for g in ("policy", "privileged") if g in self.obs_dims}
         self.demos = demos
         lcfg = cfg.learner
         if cfg.finetune:
@@ -233,21 +240,35 @@ class ResidualRunner:
         else:
             self.learner = OffPolicyLearner(self.obs_dims, spec.action_dim, lcfg, compose=residual_compose(cfg.scale, BASE_GROUP),
                                             obs_stats=stats)
+        self._check_replay_owner()
         self.buffer = ReplayBuffer(self.obs_dims, spec.action_dim, cfg.buffer_capacity, num_envs=cfg.num_envs,
-                                   directory=self.run_dir / "replay")
-        self.env_steps = 0
-        self.history: list[dict[str, float]] = []
-        self.wall_s = 0.0
-        if resume:
-            ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-            self.learner.load_state_dict(ckpt["learner"])
-            self.env_steps, self.history, self.wall_s = ckpt["env_steps"], ckpt["history"], ckpt["wall_s"]
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        from s2r.sim.config import to_dict
+                                   directory=self.ctx.run.replay)
+        self.progress = 0
+        self._evaluated_at = -1
+        self._owed = 0.0  # fractional updates carried over between steps
+        self._obs: dict[str, np.ndarray] | None = None
+        self._metrics: dict[str, float] = {}
 
-        (self.run_dir / "config.json").write_text(json.dumps(
-            {"task_id": task_id, "task": to_dict(self.tcfg), "residual": asdict(cfg), "base": str(self.base_dir)}, indent=2,
-            default=str))
+    def _demo_dir(self) -> str | None:
+        """The demos the base was cloned from: named in bc.pt (or, for older bases, in their config.json)."""
+        if self.bc_ckpt.get("demos"):
+            return str(self.bc_ckpt["demos"])
+        legacy = self.base_dir / "config.json"
+        return json.loads(legacy.read_text()).get("demos") if legacy.is_file() else None
+
+    def _check_replay_owner(self) -> None:
+        """A replay folder belongs to one task and base: transitions of another must never mix in."""
+        owner = {"task_id": self.task_id, "base": str(self.base_dir.resolve()), "finetune": self.cfg.finetune}
+        path = self.ctx.run.replay / "owner.json"
+        if path.is_file():
+            have = json.loads(path.read_text())
+            diff = [k for k in owner if have.get(k) != owner[k]]
+            if diff:
+                raise AlgorithmTaskMismatch(f"{self.ctx.run.replay} holds transitions of {diff[0]} {have.get(diff[0])!r}, "
+                                            f"not {owner[diff[0]]!r}; use another run folder")
+        else:
+            self.ctx.run.replay.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(owner))
 
     def _trainable_bc(self) -> ChunkedBC:
         import copy
@@ -256,8 +277,8 @@ class ResidualRunner:
 
     # ---- acting -------------------------------------------------------------------------------------------
 
-    def _obs(self, obs: dict[str, np.ndarray], base_action: np.ndarray) -> dict[str, np.ndarray]:
-        return {**{g: v for g, v in obs.items() if g != "image"}, BASE_GROUP: base_action}
+    def _with_base(self, obs: dict[str, np.ndarray], base_action: np.ndarray) -> dict[str, np.ndarray]:
+        return {**{g: v for g, v in obs.items() if g in self.obs_dims}, BASE_GROUP: base_action}
 
     def evaluate(self, episodes_env: Any = None) -> dict[str, float]:
         """Success rate of the current deterministic policy, one episode per eval env."""
@@ -266,108 +287,85 @@ class ResidualRunner:
 
         def act(policy_obs: np.ndarray) -> np.ndarray:
             b = base.step(policy_obs)
-            a = self.learner.act({"policy": policy_obs, BASE_GROUP: b}, deterministic=True)
-            return a.numpy()
+            return self.learner.act({"policy": policy_obs, BASE_GROUP: b}, deterministic=True).numpy()
 
         ep = success_episodes(act, env, seed=self.cfg.seed + 10_000, reset=base.reset)
+        self._evaluated_at = self.progress
         return {"success_rate": float(ep["success"].mean()), "mean_length": float(ep["length"].mean())}
 
-    # ---- the loop -----------------------------------------------------------------------------------------
+    # ---- one iteration ------------------------------------------------------------------------------------
 
-    def learn(self) -> dict[str, Any]:
-        """Run until `max_env_steps`; returns final figures. Ctrl-C saves and exports what it has."""
-        from torch.utils.tensorboard import SummaryWriter
-        from tqdm import tqdm
+    def _start(self) -> None:
+        cfg = self.cfg
+        self.gen = torch.Generator().manual_seed(cfg.seed + self.progress)
+        self.base = BasePolicy(self.bc, self.bc_cfg.ensemble_m, cfg.num_envs)
+        self._obs = self.env.reset(seed=cfg.seed + self.progress)
+        self._b, self._chunk = self.base.propose(self._obs["policy"])
 
-        cfg, env = self.cfg, self.env
-        writer = SummaryWriter(str(self.run_dir))
-        gen = torch.Generator().manual_seed(cfg.seed + self.env_steps)
-        base = BasePolicy(self.bc, self.bc_cfg.ensemble_m, cfg.num_envs)
-        obs = env.reset(seed=cfg.seed + self.env_steps)
-        if not self.history:
-            self._record(self.evaluate(), writer)
-        bar = tqdm(total=cfg.max_env_steps, initial=self.env_steps, unit="step", unit_scale=True, disable=not self.progress,
-                   dynamic_ncols=True)
-        owed = 0.0  # fractional updates carried over between steps
-        next_eval = (self.env_steps // cfg.eval_every + 1) * cfg.eval_every
-        next_ckpt = (self.env_steps // cfg.checkpoint_every + 1) * cfg.checkpoint_every
-        t0 = time.monotonic() - self.wall_s
-        interrupted, failure = False, None
-        metrics: dict[str, float] = {}
-        try:
-            b, chunk = base.propose(obs["policy"])
-            while self.env_steps < cfg.max_env_steps:
-                base.history.push(chunk)
-                o = self._obs(obs, b)
-                action = self.learner.act(o).numpy()
-                nxt, rew, term, trunc, info = env.step(action)
-                done = np.logical_or(term, trunc)
-                # The env keeps every env's observation before auto-reset in final_obs (the others' equal nxt).
-                boot = info.get("final_obs", nxt)
-                # The base's next action is needed twice (to bootstrap, and to act next step): compute it once.
-                b, chunk = base.propose(boot["policy"])
-                self.buffer.add(o, action, rew, self._obs(boot, b), term, trunc)
-                if done.any():
-                    ids = np.flatnonzero(done)
-                    base.reset(ids)
-                    b[ids], chunk[ids] = base.propose(nxt["policy"][ids], ids)
-                obs = nxt
-                self.env_steps += cfg.num_envs
-                bar.update(cfg.num_envs)
-                if len(self.buffer) >= cfg.learning_starts:
-                    owed += cfg.learner.utd_ratio * cfg.num_envs
-                    while owed >= 1.0:
-                        metrics = self.learner.update_from(self.buffer, self.demos, 1, gen)
-                        owed -= 1.0
-                if self.env_steps >= next_eval:
-                    next_eval += cfg.eval_every
-                    self.wall_s = time.monotonic() - t0
-                    self._record(self.evaluate(), writer, metrics)
-                    bar.set_postfix(success=f"{self.history[-1]['success_rate']:.2f}")
-                if self.env_steps >= next_ckpt:
-                    next_ckpt += cfg.checkpoint_every
-                    self.wall_s = time.monotonic() - t0
-                    self.save()
-        except KeyboardInterrupt:
-            interrupted = True
-        except NonFiniteLossError as exc:
-            # Stop with the last good checkpoint on disk (saving now would keep whatever the NaN touched).
-            failure = str(exc)
-        finally:
-            bar.close()
-        self.wall_s = time.monotonic() - t0
-        if failure is None:
-            if not self.history or self.history[-1]["env_steps"] != self.env_steps:
-                self._record(self.evaluate(), writer, metrics)
-            self.save()
-        writer.close()
-        self.buffer.sync()
-        result: dict[str, Any] = {"env_steps": self.env_steps, "updates": self.learner.updates, "wall_s": self.wall_s,
-                                  "interrupted": interrupted, "failed": failure}
-        if failure is None:
-            result["export"] = self.export()
-            result["final_success"] = self.history[-1]["success_rate"]
-        self.plot()
-        return result
+    def iterate(self) -> dict[str, float]:
+        """About 256 transitions (then the updates they owe); evaluates when `eval_every` steps have passed."""
+        cfg = self.cfg
+        if self._obs is None:
+            self._start()
+            if self.progress == 0:
+                return self.evaluate()  # the curve starts at the base alone
+        next_eval = (self.progress // cfg.eval_every + 1) * cfg.eval_every
+        # Stop at an evaluation, a checkpoint or the budget, so each happens where it is due.
+        stops = [next_eval, (self.progress // cfg.checkpoint_every + 1) * cfg.checkpoint_every, self.ctx.total or 2**62]
+        for _ in range(max(1, 256 // cfg.num_envs)):
+            self._collect_step()
+            if self.progress >= min(stops):
+                break
+        out = dict(self._metrics)
+        out["transitions"] = float(len(self.buffer))
+        if self.progress >= next_eval:
+            out.update(self.evaluate())
+        return out
 
-    def _record(self, ev: dict[str, float], writer: Any, metrics: dict[str, float] | None = None) -> None:
-        row = {"env_steps": self.env_steps, "wall_s": round(self.wall_s, 2), **ev, **(metrics or {})}
-        self.history.append(row)
-        for k, v in row.items():
-            if k != "env_steps":
-                writer.add_scalar(f"residual/{k}", v, self.env_steps)
-        (self.run_dir / "curve.json").write_text(json.dumps(self.history, indent=1))
+    def _collect_step(self) -> None:
+        cfg, base, env = self.cfg, self.base, self.env
+        base.history.push(self._chunk)
+        o = self._with_base(self._obs, self._b)
+        action = self.learner.act(o).numpy()
+        nxt, rew, term, trunc, info = env.step(action)
+        done = np.logical_or(term, trunc)
+        # The env keeps every env's observation before auto-reset in final_obs (the others' equal nxt).
+        boot = info.get("final_obs", nxt)
+        # The base's next action is needed twice (to bootstrap, and to act next step): compute it once.
+        self._b, self._chunk = base.propose(boot["policy"])
+        self.buffer.add(o, action, rew, self._with_base(boot, self._b), term, trunc)
+        if done.any():
+            ids = np.flatnonzero(done)
+            base.reset(ids)
+            self._b[ids], self._chunk[ids] = base.propose(nxt["policy"][ids], ids)
+        self._obs = nxt
+        self.progress += cfg.num_envs
+        if len(self.buffer) >= cfg.learning_starts:
+            self._owed += cfg.learner.utd_ratio * cfg.num_envs
+            while self._owed >= 1.0:
+                self._metrics = self.learner.update_from(self.buffer, self.demos, 1, self.gen)
+                self._owed -= 1.0
+
+    def final_stats(self) -> dict[str, float]:
+        return self.evaluate() if self._evaluated_at != self.progress else {}
 
     # ---- persistence and export ---------------------------------------------------------------------------
 
-    def save(self) -> Path:
-        """Atomic checkpoint; the replay buffer is already on disk and is fsynced with it."""
+    def sync(self) -> None:
         self.buffer.sync()
-        path = self.run_dir / CHECKPOINT
-        save_atomic({"task_id": self.task_id, "kind": "residual", "learner": self.learner.state_dict(),
-                     "env_steps": self.env_steps, "history": self.history, "wall_s": self.wall_s,
-                     "cfg": asdict(self.cfg), "base": str(self.base_dir)}, path)
-        return path
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"learner": self.learner.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.learner.load_state_dict(state["learner"])
+
+    def on_resume(self) -> str:
+        n = len(self.buffer)
+        if self.progress == 0:
+            # No checkpoint: the learner starts over from the config; the transitions on disk are all kept.
+            self.progress = n
+        return f"with {n:,} transitions already on disk"
 
     def export_graph(self) -> ChunkedPolicyGraph:
         """The deployable graph: base + scale * residual (or the fine-tuned network alone)."""
@@ -383,45 +381,16 @@ class ResidualRunner:
         extras = {"residual": {"scale": self.cfg.scale, "base": str(self.base_dir), "finetune": self.cfg.finetune}}
         return export_chunked(self.export_graph(), self.env.spec, self.task_id, self.run_dir, parity, extras=extras)
 
-    def plot(self) -> Path | None:
-        """learning_curve.png: success rate against env steps."""
-        if not self.history:
-            return None
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(5, 3.2))
-        ax.plot([h["env_steps"] for h in self.history], [h["success_rate"] for h in self.history], marker="o")
-        ax.set_xlabel("env steps")
-        ax.set_ylabel("success rate")
-        ax.set_ylim(-0.02, 1.02)
-        ax.set_title(f"{self.task_id}: {'fine-tuned BC' if self.cfg.finetune else 'base + residual'}")
-        ax.grid(alpha=0.3)
-        fig.tight_layout()
-        path = self.run_dir / "learning_curve.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        return path
-
     def close(self) -> None:
         self.buffer.close()
         self.env.close()
         self.eval_env.close()
 
 
-def export_run(run_dir: Path) -> dict[str, float]:
-    """Re-export a residual (or fine-tuning) run's policy.onnx + policy.json from its checkpoint."""
-    from s2r.sim import task_config
-    from s2r.sim.config import from_dict
+@register_algorithm
+class FineTune(ResidualRL):
+    """The paper's baseline: the same learner trains the BC network itself (its first action, no residual)."""
 
-    saved = json.loads((run_dir / "config.json").read_text())
-    cfg = from_dict(ResidualConfig, saved["residual"])
-    tcfg = from_dict(type(task_config(saved["task_id"])), saved["task"])
-    runner = ResidualRunner(saved["task_id"], saved["base"], run_dir, replace(cfg, eval_episodes=16), resume=True,
-                            progress=False, task_cfg=tcfg)
-    try:
-        return runner.export()
-    finally:
-        runner.close()
+    algo_id = "finetune"
+    description = "full off-policy fine-tuning of a behaviour-cloning network (the residual RL baseline; --base)"
+    finetune = True

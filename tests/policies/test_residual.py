@@ -14,23 +14,32 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from s2r.policies.algorithm import AlgorithmTaskMismatch
 from s2r.policies.bc import BCConfig, train_bc
 from s2r.policies.demos import collect_demos
+from s2r.policies.driver import Budget, CheckpointError, RunDriver, RunSpec, resume_run_spec, train
 from s2r.policies.evaluate import OnnxPolicy
 from s2r.policies.offpolicy import NonFiniteLossError
-from s2r.policies.residual import CHECKPOINT, ResidualConfig, ResidualRunner
-from s2r.policies.runner import CheckpointError
+from s2r.policies.residual import ResidualConfig
 from s2r.real.episodes import EpisodeFormatError
+from s2r.sim import task_config
 
 TASK = "Panda-Lift-Cube"
+CHECKPOINT = "checkpoint.pt"
 
 
 def _tiny(**kw) -> ResidualConfig:
-    cfg = ResidualConfig(num_envs=4, max_env_steps=160, learning_starts=40, eval_every=10_000, eval_episodes=4,
-                         checkpoint_every=80, buffer_capacity=10_000, torch_threads=1)
+    cfg = ResidualConfig(num_envs=4, learning_starts=40, eval_every=10_000, eval_episodes=4, checkpoint_every=80,
+                         buffer_capacity=10_000, torch_threads=1)
     learner = replace(cfg.learner, num_critics=3, critic_hidden=(32, 32), actor_hidden=(32, 32), batch_size=32,
                       critic_warmup_updates=10)
     return replace(cfg, learner=learner, **kw)
+
+
+def _spec(base: Path, steps: int = 160, task: str = TASK, checkpoint_minutes: float = 5.0, **kw) -> RunSpec:
+    cfg = _tiny(base=str(base), **kw)
+    return RunSpec(algo="finetune" if cfg.finetune else "residual", task_id=task, task_cfg=task_config(task), cfg=cfg,
+                   budget=Budget(steps=steps), checkpoint_minutes=checkpoint_minutes)
 
 
 @pytest.fixture(scope="module")
@@ -43,81 +52,112 @@ def base(tmp_path_factory) -> Path:
 
 
 def test_untrained_residual_exports_the_base_and_learns_without_error(base, tmp_path):
-    runner = ResidualRunner(TASK, base, tmp_path / "run", _tiny(), progress=False)
+    driver = RunDriver(_spec(base), tmp_path / "run", progress=False)
+    algo = driver.algo
     try:
         # Zero-initialised residual: the combined graph must act exactly like the base graph.
-        runner.export()
-        obs = np.random.default_rng(0).normal(size=(6, runner.bc.obs_dim)).astype(np.float32)
+        algo.export()
+        obs = np.random.default_rng(0).normal(size=(6, algo.bc.obs_dim)).astype(np.float32)
         a_res, a_base = OnnxPolicy(tmp_path / "run"), OnnxPolicy(base)
         for _ in range(3):
             np.testing.assert_allclose(a_res(obs), a_base(obs), atol=1e-6)
         meta = json.loads((tmp_path / "run" / "policy.json").read_text())
-        assert meta["extras"]["residual"]["scale"] == runner.cfg.scale and meta["extras"]["chunk"]["size"] == 4
-        res = runner.learn()
+        assert meta["extras"]["residual"]["scale"] == algo.cfg.scale and meta["extras"]["chunk"]["size"] == 4
+        res = driver.learn()
     finally:
-        runner.close()
-    assert res["failed"] is None and res["env_steps"] == 160 and res["updates"] > 0
+        driver.close()
+    assert res["algo"] == "residual" and res["progress"] == 160 and algo.learner.updates > 0
     assert (tmp_path / "run" / CHECKPOINT).is_file() and (tmp_path / "run" / "learning_curve.png").is_file()
+    assert torch.load(tmp_path / "run" / CHECKPOINT, weights_only=False)["algo"] == "residual"
     # After learning the residual is no longer zero, and stays inside its bound.
     a_res, a_base = OnnxPolicy(tmp_path / "run"), OnnxPolicy(base)
     diff = np.abs(a_res(obs) - a_base(obs))
-    assert diff.max() > 0 and diff.max() <= runner.cfg.scale + 1e-6
+    assert diff.max() > 0 and diff.max() <= algo.cfg.scale + 1e-6
 
 
 def test_finetune_baseline_starts_at_the_bc_first_action(base, tmp_path):
-    runner = ResidualRunner(TASK, base, tmp_path / "ft", _tiny(finetune=True), progress=False)
+    driver = RunDriver(_spec(base, finetune=True), tmp_path / "ft", progress=False)
+    algo = driver.algo
     try:
-        obs = torch.randn(5, runner.bc.obs_dim)
+        obs = torch.randn(5, algo.bc.obs_dim)
         with torch.no_grad():
-            want = runner.bc(obs)[:, 0]
-            got = runner.learner.act({"policy": obs, "base_action": torch.zeros(5, 4)}, deterministic=True)
+            want = algo.bc(obs)[:, 0]
+            got = algo.learner.act({"policy": obs, "base_action": torch.zeros(5, 4)}, deterministic=True)
         torch.testing.assert_close(got, want)
         # The fine-tuned network is exported as a plain one-step graph (its first action, no chunk history).
-        runner.export()
+        algo.export()
         policy = OnnxPolicy(tmp_path / "ft")
         assert policy.chunk is None
         np.testing.assert_allclose(policy(obs.numpy()), want.numpy(), atol=1e-5)
     finally:
-        runner.close()
+        driver.close()
+
+
+def _start_and_kill(base: Path, run: Path, until: str, **kw) -> None:
+    """Start a long residual run in a subprocess and SIGKILL it once `until` exists in the run folder (+1 s)."""
+    script = f"""
+import sys
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+from test_residual import _spec
+from s2r.policies.driver import train
+train(_spec({str(base)!r}, steps=100_000, **{kw!r}), {str(run)!r}, progress=False)
+"""
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (run / until).exists() and proc.poll() is None:
+        time.sleep(0.2)
+    time.sleep(1.5)  # let it write more transitions
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert (run / until).exists(), proc.stderr.read().decode()[-2000:]
+
+
+def _transitions_on_disk(run: Path) -> int:
+    meta = json.loads((run / "replay" / "meta.json").read_text())
+    records = sum(p.stat().st_size // meta["record_bytes"] for p in (run / "replay").glob("chunk_*.bin"))
+    return records * meta["num_envs"]
 
 
 def test_killed_run_resumes_with_every_transition(base, tmp_path):
     run = tmp_path / "run"
-    script = f"""
-import sys
-from dataclasses import replace
-sys.path.insert(0, {str(Path(__file__).parent)!r})
-from test_residual import _tiny
-from s2r.policies.residual import ResidualRunner
-r = ResidualRunner({TASK!r}, {str(base)!r}, {str(run)!r}, replace(_tiny(), max_env_steps=100_000, checkpoint_every=40),
-                   progress=False)
-r.learn()
-"""
-    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not (run / CHECKPOINT).is_file():
-        time.sleep(0.2)
-    time.sleep(1.0)  # let it write more transitions after the checkpoint
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert (run / CHECKPOINT).is_file(), proc.stderr.read().decode()[-2000:]
+    _start_and_kill(base, run, CHECKPOINT, checkpoint_every=40)
     with pytest.raises(CheckpointError, match="already holds a run"):
-        ResidualRunner(TASK, base, run, _tiny(), progress=False)
-    resumed = ResidualRunner(TASK, base, run, replace(_tiny(), max_env_steps=10_000), resume=True, progress=False)
+        RunDriver(_spec(base), run, progress=False)
+    resumed = RunDriver(resume_run_spec(run, budget=Budget(steps=10_000)), run, resume=True, progress=False)
     try:
         ckpt = torch.load(run / CHECKPOINT, weights_only=False)
         # Every transition added before the kill is back, including those after the last checkpoint.
-        assert len(resumed.buffer) >= ckpt["env_steps"] > 0
-        assert resumed.env_steps == ckpt["env_steps"] and resumed.learner.updates == ckpt["learner"]["updates"]
+        assert len(resumed.algo.buffer) >= ckpt["progress"] > 0
+        assert resumed.algo.progress == ckpt["progress"]
+        assert resumed.algo.learner.updates == ckpt["state"]["learner"]["updates"]
     finally:
         resumed.close()
 
 
+def test_run_killed_before_its_first_checkpoint_resumes_from_scratch_with_its_transitions(base, tmp_path):
+    run = tmp_path / "run"
+    # No checkpoint by steps or by time before the kill: only the replay on disk survives.
+    _start_and_kill(base, run, "replay/chunk_00000000.bin", checkpoint_every=10**9, checkpoint_minutes=600.0)
+    assert not (run / CHECKPOINT).exists()
+    on_disk = _transitions_on_disk(run)
+    assert on_disk > 0
+    driver = RunDriver(resume_run_spec(run, budget=Budget(steps=on_disk + 80)), run, resume=True, progress=False)
+    try:
+        assert len(driver.algo.buffer) == on_disk  # each transition exactly once
+        assert driver.algo.progress == on_disk
+        assert f"resumed from scratch (no checkpoint) with {on_disk:,} transitions already on disk" in driver.resumed_from
+        res = driver.learn()
+    finally:
+        driver.close()
+    assert res["progress"] >= on_disk + 80 and (run / CHECKPOINT).is_file()
+    assert _transitions_on_disk(run) >= on_disk + 80
+
+
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(base, tmp_path, monkeypatch):
     run = tmp_path / "run"
-    runner = ResidualRunner(TASK, base, run, replace(_tiny(), max_env_steps=400, checkpoint_every=80), progress=False)
+    driver = RunDriver(_spec(base, steps=400, checkpoint_every=80), run, progress=False)
     calls = {"n": 0}
-    real_update = runner.learner.update
+    real_update = driver.algo.learner.update
 
     def poisoned(batch):
         calls["n"] += 1
@@ -125,46 +165,58 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(base, tmp_path, monke
             batch = replace(batch, reward=batch.reward * float("nan"))
         return real_update(batch)
 
-    monkeypatch.setattr(runner.learner, "update", poisoned)
+    monkeypatch.setattr(driver.algo.learner, "update", poisoned)
     try:
-        res = runner.learn()
+        with pytest.raises(NonFiniteLossError, match="critic loss is not finite"):
+            driver.learn()
     finally:
-        runner.close()
-    assert "critic loss is not finite" in res["failed"]
+        driver.close()
     ckpt = torch.load(run / CHECKPOINT, weights_only=False)
-    assert 0 < ckpt["env_steps"] < 400
-    for t in ckpt["learner"]["critic"].values():
+    assert 0 < ckpt["progress"] < 400
+    for t in ckpt["state"]["learner"]["critic"].values():
         assert torch.isfinite(t).all()
-    with pytest.raises(NonFiniteLossError):
-        raise NonFiniteLossError("critic", 1)
 
 
 def test_bad_inputs_are_refused_with_clear_messages(base, tmp_path):
     # A base cloned on another task (14 observations) cannot drive the insertion task (20).
-    with pytest.raises((ValueError, CheckpointError), match="cloned on 'Panda-Lift-Cube', not 'Panda-Insert-Peg'"):
-        ResidualRunner("Panda-Insert-Peg", base, tmp_path / "a", _tiny(), progress=False)
+    with pytest.raises(AlgorithmTaskMismatch, match="cloned on 'Panda-Lift-Cube', not 'Panda-Insert-Peg'"):
+        RunDriver(_spec(base, task="Panda-Insert-Peg"), tmp_path / "a", progress=False)
+    assert not (tmp_path / "a").exists()
     with pytest.raises(FileNotFoundError, match="no behaviour-cloning checkpoint"):
-        ResidualRunner(TASK, tmp_path / "nothing", tmp_path / "b", _tiny(), progress=False)
-    # Demos that the base config points at, but recorded on another task.
+        RunDriver(_spec(tmp_path / "nothing"), tmp_path / "b", progress=False)
+    with pytest.raises(AlgorithmTaskMismatch, match="needs --base"):
+        RunDriver(_spec(""), tmp_path / "b", progress=False)
+    # A base whose demos were recorded on another task.
     other = tmp_path / "other_demos"
     collect_demos("Panda-PickPlace-Cube", other, 1, num_envs=1, progress=False)
     fake = tmp_path / "fake_bc"
     fake.mkdir()
-    (fake / "bc.pt").write_bytes((base / "bc.pt").read_bytes())
-    (fake / "config.json").write_text(json.dumps({**json.loads((base / "config.json").read_text()), "demos": str(other)}))
+    ckpt = torch.load(base / "bc.pt", weights_only=False)
+    torch.save({**ckpt, "demos": str(other)}, fake / "bc.pt")
     with pytest.raises(EpisodeFormatError, match="recorded on task 'Panda-PickPlace-Cube'"):
-        ResidualRunner(TASK, fake, tmp_path / "c", _tiny(), progress=False)
+        RunDriver(_spec(fake), tmp_path / "c", progress=False)
     # A truncated demo file names the file.
-    demos = json.loads((base / "config.json").read_text())["demos"]
-    victim = sorted(Path(demos).glob("episode_*.npz"))[0]
+    victim = sorted(Path(ckpt["demos"]).glob("episode_*.npz"))[0]
     data = victim.read_bytes()
     try:
         victim.write_bytes(data[:100])
         with pytest.raises(EpisodeFormatError, match=f"{victim.name} is truncated"):
-            ResidualRunner(TASK, base, tmp_path / "d", _tiny(), progress=False)
+            RunDriver(_spec(base), tmp_path / "d", progress=False)
     finally:
         victim.write_bytes(data)
     assert not os.path.exists(tmp_path / "d" / CHECKPOINT)
+    # A replay folder written for another base is refused, not mixed in.
+    train(_spec(base, steps=40), tmp_path / "e", progress=False)
+    other_base = tmp_path / "other_bc"
+    other_base.mkdir()
+    (other_base / "bc.pt").write_bytes((base / "bc.pt").read_bytes())
+    (tmp_path / "f").mkdir()
+    os.rename(tmp_path / "e" / "replay", tmp_path / "f" / "replay")
+    with pytest.raises(AlgorithmTaskMismatch, match="holds transitions of base"):
+        RunDriver(_spec(other_base), tmp_path / "f", progress=False)
+    # A checkpoint of one algorithm resumed as another.
+    with pytest.raises(CheckpointError, match="is a 'residual' run, not 'finetune'"):
+        resume_run_spec(tmp_path / "e", algo="finetune")
 
 
 @pytest.mark.slow
@@ -173,11 +225,13 @@ def test_residual_beats_its_base_on_lift(tmp_path):
     collect_demos(TASK, tmp_path / "demos", 10, noise=0.3, progress=False)
     # ACT's older-first ensembling (m = 0.1) lags, which keeps this base weak enough to improve on.
     train_bc(TASK, tmp_path / "demos", tmp_path / "bc", BCConfig(updates=1000, ensemble_m=0.1), progress=False)
-    cfg = ResidualConfig(max_env_steps=10_000, eval_every=10_000, eval_episodes=100, torch_threads=1)
-    runner = ResidualRunner(TASK, tmp_path / "bc", tmp_path / "run", cfg, progress=False)
+    cfg = ResidualConfig(base=str(tmp_path / "bc"), eval_every=10_000, eval_episodes=100, torch_threads=1)
+    spec = RunSpec(algo="residual", task_id=TASK, task_cfg=task_config(TASK), cfg=cfg, budget=Budget(steps=10_000))
+    driver = RunDriver(spec, tmp_path / "run", progress=False)
     try:
-        res = runner.learn()
+        driver.learn()
     finally:
-        runner.close()
-    base, final = runner.history[0]["success_rate"], res["final_success"]
+        driver.close()
+    rows = [r for r in driver.history if "success_rate" in r]
+    base, final = rows[0]["success_rate"], rows[-1]["success_rate"]
     assert final >= base + 0.1 and final >= 0.9, (base, final)
