@@ -67,8 +67,10 @@ def main() -> None:
     import torch
     from s2r.policies.bc import BCConfig, train_bc
     from s2r.policies.demos import collect_demos
+    from s2r.policies.driver import Budget, RunDriver, RunSpec
     from s2r.policies.evaluate import evaluate_success
-    from s2r.policies.residual import ResidualConfig, ResidualRunner
+    from s2r.policies.residual import ResidualConfig
+    from s2r.sim import task_config
     from s2r.sim.config import apply_overrides
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -88,7 +90,7 @@ def main() -> None:
     p.add_argument("--out", default="bench/results/residual")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--reuse", action="store_true",
-                   help="keep --work and reuse RL runs that already finished there (their curve.json), e.g. after a crash")
+                   help="keep --work and reuse RL runs that already finished there (their history.json), e.g. after a crash")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -117,27 +119,31 @@ def main() -> None:
     for method in args.methods.split(","):
         for seed in (int(s) for s in args.seeds.split(",")):
             key = f"{method}_seed{seed}"
-            done = work / key / "curve.json"
-            if args.reuse and method != "sac" and done.is_file() and json.loads(done.read_text())[-1]["env_steps"] >= args.steps:
-                curve = json.loads(done.read_text())
-                out["runs"][key] = {"final_success": curve[-1]["success_rate"], "curve": curve, "reused": True,
-                                    "wall_s": curve[-1]["wall_s"]}
-                print(json.dumps({"progress": key, "reused": True, "final_success": curve[-1]["success_rate"]}), flush=True)
+            done = work / key / "history.json"
+            rows = [r for r in json.loads(done.read_text()) if "success_rate" in r] if done.is_file() else []
+            if args.reuse and method != "sac" and rows and rows[-1]["progress"] >= args.steps:
+                out["runs"][key] = {"final_success": rows[-1]["success_rate"], "curve": rows, "reused": True,
+                                    "wall_s": rows[-1]["wall_time"]}
+                print(json.dumps({"progress": key, "reused": True, "final_success": rows[-1]["success_rate"]}), flush=True)
                 continue
             if method == "sac":
                 out["runs"][key] = sac_baseline(args.task, args.steps, seed, args.episodes, args.eval_every)
             else:
-                cfg = ResidualConfig(finetune=method == "finetune", max_env_steps=args.steps, seed=seed,
+                cfg = ResidualConfig(base=str(work / "bc"), finetune=method == "finetune", seed=seed,
                                      eval_every=args.eval_every, eval_episodes=args.episodes, checkpoint_every=args.steps)
                 cfg = apply_overrides(cfg, overrides)
-                runner = ResidualRunner(args.task, work / "bc", work / key, cfg, progress=False)
+                spec = RunSpec(algo=method, task_id=args.task, task_cfg=task_config(args.task), cfg=cfg, seed=seed,
+                               budget=Budget(steps=args.steps))
+                driver = RunDriver(spec, work / key, progress=False)
                 try:
-                    res = runner.learn()
+                    res = driver.learn()
                 finally:
-                    runner.close()
+                    driver.close()
+                curve = [{"env_steps": r["progress"], "wall_s": r["wall_time"], **r} for r in driver.history
+                         if "success_rate" in r]
                 onnx = evaluate_success(work / key, episodes=args.episodes, seed=1)["success_rate"]
-                out["runs"][key] = {"final_success": res["final_success"], "onnx_success_eval_seed1": onnx,
-                                    "wall_s": res["wall_s"], "updates": res["updates"], "curve": runner.history,
+                out["runs"][key] = {"final_success": curve[-1]["success_rate"], "onnx_success_eval_seed1": onnx,
+                                    "wall_s": res["wall_time_s"], "updates": driver.algo.learner.updates, "curve": curve,
                                     "config": {"num_critics": cfg.learner.num_critics, "utd_ratio": cfg.learner.utd_ratio,
                                                "scale": cfg.scale, "actor": cfg.learner.actor}}
             print(json.dumps({"progress": key, "final_success": out["runs"][key]["final_success"]}), flush=True)

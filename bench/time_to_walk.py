@@ -18,8 +18,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from s2r.policies.driver import Budget, RunSpec, train
 from s2r.policies.evaluate import OnnxPolicy
-from s2r.policies.runner import CHECKPOINT, OnPolicyRunner, TrainConfig
+from s2r.policies.ppo import TrainConfig
 from s2r.sim import task_config
 from walk_eval import walk_eval
 
@@ -41,18 +42,18 @@ def main() -> None:
     chunks = []
     first_walk = None
     trained = 0.0
-    resume = None
+    resume = False
     while trained < args.minutes * 60 - 1:
         budget = min(args.chunk, args.minutes - trained / 60)
-        cfg = TrainConfig(num_envs=args.num_envs, seed=args.seed, max_env_steps=10**10, max_minutes=budget)
-        runner = OnPolicyRunner(args.task, tcfg, cfg, run_dir, resume_from=resume, progress=False)
-        res = runner.learn()
-        runner.close()
-        resume = run_dir / CHECKPOINT
+        cfg = TrainConfig(num_envs=args.num_envs, seed=args.seed)
+        spec = RunSpec(algo="ppo", task_id=args.task, task_cfg=tcfg, cfg=cfg, seed=args.seed,
+                       budget=Budget(steps=10**10, minutes=budget))
+        res = train(spec, run_dir, resume=resume, progress=False)
+        resume = True
         trained = res["wall_time_s"]
         policy = OnnxPolicy(run_dir)
         ev = walk_eval(policy, args.task, tcfg, episodes=args.episodes)
-        row = {"train_minutes": round(trained / 60, 2), "env_steps": res["env_steps"], **ev}
+        row = {"train_minutes": round(trained / 60, 2), "env_steps": res["progress"], **ev}
         chunks.append(row)
         print(json.dumps(row), file=sys.stderr, flush=True)
         if ev["walks"] and first_walk is None:

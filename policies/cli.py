@@ -46,7 +46,7 @@ _CONFIG_FLAGS = (("base", "base"), ("demos", "demos"))
 def cmd_train(args: argparse.Namespace) -> int:
     """`s2r train <task> --algo <id>` or `s2r train --resume [RUN]`: every algorithm through the one run driver."""
     from s2r.policies.algorithm import AlgorithmTaskMismatch, UnknownAlgorithmError, get_algorithm
-    from s2r.policies.driver import Budget, CheckpointError, new_run_spec, resume_run_spec, train
+    from s2r.policies.driver import Budget, CheckpointError, RunDriver, new_run_spec, resume_run_spec
     from s2r.policies.export import ExportError
     from s2r.policies.offpolicy import NonFiniteLossError
     from s2r.real.episodes import EpisodeFormatError
@@ -62,8 +62,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             if any(getattr(args, flag) for flag, _ in _CONFIG_FLAGS) or args.set or args.num_envs or args.seed is not None:
                 return _fail("--resume continues a run with the settings it was started with; only --steps, --minutes and "
                              "--train-set may change")
-            spec = resume_run_spec(run_dir, algo=args.algo, budget=budget if args.steps or args.minutes else None,
-                                   algo_overrides=_kv(args.train_set))
+            spec = resume_run_spec(run_dir, algo=args.algo, task_id=args.task,
+                                   budget=budget if args.steps or args.minutes else None, algo_overrides=_kv(args.train_set))
         else:
             if not args.task:
                 return _fail("train needs a task id (see `s2r tasks`), or --resume to continue a run")
@@ -84,8 +84,12 @@ def cmd_train(args: argparse.Namespace) -> int:
                                 checkpoint_minutes=args.checkpoint_minutes)
             stamp = time.strftime("%Y%m%d-%H%M%S")
             run_dir = Path(args.run_dir) if args.run_dir else Path(args.runs) / args.task.replace(":", "_") / f"{algo}_{stamp}"
+        driver = RunDriver(spec, run_dir, resume=bool(args.resume), restart=args.restart, progress=not args.no_progress)
         print(f"s2r: {spec.algo} on {spec.task_id} -> {run_dir}", flush=True)
-        result = train(spec, run_dir, resume=bool(args.resume), restart=args.restart, progress=not args.no_progress)
+        try:
+            result = driver.learn()
+        finally:
+            driver.close()
     except (UnknownTaskError, UnknownAlgorithmError, AlgorithmTaskMismatch, ConfigError, CheckpointError,
             EpisodeFormatError, ExportError, FileNotFoundError, ValueError) as exc:
         return _fail(str(exc))

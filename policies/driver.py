@@ -285,9 +285,9 @@ def new_run_spec(algo: str, task_id: str, *, task_overrides: dict[str, Any] | No
                    budget=budget, checkpoint_minutes=checkpoint_minutes)
 
 
-def resume_run_spec(run_dir: str | Path, *, algo: str | None = None, budget: Budget | None = None,
-                    algo_overrides: dict[str, Any] | None = None) -> RunSpec:
-    """The RunSpec a run folder was started with (config.json), for `--resume`; `algo` must match if given."""
+def resume_run_spec(run_dir: str | Path, *, algo: str | None = None, task_id: str | None = None,
+                    budget: Budget | None = None, algo_overrides: dict[str, Any] | None = None) -> RunSpec:
+    """The RunSpec a run folder was started with (config.json), for `--resume`; `algo` and `task_id` must match if given."""
     from s2r.sim import task_config
 
     run = RunDir(Path(run_dir))
@@ -308,6 +308,9 @@ def resume_run_spec(run_dir: str | Path, *, algo: str | None = None, budget: Bud
     if algo is not None and saved["algo"] != algo:
         raise CheckpointError(f"{run.path} is a '{saved['algo']}' run, not '{algo}'; resume it with --algo {saved['algo']} "
                               "(or leave --algo out)")
+    if task_id is not None and saved["task_id"] != task_id:
+        raise CheckpointError(f"{run.path} was trained on task '{saved['task_id']}', not '{task_id}'; start a new run or "
+                              "pass the matching task")
     cls = get_algorithm(saved["algo"])
     tcfg = from_dict(type(task_config(saved["task_id"])), saved["task"])
     cfg = apply_overrides(from_dict(cls.config_cls, saved["algo_cfg"]), algo_overrides or {})

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.training_runs import TINY_TASK, tiny_train_config
+from tests.training_runs import tiny_run_spec
 
 
 @pytest.fixture(scope="session")
@@ -24,16 +24,12 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     Shared by many tests, so treat it as read-only; `tiny_run_copy` gives a private copy.
     """
-    from s2r.policies.runner import OnPolicyRunner
-    from s2r.sim import task_config
+    from s2r.policies.driver import train
 
     run_dir = tmp_path_factory.mktemp("runs") / "tiny"
-    runner = OnPolicyRunner(TINY_TASK, task_config(TINY_TASK), tiny_train_config(), run_dir, progress=False)
-    try:
-        result = runner.learn()
-    finally:
-        runner.close()
-    assert result["iterations"] == 2 and not result["interrupted"]
+    spec = tiny_run_spec()
+    result = train(spec, run_dir, progress=False)
+    assert result["progress"] == spec.budget.steps and not result["interrupted"]
     return run_dir
 
 

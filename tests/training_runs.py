@@ -12,14 +12,15 @@ TINY_TASK = "Go1-Velocity-FlatNoDR"
 TINY_ENVS = 16
 
 
-def tiny_train_config(iterations: int = 2, **kw: Any) -> Any:
-    """A TrainConfig for `iterations` PPO iterations on TINY_ENVS envs, checkpointing every iteration."""
-    from s2r.policies.ppo import PPOConfig
-    from s2r.policies.runner import TrainConfig
+def tiny_run_spec(iterations: int = 2, task: str = TINY_TASK, **kw: Any) -> Any:
+    """A PPO RunSpec for `iterations` iterations on TINY_ENVS envs, checkpointing every iteration."""
+    from s2r.policies.driver import Budget, RunSpec
+    from s2r.policies.ppo import PPOConfig, TrainConfig
+    from s2r.sim import task_config
 
-    steps = PPOConfig().steps_per_env
-    return TrainConfig(num_envs=TINY_ENVS, max_env_steps=iterations * TINY_ENVS * steps, seed=0, save_every=1,
-                       export_parity_steps=5, **kw)
+    cfg = TrainConfig(**{"num_envs": TINY_ENVS, "seed": 0, "save_every": 1, "export_parity_steps": 5, **kw})
+    return RunSpec(algo="ppo", task_id=task, task_cfg=task_config(task), cfg=cfg,
+                   budget=Budget(steps=iterations * TINY_ENVS * PPOConfig().steps_per_env))
 
 
 def s2r_command(*args: str) -> list[str]:

@@ -67,3 +67,33 @@ def test_gym_rgb_array_render(task: str, renderer_or_skip: None) -> None:
     finally:
         env.close()
     assert frame.shape == (240, 320, 3) and frame.dtype == np.uint8 and frame.std() > 5
+
+
+@pytest.mark.parametrize(("argv", "words"), [
+    (["train", "Puck-Velocity-Flat", "--algo", "ppp"], ["unknown algorithm 'ppp'", "ppo"]),
+    (["train", "Crazyflie-Replan-Waypoints", "--algo", "ppo"], ["one-step bandit", "--algo mfrl"]),
+    (["train", "Panda-Lift-Cube", "--algo", "bc", "--demos", "/nonexistent/demos"], ["/nonexistent/demos"]),
+    (["train", "Puck-Velocity-Flat", "--base", "runs/x"], ["--base is a setting of", "not of --algo ppo"]),
+    (["train", "Panda-Lift-Cube", "--algo", "residual"], ["needs --base"]),
+])
+def test_train_refuses_bad_input_in_one_sentence(argv: list[str], words: list[str], tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([*argv, "--runs", str(tmp_path), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("s2r: error: ") and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    for w in words:
+        assert w in err, err
+    assert not list(tmp_path.rglob("checkpoint.pt"))
+
+
+def test_algos_lists_the_registered_algorithms(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["algos"]) == 0
+    out = capsys.readouterr().out
+    for algo in ("ppo", "bc", "residual", "finetune"):
+        assert f"\n{algo} " in f"\n{out}", out
+
+
+def test_resuming_a_run_as_another_algorithm_is_refused(tiny_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", "--resume", str(tiny_run), "--algo", "residual", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "is a 'ppo' run, not 'residual'" in err and "Traceback" not in err

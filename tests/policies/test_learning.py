@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from s2r.policies.driver import Budget, RunDriver, RunSpec
 from s2r.policies.evaluate import evaluate
 from s2r.policies.networks import ActorCritic, ActorCriticConfig
-from s2r.policies.ppo import PPOConfig
-from s2r.policies.runner import OnPolicyRunner, TrainConfig
+from s2r.policies.ppo import PPOConfig, TrainConfig
 from s2r.sim import make, task_config
 
 TASK = "Puck-Velocity-Flat"
@@ -50,13 +50,14 @@ def test_ppo_learns_puck_velocity_tracking(tmp_path: Path, one_torch_thread: Non
     algo = PPOConfig(steps_per_env=24, epochs=5, minibatches=4, gamma=0.99, lam=0.95, clip=0.2, learning_rate=1e-3,
                      schedule="adaptive", desired_kl=0.01, entropy_coef=0.005,
                      policy=ActorCriticConfig(actor_hidden=(256, 128, 64), critic_hidden=(256, 128, 64), init_std=1.0))
-    cfg = TrainConfig(num_envs=64, max_env_steps=60_000, seed=0, save_every=1000, torch_threads=1, algo=algo)
-    runner = OnPolicyRunner(TASK, task_config(TASK), cfg, tmp_path, progress=False)
+    cfg = TrainConfig(num_envs=64, seed=0, save_every=1000, torch_threads=1, algo=algo)
+    spec = RunSpec(algo="ppo", task_id=TASK, task_cfg=task_config(TASK), cfg=cfg, budget=Budget(steps=60_000))
+    driver = RunDriver(spec, tmp_path, progress=False)
     try:
-        untrained_return, untrained_err = _deterministic_return(runner.alg.model)
-        result = runner.learn()
+        untrained_return, untrained_err = _deterministic_return(driver.algo.alg.model)
+        result = driver.learn()
     finally:
-        runner.close()
+        driver.close()
     assert not result["interrupted"] and result["export"]["max_abs_diff"] <= 1e-5
     # Judge the exported file, as the robot would run it.
     trained = evaluate(tmp_path, episodes=32, seed=1)

@@ -11,10 +11,13 @@ from pathlib import Path
 import pytest
 import torch
 from s2r.policies.cli import main
-from s2r.policies.runner import CHECKPOINT, CheckpointError, load_checkpoint, save_atomic
+from s2r.policies.driver import Budget, CheckpointError, RunDriver, load_checkpoint, resume_run_spec, save_atomic, train
 from s2r.real.metadata import load_metadata
 
-from tests.training_runs import REPO, TINY_ENVS, TINY_TASK, cli_env, s2r_command
+from tests.training_runs import REPO, TINY_ENVS, TINY_TASK, cli_env, s2r_command, tiny_run_spec
+
+CHECKPOINT = "checkpoint.pt"
+PER_ITER = TINY_ENVS * 24  # env steps per PPO iteration of the tiny runs
 
 
 def test_tiny_run_writes_every_artifact(tiny_run: Path) -> None:
@@ -23,7 +26,8 @@ def test_tiny_run_writes_every_artifact(tiny_run: Path) -> None:
     assert list(tiny_run.glob("events.out.tfevents.*"))
     assert not list(tiny_run.glob("*.tmp"))
     ckpt = load_checkpoint(tiny_run / CHECKPOINT, TINY_TASK)
-    assert ckpt["iteration"] == 2 and len(json.loads((tiny_run / "history.json").read_text())) == 2
+    assert ckpt["algo"] == "ppo" and ckpt["state"]["iteration"] == 2
+    assert len(json.loads((tiny_run / "history.json").read_text())) == 2
     assert load_metadata(tiny_run / "policy.json").task_id == TINY_TASK
 
 
@@ -51,24 +55,24 @@ def test_unreadable_checkpoints_are_refused(tmp_path: Path) -> None:
 def test_resume_continues_the_iteration_count(tiny_run_copy: Path, capsys: pytest.CaptureFixture[str]) -> None:
     run = tiny_run_copy
     before = load_checkpoint(run / CHECKPOINT, TINY_TASK)
-    per_iter = TINY_ENVS * load_checkpoint(run / CHECKPOINT)["train_cfg"]["algo"]["steps_per_env"]
+    per_iter = TINY_ENVS * json.loads((run / "config.json").read_text())["algo_cfg"]["algo"]["steps_per_env"]
     assert main(["train", TINY_TASK, "--resume", str(run), "--steps", str(4 * per_iter), "--no-progress"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-2])
     after = load_checkpoint(run / CHECKPOINT, TINY_TASK)
-    assert before["iteration"] == 2
-    assert after["iteration"] == result["iterations"] == 4 and after["env_steps"] == 4 * per_iter
-    assert [h["iteration"] for h in after["history"]] == [1, 2, 3, 4]
+    assert before["state"]["iteration"] == 2
+    assert after["state"]["iteration"] == 4 and after["progress"] == result["progress"] == 4 * per_iter
+    assert [h["progress"] for h in after["history"]] == [per_iter, 2 * per_iter, 3 * per_iter, 4 * per_iter]
     assert after["wall_time"] > before["wall_time"]
     assert not list(run.glob("*.tmp"))
 
 
 def test_checkpoint_write_is_atomic(tmp_path: Path) -> None:
     path = tmp_path / CHECKPOINT
-    save_atomic({"task_id": "A-B-C", "n": 1}, path)
+    save_atomic({"format": 2, "algo": "ppo", "task_id": "A-B-C", "n": 1}, path)
     assert load_checkpoint(path)["n"] == 1 and not list(tmp_path.glob("*.tmp"))
     good = path.read_bytes()
     with pytest.raises(Exception):  # noqa: B017  (whatever pickling raises)
-        save_atomic({"task_id": "A-B-C", "n": 2, "bad": lambda: None}, path)
+        save_atomic({"format": 2, "algo": "ppo", "task_id": "A-B-C", "n": 2, "bad": lambda: None}, path)
     assert path.read_bytes() == good  # the old checkpoint is untouched
     assert not list(tmp_path.glob("*.tmp"))
 
@@ -95,10 +99,55 @@ def test_interrupted_run_saves_and_exports(tmp_path: Path) -> None:
     assert proc.returncode == 130, err
     assert "interrupted" in out + err
     result = json.loads([line for line in out.splitlines() if line.startswith("{")][-1])
-    assert result["interrupted"] is True and result["iterations"] >= 2
+    assert result["interrupted"] is True and result["progress"] >= 2 * 32 * 24
     ckpt = load_checkpoint(run / CHECKPOINT, TINY_TASK)
-    assert ckpt["iteration"] == result["iterations"]
+    assert ckpt["progress"] == result["progress"]
     assert (run / "policy.onnx").is_file()
     meta = load_metadata(run / "policy.json")
     assert meta.task_id == TINY_TASK and meta.obs_dim == 45
     assert not list(run.glob("*.tmp"))
+
+
+def test_ppo_run_without_a_checkpoint_has_nothing_to_resume_unless_restarted(tmp_path: Path,
+                                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "run"
+    spec = tiny_run_spec(iterations=1)
+    RunDriver(spec, run, progress=False).close()  # built, config written, killed before any iteration
+    assert (run / "config.json").is_file() and not (run / CHECKPOINT).exists()
+    assert main(["train", "--resume", str(run), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "has no checkpoint" in err and "--restart" in err and "Traceback" not in err
+    assert main(["train", "--resume", str(run), "--restart", "--no-progress"]) == 0
+    assert load_checkpoint(run / CHECKPOINT, TINY_TASK)["progress"] == PER_ITER
+
+
+def test_checkpoints_follow_the_wall_clock_as_well_as_steps(tmp_path: Path) -> None:
+    # save_every far away, checkpoint_minutes tiny: every iteration is a time checkpoint.
+    spec = tiny_run_spec(iterations=3, save_every=1000)
+    from dataclasses import replace
+
+    driver = RunDriver(replace(spec, checkpoint_minutes=1e-6), tmp_path / "run", progress=False)
+    saves = []
+    real_save = driver.save
+
+    def counting_save():
+        saves.append(driver.algo.progress)
+        return real_save()
+
+    driver.save = counting_save
+    try:
+        driver.learn()
+    finally:
+        driver.close()
+    assert saves == [PER_ITER, 2 * PER_ITER, 3 * PER_ITER, 3 * PER_ITER]  # three on time, one at the end
+
+
+def test_killed_during_a_checkpoint_write_the_previous_checkpoint_still_loads(tiny_run_copy: Path) -> None:
+    run = tiny_run_copy
+    good = load_checkpoint(run / CHECKPOINT, TINY_TASK)
+    # What a kill in the middle of save_atomic leaves: a partial temp file beside the intact checkpoint.
+    (run / (CHECKPOINT + ".tmp")).write_bytes((run / CHECKPOINT).read_bytes()[:100])
+    spec = resume_run_spec(run, budget=Budget(steps=good["progress"] + PER_ITER))
+    res = train(spec, run, resume=True, progress=False)
+    assert res["resumed"].startswith(f"resumed from the checkpoint at {good['progress']:,}")
+    assert load_checkpoint(run / CHECKPOINT)["progress"] == good["progress"] + PER_ITER

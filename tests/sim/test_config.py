@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from s2r.policies.cli import main
-from s2r.policies.runner import TrainConfig
+from s2r.policies.ppo import TrainConfig
 from s2r.sim import task_config
 from s2r.sim.config import ConfigError, apply_overrides, from_dict, to_dict
 from s2r.sim.tasks.locomotion import LocomotionConfig
