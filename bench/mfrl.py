@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from s2r.policies.mfrl import TASK_ID, MFRLConfig, MFRLRunner, evaluate_planner
-from s2r.policies.mfrl_estimator import AcquisitionConfig
+from s2r.policies.mfrl.estimator import AcquisitionConfig
 from s2r.sim import task_config
 
 

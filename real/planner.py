@@ -15,7 +15,7 @@ falls back to the heuristic timing, and when nothing can be made feasible (the p
 
 numpy + onnxruntime only, like the rest of `s2r.real`.
 
-The planner settings are read from policy.json's `extras`, in the layout `policies/mfrl.py` writes::
+The planner settings are read from policy.json's `extras`, in the layout `policies/mfrl/export.py` writes::
 
     {"planner": "mfrl", "max_waypoints": 6, "max_ratio": 3.0, "feasibility_dt": 0.01,
      "limits": {QuadLimits fields}, "heuristic": {heuristic_durations keyword arguments}  (optional), ...}
@@ -103,7 +103,7 @@ class PlannerSettings:
             ex = tag
         elif tag != "mfrl":
             raise PlannerError(f"{where} is not a waypoint planner export (extras.planner is {tag!r}, expected "
-                               "'mfrl'); export one with policies/mfrl.py")
+                               "'mfrl'); export one with policies/mfrl/export.py")
         missing = [k for k in ("max_waypoints", "max_ratio", "limits") if k not in ex]
         if missing:
             raise PlannerError(f"{where}: planner extras lack {missing}; re-export the planner")

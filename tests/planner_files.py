@@ -1,5 +1,5 @@
 """Waypoint-planner exports for robot-side tests: small torch MLPs exported to ONNX with a policy.json in the
-layout `policies/mfrl.py` writes (extras.planner = "mfrl"), some misbehaving on purpose."""
+layout `policies/mfrl/export.py` writes (extras.planner = "mfrl"), some misbehaving on purpose."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ MAX_RATIO = 3.0
 
 
 def planner_metadata(k: int = MAX_WAYPOINTS, **extras: object) -> dict:
-    """policy.json contents of a planner reading k waypoints (extras as policies/mfrl.py exports them)."""
+    """policy.json contents of a planner reading k waypoints (extras as policies/mfrl/export.py exports them)."""
     from s2r.real.metadata import SCHEMA_VERSION, PolicyMetadata, TermSpec
     from s2r.real.trajectory import QuadLimits
 

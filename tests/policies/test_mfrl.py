@@ -35,7 +35,7 @@ from s2r.policies.mfrl import (
     splines_for,
     summary_lines,
 )
-from s2r.policies.mfrl_estimator import (
+from s2r.policies.mfrl.estimator import (
     FEATURES,
     HIGH,
     LOW,

@@ -159,7 +159,7 @@ def test_mismatched_exports_are_refused(exports: dict[str, Path], tmp_path: Path
 
 
 def test_matches_the_mfrl_export_and_its_reference_planner(tmp_path: Path) -> None:
-    """A real policies/mfrl.py export: the durations its torch network asks for; plan() latency printed."""
+    """A real policies/mfrl/export.py export: the durations its torch network asks for; plan() latency printed."""
     import torch
     from s2r.policies.mfrl import PlannerNet, PlannerNetConfig, export_planner, sample_sets
     from s2r.real.planner import durations_from_actions

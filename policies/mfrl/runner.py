@@ -1,43 +1,7 @@
-"""Multi-fidelity RL for time-optimal quadrotor re-planning (`Crazyflie-Replan-Waypoints`).
-
-A planning policy maps a waypoint set (relative to the first waypoint, zero-padded, with a mask: the task's
-`policy` observation group) to one log-ratio per segment: segment i lasts `heuristic_i * max_ratio**a_i`,
-and a minimum-snap trajectory is solved through the waypoints with those durations. The policy is trained
-against a reward *estimator* instead of the simulator: a multi-fidelity Gaussian process (BoTorch's
-`SingleTaskMultiFidelityGP`) that predicts a flyability score y (> 0 flies) of a trajectory from a few
-dimensionless features of it plus a fidelity coordinate s:
-
-- s = 0, low fidelity: the flatness feasibility margin (`s2r.real.trajectory.feasibility`), ~0.2 ms;
-- s = 1, high fidelity: a closed-loop MuJoCo flight with an SE(3) controller, motor lag, rotor drag and
-  randomised mass (`s2r.sim.quadrotor.flight.fly`), y = 1 - max tracking error / bound (-1 on a crash).
-
-The loop alternates three things, round after round:
-
-1. fit the GP on every query so far (bounded: the newest low-fidelity points are kept);
-2. train the policy by gradient through a differentiable minimum-snap solve and the GP posterior:
-   minimise total time subject to a lower confidence bound of the high-fidelity score (and the exact
-   low-fidelity margin) staying above a target, as an exact penalty;
-3. choose new queries with a cost-aware acquisition: among the policy's current trajectories and
-   perturbations of them, at either fidelity, pick greedily the query with the largest reduction of the
-   GP's integrated high-fidelity variance over the policy's trajectories per unit cost (BoTorch's
-   `AffineFidelityCostModel`); the high-fidelity flights are capped by a budget and counted.
-
-The features, the estimator and the acquisition live in `s2r.policies.mfrl_estimator` (with why the
-acquisition is an integrated variance and not a max-value one).
-
-A run lives in `runs/Crazyflie-Replan-Waypoints/<timestamp>/`: `config.json`, TensorBoard events,
-`checkpoint.pt` (atomic; policy, optimiser, every query, counters), `history.json`, and at the end
-`policy.onnx` + `policy.json` (checked against onnxruntime) and `learning_curve.png`.
-
-At inference the exported planner runs in `s2r.real.planner.Planner` (the robot runtime, which
-`evaluate_planner` scores): heuristic durations, ONNX, min-snap, then a uniform stretch of the timing until
-the flatness check passes, so whatever the estimator got wrong the vehicle is never sent a plan the cheap
-check rejects. The observation layout and the actions -> durations rule are that module's too.
-"""
+"""`MFRLRunner`: the training loop (fit the estimator, train the policy, query), its config, checkpoints, resume."""
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 import math
@@ -49,7 +13,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from s2r.policies.mfrl_estimator import (
+from s2r.policies.mfrl.estimator import (
     HIGH,
     LOW,
     REAL,
@@ -60,38 +24,23 @@ from s2r.policies.mfrl_estimator import (
     select_queries,
     trajectory_features,
 )
+from s2r.policies.mfrl.export import export_planner
+from s2r.policies.mfrl.network import PlannerNet, PlannerNetConfig
+from s2r.policies.mfrl.sets import (
+    TASK_ID,
+    WaypointSets,
+    high_fidelity_score,
+    low_fidelity_score,
+    sample_sets,
+    splines_for,
+)
 from s2r.policies.runner import CHECKPOINT, save_atomic
 from s2r.policies.runner import load_checkpoint as _load_any_checkpoint
-from s2r.real.planner import Planner, PlannerConfig, durations_from_actions
-from s2r.real.trajectory import (
-    FeasibilityReport,
-    PolySpline,
-    QuadLimits,
-    check_waypoints,
-    feasibility,
-    min_snap,
-)
+from s2r.real.planner import durations_from_actions
+from s2r.real.trajectory import QuadLimits, check_waypoints, feasibility
 from s2r.sim.config import apply_overrides, from_dict, to_dict
 from s2r.sim.quadrotor.flight import FlightConfig, FlightResult, fly
 from torch import nn
-
-TASK_ID = "Crazyflie-Replan-Waypoints"
-
-
-# ---- configs ------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, kw_only=True)
-class PlannerNetConfig:
-    """The planning policy network.
-
-    Attributes:
-        hidden: Hidden layer widths of the MLP.
-        pos_scale: m; positions are divided by it before the MLP.
-    """
-
-    hidden: tuple[int, ...] = (256, 256)
-    pos_scale: float = 3.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -151,128 +100,6 @@ class MFRLConfig:
     acquisition: AcquisitionConfig = field(default_factory=AcquisitionConfig)
     planner: PlannerNetConfig = field(default_factory=PlannerNetConfig)
     flight: FlightConfig = field(default_factory=FlightConfig)
-
-
-# ---- waypoint sets: the task's observation and action layout ------------------------------------
-
-
-@dataclass(frozen=True)
-class WaypointSets:
-    """A batch of waypoint sets as the task draws them.
-
-    Attributes:
-        obs: (n, 4 * max_waypoints) float32, the task's `policy` group (relative waypoints, then the mask).
-        waypoints: (n, max_waypoints, 3) absolute positions, zero-padded.
-        counts: (n,) waypoints per set.
-        heuristic: (n, max_waypoints - 1) heuristic durations, 0 for padded segments.
-    """
-
-    obs: np.ndarray
-    waypoints: np.ndarray
-    counts: np.ndarray
-    heuristic: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.counts)
-
-    def subset(self, idx: np.ndarray) -> WaypointSets:
-        """The sets at `idx`."""
-        return WaypointSets(self.obs[idx], self.waypoints[idx], self.counts[idx], self.heuristic[idx])
-
-    def set(self, i: int) -> np.ndarray:
-        """(count_i, 3) waypoints of set i."""
-        return self.waypoints[i, : self.counts[i]]
-
-
-def sample_sets(task_cfg: Any, n: int, seed: int) -> WaypointSets:
-    """Draw `n` waypoint sets from the task (its sampler, its heuristic, its observation layout).
-
-    Args:
-        task_cfg: The task's `ReplanConfig`.
-        n: Number of sets.
-        seed: Seed of the task's random stream (training, validation and evaluation use disjoint seeds).
-    """
-    from s2r.sim.tasks.quadrotor import ReplanEnv
-
-    env = ReplanEnv(task_cfg, num_envs=n, seed=seed)
-    obs = env.reset(seed=seed)
-    return WaypointSets(obs=obs["policy"].copy(), waypoints=env.waypoints.copy(), counts=env.counts.copy(),
-                        heuristic=env.heuristic.copy())
-
-
-# ---- the fidelities -----------------------------------------------------------------------------
-
-
-def low_fidelity_score(report: FeasibilityReport) -> float:
-    """Flyability score of a flatness check: its margin, clipped to [-1, 1]."""
-    return float(np.clip(report.margin, -1.0, 1.0))
-
-
-def high_fidelity_score(result: FlightResult, bound: float) -> float:
-    """Flyability score of a flight: 1 - max error / tracking bound in [-1, 1]; -1 for a crash."""
-    if result.crashed or not np.isfinite(result.max_pos_error):
-        return -1.0
-    return float(np.clip(1.0 - result.max_pos_error / bound, -1.0, 1.0))
-
-
-def splines_for(sets: WaypointSets, durations: np.ndarray) -> list[PolySpline]:
-    """Minimum-snap trajectory of every set with the given (n, max_waypoints - 1) durations."""
-    return [min_snap(sets.set(i), durations[i, : sets.counts[i] - 1]) for i in range(len(sets))]
-
-
-# ---- the planning policy ------------------------------------------------------------------------
-
-
-class PlannerNet(nn.Module):
-    """Waypoints (the task's `policy` observation) -> per-segment log-ratios in [-1, 1].
-
-    The graph turns the padded waypoints into what the timing depends on before the MLP: everything is
-    rotated about z so the first segment points along +x (the vehicle, gravity and drag are symmetric
-    about z, so heading carries no information), plus segment vectors, lengths and the cosines of the
-    turns. Padded segments output 0. All of it exports to plain ONNX ops.
-    """
-
-    def __init__(self, max_waypoints: int, cfg: PlannerNetConfig) -> None:
-        super().__init__()
-        self.k = max_waypoints
-        self.obs_dim = 4 * max_waypoints
-        self.pos_scale = cfg.pos_scale
-        k = max_waypoints
-        width = 3 * k + 3 * (k - 1) + (k - 1) + (k - 2) + k
-        layers: list[nn.Module] = []
-        for h in cfg.hidden:
-            layers += [nn.Linear(width, h), nn.ELU()]
-            width = h
-        out = nn.Linear(width, k - 1)
-        # Start at the heuristic (all ratios 1): a known-safe plan the estimator then learns to shorten.
-        nn.init.normal_(out.weight, std=1e-3)
-        nn.init.zeros_(out.bias)
-        self.mlp = nn.Sequential(*layers, out)
-
-    def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        """(B, 4 * max_waypoints) observations -> (B, max_waypoints - 1) actions."""
-        if obs.shape[-1] != self.obs_dim:
-            raise MFRLError(f"planner observations have {obs.shape[-1]} values per row; this planner reads "
-                            f"{self.obs_dim} (3 x {self.k} relative waypoints, then a {self.k}-value mask)")
-        k = self.k
-        wp = obs[:, : 3 * k].reshape(-1, k, 3)
-        mask = obs[:, 3 * k : 4 * k]
-        seg_mask = mask[:, 1:]
-        first = wp[:, 1, :2]
-        r = torch.sqrt((first**2).sum(-1, keepdim=True) + 1e-6)
-        c, s = first[:, :1] / r, first[:, 1:2] / r  # heading of the first segment
-        x, y, z = wp[..., 0], wp[..., 1], wp[..., 2]
-        wp = torch.stack([c * x + s * y, c * y - s * x, z], -1)
-        seg = (wp[:, 1:] - wp[:, :-1]) * seg_mask[..., None]
-        length = torch.sqrt((seg**2).sum(-1) + 1e-9) * seg_mask
-        unit = seg / (length[..., None] + 1e-6)
-        turn = (unit[:, :-1] * unit[:, 1:]).sum(-1)  # cos of each interior turn (0 where padded)
-        h = torch.cat([wp.reshape(-1, 3 * k) / self.pos_scale, seg.reshape(-1, 3 * (k - 1)) / self.pos_scale,
-                       length / self.pos_scale, turn, mask], 1)
-        return torch.tanh(self.mlp(h)) * seg_mask
-
-
-# ---- training -----------------------------------------------------------------------------------
 
 
 def _write_json_atomic(obj: Any, path: Path) -> None:
@@ -693,201 +520,3 @@ def build_runner(task_id: str | None, run_dir: str | Path | None = None, *, runs
         run_dir = Path(runs_root) / task_id / time.strftime("%Y%m%d-%H%M%S") if run_dir is None else run_dir
     cfg = replace_budget(apply_overrides(cfg, train_overrides or {}), rounds, minutes)
     return MFRLRunner(task_id, tcfg, cfg, Path(run_dir), resume_from=resume_from, progress=progress)
-
-
-def export_checkpoint(run_dir: str | Path) -> dict[str, float]:
-    """Re-export policy.onnx + policy.json from a run's checkpoint alone (`s2r export` for mfrl runs)."""
-    run_dir = Path(run_dir)
-    ckpt = load_checkpoint(run_dir / CHECKPOINT)
-    tcfg, cfg = config_from_checkpoint(ckpt)
-    net = PlannerNet(tcfg.max_waypoints, cfg.planner).double()
-    net.load_state_dict(ckpt["net"])
-    est = FlyabilityEstimator(cfg.estimator)
-    est.load(ckpt["estimator"])
-    n = est.counts()
-    parity = sample_sets(tcfg, cfg.export_parity_sets, seed=cfg.seed * 7919 + 4).obs
-    return export_planner(net.eval(), ckpt["task_id"], tcfg, run_dir, parity,
-                          extras={"high_fidelity_evaluations": n["high"], "low_fidelity_evaluations": n["low"],
-                                  "rounds": ckpt["round"]})
-
-
-def summary_lines(result: dict[str, Any]) -> list[str]:
-    """Human-readable lines of an `evaluate_planner` result (what `s2r eval` prints)."""
-    r = result
-    lines = [
-        f"{r['n_sets']} held-out waypoint sets (seed {r['seed']})",
-        f"  total time vs heuristic min-snap   {r['time_vs_heuristic']:.3f}   (optimiser: {r['optimised_vs_heuristic']:.3f})",
-        f"  total time vs optimised min-snap   {r['time_vs_optimised']:.3f}",
-        f"  high-fidelity success              {r['high_fidelity_success'] * 100:.1f} %",
-        f"  low-fidelity feasible (raw/safe)   {r['low_fidelity_feasible_raw'] * 100:.1f} % / "
-        f"{r['low_fidelity_feasible'] * 100:.1f} %",
-        f"  re-planning p50/p99 (ONNX+min-snap) {r['replan_ms_p50']:.3f} / {r['replan_ms_p99']:.3f} ms"
-        f"   optimiser p50 {r['optimiser_ms_p50']:.2f} ms",
-        f"  flights used in training           {r['high_fidelity_evaluations']}",
-    ]
-    if "optimised_high_fidelity_success" in r:
-        lines.insert(4, f"  high-fidelity success, baselines   heuristic {r['heuristic_high_fidelity_success'] * 100:.1f} %, "
-                        f"optimised {r['optimised_high_fidelity_success'] * 100:.1f} %")
-    return lines
-
-
-# ---- export -------------------------------------------------------------------------------------
-
-
-def export_planner(net: PlannerNet, task_id: str, task_cfg: Any, out_dir: str | Path, parity_obs: np.ndarray,
-                   extras: dict[str, Any] | None = None, tol: float = 1e-5) -> dict[str, float]:
-    """Write `policy.onnx` (input `obs` (batch, 4k) float32, output `actions` (batch, k-1)) and `policy.json`.
-
-    Args:
-        net: Trained planner.
-        task_id: Task id recorded in the metadata.
-        task_cfg: The task's config (layout, limits and max_ratio go into the metadata's extras).
-        out_dir: Folder to write into.
-        parity_obs: (n, 4k) observations from the task for the torch/onnxruntime parity check.
-        extras: More entries for the metadata's extras (e.g. evaluation counts).
-        tol: Largest allowed absolute difference between torch and onnxruntime.
-
-    Returns:
-        {"max_abs_diff": ..., "n": ...}
-
-    Raises:
-        ExportError: Parity fails (the graph is kept as policy.onnx.bad for inspection).
-    """
-    from s2r.policies.export import ExportError, build_metadata, export_onnx_checked
-    from s2r.sim.tasks.quadrotor import ReplanEnv
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    module = copy.deepcopy(net).float().eval()  # float32 obs -> float32 log-ratios; `net` stays float64
-    spec = ReplanEnv(task_cfg, num_envs=1).spec
-    if parity_obs.ndim != 2 or parity_obs.shape[1] != net.obs_dim:
-        raise ExportError(f"parity observations have shape {parity_obs.shape}; the planner reads {net.obs_dim} values")
-    meta = build_metadata(spec, task_id, net.obs_dim)
-    n_act = len(meta.action_names)
-    # "joint" limits of a planner are the action range: log-ratios in [-1, 1].
-    meta = dataclasses.replace(meta, joint_lower=(-1.0,) * n_act, joint_upper=(1.0,) * n_act, extras={
-        "planner": "mfrl",
-        "action_meaning": "segment duration = heuristic_durations(waypoints, limits) * max_ratio ** action",
-        "max_waypoints": task_cfg.max_waypoints,
-        "max_ratio": task_cfg.max_ratio,
-        "feasibility_dt": task_cfg.feasibility_dt,
-        "limits": dataclasses.asdict(task_cfg.limits),
-        "task_cfg": to_dict(task_cfg),
-        **(extras or {}),
-    })
-    meta.validate()
-    x = parity_obs.astype(np.float32)
-    return export_onnx_checked(module, (torch.zeros(1, net.obs_dim),), ["obs"], ["actions"], out, {"obs": x}, meta, tol)
-
-
-# ---- evaluation ---------------------------------------------------------------------------------
-
-
-def evaluate_planner(run_dir: str | Path, n_sets: int = 200, seed: int = 12345, *, fly_baselines: bool = True,
-                     flight: FlightConfig | None = None, timing_repeats: int = 3) -> dict[str, Any]:
-    """Score an exported planner on held-out waypoint sets against the heuristic and the optimiser.
-
-    Every set is planned three ways: heuristic durations, `optimise_durations` (minimum time subject to
-    the flatness check) and the planner as the robot runs it (`s2r.real.planner.Planner.plan`: ONNX,
-    min-snap, stretched to feasibility). All plans are flown in the high-fidelity simulator (the planner's
-    always; the baselines' when `fly_baselines`).
-
-    Args:
-        run_dir: Run folder with policy.onnx + policy.json.
-        n_sets: Held-out waypoint sets.
-        seed: Seed of the sets and flights (training used other seeds).
-        fly_baselines: Also fly the heuristic and optimised plans.
-        flight: Flight settings (default: the run's training settings when config.json has them).
-        timing_repeats: Each set is planned this many times and its median time kept, so a preemption by
-            another process does not pass for the planner's own latency.
-
-    Returns:
-        Means over sets of the total-time ratios, success and feasibility rates, re-planning latencies (ms,
-        one thread: `onnx_ms` onnxruntime, `replan_ms` onnxruntime + min-snap, `replan_full_ms` the whole
-        `Planner.plan` call), optimiser latencies and the evaluations the training used.
-    """
-    from s2r.sim.quadrotor.allocation import optimise_durations
-    from s2r.sim.tasks.quadrotor import ReplanConfig
-
-    run_dir = Path(run_dir)
-    planner = Planner(run_dir, PlannerConfig(threads=1))
-    ex = planner.meta.extras or {}
-    task_cfg = from_dict(ReplanConfig, ex["task_cfg"])
-    if flight is None:
-        cfg_path = run_dir / "config.json"
-        flight = FlightConfig()
-        if cfg_path.is_file():
-            train = json.loads(cfg_path.read_text()).get("train", {})
-            if "flight" in train:
-                flight = from_dict(FlightConfig, train["flight"])
-    sets = sample_sets(task_cfg, n_sets, seed=seed)
-    limits, dt = planner.limits, planner.dt
-    # Timed pass first, on its own: the optimiser and the flights would otherwise leave caches cold and
-    # garbage to collect inside the timed calls.
-    for i in range(min(5, n_sets)):  # warm-up
-        planner.plan(sets.set(i))
-    rows: dict[str, list[float]] = {k: [] for k in ("t_heur", "t_opt", "t_pol", "replan_ms", "replan_full_ms", "onnx_ms",
-                                                    "opt_ms", "raw_margin", "margin", "scale")}
-    pol_splines, heur_splines, opt_splines = [], [], []
-    for i in range(n_sets):
-        w = sets.set(i)
-        heur, planned = planner.durations(w)  # the network's timing before any repair
-        planned = planned if np.isfinite(planned).all() else heur  # what plan() falls back to
-        times = []
-        for _ in range(timing_repeats):
-            res = planner.plan(w)
-            t0 = time.perf_counter()
-            raw = min_snap(w, planned)
-            times.append((res.infer_s, res.infer_s + time.perf_counter() - t0, res.total_s))
-        onnx_s, replan_s, full_s = np.median(np.array(times), axis=0)
-        rows["onnx_ms"].append(onnx_s * 1e3)
-        rows["replan_ms"].append(replan_s * 1e3)
-        rows["replan_full_ms"].append(full_s * 1e3)
-        rows["margin"].append(res.margin)
-        rows["scale"].append(res.scale)
-        rows["t_heur"].append(float(heur.sum()))
-        rows["t_pol"].append(res.total_time)
-        pol_splines.append(res.spline)
-        heur_splines.append(min_snap(w, heur))
-        rows["raw_margin"].append(feasibility(raw, limits, dt).margin)
-    for i in range(n_sets):
-        w = sets.set(i)
-        opt = optimise_durations(w, limits, init=sets.heuristic[i, : len(w) - 1], dt=dt)
-        rows["opt_ms"].append(opt.wall_s * 1e3)
-        rows["t_opt"].append(opt.total_time)
-        opt_splines.append(min_snap(w, opt.durations))
-    r = {k: np.asarray(v) for k, v in rows.items()}
-    pol_ok = np.array([x.success for x in fly(pol_splines, flight, seed=seed)])
-    out: dict[str, Any] = {
-        "n_sets": n_sets,
-        "seed": seed,
-        "time_vs_heuristic": float(np.mean(r["t_pol"] / r["t_heur"])),
-        "time_vs_optimised": float(np.mean(r["t_pol"] / r["t_opt"])),
-        "optimised_vs_heuristic": float(np.mean(r["t_opt"] / r["t_heur"])),
-        "high_fidelity_success": float(pol_ok.mean()),
-        "low_fidelity_feasible_raw": float(np.mean(r["raw_margin"] >= 0)),
-        "low_fidelity_feasible": float(np.mean(r["margin"] >= 0)),
-        "safety_stretched": float(np.mean(r["scale"] > 1.0)),
-        "replan_ms_p50": float(np.percentile(r["replan_ms"], 50)),
-        "replan_ms_p99": float(np.percentile(r["replan_ms"], 99)),
-        "replan_full_ms_p50": float(np.percentile(r["replan_full_ms"], 50)),
-        "replan_full_ms_p99": float(np.percentile(r["replan_full_ms"], 99)),
-        "onnx_ms_p50": float(np.percentile(r["onnx_ms"], 50)),
-        "optimiser_ms_p50": float(np.percentile(r["opt_ms"], 50)),
-        "optimiser_ms_p99": float(np.percentile(r["opt_ms"], 99)),
-        "high_fidelity_evaluations": ex.get("high_fidelity_evaluations"),
-        "low_fidelity_evaluations": ex.get("low_fidelity_evaluations"),
-    }
-    if fly_baselines:
-        out["heuristic_high_fidelity_success"] = float(np.mean([x.success for x in fly(heur_splines, flight, seed=seed)]))
-        out["optimised_high_fidelity_success"] = float(np.mean([x.success for x in fly(opt_splines, flight, seed=seed)]))
-    return out
-
-
-def is_planner_run(run_dir: str | Path) -> bool:
-    """True when a run folder holds an mfrl planner (policy.json extras.planner == "mfrl")."""
-    path = Path(run_dir) / "policy.json"
-    try:
-        return (json.loads(path.read_text()).get("extras") or {}).get("planner") == "mfrl"
-    except (OSError, ValueError):
-        return False

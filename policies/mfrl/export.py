@@ -1,0 +1,80 @@
+"""Export of a trained planner: `policy.onnx` + `policy.json`, checked against onnxruntime."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from s2r.policies.mfrl.network import PlannerNet
+from s2r.sim.config import to_dict
+
+
+def export_planner(net: PlannerNet, task_id: str, task_cfg: Any, out_dir: str | Path, parity_obs: np.ndarray,
+                   extras: dict[str, Any] | None = None, tol: float = 1e-5) -> dict[str, float]:
+    """Write `policy.onnx` (input `obs` (batch, 4k) float32, output `actions` (batch, k-1)) and `policy.json`.
+
+    Args:
+        net: Trained planner.
+        task_id: Task id recorded in the metadata.
+        task_cfg: The task's config (layout, limits and max_ratio go into the metadata's extras).
+        out_dir: Folder to write into.
+        parity_obs: (n, 4k) observations from the task for the torch/onnxruntime parity check.
+        extras: More entries for the metadata's extras (e.g. evaluation counts).
+        tol: Largest allowed absolute difference between torch and onnxruntime.
+
+    Returns:
+        {"max_abs_diff": ..., "n": ...}
+
+    Raises:
+        ExportError: Parity fails (the graph is kept as policy.onnx.bad for inspection).
+    """
+    from s2r.policies.export import ExportError, build_metadata, export_onnx_checked
+    from s2r.sim.tasks.quadrotor import ReplanEnv
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    module = copy.deepcopy(net).float().eval()  # float32 obs -> float32 log-ratios; `net` stays float64
+    spec = ReplanEnv(task_cfg, num_envs=1).spec
+    if parity_obs.ndim != 2 or parity_obs.shape[1] != net.obs_dim:
+        raise ExportError(f"parity observations have shape {parity_obs.shape}; the planner reads {net.obs_dim} values")
+    meta = build_metadata(spec, task_id, net.obs_dim)
+    n_act = len(meta.action_names)
+    # "joint" limits of a planner are the action range: log-ratios in [-1, 1].
+    meta = dataclasses.replace(meta, joint_lower=(-1.0,) * n_act, joint_upper=(1.0,) * n_act, extras={
+        "planner": "mfrl",
+        "action_meaning": "segment duration = heuristic_durations(waypoints, limits) * max_ratio ** action",
+        "max_waypoints": task_cfg.max_waypoints,
+        "max_ratio": task_cfg.max_ratio,
+        "feasibility_dt": task_cfg.feasibility_dt,
+        "limits": dataclasses.asdict(task_cfg.limits),
+        "task_cfg": to_dict(task_cfg),
+        **(extras or {}),
+    })
+    meta.validate()
+    x = parity_obs.astype(np.float32)
+    return export_onnx_checked(module, (torch.zeros(1, net.obs_dim),), ["obs"], ["actions"], out, {"obs": x}, meta, tol)
+
+
+def export_checkpoint(run_dir: str | Path) -> dict[str, float]:
+    """Re-export policy.onnx + policy.json from a run's checkpoint alone (`s2r export` for mfrl runs)."""
+    # Imported here: the runner imports this module for its own export.
+    from s2r.policies.mfrl.estimator import FlyabilityEstimator
+    from s2r.policies.mfrl.runner import CHECKPOINT, config_from_checkpoint, load_checkpoint
+    from s2r.policies.mfrl.sets import sample_sets
+
+    run_dir = Path(run_dir)
+    ckpt = load_checkpoint(run_dir / CHECKPOINT)
+    tcfg, cfg = config_from_checkpoint(ckpt)
+    net = PlannerNet(tcfg.max_waypoints, cfg.planner).double()
+    net.load_state_dict(ckpt["net"])
+    est = FlyabilityEstimator(cfg.estimator)
+    est.load(ckpt["estimator"])
+    n = est.counts()
+    parity = sample_sets(tcfg, cfg.export_parity_sets, seed=cfg.seed * 7919 + 4).obs
+    return export_planner(net.eval(), ckpt["task_id"], tcfg, run_dir, parity,
+                          extras={"high_fidelity_evaluations": n["high"], "low_fidelity_evaluations": n["low"],
+                                  "rounds": ckpt["round"]})
