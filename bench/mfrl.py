@@ -20,7 +20,8 @@ import shutil
 import time
 from pathlib import Path
 
-from s2r.policies.mfrl import TASK_ID, MFRLConfig, MFRLRunner, evaluate_planner
+from s2r.policies.driver import Budget, RunSpec, train
+from s2r.policies.mfrl import TASK_ID, MFRLConfig, evaluate_planner
 from s2r.policies.mfrl.estimator import AcquisitionConfig
 from s2r.sim import task_config
 
@@ -45,16 +46,16 @@ def main() -> None:
                      acquisition=AcquisitionConfig(high_budget=args.budget))
     load_before = os.getloadavg()
     t0 = time.perf_counter()
-    runner = MFRLRunner(TASK_ID, task_config(TASK_ID), cfg, run_dir, progress=False)
-    train = runner.learn()
-    runner.close()
+    spec = RunSpec(algo="mfrl", task_id=TASK_ID, task_cfg=task_config(TASK_ID), cfg=cfg, seed=args.seed,
+                   budget=Budget(steps=args.rounds))
+    trained = train(spec, run_dir, progress=False)
     train_s = time.perf_counter() - t0
     t1 = time.perf_counter()
     ev = evaluate_planner(run_dir, n_sets=args.sets, seed=args.eval_seed)
     result = {
         "bench": "mfrl",
         "task": TASK_ID,
-        "rounds": train["rounds"],
+        "rounds": trained["progress"],
         "policy_steps_per_round": args.steps,
         "high_fidelity_budget": args.budget,
         "train_minutes": round(train_s / 60, 2),

@@ -131,6 +131,10 @@ class Algorithm(ABC):
         """After a resume, one line saying what was recovered (e.g. transitions already on disk)."""
         return ""
 
+    def plot(self, history: list[dict[str, Any]], path: Any) -> bool:
+        """Draw a custom learning_curve.png at `path` from the history rows; False: the driver draws `curve`."""
+        return False
+
     def final_stats(self) -> dict[str, float]:
         """Statistics to log once at the end (e.g. a final evaluation); {} to skip."""
         return {}
@@ -151,28 +155,27 @@ def register_algorithm(cls: type[Algorithm]) -> type[Algorithm]:
 
 
 def algorithm_ids() -> list[str]:
-    """Registered ids, sorted."""
-    _ensure_loaded()
-    return sorted(_ALGORITHMS)
+    """Registered ids (known to the lazy table or registered by an imported module), sorted."""
+    from s2r.policies.algorithms import MODULES
+
+    return sorted(set(MODULES) | set(_ALGORITHMS))
 
 
 def get_algorithm(algo_id: str) -> type[Algorithm]:
-    """Look an id up; an unknown id raises with the closest registered names."""
-    _ensure_loaded()
+    """Look an id up (importing its module on first use); an unknown id raises with the closest names."""
+    import importlib
+
+    from s2r.policies.algorithms import MODULES
+
+    if algo_id not in _ALGORITHMS and algo_id in MODULES:
+        importlib.import_module(MODULES[algo_id])
     try:
         return _ALGORITHMS[algo_id]
     except KeyError:
-        close = difflib.get_close_matches(algo_id, list(_ALGORITHMS), n=3, cutoff=0.4)
+        if algo_id in MODULES:
+            raise RuntimeError(f"{MODULES[algo_id]} does not register algorithm '{algo_id}'; fix "
+                               "s2r.policies.algorithms.MODULES") from None
+        known = algorithm_ids()
+        close = difflib.get_close_matches(algo_id, known, n=3, cutoff=0.4)
         hint = f" Did you mean: {', '.join(close)}?" if close else ""
-        raise UnknownAlgorithmError(f"unknown algorithm '{algo_id}'.{hint} Known: {', '.join(sorted(_ALGORITHMS))}.") from None
-
-
-_LOADED = False
-
-
-def _ensure_loaded() -> None:
-    """Import the algorithm modules once so their registrations run."""
-    global _LOADED
-    if not _LOADED:
-        _LOADED = True
-        import s2r.policies.algorithms  # noqa: F401
+        raise UnknownAlgorithmError(f"unknown algorithm '{algo_id}'.{hint} Known: {', '.join(known)}.") from None

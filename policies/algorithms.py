@@ -1,7 +1,16 @@
-"""Imports every algorithm module once, so that their `@register_algorithm` classes are in the registry."""
+"""Where each registered algorithm lives: id -> module, imported on first use.
+
+Importing every algorithm up front would make each `s2r train` pay for all of them (mfrl's BoTorch alone
+costs seconds), so the registry imports only the module of the id asked for; that module's
+`@register_algorithm` class then fills the registry. A test walks this table.
+"""
 
 from __future__ import annotations
 
-import s2r.policies.bc
-import s2r.policies.ppo
-import s2r.policies.residual  # noqa: F401  (residual, finetune)
+MODULES: dict[str, str] = {
+    "ppo": "s2r.policies.ppo",
+    "bc": "s2r.policies.bc",
+    "residual": "s2r.policies.residual",
+    "finetune": "s2r.policies.residual",
+    "mfrl": "s2r.policies.mfrl",
+}

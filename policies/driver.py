@@ -237,7 +237,9 @@ class RunDriver:
         return self.run.checkpoint
 
     def plot(self) -> Path | None:
-        """learning_curve.png: the algorithm's curve keys against training wall clock."""
+        """learning_curve.png: the algorithm's own plot, or its curve keys against training wall clock."""
+        if self.algo.plot(self.history, self.run.curve_png):
+            return self.run.curve_png
         keys = [(k, t) for k, t in self.cls.curve if any(k in r for r in self.history)]
         if not keys:
             return None

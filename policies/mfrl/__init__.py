@@ -24,11 +24,11 @@ The loop alternates three things, round after round:
 
 The package, one job per file: `sets` (the task's waypoint sets and the two fidelities' scores),
 `network` (`PlannerNet`), `estimator` (the features, the estimator and the acquisition, with why the
-acquisition is an integrated variance and not a max-value one), `runner` (`MFRLRunner`, its config,
-checkpoints and resume), `export` (ONNX + policy.json) and `evaluation` (held-out scoring). Everything
-public is re-exported here.
+acquisition is an integrated variance and not a max-value one), `runner` (`MFRL`, the registered
+algorithm "mfrl", and its config; the run driver checkpoints, resumes and exports it), `export` (ONNX +
+policy.json) and `evaluation` (held-out scoring). Everything public is re-exported here.
 
-A run lives in `runs/Crazyflie-Replan-Waypoints/<timestamp>/`: `config.json`, TensorBoard events,
+A run lives in `runs/Crazyflie-Replan-Waypoints/mfrl_<timestamp>/`: `config.json`, TensorBoard events,
 `checkpoint.pt` (atomic; policy, optimiser, every query, counters), `history.json`, and at the end
 `policy.onnx` + `policy.json` (checked against onnxruntime) and `learning_curve.png`.
 
@@ -57,13 +57,9 @@ from s2r.policies.mfrl.evaluation import evaluate_planner, is_planner_run, summa
 from s2r.policies.mfrl.export import export_checkpoint, export_planner
 from s2r.policies.mfrl.network import PlannerNet, PlannerNetConfig
 from s2r.policies.mfrl.runner import (
-    CHECKPOINT,
+    MFRL,
     MFRLConfig,
-    MFRLRunner,
-    build_runner,
-    config_from_checkpoint,
     load_checkpoint,
-    replace_budget,
 )
 from s2r.policies.mfrl.sets import (
     TASK_ID,
@@ -75,10 +71,10 @@ from s2r.policies.mfrl.sets import (
 )
 
 __all__ = [
-    "CHECKPOINT", "FEATURES", "HIGH", "LOW", "REAL", "TASK_ID",
-    "AcquisitionConfig", "EstimatorConfig", "FlyabilityEstimator", "MFRLConfig", "MFRLError", "MFRLRunner",
+    "FEATURES", "HIGH", "LOW", "MFRL", "REAL", "TASK_ID",
+    "AcquisitionConfig", "EstimatorConfig", "FlyabilityEstimator", "MFRLConfig", "MFRLError",
     "PlannerNet", "PlannerNetConfig", "WaypointSets",
-    "build_runner", "config_from_checkpoint", "evaluate_planner", "export_checkpoint", "export_planner",
-    "high_fidelity_score", "is_planner_run", "load_checkpoint", "low_fidelity_score", "replace_budget",
+    "evaluate_planner", "export_checkpoint", "export_planner",
+    "high_fidelity_score", "is_planner_run", "load_checkpoint", "low_fidelity_score",
     "sample_sets", "select_queries", "splines_for", "summary_lines", "torch_min_snap", "trajectory_features",
 ]

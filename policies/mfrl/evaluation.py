@@ -49,7 +49,8 @@ def evaluate_planner(run_dir: str | Path, n_sets: int = 200, seed: int = 12345, 
         cfg_path = run_dir / "config.json"
         flight = FlightConfig()
         if cfg_path.is_file():
-            train = json.loads(cfg_path.read_text()).get("train", {})
+            saved = json.loads(cfg_path.read_text())
+            train = saved.get("algo_cfg", saved.get("train", {}))
             if "flight" in train:
                 flight = from_dict(FlightConfig, train["flight"])
     sets = sample_sets(task_cfg, n_sets, seed=seed)

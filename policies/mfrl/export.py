@@ -60,21 +60,7 @@ def export_planner(net: PlannerNet, task_id: str, task_cfg: Any, out_dir: str | 
 
 
 def export_checkpoint(run_dir: str | Path) -> dict[str, float]:
-    """Re-export policy.onnx + policy.json from a run's checkpoint alone (`s2r export` for mfrl runs)."""
-    # Imported here: the runner imports this module for its own export.
-    from s2r.policies.mfrl.estimator import FlyabilityEstimator
-    from s2r.policies.mfrl.runner import CHECKPOINT, config_from_checkpoint, load_checkpoint
-    from s2r.policies.mfrl.sets import sample_sets
+    """Re-export policy.onnx + policy.json from a run's checkpoint alone (`s2r export`, as for any algorithm)."""
+    from s2r.policies.driver import export_run
 
-    run_dir = Path(run_dir)
-    ckpt = load_checkpoint(run_dir / CHECKPOINT)
-    tcfg, cfg = config_from_checkpoint(ckpt)
-    net = PlannerNet(tcfg.max_waypoints, cfg.planner).double()
-    net.load_state_dict(ckpt["net"])
-    est = FlyabilityEstimator(cfg.estimator)
-    est.load(ckpt["estimator"])
-    n = est.counts()
-    parity = sample_sets(tcfg, cfg.export_parity_sets, seed=cfg.seed * 7919 + 4).obs
-    return export_planner(net.eval(), ckpt["task_id"], tcfg, run_dir, parity,
-                          extras={"high_fidelity_evaluations": n["high"], "low_fidelity_evaluations": n["low"],
-                                  "rounds": ckpt["round"]})
+    return export_run(run_dir)

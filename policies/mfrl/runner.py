@@ -1,18 +1,18 @@
-"""`MFRLRunner`: the training loop (fit the estimator, train the policy, query), its config, checkpoints, resume."""
+"""`MFRL`, the registered algorithm "mfrl": one round = fit the estimator, train the policy, query; its config.
+
+The run driver owns the rest (run folder, budget in rounds, bar, TensorBoard, checkpoints, resume, export call).
+"""
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import math
-import os
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from s2r.policies.algorithm import Algorithm, AlgorithmTaskMismatch, RunContext, register_algorithm
 from s2r.policies.mfrl.estimator import (
     HIGH,
     LOW,
@@ -34,11 +34,8 @@ from s2r.policies.mfrl.sets import (
     sample_sets,
     splines_for,
 )
-from s2r.policies.runner import CHECKPOINT, save_atomic
-from s2r.policies.runner import load_checkpoint as _load_any_checkpoint
 from s2r.real.planner import durations_from_actions
 from s2r.real.trajectory import QuadLimits, check_waypoints, feasibility
-from s2r.sim.config import apply_overrides, from_dict, to_dict
 from s2r.sim.quadrotor.flight import FlightConfig, FlightResult, fly
 from torch import nn
 
@@ -48,7 +45,8 @@ class MFRLConfig:
     """A multi-fidelity RL run.
 
     Attributes:
-        rounds: Rounds of (fit estimator, train policy, query) in the run.
+        rounds: Rounds of (fit estimator, train policy, query) in the run when `--steps` does not say; the
+            learning-rate schedule spans the run's round budget.
         policy_steps: Policy gradient steps per round.
         batch_size: Waypoint sets per policy gradient step.
         lr: Adam learning rate of the policy in the first round.
@@ -66,8 +64,7 @@ class MFRLConfig:
             largest time-per-margin trade-off, the constrained optimum is a minimum of the penalised loss).
         lowfi_constraint: Also constrain the exact low-fidelity margin (cheap, differentiable) in training.
         seed: Seed of the task's waypoint draws, the network initialisation and the flights.
-        max_minutes: Wall-clock budget (0: none); the run stops after the round that crosses it.
-        save_every: Rounds between checkpoints.
+        save_every: Rounds between checkpoints (the driver also checkpoints every few minutes).
         torch_threads: Torch threads (0: leave the default). One by default: the tensors are small (a batch of
             waypoint sets, a GP of ~10^3 points) and a second thread mostly spins, badly so on a busy machine.
         export_parity_sets: Observations checked between torch and onnxruntime at export.
@@ -92,7 +89,6 @@ class MFRLConfig:
     penalty: float = 5.0
     lowfi_constraint: bool = True
     seed: int = 0
-    max_minutes: float = 0.0
     save_every: int = 1
     torch_threads: int = 1
     export_parity_sets: int = 64
@@ -102,31 +98,31 @@ class MFRLConfig:
     flight: FlightConfig = field(default_factory=FlightConfig)
 
 
-def _write_json_atomic(obj: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
+@register_algorithm
+class MFRL(Algorithm):
+    """Trains a planning policy against a multi-fidelity reward estimator; `--steps` counts rounds."""
 
+    algo_id = "mfrl"
+    config_cls = MFRLConfig
+    unit = "rounds"
+    postfix = (("val_time_ratio", "time"), ("val_pred_high_ok", "ok"), ("val_low_feasible", "low"), ("high_evals", "hf"))
+    description = "multi-fidelity RL: a waypoint-timing planner trained against a GP reward estimator (quadrotor)"
 
-class MFRLRunner:
-    """Trains a planning policy against a multi-fidelity reward estimator, then exports it.
-
-    Same shape as `OnPolicyRunner`: build, `learn()` (returns a summary with "interrupted"), `close()`.
-    """
-
-    def __init__(self, task_id: str, task_cfg: Any, cfg: MFRLConfig, run_dir: str | Path,
-                 resume_from: str | Path | None = None, progress: bool = True) -> None:
+    def __init__(self, ctx: RunContext) -> None:
         from s2r.sim.tasks.quadrotor import ReplanConfig
 
+        task_id, task_cfg, cfg = ctx.task_id, ctx.task_cfg, ctx.cfg
         if not isinstance(task_cfg, ReplanConfig):
-            raise MFRLError(f"mfrl plans waypoint re-planning tasks ({TASK_ID}); task '{task_id}' has a "
-                            f"{type(task_cfg).__name__}")
+            raise AlgorithmTaskMismatch(f"mfrl plans waypoint re-planning tasks ({TASK_ID}); task '{task_id}' has a "
+                                        f"{type(task_cfg).__name__}")
         if cfg.acquisition.high_budget < cfg.init_high:
             raise MFRLError(f"acquisition.high_budget ({cfg.acquisition.high_budget}) is smaller than init_high "
                             f"({cfg.init_high}); raise the budget or lower init_high")
         self.task_id, self.task_cfg, self.cfg = task_id, task_cfg, cfg
-        self.run_dir = Path(run_dir)
-        self.progress = progress
+        self.run_dir = ctx.run.path
+        self.default_steps = cfg.rounds
+        self.total_rounds = ctx.total or cfg.rounds
+        self.checkpoint_every = cfg.save_every
         self.limits: QuadLimits = task_cfg.limits
         if cfg.torch_threads:
             torch.set_num_threads(cfg.torch_threads)
@@ -140,14 +136,11 @@ class MFRLRunner:
         self.net = PlannerNet(self.k, cfg.planner).double()
         self.opt = torch.optim.Adam(self.net.parameters(), lr=cfg.lr)
         self.estimator = FlyabilityEstimator(cfg.estimator)
-        self.round = 0
-        self.wall_time = 0.0
-        self.history: list[dict[str, float]] = []
-        if resume_from is not None:
-            self._resume(Path(resume_from))
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        _write_json_atomic({"task_id": task_id, "algo": "mfrl", "task": to_dict(task_cfg), "train": to_dict(cfg)},
-                           self.run_dir / "config.json")
+        self.progress = 0
+
+    @property
+    def round(self) -> int:
+        return self.progress
 
     # -- pieces ------------------------------------------------------------------------------------
 
@@ -265,7 +258,7 @@ class MFRLRunner:
         """`policy_steps` Adam steps on minibatches of the training pool."""
         self.net.train()
         cfg = self.cfg
-        progress = self.round / max(cfg.rounds - 1, 1)
+        progress = self.round / max(self.total_rounds - 1, 1)
         lr = cfg.lr * (cfg.lr_final + (1.0 - cfg.lr_final) * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0))))
         for group in self.opt.param_groups:
             group["lr"] = lr
@@ -321,94 +314,37 @@ class MFRLRunner:
             stats["policy_flight_success"] = float(ok[own].mean())
         return stats
 
-    # -- the loop ----------------------------------------------------------------------------------
+    # -- one round ---------------------------------------------------------------------------------
 
-    def learn(self) -> dict[str, Any]:
-        """Run the rounds (or until `max_minutes`, or Ctrl-C), then checkpoint, export and plot.
+    def iterate(self) -> dict[str, float]:
+        """One round: fit the estimator, train the policy, validate, query (the first also bootstraps)."""
+        import time
 
-        Returns:
-            Summary: rounds, queries per fidelity, last validation numbers, export parity, "interrupted".
-        """
-        from torch.utils.tensorboard import SummaryWriter
-        from tqdm import tqdm
-
-        cfg = self.cfg
-        writer = SummaryWriter(str(self.run_dir))
-        bar = tqdm(total=cfg.rounds, initial=self.round, unit="round", disable=not self.progress, dynamic_ncols=True)
-        deadline = time.monotonic() + cfg.max_minutes * 60 if cfg.max_minutes > 0 else float("inf")
-        interrupted = False
-        stats: dict[str, float] = {}
-        try:
-            if len(self.estimator.X) == 0:
-                t0 = time.perf_counter()
-                self.bootstrap()
-                self.wall_time += time.perf_counter() - t0
-            while self.round < cfg.rounds and time.monotonic() < deadline:
-                t0 = time.perf_counter()
-                stats = dict(self.estimator.fit())
-                t1 = time.perf_counter()
-                stats.update(self.train_policy())
-                t2 = time.perf_counter()
-                stats.update(self.validate())
-                stats.update(self.acquire())
-                t3 = time.perf_counter()
-                n = self.estimator.counts()
-                self.round += 1
-                self.wall_time += t3 - t0
-                stats.update({"high_evals": float(n["high"]), "low_evals": float(n["low"]),
-                              "fit_fraction": (t1 - t0) / (t3 - t0), "policy_fraction": (t2 - t1) / (t3 - t0)})
-                for key, v in stats.items():
-                    writer.add_scalar(f"mfrl/{key}", v, self.round)
-                self.history.append({"round": self.round, "wall_time": self.wall_time, **stats})
-                bar.update(1)
-                bar.set_postfix({"time": f"{stats['val_time_ratio']:.3f}", "ok": f"{stats['val_pred_high_ok']:.2f}",
-                                 "low": f"{stats['val_low_feasible']:.2f}", "hf": n["high"]}, refresh=False)
-                if self.round % cfg.save_every == 0:
-                    self.save()
-        except KeyboardInterrupt:
-            interrupted = True
-            bar.write("interrupted: saving a checkpoint and exporting the current planner")
-        finally:
-            bar.close()
-            writer.close()
-        self.save()
-        parity = self.export()
-        self.plot()
+        t0 = time.perf_counter()
+        if len(self.estimator.X) == 0:
+            self.bootstrap()
+        stats = dict(self.estimator.fit())
+        t1 = time.perf_counter()
+        stats.update(self.train_policy())
+        t2 = time.perf_counter()
+        stats.update(self.validate())
+        stats.update(self.acquire())
+        t3 = time.perf_counter()
         n = self.estimator.counts()
-        return {"task_id": self.task_id, "algo": "mfrl", "run_dir": str(self.run_dir), "rounds": self.round,
-                "wall_time_s": self.wall_time, "interrupted": interrupted, "high_fidelity_evaluations": n["high"],
-                "low_fidelity_evaluations": n["low"], "export": parity,
-                **{k: stats.get(k) for k in ("val_time_ratio", "val_pred_high_ok", "val_low_feasible")}}
+        self.progress += 1
+        stats.update({"high_evals": float(n["high"]), "low_evals": float(n["low"]),
+                      "fit_fraction": (t1 - t0) / (t3 - t0), "policy_fraction": (t2 - t1) / (t3 - t0)})
+        return stats
 
-    def save(self) -> Path:
-        """Atomically write the checkpoint and history.json."""
-        path = self.run_dir / CHECKPOINT
-        save_atomic({
-            "format": 1,
-            "algo": "mfrl",
-            "task_id": self.task_id,
-            "task_cfg": to_dict(self.task_cfg),
-            "train_cfg": to_dict(self.cfg),
-            "net": self.net.state_dict(),
-            "optim": self.opt.state_dict(),
-            "estimator": self.estimator.state(),
-            "round": self.round,
-            "wall_time": self.wall_time,
-            "history": self.history,
-            "torch_rng": torch.get_rng_state(),
-            "np_rng": self.rng.bit_generator.state,
-        }, path)
-        _write_json_atomic(self.history, self.run_dir / "history.json")
-        return path
+    def state_dict(self) -> dict[str, Any]:
+        return {"net": self.net.state_dict(), "optim": self.opt.state_dict(), "estimator": self.estimator.state(),
+                "np_rng": self.rng.bit_generator.state}
 
-    def _resume(self, path: Path) -> None:
-        ckpt = load_checkpoint(path, self.task_id)
-        self.net.load_state_dict(ckpt["net"])
-        self.opt.load_state_dict(ckpt["optim"])
-        self.estimator.load(ckpt["estimator"])
-        self.round, self.wall_time, self.history = ckpt["round"], ckpt["wall_time"], ckpt["history"]
-        torch.set_rng_state(ckpt["torch_rng"])
-        self.rng.bit_generator.state = ckpt["np_rng"]
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.net.load_state_dict(state["net"])
+        self.opt.load_state_dict(state["optim"])
+        self.estimator.load(state["estimator"])
+        self.rng.bit_generator.state = state["np_rng"]
 
     def export(self) -> dict[str, float]:
         """policy.onnx + policy.json into the run folder, checked against onnxruntime."""
@@ -418,16 +354,16 @@ class MFRLRunner:
                               extras={"high_fidelity_evaluations": n["high"], "low_fidelity_evaluations": n["low"],
                                       "rounds": self.round})
 
-    def plot(self) -> Path | None:
+    def plot(self, history: list[dict[str, Any]], path: Path) -> bool:
         """learning_curve.png: time ratio, predicted and flown success, flights used, per round."""
-        if not self.history:
-            return None
+        if not history:
+            return False
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        h = self.history
+        h = [{**x, "round": x["progress"]} for x in history]
         r = [x["round"] for x in h]
         fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
         axes[0].plot(r, [x["val_time_ratio"] for x in h])
@@ -450,73 +386,13 @@ class MFRLRunner:
             ax.grid(alpha=0.3)
         fig.suptitle(f"{self.task_id} (mfrl): {h[-1]['high_evals']:.0f} flights, {h[-1]['wall_time'] / 60:.1f} min")
         fig.tight_layout()
-        path = self.run_dir / "learning_curve.png"
         fig.savefig(path, dpi=100)
         plt.close(fig)
-        return path
-
-    def close(self) -> None:
-        """Nothing native to release (kept for the CLI's runner interface)."""
+        return True
 
 
 def load_checkpoint(path: str | Path, task_id: str | None = None) -> dict[str, Any]:
     """Load an mfrl checkpoint; refuses another algorithm's or another task's, naming it."""
-    ckpt = _load_any_checkpoint(Path(path), task_id)
-    if ckpt.get("algo") != "mfrl":
-        raise MFRLError(f"{path} was not written by mfrl (algo {ckpt.get('algo', 'ppo')!r}); resume it with its own algorithm")
-    return ckpt
+    from s2r.policies.driver import load_checkpoint as load_any
 
-
-def config_from_checkpoint(ckpt: dict[str, Any]) -> tuple[Any, MFRLConfig]:
-    """(task config, MFRLConfig) a checkpoint was written with."""
-    from s2r.sim.tasks.quadrotor import ReplanConfig
-
-    return from_dict(ReplanConfig, ckpt["task_cfg"]), from_dict(MFRLConfig, ckpt["train_cfg"])
-
-
-def replace_budget(cfg: MFRLConfig, rounds: int | None, minutes: float | None) -> MFRLConfig:
-    """Apply a round count (`s2r train --steps`) and a wall-clock budget (`--minutes`) to a config."""
-    kw: dict[str, Any] = {}
-    if rounds is not None:
-        kw["rounds"] = int(rounds)
-    if minutes is not None:
-        kw["max_minutes"] = float(minutes)
-    return dataclasses.replace(cfg, **kw)
-
-
-def build_runner(task_id: str | None, run_dir: str | Path | None = None, *, runs_root: str | Path = "runs",
-                 task_overrides: dict[str, Any] | None = None, train_overrides: dict[str, Any] | None = None,
-                 resume_from: str | Path | None = None, seed: int | None = None, rounds: int | None = None,
-                 minutes: float | None = None, progress: bool = True) -> MFRLRunner:
-    """Everything `s2r train <task> --algo mfrl` needs, in one call.
-
-    Args:
-        task_id: Registered task id (None only when resuming: the checkpoint names it).
-        run_dir: Run folder (default runs_root/<task>/<timestamp>; the checkpoint's folder when resuming).
-        runs_root: Root of run folders.
-        task_overrides: Dotted task-config overrides (`--set`), ignored when resuming.
-        train_overrides: Dotted `MFRLConfig` overrides (`--train-set`), e.g. {"acquisition.high_budget": 200}.
-        resume_from: A checkpoint.pt to continue (its task and configs are used).
-        seed: Seed (ignored when resuming).
-        rounds: Round budget (`--steps`), see `replace_budget`.
-        minutes: Wall-clock budget (`--minutes`).
-        progress: Show a progress bar.
-
-    Raises:
-        MFRLError, CheckpointError, ConfigError, UnknownTaskError: with a message naming what to fix.
-    """
-    from s2r.sim import task_config
-
-    if resume_from is not None:
-        ckpt = load_checkpoint(resume_from, task_id)
-        task_id = ckpt["task_id"]
-        tcfg, cfg = config_from_checkpoint(ckpt)
-        run_dir = Path(resume_from).parent if run_dir is None else run_dir
-    else:
-        if not task_id:
-            raise MFRLError("mfrl needs a task id (e.g. Crazyflie-Replan-Waypoints), or a checkpoint to resume")
-        tcfg = task_config(task_id, task_overrides or {})
-        cfg = MFRLConfig() if seed is None else MFRLConfig(seed=seed)
-        run_dir = Path(runs_root) / task_id / time.strftime("%Y%m%d-%H%M%S") if run_dir is None else run_dir
-    cfg = replace_budget(apply_overrides(cfg, train_overrides or {}), rounds, minutes)
-    return MFRLRunner(task_id, tcfg, cfg, Path(run_dir), resume_from=resume_from, progress=progress)
+    return load_any(Path(path), task_id, "mfrl")

@@ -15,16 +15,15 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
+from s2r.policies.algorithm import AlgorithmTaskMismatch
+from s2r.policies.driver import Budget, CheckpointError, RunDriver, RunSpec, new_run_spec, resume_run_spec
 from s2r.policies.mfrl import (
     TASK_ID,
     MFRLConfig,
     MFRLError,
-    MFRLRunner,
     PlannerNet,
     PlannerNetConfig,
     WaypointSets,
-    build_runner,
-    config_from_checkpoint,
     evaluate_planner,
     export_checkpoint,
     high_fidelity_score,
@@ -47,7 +46,6 @@ from s2r.policies.mfrl.estimator import (
     torch_min_snap,
     trajectory_features,
 )
-from s2r.policies.runner import CheckpointError
 from s2r.real.metadata import load_metadata
 from s2r.real.planner import Planner, PlannerError, durations_from_actions, encode_obs, stretch_to_feasible, time_scaled
 from s2r.real.trajectory import PolySpline, TrajectoryError, feasibility, min_snap
@@ -80,9 +78,12 @@ def one_torch_thread() -> Iterator[None]:
 def tiny_planner(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     """A planner trained for two rounds; treat as read-only."""
     run_dir = tmp_path_factory.mktemp("mfrl") / "run"
-    runner = MFRLRunner(TASK_ID, TASK, _tiny_config(), run_dir, progress=False)
-    result = runner.learn()
-    runner.close()
+    spec = RunSpec(algo="mfrl", task_id=TASK_ID, task_cfg=TASK, cfg=_tiny_config(), budget=Budget(steps=2))
+    driver = RunDriver(spec, run_dir, progress=False)
+    try:
+        result = driver.learn()
+    finally:
+        driver.close()
     return run_dir, result
 
 
@@ -233,28 +234,28 @@ def test_closed_form_acquisition_equals_botorch_integrated_variance(estimator: F
 
 def test_tiny_run_plans_faster_than_the_heuristic_and_stays_feasible(tiny_planner: tuple[Path, dict]) -> None:
     run_dir, result = tiny_planner
-    assert result["rounds"] == 2 and not result["interrupted"]
-    assert result["high_fidelity_evaluations"] <= 24  # the budget, bootstrap included
+    assert result["progress"] == 2 and result["unit"] == "rounds" and not result["interrupted"]
+    assert result["high_evals"] <= 24  # the budget, bootstrap included
     for name in ("checkpoint.pt", "history.json", "config.json", "policy.onnx", "policy.json", "learning_curve.png"):
         assert (run_dir / name).is_file(), name
     ckpt = load_checkpoint(run_dir / "checkpoint.pt", TASK_ID)
-    fids = ckpt["estimator"]["X"][:, -1]
-    assert int((fids == HIGH).sum()) == result["high_fidelity_evaluations"]
+    fids = ckpt["state"]["estimator"]["X"][:, -1]
+    assert int((fids == HIGH).sum()) == result["high_evals"]
     acquired = [(h["queries_low"], h["queries_high"]) for h in ckpt["history"]]
     assert sum(q[0] for q in acquired) > 0 and sum(q[1] for q in acquired) > 0  # both fidelities chosen
     ev = evaluate_planner(run_dir, n_sets=12, seed=4242, fly_baselines=False, timing_repeats=1)
     assert ev["time_vs_heuristic"] < 0.85, ev
     assert ev["low_fidelity_feasible"] == 1.0 and ev["low_fidelity_feasible_raw"] >= 0.75, ev
     assert ev["high_fidelity_success"] >= 0.75, ev
-    assert ev["high_fidelity_evaluations"] == result["high_fidelity_evaluations"]
+    assert ev["high_fidelity_evaluations"] == result["high_evals"]
     assert is_planner_run(run_dir)
 
 
 def test_onnx_parity_and_metadata(tiny_planner: tuple[Path, dict]) -> None:
     run_dir, _ = tiny_planner
     ckpt = load_checkpoint(run_dir / "checkpoint.pt", TASK_ID)
-    net = PlannerNet(TASK.max_waypoints, config_from_checkpoint(ckpt)[1].planner).double()
-    net.load_state_dict(ckpt["net"])
+    net = PlannerNet(TASK.max_waypoints, resume_run_spec(run_dir).cfg.planner).double()
+    net.load_state_dict(ckpt["state"]["net"])
     obs = sample_sets(TASK, 32, seed=999).obs
     with torch.no_grad():
         want = net(torch.from_numpy(obs).double()).numpy()
@@ -327,18 +328,20 @@ def test_resume_with_a_logged_real_flight_then_reexport(tiny_planner: tuple[Path
     copy = tmp_path / "run"
     shutil.copytree(run_dir, copy)
     before = load_checkpoint(copy / "checkpoint.pt")
-    runner = build_runner(None, resume_from=copy / "checkpoint.pt", rounds=3, progress=False)
+    driver = RunDriver(resume_run_spec(copy, budget=Budget(steps=3)), copy, resume=True, progress=False)
+    runner = driver.algo
     # A third fidelity: a logged real flight of one plan (2 cm off its reference: a success).
     w = sample_sets(TASK, 1, seed=31).set(0)
     d = sample_sets(TASK, 1, seed=31).heuristic[0, : len(w) - 1] * 0.7
     results = read_flight_log(_real_flight_log(tmp_path / "log.csv", min_snap(w, d), 0.02))
     assert runner.add_logged_flights([w], [d], results) == 1
-    out = runner.learn()
-    assert out["rounds"] == 3 and len(runner.history) == 3
-    n_before = len(before["estimator"]["X"])
-    assert torch.equal(runner.estimator.X[:n_before], before["estimator"]["X"])
+    out = driver.learn()
+    driver.close()
+    assert out["progress"] == 3 and len(driver.history) == 3
+    n_before = len(before["state"]["estimator"]["X"])
+    assert torch.equal(runner.estimator.X[:n_before], before["state"]["estimator"]["X"])
     assert runner.estimator.counts()["real"] == 1 and float(runner.estimator.X[n_before, -1]) == REAL
-    assert out["high_fidelity_evaluations"] <= 24
+    assert out["high_evals"] <= 24
     with pytest.raises(CheckpointError, match="trained on task"):
         load_checkpoint(copy / "checkpoint.pt", "Go1-Velocity-Flat")
     with pytest.raises(MFRLError, match="one of each"):
@@ -351,13 +354,13 @@ def test_resume_with_a_logged_real_flight_then_reexport(tiny_planner: tuple[Path
     assert len(summary_lines(ev)) == 8
 
 
-def test_build_runner_refuses_bad_configs_clearly(tmp_path: Path) -> None:
+def test_bad_mfrl_runs_are_refused_clearly(tmp_path: Path) -> None:
     from s2r.sim.config import ConfigError
 
     with pytest.raises(ConfigError, match="high_budjet"):
-        build_runner(TASK_ID, tmp_path / "a", train_overrides={"acquisition.high_budjet": 10})
-    with pytest.raises(MFRLError, match="waypoint re-planning"):
-        build_runner("Puck-Velocity-Flat", tmp_path / "b")
+        new_run_spec("mfrl", TASK_ID, algo_overrides={"acquisition.high_budjet": 10})
+    with pytest.raises(AlgorithmTaskMismatch, match="waypoint re-planning"):
+        RunDriver(new_run_spec("mfrl", "Puck-Velocity-Flat"), tmp_path / "b")
     with pytest.raises(MFRLError, match="smaller than init_high"):
-        build_runner(TASK_ID, tmp_path / "c", train_overrides={"acquisition.high_budget": 4})
+        RunDriver(new_run_spec("mfrl", TASK_ID, algo_overrides={"acquisition.high_budget": 4}), tmp_path / "c")
     assert not any(tmp_path.iterdir())  # a refused config leaves no run folder behind
