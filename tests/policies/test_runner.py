@@ -151,3 +151,27 @@ def test_killed_during_a_checkpoint_write_the_previous_checkpoint_still_loads(ti
     res = train(spec, run, resume=True, progress=False)
     assert res["resumed"].startswith(f"resumed from the checkpoint at {good['progress']:,}")
     assert load_checkpoint(run / CHECKPOINT)["progress"] == good["progress"] + PER_ITER
+
+
+def test_a_run_from_before_the_driver_resumes_or_is_refused_with_a_reason(tiny_run_copy: Path, tmp_path: Path,
+                                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    # A PPO run as the earlier version wrote it: format-1 checkpoint, config.json with a "train" section.
+    run = tiny_run_copy
+    new = torch.load(run / CHECKPOINT, weights_only=False)
+    cfg = json.loads((run / "config.json").read_text())
+    torch.save({"format": 1, "task_id": TINY_TASK, "task_cfg": cfg["task"], "train_cfg": cfg["algo_cfg"],
+                "algo": new["state"]["algo"], "iteration": 2, "env_steps": 2 * PER_ITER, "wall_time": new["wall_time"],
+                "history": new["history"], "torch_rng": new["torch_rng"]}, run / CHECKPOINT)
+    (run / "config.json").write_text(json.dumps({"task_id": TINY_TASK, "task": cfg["task"], "train": {
+        **cfg["algo_cfg"], "max_env_steps": 2 * PER_ITER, "max_minutes": 0.0}}))
+    assert main(["train", "--resume", str(run), "--steps", str(3 * PER_ITER), "--no-progress"]) == 0
+    assert load_checkpoint(run / CHECKPOINT)["progress"] == 3 * PER_ITER
+    # A residual run of the earlier version carried its state in its own layout: refused, saying why.
+    old = tmp_path / "old_residual"
+    old.mkdir()
+    (old / "config.json").write_text(json.dumps({"task_id": "Panda-Lift-Cube", "task": {}, "residual": {}, "base": "x"}))
+    torch.save({"task_id": "Panda-Lift-Cube", "kind": "residual", "learner": {}}, old / CHECKPOINT)
+    capsys.readouterr()
+    assert main(["train", "--resume", str(old), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "written before the run driver" in err and "start a new run" in err and "Traceback" not in err
