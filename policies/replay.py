@@ -15,26 +15,17 @@ transition holds its observation and its next observation separately (they are n
 episode end the next observation is the final one, not the next row's), so an 84x84x3 image group costs
 2 x 21,168 = 42,336 bytes per transition (about 4.2 GB per 100k transitions) plus the vectors.
 
-Disk format (`directory=`), version 2. `meta.json` names every observation group with its shape and dtype
-(`"groups": {"policy": {"shape": [20], "dtype": "float32"}, ...}`), the action dim and `num_envs`. Steps
-are appended to `chunk_00000000.bin`, `chunk_00000001.bin`, ... Each file is a plain sequence of records,
-one per `add`. A record starts with the fixed part in the numpy structured dtype of `record_dtype()`
-(little-endian): a magic number, a CRC-32 of the rest of the record, a session number, then every float
-field of the step (observations, action, reward, terminated, truncated, next observations). With uint8
-groups the fixed part also holds `blob_bytes`, and that many bytes follow it: one zlib stream of the uint8
-groups in spec order, each as its (num_envs, *shape) observations then next observations; the CRC covers
-them, and a record is self-contained (no frame refers to another record), so dropping one loses one step.
-Rendered scenes with flat regions compress several times over (see the tests). A new chunk starts every
-`chunk_bytes`; whole chunks that the ring has already overwritten are deleted, so the disk holds about
-`capacity` transitions plus one chunk. Version 1 (float vectors only, `"obs_dims"` in meta.json) has the
-same records and is still read.
+Disk format (`directory=`): `meta.json` with every group's shape and dtype, then chunk files of records,
+one per `add`, each with a magic number and a CRC-32; uint8 groups are zlib-compressed inside their record
+(`s2r.policies.replay_records` documents the layout). A new chunk starts every `chunk_bytes`; whole chunks
+that the ring has already overwritten are deleted, so the disk holds about `capacity` transitions plus one
+chunk. Rendered scenes compress about 10x (84x84 Panda frames, see the tests).
 
 Durability. Each record goes to the OS in a single unbuffered write as soon as `add` is called, so a killed
 process (SIGKILL, OOM, crash) loses nothing that `add` returned from. It is not fsync'ed: a power cut can
 lose the last seconds. `sync()` fsyncs; call it where a checkpoint is written. A record torn by a kill in
 the middle of a write is detected (short length or wrong CRC), dropped with a warning, and cut off the file
-so that appending continues on a record boundary; after a damaged record of variable length, reading
-resumes at the next magic number whose record passes its CRC. Re-opening bumps the session number:
+so that appending continues on a record boundary. Re-opening bumps the session number:
 episodes that were running when the previous process stopped are treated as truncated there, so n-step
 returns never chain across a restart.
 """
@@ -42,10 +33,8 @@ returns never chain across a restart.
 from __future__ import annotations
 
 import json
-import math
 import os
 import warnings
-import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,17 +42,22 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+from s2r.policies.replay_records import (
+    FORMAT,
+    MAGIC,
+    VERSION,
+    decode_blobs,
+    encode_record,
+    fsync_dir,
+    group_specs,
+    meta_groups,
+    record_dtype,
+    scan_chunk,
+    transition_bytes,
+)
 
 if TYPE_CHECKING:
     from s2r.real.episodes import Episode
-
-FORMAT = "s2r-replay"
-VERSION = 2
-MAGIC = 0x53325250  # "S2RP"
-_MAGIC_BYTES = MAGIC.to_bytes(4, "little")
-DTYPES = ("float32", "uint8")
-
-GroupSpec = tuple[tuple[int, ...], str]  # (shape of one observation, dtype name)
 
 
 @dataclass(frozen=True)
@@ -82,47 +76,6 @@ class Batch:
 
     def __len__(self) -> int:
         return self.action.shape[0]
-
-
-def group_specs(obs_dims: Mapping[str, int | Iterable[int]],
-                obs_dtypes: Mapping[str, str] | None = None) -> dict[str, GroupSpec]:
-    """Group -> (shape, dtype): an int is a float32 vector; a shape takes its dtype from `obs_dtypes`.
-
-    Groups of `obs_dtypes` that `obs_dims` does not name are ignored (an env's full dtype map may be passed).
-    """
-    out: dict[str, GroupSpec] = {}
-    for g, s in obs_dims.items():
-        shape = (int(s),) if isinstance(s, int | np.integer) else tuple(int(v) for v in s)
-        dtype = str((obs_dtypes or {}).get(g, "float32"))
-        if dtype not in DTYPES or not shape or min(shape) < 1:
-            raise ValueError(f"observation group '{g}' is {shape} {dtype}; the replay buffer holds non-empty "
-                             f"shapes of dtype {' or '.join(DTYPES)}")
-        out[g] = (shape, dtype)
-    return out
-
-
-def record_dtype(obs_dims: Mapping[str, int | Iterable[int]], action_dim: int, num_envs: int,
-                 obs_dtypes: Mapping[str, str] | None = None) -> np.dtype:
-    """The numpy structured dtype of the fixed part of one on-disk record (one `add` call). Documents the format.
-
-    uint8 groups are not in it: they follow it compressed, `blob_bytes` long (see the module docstring).
-    """
-    specs = group_specs(obs_dims, obs_dtypes)
-    floats = {g: s for g, (s, dt) in specs.items() if dt == "float32"}
-    fields: list[tuple] = [("magic", "<u4"), ("crc", "<u4"), ("session", "<u4")]
-    if len(floats) < len(specs):
-        fields.append(("blob_bytes", "<u4"))
-    fields += [(f"obs/{g}", "<f4", (num_envs, *s)) for g, s in floats.items()]
-    fields += [("action", "<f4", (num_envs, action_dim)), ("reward", "<f4", (num_envs,)),
-               ("terminated", "u1", (num_envs,)), ("truncated", "u1", (num_envs,))]
-    fields += [(f"next_obs/{g}", "<f4", (num_envs, *s)) for g, s in floats.items()]
-    return np.dtype(fields)
-
-
-def transition_bytes(specs: Mapping[str, GroupSpec], action_dim: int) -> int:
-    """RAM one transition takes in a `ReplayBuffer` (observation + next observation + action, reward, flags)."""
-    obs = sum(math.prod(s) * np.dtype(dt).itemsize for s, dt in specs.values())
-    return 2 * obs + 4 * action_dim + 4 + 1 + 1
 
 
 class ReplayBuffer:
@@ -229,14 +182,8 @@ class ReplayBuffer:
             return
         recs["magic"], recs["session"] = MAGIC, self._session
         for k in range(len(recs)):
-            blob = b""
-            if self._blob_keys:
-                blob = zlib.compress(b"".join(images[key][k].tobytes() for key in self._blob_keys),
-                                     self.compress_level)
-                recs["blob_bytes"][k] = len(blob)
-            raw = bytearray(recs[k].tobytes())
-            raw[4:8] = zlib.crc32(blob, zlib.crc32(raw[8:])).to_bytes(4, "little")
-            self._append(bytes(raw) + blob)
+            self._append(encode_record(recs[k:k + 1], [images[key][k] for key in self._blob_keys],
+                                       self.compress_level))
 
     def _store(self, recs: np.ndarray, session_break: np.ndarray | None = None,
                images: Mapping[str, np.ndarray] | None = None) -> None:
@@ -374,7 +321,7 @@ class ReplayBuffer:
         """fsync the open chunk file (and the directory): survive a power cut, not only a process kill."""
         if self._file is not None:
             os.fsync(self._file.fileno())
-            _fsync_dir(self.directory)
+            fsync_dir(self.directory)
 
     def close(self) -> None:
         """Close the chunk file (transitions already added are on disk either way)."""
@@ -407,7 +354,7 @@ class ReplayBuffer:
             tmp = d / "meta.json.tmp"
             tmp.write_text(json.dumps(self._meta(), indent=2) + "\n")
             os.replace(tmp, meta_path)
-            _fsync_dir(d)
+            fsync_dir(d)
             self._session = 0
         if not self._chunks:
             self._new_chunk()
@@ -418,10 +365,7 @@ class ReplayBuffer:
         if meta.get("format") != FORMAT or meta.get("version") not in (1, VERSION):
             raise ValueError(f"{self.directory} is not an s2r replay buffer of format version 1 or {VERSION} "
                              f"(meta.json says {meta.get('format')} v{meta.get('version')})")
-        if meta["version"] == 1:  # float vectors only
-            have = {g: ((int(d),), "float32") for g, d in meta.get("obs_dims", {}).items()}
-        else:
-            have = {g: (tuple(v["shape"]), v["dtype"]) for g, v in meta.get("groups", {}).items()}
+        have = meta_groups(meta)
         diffs = []
         for g in dict.fromkeys([*have, *self.specs]):
             there = "absent" if g not in have else f"{have[g][0]} {have[g][1]}"
@@ -442,20 +386,20 @@ class ReplayBuffer:
         parts, blobs, positions, offset = [], [], [], 0
         for i, path in enumerate(paths):
             raw = path.read_bytes()
-            recs, blob, pos, end, slots, corrupt, torn = self._scan(raw)
-            if torn or corrupt:
-                warnings.warn(f"replay chunk {path}: dropped {corrupt} corrupt record(s) and {torn} byte(s) "
+            scan = scan_chunk(raw, self._dtype)
+            if scan.torn or scan.corrupt:
+                warnings.warn(f"replay chunk {path}: dropped {scan.corrupt} corrupt record(s) and {scan.torn} byte(s) "
                               "of a torn record (the writing process was probably killed mid-write)", stacklevel=3)
             size = len(raw)
-            if i == len(paths) - 1 and end < len(raw):
+            if i == len(paths) - 1 and scan.end < len(raw):
                 # Cut the damaged tail so that new records start on a record boundary.
-                os.truncate(path, end)
-                size = end
-            parts.append(recs)
-            blobs += blob
-            positions.append(offset + pos)
-            offset += slots
-            self._chunks.append([path, len(recs), size])
+                os.truncate(path, scan.end)
+                size = scan.end
+            parts.append(scan.records)
+            blobs += scan.blobs
+            positions.append(offset + scan.index)
+            offset += scan.slots
+            self._chunks.append([path, len(scan.records), size])
         if not parts or sum(len(p) for p in parts) == 0:
             return 0
         recs = np.concatenate(parts)
@@ -472,61 +416,9 @@ class ReplayBuffer:
         start = max(0, len(recs) - self.steps)
         for a in range(start, len(recs), 64):
             b = min(a + 64, len(recs))
-            self._store(recs[a:b], brk[a:b], self._decode(blobs[a:b]))
+            frames = decode_blobs(blobs[a:b], [(self.num_envs, *self.specs[k.split("/", 1)[1]][0]) for k in self._blob_keys])
+            self._store(recs[a:b], brk[a:b], dict(zip(self._blob_keys, frames, strict=True)))
         return session
-
-    def _scan(self, raw: bytes) -> tuple[np.ndarray, list, np.ndarray, int, int, int, int]:
-        """Intact records of one chunk file.
-
-        Returns:
-            (fixed parts, image blobs, record index of each, end offset of the last intact record,
-            record slots the file spans, corrupt records, bytes of a torn tail).
-        """
-        rb = self._dtype.itemsize
-        if not self._blob_keys:  # fixed-size records: check them all at once
-            whole = len(raw) // rb
-            recs = np.frombuffer(raw[: whole * rb], self._dtype)
-            crc_ok = [zlib.crc32(raw[k * rb + 8:(k + 1) * rb]) == c for k, c in enumerate(recs["crc"].tolist())]
-            ok = (recs["magic"] == MAGIC) & np.array(crc_ok, bool).reshape(-1)
-            idx = np.flatnonzero(ok)
-            end = int(idx[-1] + 1) * rb if len(idx) else 0
-            return recs[ok], [], idx, end, whole, int((~ok).sum()), len(raw) - whole * rb
-        view = memoryview(raw)
-        heads, blobs, idx = [], [], []
-        at, slot, corrupt, end = 0, 0, 0, 0
-        while at + rb <= len(raw):
-            head = np.frombuffer(raw, self._dtype, 1, at)
-            n = rb + int(head["blob_bytes"][0])
-            if (head["magic"][0] == MAGIC and at + n <= len(raw)
-                    and zlib.crc32(view[at + 8:at + n]) == int(head["crc"][0])):
-                corrupt += at > end  # damaged bytes were skipped to get here
-                heads.append(head)
-                blobs.append(view[at + rb:at + n])
-                idx.append(slot + (at > end))
-                slot = idx[-1] + 1
-                at = end = at + n
-                continue
-            # Damaged: resume at the next magic number; a false match inside image bytes fails its CRC.
-            at = raw.find(_MAGIC_BYTES, at + 1)
-            if at < 0:
-                break
-        torn = len(raw) - end
-        if torn >= rb:  # a whole record that fails its CRC is corrupt, not torn
-            head = np.frombuffer(raw, self._dtype, 1, end)
-            if head["magic"][0] == MAGIC and rb + int(head["blob_bytes"][0]) == torn:
-                corrupt, torn = corrupt + 1, 0
-        recs = np.concatenate(heads) if heads else np.zeros(0, self._dtype)
-        return recs, blobs, np.array(idx, np.int64), end, slot + (end < len(raw)), corrupt, torn
-
-    def _decode(self, blobs: list) -> dict[str, np.ndarray]:
-        """Image blobs of k records -> key -> (k, num_envs, *shape) uint8."""
-        sizes = [self.num_envs * math.prod(self.specs[key.split("/", 1)[1]][0]) for key in self._blob_keys]
-        flat = np.frombuffer(b"".join(zlib.decompress(b) for b in blobs), np.uint8).reshape(len(blobs), sum(sizes))
-        out, a = {}, 0
-        for key, size in zip(self._blob_keys, sizes, strict=True):
-            out[key] = flat[:, a:a + size].reshape(len(blobs), self.num_envs, *self.specs[key.split("/", 1)[1]][0])
-            a += size
-        return out
 
     def _new_chunk(self) -> None:
         assert self.directory is not None
@@ -571,13 +463,3 @@ def sample_mixed(online: ReplayBuffer, demo: ReplayBuffer | None, batch_size: in
 
 def _np(x: np.ndarray | torch.Tensor) -> np.ndarray:
     return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
-
-
-def _fsync_dir(path: Path | None) -> None:
-    if path is None:
-        return
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
