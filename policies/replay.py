@@ -223,6 +223,7 @@ class ReplayBuffer:
 
         The reward sum stops early at an episode end (terminated or truncated) and at the newest stored step;
         `discount` is gamma^k for the k rewards used, times 0 if the last one terminated the episode.
+        Every group comes back in its own dtype: float32 (batch, dim) vectors, uint8 (batch, H, W, C) images.
         """
         if self._size == 0:
             raise RuntimeError("cannot sample from an empty ReplayBuffer")

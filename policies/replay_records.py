@@ -15,7 +15,8 @@ Version 1 (float vectors only, `"obs_dims": {group: dim}` in meta.json) has the 
 Damage. Fixed-size records (no uint8 group) are checked all at once; a bad one is skipped. Records with a
 blob are walked in order; after a damaged one, reading resumes at the next magic number whose record
 passes its CRC (a false match inside image bytes fails it). Bytes after the last intact record are a torn
-tail when shorter than the record their header announces (a kill mid-write), corrupt otherwise.
+tail when shorter than the record their header announces (a kill mid-write), corrupt otherwise. A run of
+adjacent damaged records with a blob is reported as one corrupt record (their count is not knowable).
 """
 
 from __future__ import annotations

@@ -135,6 +135,22 @@ def test_flipped_image_byte_and_torn_tail_are_dropped(tmp_path: Path) -> None:
     buf.close()
 
 
+@pytest.mark.parametrize("where", ["magic", "blob_bytes low", "blob_bytes high", "last blob byte"])
+def test_damage_anywhere_in_a_middle_record_drops_that_record_only(tmp_path: Path, where: str) -> None:
+    with ReplayBuffer(SHAPES, 1, capacity=100, num_envs=2, directory=tmp_path, obs_dtypes=DTYPES) as buf:
+        _fill(buf, 6)
+    chunk = next(tmp_path.glob("chunk_*.bin"))
+    start, n = _offsets(chunk, SHAPES, 2)[3]
+    at = {"magic": 1, "blob_bytes low": 12, "blob_bytes high": 15, "last blob byte": n - 1}[where]
+    raw = bytearray(chunk.read_bytes())
+    raw[start + at] ^= 0x5A
+    chunk.write_bytes(bytes(raw))
+    with pytest.warns(UserWarning, match=r"dropped 1 corrupt record\(s\) and 0 byte\(s\)"):
+        buf = ReplayBuffer(SHAPES, 1, capacity=100, num_envs=2, directory=tmp_path, obs_dtypes=DTYPES)
+    assert _check_batch(buf.sample(300, generator=torch.Generator().manual_seed(0))) == {0, 1, 2, 4, 5}
+    buf.close()
+
+
 _N, _S = 64, 128  # 64 envs of 128x128x3 frames, stored (level 0): 6 MB a record, so kills can land in write()
 _SPEC = {"policy": 2, "image": (_S, _S, 3)}
 _WRITER = textwrap.dedent(f"""
