@@ -122,7 +122,7 @@ class OffPolicyLearner:
     """Actor + critic ensemble + target critics + optimisers; `act` for collection, `update` for learning.
 
     Args:
-        obs_dims: observation group -> dim (as the env and the replay buffer hold them).
+        obs_dims: observation group -> dim, or shape (as `env.obs_shapes`); the groups it reads must be vectors.
         action_dim: env action size.
         cfg: hyper-parameters.
         compose: maps (actor output, raw obs) to the env action; default identity.
@@ -130,22 +130,24 @@ class OffPolicyLearner:
             outputs (deterministic; tanh is applied) or `2 * action_dim` (stochastic: mean, log-std pre-tanh).
         obs_stats: fixed normalisation, group -> (mean, std); groups left out are not normalised.
         device: where the networks live; batches are moved there.
+        obs_dtypes: group -> "float32" (default) or "uint8"; groups it does not read may be anything.
+
+    Raises:
+        ValueError: a group it reads is missing, or is not a float32 vector (an image needs an encoder).
     """
 
-    def __init__(self, obs_dims: Mapping[str, int], action_dim: int, cfg: OffPolicyConfig, *,
+    def __init__(self, obs_dims: Mapping[str, int | tuple[int, ...]], action_dim: int, cfg: OffPolicyConfig, *,
                  compose: Compose | None = None, actor: nn.Module | None = None,
                  obs_stats: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
-                 device: str | torch.device = "cpu") -> None:
-        for g in (*cfg.actor_obs, *cfg.critic_obs):
-            if g not in obs_dims:
-                raise ValueError(f"observation group '{g}' is not provided by the env (it has {sorted(obs_dims)})")
+                 device: str | torch.device = "cpu", obs_dtypes: Mapping[str, str] | None = None) -> None:
+        dims = _vector_dims(type(self).__name__, obs_dims, obs_dtypes or {}, (*cfg.actor_obs, *cfg.critic_obs))
         self.cfg = cfg
         self.device = torch.device(device)
         self.action_dim = action_dim
         self.compose = compose or identity_compose
         self.stochastic = cfg.actor == "stochastic"
-        actor_dim = sum(obs_dims[g] for g in cfg.actor_obs)
-        critic_dim = sum(obs_dims[g] for g in cfg.critic_obs)
+        actor_dim = sum(dims[g] for g in cfg.actor_obs)
+        critic_dim = sum(dims[g] for g in cfg.critic_obs)
         out = 2 * action_dim if self.stochastic else action_dim
         self.actor = actor if actor is not None else mlp(actor_dim, cfg.actor_hidden, out, cfg.activation, cfg.layer_norm)
         if cfg.zero_init_actor:
@@ -158,8 +160,8 @@ class OffPolicyLearner:
         self.actor.to(self.device)
         self.critic.to(self.device)
         self.critic_target.to(self.device)
-        self.actor_norm = _normalizer(cfg.actor_obs, obs_dims, obs_stats, self.device)
-        self.critic_norm = _normalizer(cfg.critic_obs, obs_dims, obs_stats, self.device)
+        self.actor_norm = _normalizer(cfg.actor_obs, dims, obs_stats, self.device)
+        self.critic_norm = _normalizer(cfg.critic_obs, dims, obs_stats, self.device)
         self.actor_optimizer = _adam(self.actor.parameters(), cfg.actor_lr)
         self.critic_optimizer = _adam(self.critic.parameters(), cfg.critic_lr)
         self.log_alpha = torch.tensor(math.log(cfg.init_alpha), device=self.device, requires_grad=True)
@@ -382,6 +384,23 @@ def keep_freed_memory() -> bool:
         return False
     m_trim_threshold, m_mmap_threshold = -1, -3  # from malloc.h
     return bool(libc.mallopt(m_mmap_threshold, 32 << 20)) and bool(libc.mallopt(m_trim_threshold, 1 << 30))
+
+
+def _vector_dims(learner: str, obs_dims: Mapping[str, int | tuple[int, ...]], obs_dtypes: Mapping[str, str],
+                 groups: tuple[str, ...]) -> dict[str, int]:
+    """Width of each group the learner reads; a missing group or one that is not a float32 vector is refused."""
+    dims = {}
+    for g in dict.fromkeys(groups):
+        if g not in obs_dims:
+            raise ValueError(f"observation group '{g}' is not provided by the env (it has {sorted(obs_dims)})")
+        spec = obs_dims[g]
+        shape = (int(spec),) if isinstance(spec, int | np.integer) else tuple(int(v) for v in spec)
+        dtype = str(obs_dtypes.get(g, "float32"))
+        if len(shape) != 1 or dtype != "float32":
+            raise ValueError(f"{learner} reads vector observations only; group '{g}' is {shape} {dtype} — drop it "
+                             "from actor_obs/critic_obs or use an image encoder")
+        dims[g] = shape[0]
+    return dims
 
 
 def _normalizer(groups: tuple[str, ...], obs_dims: Mapping[str, int],
