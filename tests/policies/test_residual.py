@@ -52,7 +52,8 @@ def test_untrained_residual_exports_the_base_and_learns_without_error(base, tmp_
         for _ in range(3):
             np.testing.assert_allclose(a_res(obs), a_base(obs), atol=1e-6)
         meta = json.loads((tmp_path / "run" / "policy.json").read_text())
-        assert meta["extras"]["residual"]["scale"] == runner.cfg.scale and meta["extras"]["chunk"]["size"] == 4
+        assert meta["residual"]["scale"] == runner.cfg.scale and meta["chunking"]["size"] == 4
+        assert meta["algo"] == "residual" and meta["action"]["kind"] == "joint_position"
         res = runner.learn()
     finally:
         runner.close()
