@@ -293,6 +293,16 @@ def test_bad_planner_input_is_refused_clearly(tiny_planner: tuple[Path, dict], t
     (tmp_path / "policy.json").write_text(json.dumps(meta))
     with pytest.raises(PlannerError, match=r"obs_dim in policy.json has width 24 but max_waypoints=5 .* needs 20"):
         Planner(tmp_path)
+    meta["action"]["max_waypoints"] = 6
+    meta["planner"]["limits"]["max_thrust"] = 1.0
+    (tmp_path / "policy.json").write_text(json.dumps(meta))
+    with pytest.raises(PlannerError, match=r"planner limits must map QuadLimits fields .* unknown: \['max_thrust'\]"):
+        Planner(tmp_path)
+    meta["planner"] = None
+    (tmp_path / "policy.json").write_text(json.dumps(meta))
+    with pytest.raises(PlannerError, match="is not a waypoint planner export .*no planner section"):
+        Planner(tmp_path)
+    assert not is_planner_run(tmp_path)
     with pytest.raises(MFRLError, match="reads 24"):
         PlannerNet(6, PlannerNetConfig())(torch.zeros(2, 20))
     with pytest.raises(TrajectoryError, match="at most 6"):
