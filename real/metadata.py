@@ -23,15 +23,14 @@ Version 1 files (a flat joint-space layout with an untyped `extras`) are read an
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
-import types
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Union, get_args, get_origin, get_type_hints
+from typing import Any, ClassVar
 
 from s2r.real.documents import read_document
+from s2r.real.typed_json import Kinded, dump, parse, register_kind
 
 SCHEMA_VERSION = 2
 READABLE_VERSIONS = (1, 2)
@@ -115,10 +114,11 @@ class ObsInput:
 # ---- action kinds -------------------------------------------------------------------------------
 
 
-class ActionSpec:
+class ActionSpec(Kinded):
     """Base of the action kinds; `ACTION_KINDS` maps each `kind` to its class."""
 
-    kind: ClassVar[str]
+    family: ClassVar[str] = "action"
+    registry: ClassVar[dict[str, type]] = {}
     names: tuple[str, ...]
 
     def validate(self) -> None:
@@ -131,25 +131,8 @@ class ActionSpec:
                 raise MetadataError(f"action '{name}' has {len(getattr(self, name))} values for {n} actions")
 
 
-ACTION_KINDS: dict[str, type[ActionSpec]] = {}
-COMMAND_KINDS: dict[str, type[CommandSpec]] = {}
-
-
-def register_action_kind(cls: type[ActionSpec]) -> type[ActionSpec]:
-    """Register an action kind under `cls.kind`; a second class for one kind is an error."""
-    return _register(ACTION_KINDS, cls, "action")
-
-
-def register_command_kind(cls: type[CommandSpec]) -> type[CommandSpec]:
-    """Register a command kind under `cls.kind`; a second class for one kind is an error."""
-    return _register(COMMAND_KINDS, cls, "command")
-
-
-def _register(registry: dict[str, Any], cls: Any, what: str) -> Any:
-    if cls.kind in registry:
-        raise ValueError(f"{what} kind '{cls.kind}' is registered twice ({registry[cls.kind].__name__} and {cls.__name__})")
-    registry[cls.kind] = cls
-    return cls
+ACTION_KINDS = ActionSpec.registry
+register_action_kind = register_kind
 
 
 @register_action_kind
@@ -243,13 +226,18 @@ class BoxAction(ActionSpec):
 # ---- command kinds ------------------------------------------------------------------------------
 
 
-class CommandSpec:
+class CommandSpec(Kinded):
     """Base of the command kinds; `COMMAND_KINDS` maps each `kind` to its class."""
 
-    kind: ClassVar[str]
+    family: ClassVar[str] = "command"
+    registry: ClassVar[dict[str, type]] = {}
 
     def validate(self) -> None:
         """Check the kind's fields; raises MetadataError naming the field."""
+
+
+COMMAND_KINDS = CommandSpec.registry
+register_command_kind = register_kind
 
 
 @register_command_kind
@@ -368,7 +356,7 @@ class PolicyMetadata:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict, each typed kind with its "kind" field."""
-        return _dump(self)
+        return dump(self)
 
     def to_json(self) -> str:
         """Serialise with stable key order."""
@@ -418,104 +406,8 @@ def load_metadata(path: str | Path) -> PolicyMetadata:
             from s2r.real.metadata_v1 import convert_v1
 
             return convert_v1(raw)
-        meta = parse(PolicyMetadata, raw, "")
+        meta = parse(PolicyMetadata, raw, "", MetadataError)
         meta.validate()
         return meta
     except MetadataError as exc:
         raise MetadataError(f"{path}: {exc}") from None
-
-
-# ---- typed JSON ---------------------------------------------------------------------------------
-
-
-def parse(tp: Any, value: Any, where: str) -> Any:
-    """Build `tp` (a dataclass, kind base, tuple, dict, union or scalar type) from JSON `value`.
-
-    Args:
-        tp: Target type (as annotated).
-        value: Parsed JSON.
-        where: Dotted path of `value` in the file, for messages ("" for the top level).
-
-    Raises:
-        MetadataError: An unknown, missing or mistyped field, or an unknown kind, named by its path.
-    """
-    origin = get_origin(tp)
-    if tp is Any:
-        return value
-    if origin in (Union, types.UnionType):
-        args = [a for a in get_args(tp) if a is not type(None)]
-        if value is None:
-            if len(args) < len(get_args(tp)):
-                return None
-            raise MetadataError(f"'{where}' must not be null")
-        return parse(args[0], value, where)
-    if isinstance(tp, type) and tp in (ActionSpec, CommandSpec):
-        registry, what = (ACTION_KINDS, "action") if tp is ActionSpec else (COMMAND_KINDS, "command")
-        if not isinstance(value, dict):
-            raise MetadataError(f"'{where}' must be an object with a 'kind' field, got {value!r}")
-        kind = value.get("kind")
-        if kind not in registry:
-            raise MetadataError(f"{what} kind {kind!r} is not one this runtime knows; known kinds: {', '.join(registry)}")
-        return _parse_dataclass(registry[kind], {k: v for k, v in value.items() if k != "kind"}, where)
-    if dataclasses.is_dataclass(tp):
-        return _parse_dataclass(tp, value, where)
-    if origin is tuple:
-        args = get_args(tp)
-        if not isinstance(value, list):
-            raise MetadataError(f"'{where}' must be a list, got {value!r}")
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(parse(args[0], v, f"{where}[{i}]") for i, v in enumerate(value))
-        if len(value) != len(args):
-            raise MetadataError(f"'{where}' must hold {len(args)} values, got {len(value)}")
-        return tuple(parse(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value, strict=True)))
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise MetadataError(f"'{where}' must be an object, got {value!r}")
-        return {k: parse(get_args(tp)[1], v, f"{where}.{k}") for k, v in value.items()}
-    return _scalar(tp, value, where)
-
-
-_SCALARS: dict[Any, tuple[tuple[type, ...], str]] = {
-    float: ((int, float), "a number"), int: ((int,), "an integer"), bool: ((bool,), "true or false"),
-    str: ((str,), "a string"),
-}
-
-
-def _scalar(tp: Any, value: Any, where: str) -> Any:
-    if tp not in _SCALARS:
-        raise TypeError(f"policy metadata field '{where}' has an unsupported type {tp!r}")
-    ok, what = _SCALARS[tp]
-    if not isinstance(value, ok) or (tp is not bool and isinstance(value, bool)):
-        raise MetadataError(f"'{where}' must be {what}, got {value!r}")
-    return float(value) if tp is float else value
-
-
-def _parse_dataclass(cls: Any, value: Any, where: str) -> Any:
-    if not isinstance(value, dict):
-        raise MetadataError(f"'{where}' must be an object, got {value!r}")
-    hints = get_type_hints(cls)
-    known = {f.name: f for f in dataclasses.fields(cls)}
-    prefix = f"{where}." if where else ""
-    for key in value:
-        if key not in known:
-            raise MetadataError(f"unknown field '{prefix}{key}' (known here: {', '.join(known)}); remove it or re-export")
-    kw = {}
-    for name, f in known.items():
-        if name in value:
-            kw[name] = parse(hints[name], value[name], prefix + name)
-        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise MetadataError(f"missing field '{prefix}{name}'")
-    return cls(**kw)
-
-
-def _dump(obj: Any) -> Any:
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        kind = getattr(type(obj), "kind", None)
-        out = {"kind": kind} if isinstance(obj, (ActionSpec, CommandSpec)) else {}
-        out.update({f.name: _dump(getattr(obj, f.name)) for f in dataclasses.fields(obj)})
-        return out
-    if isinstance(obj, (tuple, list)):
-        return [_dump(v) for v in obj]
-    if isinstance(obj, dict):
-        return {k: _dump(v) for k, v in obj.items()}
-    return obj

@@ -32,8 +32,8 @@ from s2r.real.metadata import (
     TermSpec,
     VelocityCommand,
     WaypointsCommand,
-    parse,
 )
+from s2r.real.typed_json import parse
 
 _PLANNER_KEYS = ("max_waypoints", "max_ratio", "feasibility_dt", "limits", "heuristic")
 
@@ -79,7 +79,7 @@ def convert_v1(raw: dict[str, Any]) -> PolicyMetadata:
     Raises:
         MetadataError: An unknown, missing or mistyped v1 field, or malformed planner/chunk/residual extras.
     """
-    v1 = parse(MetadataV1, raw, "")
+    v1 = parse(MetadataV1, raw, "", MetadataError)
     v1.validate()
     extras = dict(v1.extras or {})
     chunk, residual, tag = extras.pop("chunk", None), extras.pop("residual", None), extras.pop("planner", None)
@@ -99,9 +99,9 @@ def convert_v1(raw: dict[str, Any]) -> PolicyMetadata:
         if missing:
             raise MetadataError(f"planner extras lack {missing}; re-export the planner")
         action = parse(SegmentTimeRatioAction, {"names": list(names), "max_ratio": settings.pop("max_ratio"),
-                                                "max_waypoints": settings.pop("max_waypoints")}, "extras")
+                                                "max_waypoints": settings.pop("max_waypoints")}, "extras", MetadataError)
         meta = PolicyMetadata(**common, algo="mfrl", action=action, command=WaypointsCommand(),
-                              planner=parse(PlannerSection, settings, "extras.planner"), info=extras)
+                              planner=parse(PlannerSection, settings, "extras.planner", MetadataError), info=extras)
     else:
         action = JointPositionAction(names=names, scale=v1.action_scale, offset=v1.action_offset,
                                      default_pos=v1.default_joint_pos, lower=v1.joint_lower, upper=v1.joint_upper,
@@ -110,7 +110,8 @@ def convert_v1(raw: dict[str, Any]) -> PolicyMetadata:
         meta = PolicyMetadata(
             **common, algo="residual" if residual is not None else "bc" if chunk is not None else "ppo", action=action,
             command=VelocityCommand() if velocity else NoCommand(),
-            chunking=None if chunk is None else parse(ChunkingSection, chunk, "extras.chunk"),
-            residual=None if residual is None else parse(ResidualSection, residual, "extras.residual"), info=extras)
+            chunking=None if chunk is None else parse(ChunkingSection, chunk, "extras.chunk", MetadataError),
+            residual=None if residual is None else parse(ResidualSection, residual, "extras.residual", MetadataError),
+            info=extras)
     meta.validate()
     return meta

@@ -300,7 +300,7 @@ def test_bad_planner_input_is_refused_clearly(tiny_planner: tuple[Path, dict], t
         Planner(tmp_path)
     meta["planner"] = None
     (tmp_path / "policy.json").write_text(json.dumps(meta))
-    with pytest.raises(PlannerError, match="is not a waypoint planner export .*no planner section"):
+    with pytest.raises(PlannerError, match=r"is not a waypoint planner export .*no planner section"):
         Planner(tmp_path)
     assert not is_planner_run(tmp_path)
     with pytest.raises(MFRLError, match="reads 24"):
