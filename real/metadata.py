@@ -167,7 +167,7 @@ class EeDeltaAction(ActionSpec):
         max_step: m; TCP target translation per control step at |action| = 1, per axis.
         clip: Actions are clipped to [-clip, clip].
         gripper_index: Position of the gripper command in the action vector (None: no gripper).
-        gripper_width: m; finger-pad distance (closed, open).
+        gripper_width: m; finger-pad distance (closed, open); required with a gripper.
         gripper_closed: Action value that closes the gripper; its negative opens it.
     """
 
@@ -176,7 +176,7 @@ class EeDeltaAction(ActionSpec):
     max_step: float
     clip: float = 1.0
     gripper_index: int | None = None
-    gripper_width: tuple[float, float] = (0.0, 0.08)
+    gripper_width: tuple[float, float] | None = None
     gripper_closed: float = 1.0
 
     def validate(self) -> None:
@@ -184,6 +184,9 @@ class EeDeltaAction(ActionSpec):
             raise MetadataError(f"action max_step ({self.max_step} m) and clip ({self.clip}) must be positive")
         if self.gripper_index is not None and not 0 <= self.gripper_index < len(self.names):
             raise MetadataError(f"action gripper_index {self.gripper_index} is outside the {len(self.names)} actions")
+        if (self.gripper_index is None) != (self.gripper_width is None):
+            raise MetadataError("action gripper_index and gripper_width go together: give both for a gripper, "
+                                "neither without one")
 
 
 @register_action_kind

@@ -63,6 +63,10 @@ def check_compatibility(meta: PolicyMetadata, robot: RobotConfig, onnx_inputs: d
     if not isinstance(action, JointPositionAction):
         raise PolicyMismatchError(f"{where} has action kind '{action.kind}' but the joint policy runner drives "
                                   f"'{JointPositionAction.kind}' policies only")
+    if len(meta.observation) != 1 or meta.obs.is_image:
+        raise PolicyMismatchError(f"{where} takes observation inputs {[o.name for o in meta.observation]} "
+                                  f"({', '.join(o.dtype for o in meta.observation)}); the joint policy runner feeds "
+                                  "one float32 vector")
     if meta.robot.lower() != robot.name.lower():
         raise PolicyMismatchError(f"{where} was trained for robot '{meta.robot}' but {src} describes '{robot.name}'")
     names, want = list(meta.action_names), list(robot.joint_names)

@@ -189,6 +189,24 @@ def test_a_policy_that_is_not_joint_position_is_refused_by_the_runner(go1_policy
         PolicyRunner(bad, robot)
 
 
+def test_a_policy_with_an_image_input_is_refused_by_the_runner(go1_policy: Path, robot: RobotConfig,
+                                                               tmp_path: Path) -> None:
+    meta = load_metadata(go1_policy.with_suffix(".json"))
+    image = ObsInput(name="image", group="image", shape=(64, 64, 3), dtype="uint8", camera="front")
+    bad = with_metadata(tmp_path / "image", go1_policy, observation=(*meta.observation, image))
+    with pytest.raises(PolicyMismatchError, match=r"takes observation inputs \['obs', 'image'\] \(float32, uint8\); "
+                                                  r"the joint policy runner feeds one float32 vector"):
+        PolicyRunner(bad, robot)
+
+
+def test_ee_delta_gripper_fields_go_together(tmp_path: Path) -> None:
+    raw = KINDS["ee_delta"].to_dict()
+    raw["action"]["gripper_width"] = None
+    (tmp_path / "policy.json").write_text(json.dumps(raw))
+    with pytest.raises(MetadataError, match="gripper_index and gripper_width go together"):
+        load_metadata(tmp_path / "policy.json")
+
+
 def test_v1_policy_mismatching_the_robot_is_refused(robot: RobotConfig, tmp_path: Path) -> None:
     """The committed v1 walking policy, converted, meets the same robot checks as a v2 export."""
     import shutil
