@@ -9,6 +9,7 @@ buffer and no torch. The same graph wrapper carries a residual policy on top (`s
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from s2r.policies.export import ExportError, build_metadata, export_onnx_checked
 from s2r.policies.networks import EmpiricalNormalizer, mlp
 from s2r.real.chunking import MASK_INPUT, STATE_INPUT, STATE_OUTPUT, ChunkHistory, ensemble_weights
 from s2r.real.episodes import Episode, read_episodes
+from s2r.real.metadata import ChunkingSection, ResidualSection
 from torch import nn
 
 BC_CHECKPOINT = "bc.pt"
@@ -202,23 +204,35 @@ def fit_bc(model: ChunkedBC, obs: np.ndarray, targets: np.ndarray, mask: np.ndar
     return losses
 
 
-def export_chunked(graph: ChunkedPolicyGraph, spec: Any, task_id: str, out_dir: Path, parity_obs: np.ndarray,
-                   extras: dict[str, Any] | None = None, tol: float = 1e-5) -> dict[str, float]:
-    """Write policy.onnx + policy.json for a chunked graph and check onnxruntime parity over a rollout of states."""
+def export_chunked(graph: ChunkedPolicyGraph, spec: Any, task_id: str, out_dir: Path, parity_obs: np.ndarray, *,
+                   algo: str = "bc", residual: ResidualSection | None = None, info: dict[str, Any] | None = None,
+                   tol: float = 1e-5) -> dict[str, float]:
+    """Write policy.onnx + policy.json for a chunked graph and check onnxruntime parity over a rollout of states.
+
+    Args:
+        graph: The deployable graph.
+        spec: The env's spec.
+        task_id: Task id recorded in the metadata.
+        out_dir: Folder to write into.
+        parity_obs: (n, obs_dim) observations for the parity check.
+        algo: Id of the algorithm that trained it ("bc", "residual").
+        residual: The metadata's residual section (a residual or fine-tuned run).
+        info: Free-form notes for the metadata (never read by the runtime).
+        tol: Largest allowed absolute difference between torch and onnxruntime.
+    """
     graph = graph.eval()
     k, a_dim, obs_dim = graph.base.chunk, graph.base.action_dim, graph.base.obs_dim
     if parity_obs.ndim != 2 or parity_obs.shape[1] != obs_dim:
         raise ExportError(f"parity observations have shape {parity_obs.shape}; the policy reads {obs_dim} values")
-    meta = build_metadata(spec, task_id, obs_dim)
+    meta = dataclasses.replace(build_metadata(spec, task_id, obs_dim, algo=algo), residual=residual, info=dict(info or {}))
     if k == 1:
         # Nothing to ensemble: a plain one-input graph, which every runtime runs without a chunk history.
-        meta = type(meta)(**{**meta.__dict__, "extras": dict(extras or {}) or None})
         plain = _SingleStep(graph).eval()
         return export_onnx_checked(plain, (torch.zeros(1, obs_dim),), ["obs"], ["actions"], out_dir,
                                    {"obs": parity_obs.astype(np.float32)}, meta, tol)
-    chunk_info = {"size": k, "ensemble_m": graph.ensemble_m,
-                  "state_input": STATE_INPUT, "mask_input": MASK_INPUT, "state_output": STATE_OUTPUT}
-    meta = type(meta)(**{**meta.__dict__, "extras": {"chunk": chunk_info, **(extras or {})}})
+    meta = dataclasses.replace(meta, chunking=ChunkingSection(size=k, ensemble_m=float(graph.ensemble_m),
+                                                              state_input=STATE_INPUT, mask_input=MASK_INPUT,
+                                                              state_output=STATE_OUTPUT))
     out_dir.mkdir(parents=True, exist_ok=True)
     hist = ChunkHistory(len(parity_obs), k, a_dim)
     hist.past = np.random.default_rng(0).uniform(-1, 1, hist.past.shape).astype(np.float32)

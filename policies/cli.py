@@ -194,7 +194,7 @@ def _eval_kind(run: Path) -> str:
     from s2r.sim import get_task
 
     meta = load_metadata(run / "policy.json")
-    if (meta.extras or {}).get("planner") == "mfrl":
+    if meta.planner is not None:
         return "planner"
     return "success" if getattr(get_task(meta.task_id).env_cls, "sparse_success", False) else "velocity"
 
@@ -205,15 +205,15 @@ def _eval_success(run: Path, args: argparse.Namespace) -> int:
     from s2r.real.metadata import load_metadata
 
     rows = [("policy", run)]
-    residual = (load_metadata(run / "policy.json").extras or {}).get("residual")
-    if residual and not residual.get("finetune") and Path(residual["base"], "policy.onnx").is_file():
-        rows.insert(0, ("base alone", Path(residual["base"])))
+    residual = load_metadata(run / "policy.json").residual
+    if residual and not residual.finetune and Path(residual.base, "policy.onnx").is_file():
+        rows.insert(0, ("base alone", Path(residual.base)))
     print(f"{run}: {args.episodes} episodes")
     out = {}
     for name, path in rows:
         res = evaluate_success(path, episodes=args.episodes, seed=args.seed, overrides=_kv(args.set))
         out[name] = res
-        label = "base + residual" if residual and name == "policy" and not residual.get("finetune") else name
+        label = "base + residual" if residual and name == "policy" and not residual.finetune else name
         print(f"  {label:18s} success {res['success_rate'] * 100:5.1f} %   mean episode {res['mean_length_s']:.1f} s")
     if args.json:
         print(json.dumps(out))

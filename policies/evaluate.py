@@ -52,7 +52,7 @@ def resolve_run(path: str | Path) -> Path:
 class OnnxPolicy:
     """onnxruntime session + metadata; `__call__(obs (n, obs_dim)) -> actions (n, action_dim)`.
 
-    A chunking policy (policy.json `extras["chunk"]`) keeps its past chunks per env the way the robot
+    A chunking policy (policy.json's `chunking` section) keeps its past chunks per env the way the robot
     runtime does; call `reset(env_ids)` when episodes end so a new episode starts without stale chunks.
     """
 
@@ -64,7 +64,7 @@ class OnnxPolicy:
         shape = self.session.get_inputs()[0].shape
         if shape[-1] != self.meta.obs_dim:
             raise MetadataError(f"{run_dir / 'policy.onnx'} takes {shape[-1]} inputs; policy.json says {self.meta.obs_dim}")
-        self.chunk = (self.meta.extras or {}).get("chunk")
+        self.chunk = self.meta.chunking
         self._history: ChunkHistory | None = None
 
     def __call__(self, obs: np.ndarray) -> np.ndarray:
@@ -72,8 +72,8 @@ class OnnxPolicy:
         if not self.chunk:
             return self.session.run([self.meta.onnx_output], feed)[0]
         if self._history is None or self._history.past.shape[0] != len(obs):
-            self._history = ChunkHistory(len(obs), int(self.chunk["size"]), len(self.meta.action_names))
-        actions, chunk = self.session.run([self.meta.onnx_output, self.chunk["state_output"]], {**feed, **self._history.feed()})
+            self._history = ChunkHistory(len(obs), self.chunk.size, len(self.meta.action_names))
+        actions, chunk = self.session.run([self.meta.onnx_output, self.chunk.state_output], {**feed, **self._history.feed()})
         self._history.push(chunk)
         return actions
 

@@ -10,17 +10,36 @@ import os
 import tempfile
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from s2r.policies.networks import ActorCritic
-from s2r.real.metadata import SCHEMA_VERSION, PolicyMetadata, TermSpec
+from s2r.real.metadata import (
+    ACTION_KINDS,
+    ActionSpec,
+    BoxAction,
+    CommandSpec,
+    EeDeltaAction,
+    JointPositionAction,
+    NoCommand,
+    ObsInput,
+    PolicyMetadata,
+    SegmentTimeRatioAction,
+    TermSpec,
+    VelocityCommand,
+    WaypointsCommand,
+)
 from s2r.sim.env import EnvSpec
 from torch import nn
 
 
 class ExportError(RuntimeError):
-    """The exported graph does not reproduce the torch policy."""
+    """The exported graph does not reproduce the torch policy, or the env spec does not say what the metadata needs."""
+
+
+# m, finger-pad distance (closed, open) of the Franka Hand, for a Panda spec that does not state its gripper width.
+_FRANKA_HAND_WIDTH = (0.0, 0.08)
 
 
 class _ExportedActor(nn.Module):
@@ -34,40 +53,103 @@ class _ExportedActor(nn.Module):
         return self.model.act_mean(obs)
 
 
-def build_metadata(spec: EnvSpec, task_id: str, obs_dim: int) -> PolicyMetadata:
-    """The policy.json contract for an actor reading the env's `policy` group."""
+def build_metadata(spec: EnvSpec, task_id: str, obs_dim: int, *, algo: str = "ppo", task_cfg: Any = None,
+                   onnx_input: str = "obs") -> PolicyMetadata:
+    """The policy.json contract (schema version 2) for an actor reading the env's `policy` group.
+
+    The action kind comes from `spec.extras["action_space"]` ("joint_position" when absent, "ee_delta",
+    "segment_time_ratio", "box"); the command kind from the policy group's terms (a `velocity_command` term:
+    velocity, `waypoints`: waypoints, else none), with the velocity ranges of `task_cfg.commands` (the
+    registered task config when not given).
+
+    Args:
+        spec: The env's spec.
+        task_id: Task id recorded in the metadata; its first dash-separated part names the robot.
+        obs_dim: Width of the exported graph's observation input.
+        algo: Id of the algorithm that trained the policy.
+        task_cfg: The task config the policy was trained with (for the command ranges).
+        onnx_input: ONNX name of the observation input.
+
+    Raises:
+        ExportError: The spec names an unknown action space or lacks what its action kind needs.
+    """
     terms, start = [], 0
     for t in spec.obs_terms["policy"]:
         terms.append(TermSpec(name=t.name, start=start, size=t.size, scale=tuple(float(s) for s in t.scale),
                               offset_from_default=t.offset_from_default))
         start += t.size
-    ex = spec.extras
-    n = spec.action_dim
-    scale = ex.get("action_scale", 1.0)
-    default = tuple(float(v) for v in ex.get("default_joint_pos", [0.0] * n))
-    meta = PolicyMetadata(
-        schema_version=SCHEMA_VERSION,
-        task_id=task_id,
-        robot=task_id.split("-")[0],
-        obs_dim=obs_dim,
-        obs_terms=tuple(terms),
-        history_length=spec.history_length,
-        action_names=tuple(spec.action_names),
-        action_scale=(float(scale),) * n,
-        action_offset=default,
-        default_joint_pos=default,
-        joint_lower=tuple(float(v) for v in ex.get("joint_lower", [-np.inf] * n)),
-        joint_upper=tuple(float(v) for v in ex.get("joint_upper", [np.inf] * n)),
-        kp=tuple(float(v) for v in ex.get("kp", [0.0] * n)),
-        kv=tuple(float(v) for v in ex.get("kv", [0.0] * n)),
-        control_dt=float(spec.control_dt),
-    )
+    obs = ObsInput(name=onnx_input, group="policy", terms=tuple(terms), history_length=spec.history_length,
+                   shape=(obs_dim,))
+    meta = PolicyMetadata(task_id=task_id, robot=task_id.split("-")[0], algo=algo, control_dt=float(spec.control_dt),
+                          observation=(obs,), action=action_spec(spec), command=command_spec(spec, task_id, task_cfg))
     meta.validate()
     return meta
 
 
+def _floats(values: Any, n: int) -> tuple[float, ...]:
+    """A per-action tuple from a scalar or a list."""
+    arr = np.broadcast_to(np.asarray(values, dtype=np.float64), (n,))
+    return tuple(float(v) for v in arr)
+
+
+def action_spec(spec: EnvSpec) -> ActionSpec:
+    """The typed action kind of an env, from `spec.extras` (see `build_metadata`)."""
+    ex, n, names = spec.extras, spec.action_dim, tuple(spec.action_names)
+    # The waypoint task declares its ratio range but no action_space key: its actions are segment-time ratios.
+    default = "segment_time_ratio" if {"max_ratio", "max_waypoints"} <= set(ex) else "joint_position"
+    kind = ex.get("action_space", default)
+    if kind == "joint_position":
+        default_pos = _floats(ex.get("default_joint_pos", 0.0), n)
+        return JointPositionAction(names=names, scale=_floats(ex.get("action_scale", 1.0), n), offset=default_pos,
+                                   default_pos=default_pos, lower=_floats(ex.get("joint_lower", -np.inf), n),
+                                   upper=_floats(ex.get("joint_upper", np.inf), n), kp=_floats(ex.get("kp", 0.0), n),
+                                   kv=_floats(ex.get("kv", 0.0), n))
+    if kind == "ee_delta":
+        if "max_step" not in ex:
+            raise ExportError("spec.extras has action_space 'ee_delta' but no 'max_step' (m per step at |action| = 1)")
+        # Today's Panda spec carries its action clip as the (misnamed) joint box; an explicit key wins.
+        clip = float(ex.get("action_clip", max(ex.get("joint_upper", [1.0]))))
+        return EeDeltaAction(names=names, max_step=float(ex["max_step"]), clip=clip,
+                             gripper_index=names.index("gripper") if "gripper" in names else None,
+                             gripper_width=tuple(float(v) for v in ex.get("gripper_width", _FRANKA_HAND_WIDTH)))
+    if kind == "segment_time_ratio":
+        return SegmentTimeRatioAction(names=names, max_ratio=float(ex["max_ratio"]), max_waypoints=int(ex["max_waypoints"]))
+    if kind == "box":
+        if "action_low" not in ex or "action_high" not in ex:
+            raise ExportError("spec.extras has action_space 'box' but lacks 'action_low' / 'action_high'")
+        low, high = np.asarray(_floats(ex["action_low"], n)), np.asarray(_floats(ex["action_high"], n))
+        bounded = np.isfinite(low) & np.isfinite(high)
+        # Network outputs in [-1, 1] map onto a bounded box; an unbounded dimension passes through unchanged.
+        lo, hi = np.where(bounded, low, -1.0), np.where(bounded, high, 1.0)
+        scale, offset = (hi - lo) / 2.0, (hi + lo) / 2.0
+        return BoxAction(names=names, low=tuple(low.tolist()), high=tuple(high.tolist()),
+                         scale=_floats(ex.get("action_scale", scale), n), offset=_floats(ex.get("action_offset", offset), n))
+    raise ExportError(f"spec.extras['action_space'] is {kind!r}; known action spaces: {', '.join(ACTION_KINDS)}")
+
+
+def command_spec(spec: EnvSpec, task_id: str, task_cfg: Any = None) -> CommandSpec:
+    """The typed command kind of an env, from its `policy` terms (see `build_metadata`)."""
+    names = {t.name for t in spec.obs_terms["policy"]}
+    if "waypoints" in names:
+        return WaypointsCommand()
+    if "velocity_command" not in names:
+        return NoCommand()
+    if task_cfg is None:
+        from s2r.sim import UnknownTaskError, task_config
+
+        try:
+            task_cfg = task_config(task_id)
+        except UnknownTaskError:
+            task_cfg = None
+    c = getattr(task_cfg, "commands", None)
+    if c is None:
+        return VelocityCommand()
+    return VelocityCommand(vx=tuple(map(float, c.lin_vel_x)), vy=tuple(map(float, c.lin_vel_y)),
+                           wz=tuple(map(float, c.ang_vel_z)))
+
+
 def export_policy(model: ActorCritic, spec: EnvSpec, task_id: str, out_dir: str | Path,
-                  parity_obs: np.ndarray, tol: float = 1e-5) -> dict[str, float]:
+                  parity_obs: np.ndarray, tol: float = 1e-5, *, algo: str = "ppo", task_cfg: Any = None) -> dict[str, float]:
     """Write `policy.onnx` + `policy.json` into out_dir and check parity with onnxruntime.
 
     Args:
@@ -77,6 +159,8 @@ def export_policy(model: ActorCritic, spec: EnvSpec, task_id: str, out_dir: str 
         out_dir: Folder to write into (created if missing).
         parity_obs: (n, obs_dim) observations drawn from the task.
         tol: Largest allowed absolute difference between torch and onnxruntime.
+        algo: Id of the algorithm that trained the actor (recorded in policy.json).
+        task_cfg: The task config it was trained with (velocity command ranges; see `build_metadata`).
 
     Returns:
         {"max_abs_diff": ..., "n": ...}
@@ -90,7 +174,7 @@ def export_policy(model: ActorCritic, spec: EnvSpec, task_id: str, out_dir: str 
     obs_dim = model.actor_dim
     if parity_obs.ndim != 2 or parity_obs.shape[1] != obs_dim:
         raise ExportError(f"parity observations have shape {parity_obs.shape}; the actor reads {obs_dim} values")
-    meta = build_metadata(spec, task_id, obs_dim)
+    meta = build_metadata(spec, task_id, obs_dim, algo=algo, task_cfg=task_cfg)
     return export_onnx_checked(actor, (torch.zeros(1, obs_dim),), ["obs"], ["actions"], out,
                                {"obs": parity_obs.astype(np.float32)}, meta, tol)
 

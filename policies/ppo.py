@@ -279,7 +279,7 @@ def export_model(model: ActorCritic, task_id: str, task_cfg: Any, run_dir: Path,
         probe.close()
     x = np.concatenate([obs[g] for g in model.cfg.actor_obs], axis=1)
     model.eval()
-    return export_policy(model, spec, task_id, run_dir, x)
+    return export_policy(model, spec, task_id, run_dir, x, task_cfg=task_cfg)
 
 
 def export_checkpoint(run_dir: Path) -> dict[str, float]:

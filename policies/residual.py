@@ -35,6 +35,7 @@ from s2r.policies.offpolicy import OffPolicyConfig, OffPolicyLearner, residual_c
 from s2r.policies.replay import ReplayBuffer
 from s2r.real.chunking import ChunkHistory, ensemble_weights
 from s2r.real.episodes import Episode, read_episodes
+from s2r.real.metadata import ResidualSection
 from torch import nn
 
 BASE_GROUP = "base_action"
@@ -378,8 +379,10 @@ class ResidualRL(Algorithm):
         from s2r.sim.env import sample_obs
 
         parity = sample_obs(self.eval_env, 2, seed=self.cfg.seed)["policy"][:256]
-        extras = {"residual": {"scale": self.cfg.scale, "base": str(self.base_dir), "finetune": self.cfg.finetune}}
-        return export_chunked(self.export_graph(), self.env.spec, self.task_id, self.run_dir, parity, extras=extras)
+        residual = ResidualSection(scale=self.cfg.scale, base=str(self.base_dir), finetune=self.cfg.finetune)
+        return export_chunked(self.export_graph(), self.env.spec, self.task_id, self.run_dir, parity,
+                              algo="finetune" if self.cfg.finetune else "residual",
+                              residual=residual)
 
     def close(self) -> None:
         self.buffer.close()

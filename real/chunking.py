@@ -8,8 +8,8 @@ itself; what it needs from the caller is its own past outputs. This module keeps
     graph outputs: actions (B, A), chunk (B, k, A)
 
 `past_chunks[:, j]` is the chunk emitted `j + 1` steps ago and `past_mask[:, j]` is 1 where it exists (0
-after a reset). After each call, `push(chunk)` shifts the history. policy.json records this under
-`extras["chunk"]` (size, input and output names).
+after a reset). After each call, `push(chunk)` shifts the history. policy.json records this in its
+`chunking` section (size, ensemble weight, input and output names; `s2r.real.metadata.ChunkingSection`).
 """
 
 from __future__ import annotations

@@ -65,11 +65,13 @@ class ObservationBuilder:
 
     def __init__(self, meta: PolicyMetadata, num_joints: int) -> None:
         self.meta = meta
-        frame = sum(t.size for t in meta.obs_terms)
+        obs = meta.obs
+        default = getattr(meta.action, "default_pos", None)  # joint_position policies only
+        frame = sum(t.size for t in obs.terms)
         self._fns: list[tuple[slice, TermFn]] = []
         scale = np.ones(frame)
         offset = np.zeros(frame)
-        for t in meta.obs_terms:
+        for t in obs.terms:
             if t.name not in OBS_TERMS:
                 raise MetadataError(f"observation term '{t.name}' is not one this runtime can compute; "
                                     f"known terms: {', '.join(OBS_TERMS)}")
@@ -81,15 +83,15 @@ class ObservationBuilder:
             sl = slice(t.start, t.start + t.size)
             scale[sl] = np.broadcast_to(np.asarray(t.scale, dtype=np.float64), (t.size,))
             if t.offset_from_default:
-                if t.size != len(meta.default_joint_pos):
+                if default is None or t.size != len(default):
                     raise MetadataError(f"term '{t.name}' is offset by the default pose but has {t.size} values "
-                                        f"for {len(meta.default_joint_pos)} joints")
-                offset[sl] = meta.default_joint_pos
+                                        f"for {0 if default is None else len(default)} joints")
+                offset[sl] = default
             self._fns.append((sl, fn))
         self.frame_dim = frame
         self._scale, self._offset = scale, offset
         self._frame = np.zeros(frame)
-        self._history = np.zeros((meta.history_length, frame))  # oldest first
+        self._history = np.zeros((obs.history_length, frame))  # oldest first
         self._input = np.zeros((1, meta.obs_dim), dtype=np.float32)
         self._empty = True
 

@@ -15,12 +15,10 @@ falls back to the heuristic timing, and when nothing can be made feasible (the p
 
 numpy + onnxruntime only, like the rest of `s2r.real`.
 
-The planner settings are read from policy.json's `extras`, in the layout `policies/mfrl/export.py` writes::
-
-    {"planner": "mfrl", "max_waypoints": 6, "max_ratio": 3.0, "feasibility_dt": 0.01,
-     "limits": {QuadLimits fields}, "heuristic": {heuristic_durations keyword arguments}  (optional), ...}
-
-The same keys nested under `extras["planner"]` (a mapping instead of the "mfrl" tag) are read as well.
+The planner settings are read from policy.json's typed sections (`s2r.real.metadata`, schema version 2, as
+`policies/mfrl/export.py` writes them): the `segment_time_ratio` action kind (max_ratio, max_waypoints) and
+the `planner` section (feasibility_dt, limits: QuadLimits fields, heuristic: heuristic_durations keyword
+arguments). A version 1 file (settings in `extras`) is converted on load and reads the same.
 """
 
 from __future__ import annotations
@@ -29,11 +27,10 @@ import math
 import time
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import onnxruntime as ort
-from s2r.real.metadata import MetadataError, PolicyMetadata, load_metadata
+from s2r.real.metadata import MetadataError, PolicyMetadata, SegmentTimeRatioAction, load_metadata
 from s2r.real.trajectory import (
     FeasibilityReport,
     PolySpline,
@@ -78,7 +75,7 @@ class PlannerConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class PlannerSettings:
-    """What the export says about the planner (from policy.json's extras).
+    """What the export says about the planner (policy.json's action kind and planner section).
 
     Attributes:
         max_waypoints: Largest waypoint count the network reads.
@@ -95,34 +92,23 @@ class PlannerSettings:
     heuristic: dict[str, float]
 
     @classmethod
-    def from_extras(cls, extras: dict[str, Any] | None, where: str) -> PlannerSettings:
-        """Read and check the settings; raises PlannerError naming the file and the bad key."""
-        ex = extras or {}
-        tag = ex.get("planner")
-        if isinstance(tag, dict):
-            ex = tag
-        elif tag != "mfrl":
-            raise PlannerError(f"{where} is not a waypoint planner export (extras.planner is {tag!r}, expected "
-                               "'mfrl'); export one with policies/mfrl/export.py")
-        missing = [k for k in ("max_waypoints", "max_ratio", "limits") if k not in ex]
-        if missing:
-            raise PlannerError(f"{where}: planner extras lack {missing}; re-export the planner")
-        k, ratio, dt = ex["max_waypoints"], ex["max_ratio"], ex.get("feasibility_dt", 0.01)
-        if not isinstance(k, int) or isinstance(k, bool) or k < 2:
-            raise PlannerError(f"{where}: extras max_waypoints must be an integer >= 2, got {k!r}")
-        if not isinstance(ratio, (int, float)) or not ratio > 1.0:
-            raise PlannerError(f"{where}: extras max_ratio must be a number > 1, got {ratio!r}")
-        if not isinstance(dt, (int, float)) or not dt > 0.0:
-            raise PlannerError(f"{where}: extras feasibility_dt must be a positive number of seconds, got {dt!r}")
-        limits, heur = ex["limits"], ex.get("heuristic") or {}
-        if not isinstance(limits, dict) or set(limits) - _LIMIT_KEYS:
-            bad = sorted(set(limits) - _LIMIT_KEYS) if isinstance(limits, dict) else limits
-            raise PlannerError(f"{where}: extras limits must map QuadLimits fields {sorted(_LIMIT_KEYS)} to numbers; "
-                               f"unknown: {bad}")
-        if not isinstance(heur, dict) or set(heur) - _HEURISTIC_KEYS:
-            raise PlannerError(f"{where}: extras heuristic may only set {sorted(_HEURISTIC_KEYS)}; got {heur!r}")
-        return cls(max_waypoints=k, max_ratio=float(ratio), feasibility_dt=float(dt), limits=QuadLimits(**limits),
-                   heuristic={key: float(v) for key, v in heur.items()})
+    def from_metadata(cls, meta: PolicyMetadata, where: str) -> PlannerSettings:
+        """Read and check the settings; raises PlannerError naming the file and the bad field."""
+        action, sec = meta.action, meta.planner
+        if not isinstance(action, SegmentTimeRatioAction) or sec is None:
+            raise PlannerError(f"{where} is not a waypoint planner export (action kind '{action.kind}', "
+                               f"{'no' if sec is None else 'a'} planner section; expected "
+                               f"'{SegmentTimeRatioAction.kind}' with one); export one with policies/mfrl/export.py")
+        if not sec.feasibility_dt > 0.0:
+            raise PlannerError(f"{where}: planner feasibility_dt must be a positive number of seconds, got "
+                               f"{sec.feasibility_dt!r}")
+        if set(sec.limits) - _LIMIT_KEYS:
+            raise PlannerError(f"{where}: planner limits must map QuadLimits fields {sorted(_LIMIT_KEYS)} to numbers; "
+                               f"unknown: {sorted(set(sec.limits) - _LIMIT_KEYS)}")
+        if set(sec.heuristic) - _HEURISTIC_KEYS:
+            raise PlannerError(f"{where}: planner heuristic may only set {sorted(_HEURISTIC_KEYS)}; got {sec.heuristic!r}")
+        return cls(max_waypoints=action.max_waypoints, max_ratio=action.max_ratio, feasibility_dt=sec.feasibility_dt,
+                   limits=QuadLimits(**sec.limits), heuristic=dict(sec.heuristic))
 
 
 @dataclass(frozen=True)
@@ -299,7 +285,7 @@ class Planner:
         path = Path(policy_dir)
         onnx_path = path if path.suffix == ".onnx" else path / "policy.onnx"
         self.meta: PolicyMetadata = load_metadata(onnx_path.with_suffix(".json"))
-        self.settings = PlannerSettings.from_extras(self.meta.extras, str(onnx_path.with_suffix(".json")))
+        self.settings = PlannerSettings.from_metadata(self.meta, str(onnx_path.with_suffix(".json")))
         if not onnx_path.is_file():
             raise PlannerError(f"{onnx_path} not found; the planner export writes it beside policy.json")
         if self.cfg.dt is not None and not self.cfg.dt > 0:
@@ -329,7 +315,7 @@ class Planner:
         """Refuse a graph whose widths do not fit max_waypoints, naming the mismatch; then run it once."""
         k, meta = self.settings.max_waypoints, self.meta
         obs_w, act_w = 4 * k, k - 1
-        layout = f"max_waypoints={k} in policy.json extras"
+        layout = f"max_waypoints={k} in policy.json's action"
         ins = {i.name: i.shape for i in self.session.get_inputs()}
         outs = {o.name: o.shape for o in self.session.get_outputs()}
         if meta.onnx_input not in ins or meta.onnx_output not in outs:

@@ -1,7 +1,7 @@
 """The policy runner: an exported ONNX policy + its metadata, checked against the robot, producing targets.
 
-The runner refuses a policy that does not fit the robot (joint names and order, observation size, control
-period, gains) with a `PolicyMismatchError` that names the mismatch. Once running it builds the
+The runner refuses a policy that does not fit the robot (action kind, joint names and order, observation
+size, control period, gains) with a `PolicyMismatchError` that names the mismatch. Once running it builds the
 observation, runs onnxruntime, and maps actions to joint targets (`offset + scale * action`), blending
 in from the pose the robot was in when it started so the first command never jumps.
 """
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 from s2r.real.chunking import ChunkHistory
-from s2r.real.metadata import MetadataError, PolicyMetadata, load_metadata
+from s2r.real.metadata import JointPositionAction, MetadataError, PolicyMetadata, load_metadata
 from s2r.real.observation import ObservationBuilder, RobotState
 from s2r.real.robot import RobotConfig
 
@@ -59,6 +59,14 @@ def check_compatibility(meta: PolicyMetadata, robot: RobotConfig, onnx_inputs: d
         PolicyMismatchError: The first mismatch found, named in one sentence.
     """
     src = robot.source
+    action = meta.action
+    if not isinstance(action, JointPositionAction):
+        raise PolicyMismatchError(f"{where} has action kind '{action.kind}' but the joint policy runner drives "
+                                  f"'{JointPositionAction.kind}' policies only")
+    if len(meta.observation) != 1 or meta.obs.is_image:
+        raise PolicyMismatchError(f"{where} takes observation inputs {[o.name for o in meta.observation]} "
+                                  f"({', '.join(o.dtype for o in meta.observation)}); the joint policy runner feeds "
+                                  "one float32 vector")
     if meta.robot.lower() != robot.name.lower():
         raise PolicyMismatchError(f"{where} was trained for robot '{meta.robot}' but {src} describes '{robot.name}'")
     names, want = list(meta.action_names), list(robot.joint_names)
@@ -88,10 +96,10 @@ def check_compatibility(meta: PolicyMetadata, robot: RobotConfig, onnx_inputs: d
         have = getattr(robot, gain)
         if have is None:
             continue
-        for j, a, b in zip(want, getattr(meta, gain), have, strict=True):
+        for j, a, b in zip(want, getattr(action, gain), have, strict=True):
             if abs(a - b) > robot.gain_tolerance * max(abs(b), 1e-9):
                 raise PolicyMismatchError(f"gain '{gain}' of joint '{j}' is {a} in {where} but {b} in {src}")
-    for j, q, lo, hi in zip(want, meta.default_joint_pos, robot.joint_lower, robot.joint_upper, strict=True):
+    for j, q, lo, hi in zip(want, action.default_pos, robot.joint_lower, robot.joint_upper, strict=True):
         if not lo <= q <= hi:
             raise PolicyMismatchError(f"default pose of joint '{j}' ({q}) lies outside [{lo}, {hi}] from {src}")
 
@@ -131,8 +139,8 @@ class PolicyRunner:
         self.builder = ObservationBuilder(self.meta, robot.num_joints)
         n = robot.num_joints
         self.num_actions = n
-        self._scale = np.asarray(self.meta.action_scale)
-        self._offset = np.asarray(self.meta.action_offset)
+        self._scale = np.asarray(self.meta.action.scale)
+        self._offset = np.asarray(self.meta.action.offset)
         self.last_action = np.zeros(n)
         self._ramp_steps = max(1, round(self.cfg.ramp_s / robot.control_dt))
         self._ramp_k = self._ramp_steps
@@ -141,14 +149,14 @@ class PolicyRunner:
         self._fetch = [self.meta.onnx_output]
         # An action-chunking policy takes its own past chunks as inputs (s2r.real.chunking); the runner keeps
         # them, so the graph itself stays stateless and the same file runs in sim and here.
-        chunk = (self.meta.extras or {}).get("chunk")
-        self.chunks = ChunkHistory(1, int(chunk["size"]), n) if chunk else None
+        chunk = self.meta.chunking
+        self.chunks = ChunkHistory(1, chunk.size, n) if chunk else None
         if chunk:
-            missing = {chunk["state_input"], chunk["mask_input"]} - set(ins) or {chunk["state_output"]} - set(outs)
+            missing = {chunk.state_input, chunk.mask_input} - set(ins) or {chunk.state_output} - set(outs)
             if missing:
                 raise PolicyMismatchError(f"{path}: policy.json describes an action-chunking graph but the graph lacks "
                                           f"{sorted(missing)}")
-            self._fetch.append(chunk["state_output"])
+            self._fetch.append(chunk.state_output)
 
     @property
     def ramping(self) -> bool:

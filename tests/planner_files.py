@@ -1,5 +1,8 @@
 """Waypoint-planner exports for robot-side tests: small torch MLPs exported to ONNX with a policy.json in the
-layout `policies/mfrl/export.py` writes (extras.planner = "mfrl"), some misbehaving on purpose."""
+layout `policies/mfrl/export.py` wrote in schema version 1 (extras.planner = "mfrl"), some misbehaving on purpose.
+
+They stay version 1 on purpose: the robot side converts them on load, so every planner test here also checks
+that conversion (the current export, version 2, is checked by tests/real/test_planner.py's real export)."""
 
 from __future__ import annotations
 
@@ -16,13 +19,14 @@ MAX_RATIO = 3.0
 
 
 def planner_metadata(k: int = MAX_WAYPOINTS, **extras: object) -> dict:
-    """policy.json contents of a planner reading k waypoints (extras as policies/mfrl/export.py exports them)."""
-    from s2r.real.metadata import SCHEMA_VERSION, PolicyMetadata, TermSpec
+    """Version 1 policy.json contents of a planner reading k waypoints (extras as the mfrl export wrote them)."""
+    from s2r.real.metadata import TermSpec
+    from s2r.real.metadata_v1 import MetadataV1
     from s2r.real.trajectory import QuadLimits
 
     n = k - 1
-    meta = PolicyMetadata(
-        schema_version=SCHEMA_VERSION, task_id=TASK, robot="Crazyflie", obs_dim=4 * k,
+    meta = MetadataV1(
+        schema_version=1, task_id=TASK, robot="Crazyflie", obs_dim=4 * k,
         obs_terms=(TermSpec(name="waypoints", start=0, size=3 * k, scale=(1.0,)),
                    TermSpec(name="waypoint_mask", start=3 * k, size=k, scale=(1.0,))),
         history_length=1, action_names=tuple(f"segment{i}_log_ratio" for i in range(n)),

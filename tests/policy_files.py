@@ -77,15 +77,18 @@ def write_graph(out_dir: Path, source: Path, kind: str, seed: int = 0) -> Path:
     return out / "policy.onnx"
 
 
-def with_metadata(out_dir: Path, source: Path, **changes: object) -> Path:
-    """A copy of a policy whose policy.json has some fields changed (e.g. control_dt, action_names)."""
-    import json
+def with_obs(meta, **changes: object):
+    """`meta` (a PolicyMetadata) with its main observation input's fields changed (terms, shape, history_length)."""
+    return dataclasses.replace(meta, observation=(dataclasses.replace(meta.obs, **changes), *meta.observation[1:]))
 
+
+def with_metadata(out_dir: Path, source: Path, **changes: object) -> Path:
+    """A copy of a policy whose policy.json has some fields changed (e.g. control_dt, observation, action)."""
     from s2r.real.metadata import load_metadata
 
     meta = dataclasses.replace(load_metadata(source.with_suffix(".json")), **changes)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     shutil.copy(source, out / "policy.onnx")
-    (out / "policy.json").write_text(json.dumps(dataclasses.asdict(meta), indent=2))
+    (out / "policy.json").write_text(meta.to_json())
     return out / "policy.onnx"

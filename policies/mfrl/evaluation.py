@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 from s2r.policies.mfrl.sets import sample_sets
+from s2r.real.metadata import MetadataError, load_metadata
 from s2r.real.planner import Planner, PlannerConfig
 from s2r.real.trajectory import feasibility, min_snap
 from s2r.sim.config import from_dict
@@ -43,7 +44,7 @@ def evaluate_planner(run_dir: str | Path, n_sets: int = 200, seed: int = 12345, 
 
     run_dir = Path(run_dir)
     planner = Planner(run_dir, PlannerConfig(threads=1))
-    ex = planner.meta.extras or {}
+    ex = planner.meta.info  # training-side notes: the task config and the evaluations used
     task_cfg = from_dict(ReplanConfig, ex["task_cfg"])
     if flight is None:
         cfg_path = run_dir / "config.json"
@@ -118,11 +119,10 @@ def evaluate_planner(run_dir: str | Path, n_sets: int = 200, seed: int = 12345, 
 
 
 def is_planner_run(run_dir: str | Path) -> bool:
-    """True when a run folder holds an mfrl planner (policy.json extras.planner == "mfrl")."""
-    path = Path(run_dir) / "policy.json"
+    """True when a run folder holds a waypoint planner export (policy.json with a planner section)."""
     try:
-        return (json.loads(path.read_text()).get("extras") or {}).get("planner") == "mfrl"
-    except (OSError, ValueError):
+        return load_metadata(Path(run_dir) / "policy.json").planner is not None
+    except MetadataError:
         return False
 
 

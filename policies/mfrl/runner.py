@@ -351,7 +351,7 @@ class MFRL(Algorithm):
         n = self.estimator.counts()
         parity = sample_sets(self.task_cfg, self.cfg.export_parity_sets, seed=self.cfg.seed * 7919 + 4).obs
         return export_planner(self.net, self.task_id, self.task_cfg, self.run_dir, parity,
-                              extras={"high_fidelity_evaluations": n["high"], "low_fidelity_evaluations": n["low"],
+                              info={"high_fidelity_evaluations": n["high"], "low_fidelity_evaluations": n["low"],
                                       "rounds": self.round})
 
     def plot(self, history: list[dict[str, Any]], path: Path) -> bool:

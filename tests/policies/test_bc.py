@@ -89,7 +89,8 @@ def test_exported_graph_runs_step_by_step_like_torch(tmp_path):
     from s2r.policies.evaluate import OnnxPolicy
 
     policy = OnnxPolicy(tmp_path)
-    assert policy.chunk["size"] == 3
+    assert policy.chunk.size == 3 and policy.chunk.ensemble_m == cfg.ensemble_m
+    assert policy.meta.algo == "bc" and policy.meta.action.kind == "joint_position" and policy.meta.residual is None
     hist = ChunkHistory(4, 3, env.spec.action_dim)
     for t in range(5):
         x = obs[4 * (t % 4) : 4 * (t % 4) + 4]

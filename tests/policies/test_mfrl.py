@@ -266,9 +266,12 @@ def test_onnx_parity_and_metadata(tiny_planner: tuple[Path, dict]) -> None:
     assert np.abs(got).max() > 1e-3  # trained away from the all-heuristic start
     meta = load_metadata(run_dir / "policy.json")
     assert meta.obs_dim == 4 * TASK.max_waypoints
-    assert [t.name for t in meta.obs_terms] == ["waypoints", "waypoint_mask"]
+    assert [t.name for t in meta.obs.terms] == ["waypoints", "waypoint_mask"]
     assert len(meta.action_names) == TASK.max_waypoints - 1
-    assert meta.extras["planner"] == "mfrl" and meta.extras["max_ratio"] == TASK.max_ratio
+    assert meta.schema_version == 2 and meta.algo == "mfrl" and meta.command.kind == "waypoints"
+    assert meta.action.kind == "segment_time_ratio" and meta.action.max_ratio == TASK.max_ratio
+    assert meta.action.max_waypoints == TASK.max_waypoints
+    assert meta.planner is not None and meta.planner.feasibility_dt == TASK.feasibility_dt
     # The robot runtime reads this export: its timing is the torch network's through the shared rule.
     planner = Planner(run_dir)
     w = sample_sets(TASK, 1, seed=5).set(0)
@@ -287,10 +290,20 @@ def test_bad_planner_input_is_refused_clearly(tiny_planner: tuple[Path, dict], t
     for name in ("policy.onnx", "policy.json"):
         shutil.copy(run_dir / name, tmp_path / name)
     meta = json.loads((tmp_path / "policy.json").read_text())
-    meta["extras"]["max_waypoints"] = 5
+    meta["action"]["max_waypoints"] = 5
     (tmp_path / "policy.json").write_text(json.dumps(meta))
     with pytest.raises(PlannerError, match=r"obs_dim in policy.json has width 24 but max_waypoints=5 .* needs 20"):
         Planner(tmp_path)
+    meta["action"]["max_waypoints"] = 6
+    meta["planner"]["limits"]["max_thrust"] = 1.0
+    (tmp_path / "policy.json").write_text(json.dumps(meta))
+    with pytest.raises(PlannerError, match=r"planner limits must map QuadLimits fields .* unknown: \['max_thrust'\]"):
+        Planner(tmp_path)
+    meta["planner"] = None
+    (tmp_path / "policy.json").write_text(json.dumps(meta))
+    with pytest.raises(PlannerError, match=r"is not a waypoint planner export .*no planner section"):
+        Planner(tmp_path)
+    assert not is_planner_run(tmp_path)
     with pytest.raises(MFRLError, match="reads 24"):
         PlannerNet(6, PlannerNetConfig())(torch.zeros(2, 20))
     with pytest.raises(TrajectoryError, match="at most 6"):
@@ -349,7 +362,7 @@ def test_resume_with_a_logged_real_flight_then_reexport(tiny_planner: tuple[Path
     # `s2r export` for a planner run: from the checkpoint alone.
     (copy / "policy.onnx").unlink()
     assert export_checkpoint(copy)["max_abs_diff"] <= 1e-5
-    assert load_metadata(copy / "policy.json").extras["rounds"] == 3
+    assert load_metadata(copy / "policy.json").info["rounds"] == 3
     ev = evaluate_planner(copy, n_sets=4, seed=5, fly_baselines=True, timing_repeats=1)
     assert len(summary_lines(ev)) == 8
 

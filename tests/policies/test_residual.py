@@ -62,7 +62,8 @@ def test_untrained_residual_exports_the_base_and_learns_without_error(base, tmp_
         for _ in range(3):
             np.testing.assert_allclose(a_res(obs), a_base(obs), atol=1e-6)
         meta = json.loads((tmp_path / "run" / "policy.json").read_text())
-        assert meta["extras"]["residual"]["scale"] == algo.cfg.scale and meta["extras"]["chunk"]["size"] == 4
+        assert meta["residual"]["scale"] == algo.cfg.scale and meta["chunking"]["size"] == 4
+        assert meta["algo"] == "residual" and meta["action"]["kind"] == "ee_delta" and meta["command"]["kind"] == "none"
         res = driver.learn()
     finally:
         driver.close()
@@ -87,7 +88,7 @@ def test_finetune_baseline_starts_at_the_bc_first_action(base, tmp_path):
         # The fine-tuned network is exported as a plain one-step graph (its first action, no chunk history).
         algo.export()
         policy = OnnxPolicy(tmp_path / "ft")
-        assert policy.chunk is None
+        assert policy.chunk is None and policy.meta.algo == "finetune" and policy.meta.residual.finetune
         np.testing.assert_allclose(policy(obs.numpy()), want.numpy(), atol=1e-5)
     finally:
         driver.close()

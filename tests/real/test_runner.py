@@ -12,7 +12,7 @@ from s2r.real.observation import ObservationBuilder, RobotState, projected_gravi
 from s2r.real.robot import RobotConfig, RobotConfigError, robot_config_from_dict
 from s2r.real.runner import PolicyMismatchError, PolicyRunner, RunnerConfig
 
-from tests.policy_files import with_metadata
+from tests.policy_files import with_metadata, with_obs
 
 
 def _state(q: np.ndarray) -> RobotState:
@@ -47,8 +47,8 @@ def test_robot_mismatch_is_refused_by_name(go1_policy: Path, robot: RobotConfig,
 def test_observation_size_mismatch_is_refused(go1_policy: Path, robot: RobotConfig, tmp_path: Path) -> None:
     meta = load_metadata(go1_policy.with_suffix(".json"))
     # policy.json claims a 46-wide input: the ONNX graph takes 45.
-    terms = (*meta.obs_terms[:-1], dataclasses.replace(meta.obs_terms[-1], size=13))
-    bad = with_metadata(tmp_path / "bad", go1_policy, obs_terms=terms, obs_dim=46)
+    terms = (*meta.obs.terms[:-1], dataclasses.replace(meta.obs.terms[-1], size=13))
+    bad = with_metadata(tmp_path / "bad", go1_policy, observation=with_obs(meta, terms=terms, shape=(46,)).observation)
     with pytest.raises(MetadataError, match="observation size"):
         PolicyRunner(bad, robot)
 
@@ -60,9 +60,9 @@ def test_wrong_width_graph_is_refused(graphs: dict[str, Path], robot: RobotConfi
 
 def test_unknown_term_is_refused(go1_policy: Path) -> None:
     meta = load_metadata(go1_policy.with_suffix(".json"))
-    terms = (TermSpec(name="lidar", start=0, size=3, scale=(1.0,)), *meta.obs_terms[1:])
+    terms = (TermSpec(name="lidar", start=0, size=3, scale=(1.0,)), *meta.obs.terms[1:])
     with pytest.raises(MetadataError, match="'lidar' is not one this runtime can compute"):
-        ObservationBuilder(dataclasses.replace(meta, obs_terms=terms), 12)
+        ObservationBuilder(with_obs(meta, terms=terms), 12)
 
 
 def test_robot_config_errors_name_the_field() -> None:
@@ -86,9 +86,9 @@ def test_projected_gravity() -> None:
 
 def test_observation_scales_offsets_and_history(go1_policy: Path) -> None:
     meta = load_metadata(go1_policy.with_suffix(".json"))
-    meta = dataclasses.replace(meta, history_length=3, obs_dim=45 * 3)
+    meta = with_obs(meta, history_length=3, shape=(45 * 3,))
     b = ObservationBuilder(meta, 12)
-    default = np.asarray(meta.default_joint_pos)
+    default = np.asarray(meta.action.default_pos)
     s = _state(default + 0.1)
     s.gyro[:] = [4.0, 0, 0]
     o1 = b.build(s, np.array([0.5, 0, 0]), np.zeros(12))[0].copy()
@@ -106,10 +106,10 @@ def test_observation_scales_offsets_and_history(go1_policy: Path) -> None:
 def test_action_scale_offset_and_ramp(go1_policy: Path, robot: RobotConfig) -> None:
     r = PolicyRunner(go1_policy, robot, RunnerConfig(ramp_s=0.1))  # 5 steps at 50 Hz
     meta = r.meta
-    start = np.asarray(meta.default_joint_pos) + 0.2
+    start = np.asarray(meta.action.default_pos) + 0.2
     r.reset(start)
     action = np.full(12, 2.0)
-    want = np.asarray(meta.action_offset) + np.asarray(meta.action_scale) * 2.0
+    want = np.asarray(meta.action.offset) + np.asarray(meta.action.scale) * 2.0
     seen = [r.accept(action) for _ in range(6)]
     assert np.allclose(seen[0], start + 0.2 * (want - start))
     assert np.allclose(seen[4], want) and np.allclose(seen[5], want)

@@ -104,7 +104,8 @@ class PolicyNode(LifecycleNode):
             self.create_subscription(Empty, self.p("estop_reset_topic"), self._on_reset, qos("reliable", 10)),
         ]
         self._diag_timer = self.create_timer(float(self.p("diagnostics_period_s")), self._publish_diagnostics)
-        self.get_logger().info(f"configured: {runner.meta.task_id} policy for '{robot.name}', "
+        meta = runner.meta
+        self.get_logger().info(f"configured: {meta.task_id} {meta.algo} policy ({meta.command.kind} command) for '{robot.name}', "
                                f"{robot.num_joints} joints every {robot.control_dt * 1e3:.1f} ms; inactive until activated")
         return TransitionCallbackReturn.SUCCESS
 
