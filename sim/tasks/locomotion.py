@@ -14,7 +14,7 @@ from typing import Any
 import mujoco
 import numpy as np
 from s2r.sim.backends.cpu import CpuBackend, CpuBackendConfig
-from s2r.sim.env import EnvSpec, Obs, ObsTerm, VecEnv, term_noise, term_scales
+from s2r.sim.env import EnvSpec, GroupSpec, Obs, ObsHistory, ObsTerm, VecEnv, term_noise, term_scales
 from s2r.sim.models import load_model, terrain_height_at
 from s2r.sim.tasks import terms as T
 from s2r.sim.tasks.velocity import CommandConfig, episode_stats, push_bases, sample_commands
@@ -77,7 +77,8 @@ class LocomotionConfig:
     episode_s: float = 20.0
     action_scale: float = 0.25
     action_clip: float = 10.0
-    history_length: int = 1
+    history_length: int = 1  # frames of the `policy` group (what the robot side stacks)
+    privileged_history_length: int = 1  # frames of the `privileged` group
     min_base_height: float = 0.14
     max_tilt_rad: float = 1.0
     commands: CommandConfig = field(default_factory=CommandConfig)
@@ -174,11 +175,11 @@ class LocomotionEnv(VecEnv):
         self._push_every = max(1, round(cfg.randomization.push_interval_s / cfg.control_dt))
         self._cmd_every = max(1, round(cfg.commands.resample_s / cfg.control_dt))
         self.spec = EnvSpec(
-            obs_terms={"policy": POLICY_TERMS, "privileged": PRIVILEGED_TERMS},
+            groups={"policy": GroupSpec(terms=POLICY_TERMS, history=cfg.history_length),
+                    "privileged": GroupSpec(terms=PRIVILEGED_TERMS, history=cfg.privileged_history_length)},
             action_names=self.joint_names,
             control_dt=cfg.control_dt,
             max_episode_steps=self._max_steps,
-            history_length=cfg.history_length,
             extras={"action_scale": cfg.action_scale, "default_joint_pos": list(cfg.default_joint_pos),
                     "joint_lower": self.joint_lower.tolist(), "joint_upper": self.joint_upper.tolist(),
                     "kp": self._kp.tolist(), "kv": self._kv.tolist()},
@@ -204,7 +205,7 @@ class LocomotionEnv(VecEnv):
         self.ground_z = np.zeros(n)
         self.dr_params = np.zeros((n, 4))
         self.nan_resets = 0
-        self._history: np.ndarray | None = None
+        self._history = ObsHistory(self.spec.groups, n)
         self._arange = np.arange(n)
 
     # ---- public API -------------------------------------------------------------------------------
@@ -217,7 +218,7 @@ class LocomotionEnv(VecEnv):
         self.episode_step[:] = self.rng.integers(0, 1, size=self.num_envs)
         sensors = self.backend.sensordata
         state = self._loco_state(sensors, np.zeros((self.num_envs, self._nfeet), dtype=bool))
-        self._history = None
+        self._history.clear()
         return self._observe(state)
 
     def randomize_episode_start(self) -> None:
@@ -364,28 +365,18 @@ class LocomotionEnv(VecEnv):
         return pol, priv
 
     def _observe(self, s: T.LocoState) -> Obs:
-        """Observation groups of every env; pushes one frame onto the `policy` history."""
+        """Observation groups of every env; pushes one frame onto each group's history."""
         pol, priv = self._frame(s)
-        hl = self.cfg.history_length
-        if hl > 1:
-            if self._history is None:
-                self._history = np.repeat(pol[:, None, :], hl, axis=1)
-            else:
-                self._history[:, :-1] = self._history[:, 1:]
-                self._history[:, -1] = pol
-            pol = self._history.reshape(self.num_envs, -1)
-        return {"policy": pol.astype(np.float32), "privileged": priv.astype(np.float32)}
+        obs = self._history.push({"policy": pol, "privileged": priv})
+        return {k: v.astype(np.float32) for k, v in obs.items()}
 
     def _observe_reset(self, obs: Obs, ids: np.ndarray) -> None:
         """Overwrite the rows of just-reset envs `ids` in `obs`; their history restarts from the new frame."""
         k = len(ids)
         s = self._loco_state(self.backend.sensordata, np.zeros((k, self._nfeet), dtype=bool), ids=ids)
         pol, priv = self._frame(s, ids)
-        if self.cfg.history_length > 1:
-            self._history[ids] = pol[:, None, :]
-            pol = self._history[ids].reshape(k, -1)
-        obs["policy"][ids] = pol
-        obs["privileged"][ids] = priv
+        for g, rows in self._history.reset_rows({"policy": pol, "privileged": priv}, ids).items():
+            obs[g][ids] = rows
 
     def _sample_commands(self, ids: np.ndarray) -> None:
         self.command[ids] = sample_commands(self.rng, self.cfg.commands, len(ids))

@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 import mujoco
 import numpy as np
 from s2r.sim.backends.cpu import CpuBackend, CpuBackendConfig
-from s2r.sim.env import EnvSpec, Obs, ObsTerm, VecEnv
+from s2r.sim.env import EnvSpec, GroupSpec, ImageSpec, Obs, ObsHistory, ObsTerm, VecEnv
 from s2r.sim.models import load_panda
 
 ARM_DOF = 7
@@ -144,8 +144,11 @@ class PandaTaskConfig:
         max_episode_steps: Time limit in control steps.
         action_clip: Actions are clipped to [-action_clip, action_clip] (also the gym action box).
         fall_height: The episode ends when the object's centre drops below this z, or leaves the table.
-        image: Add an `image` group (num_envs, H, W, 3) uint8 from the `workspace` camera.
+        image: Add an `image` group (num_envs, H, W, 3) uint8 from the `image_camera` camera.
         image_size: (height, width) of the image group.
+        image_camera: MJCF camera the image group renders.
+        history_length: Frames of the `policy` group stacked into one observation.
+        privileged_history_length: Frames of the `privileged` group.
         arm: Task-space control.
         backend: CPU backend threading.
     """
@@ -156,6 +159,9 @@ class PandaTaskConfig:
     fall_height: float = -0.05
     image: bool = False
     image_size: tuple[int, int] = (84, 84)
+    image_camera: str = "workspace"
+    history_length: int = 1
+    privileged_history_length: int = 1
     arm: ArmControlConfig = field(default_factory=ArmControlConfig)
     backend: CpuBackendConfig = field(default_factory=CpuBackendConfig)
 
@@ -397,8 +403,16 @@ class PandaEnv(VecEnv):
         self._q_hi = model.jnt_range[:ARM_DOF, 1] - cfg.arm.joint_margin
         self._ws_lo, self._ws_hi = np.asarray(cfg.arm.workspace_low), np.asarray(cfg.arm.workspace_high)
 
+        groups = {"policy": GroupSpec(terms=self.POLICY_TERMS, history=cfg.history_length),
+                  "privileged": GroupSpec(terms=self.PRIVILEGED_TERMS, history=cfg.privileged_history_length)}
+        if cfg.image:
+            if mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, cfg.image_camera) < 0:
+                raise ValueError(f"image_camera '{cfg.image_camera}' is not a camera of the Panda model; "
+                                 "use 'workspace' or add the camera to panda.xml")
+            h, w = cfg.image_size
+            groups["image"] = GroupSpec(image=ImageSpec(camera=cfg.image_camera, height=h, width=w))
         self.spec = EnvSpec(
-            obs_terms={"policy": self.POLICY_TERMS, "privileged": self.PRIVILEGED_TERMS},
+            groups=groups,
             action_names=ACTION_NAMES,
             control_dt=cfg.control_dt,
             max_episode_steps=cfg.max_episode_steps,
@@ -407,7 +421,7 @@ class PandaEnv(VecEnv):
                     "default_joint_pos": [0.0] * 4, "joint_lower": [-cfg.action_clip] * 4,
                     "joint_upper": [cfg.action_clip] * 4, "kp": [0.0] * 4, "kv": [0.0] * 4,
                     "arm_joint_names": [f"joint{i + 1}" for i in range(ARM_DOF)], "home_joint_pos": HOME_Q.tolist(),
-                    "tcp_rotation": R_DOWN.tolist(), "camera": "workspace", "param_names": list(self.PARAM_NAMES),
+                    "tcp_rotation": R_DOWN.tolist(), "camera": cfg.image_camera, "param_names": list(self.PARAM_NAMES),
                     **({"image_shape": (*cfg.image_size, 3)} if cfg.image else {})},
         )
         self.ee_pos = np.zeros((n, 3))
@@ -428,6 +442,7 @@ class PandaEnv(VecEnv):
             raise ValueError(f"arm.interp_steps {cfg.arm.interp_steps} must divide the {self.substeps} physics steps "
                              "of one control period")
         self._renderer: mujoco.Renderer | None = None
+        self._history = ObsHistory(self.spec.groups, n)
         self._q_start = self._solve_start_pose(np.asarray(cfg.arm.start_ee), HOME_Q, iters=100)
 
     # ---- public API -------------------------------------------------------------------------------
@@ -438,6 +453,7 @@ class PandaEnv(VecEnv):
             self.rng = np.random.default_rng(seed)
         ids = np.arange(self.num_envs)
         self._reset_envs(ids)
+        self._history.clear()
         return self._observe(self._state())
 
     def randomize_episode_start(self) -> None:
@@ -498,14 +514,14 @@ class PandaEnv(VecEnv):
                 "vel_error": np.full(len(ids), np.nan),
             }
             self._reset_envs(ids)
-            fresh = self._observe(self._state(), ids)
+            fresh = self._history.reset_rows(self._frames(self._state(), ids), ids)
             for k in obs:
                 obs[k][ids] = fresh[k]
         info["log"] = {"nan_resets": self.nan_resets}
         return obs, reward, terminated, truncated, info
 
     def render(self, env_ids: np.ndarray | None = None) -> np.ndarray:
-        """(k, H, W, 3) uint8 images of `env_ids` (default all) from the fixed `workspace` camera."""
+        """(k, H, W, 3) uint8 images of `env_ids` (default all) from the fixed `image_camera` camera."""
         ids = np.arange(self.num_envs) if env_ids is None else np.asarray(env_ids)
         h, w = self.cfg.image_size
         if self._renderer is None:
@@ -514,7 +530,7 @@ class PandaEnv(VecEnv):
             self._render_opt = mujoco.MjvOption()
             self._render_cam = mujoco.MjvCamera()
             self._render_cam.type = mujoco.mjtCamera.mjCAMERA_FIXED
-            self._render_cam.fixedcamid = mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_CAMERA, "workspace")
+            self._render_cam.fixedcamid = mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_CAMERA, self.cfg.image_camera)
         out = np.empty((len(ids), h, w, 3), dtype=np.uint8)
         d = self._render_data
         for k, i in enumerate(ids):
@@ -630,13 +646,19 @@ class PandaEnv(VecEnv):
             return OBS_TERMS[name](s)
         return s.params[:, self.PARAM_NAMES.index(name)][:, None]
 
-    def _observe(self, s: PandaState, ids: np.ndarray | None = None) -> Obs:
+    def _frames(self, s: PandaState, ids: np.ndarray | None = None) -> Obs:
+        """One frame of each vector group (float64), plus the image group, for every env or for `ids`."""
         sel = slice(None) if ids is None else ids
-        out = {group: np.concatenate([self._term(s, t.name)[sel] for t in terms], axis=1).astype(np.float32)
+        out = {group: np.concatenate([self._term(s, t.name)[sel] for t in terms], axis=1)
                for group, terms in self.spec.obs_terms.items()}
         if self.cfg.image:
             out["image"] = self.render(None if ids is None else ids)
         return out
+
+    def _observe(self, s: PandaState) -> Obs:
+        """Observation groups of every env; pushes one frame onto each vector group's history."""
+        obs = self._history.push(self._frames(s))
+        return {k: v if self.spec.groups[k].is_image else v.astype(np.float32) for k, v in obs.items()}
 
     def _reset_envs(self, ids: np.ndarray) -> None:
         k = len(ids)

@@ -16,7 +16,7 @@ from typing import Any
 import mujoco
 import numpy as np
 from s2r.sim.backends.cpu import CpuBackend, CpuBackendConfig
-from s2r.sim.env import EnvSpec, Obs, ObsTerm, VecEnv, term_noise, term_scales
+from s2r.sim.env import EnvSpec, GroupSpec, Obs, ObsHistory, ObsTerm, VecEnv, term_noise, term_scales
 from s2r.sim.models import load_model
 from s2r.sim.tasks import terms as T
 from s2r.sim.tasks.velocity import CommandConfig, episode_stats, push_bases, sample_commands
@@ -58,6 +58,8 @@ class PuckConfig:
     action_clip: float = 4.0
     spawn_xy: float = 0.5  # spawn uniformly in [-spawn_xy, spawn_xy]^2
     table_half_size: float = 5.9  # the episode ends (a "fall") when the puck leaves the table
+    history_length: int = 1  # frames of the `policy` group
+    privileged_history_length: int = 1  # frames of the `privileged` group
     commands: CommandConfig = field(
         default_factory=lambda: CommandConfig(lin_vel_y=(-1.0, 1.0), ang_vel_z=(-1.0, 1.0), resample_s=2.0)
     )
@@ -132,7 +134,8 @@ class PuckEnv(VecEnv):
         self._cmd_every = max(1, round(cfg.commands.resample_s / cfg.control_dt))
         edge = cfg.table_half_size
         self.spec = EnvSpec(
-            obs_terms={"policy": POLICY_TERMS, "privileged": PRIVILEGED_TERMS},
+            groups={"policy": GroupSpec(terms=POLICY_TERMS, history=cfg.history_length),
+                    "privileged": GroupSpec(terms=PRIVILEGED_TERMS, history=cfg.privileged_history_length)},
             action_names=self.joint_names,
             control_dt=cfg.control_dt,
             max_episode_steps=self._max_steps,
@@ -153,6 +156,7 @@ class PuckEnv(VecEnv):
         self.episode_tracking = np.zeros(n)
         self.dr_params = np.ones((n, 3))
         self.nan_resets = 0
+        self._history = ObsHistory(self.spec.groups, n)
 
     # ---- public API -------------------------------------------------------------------------------
 
@@ -161,6 +165,7 @@ class PuckEnv(VecEnv):
         if seed is not None:
             self.rng = np.random.default_rng(seed)
         self._reset_envs(np.arange(self.num_envs))
+        self._history.clear()
         return self._observe(self._state())
 
     def randomize_episode_start(self) -> None:
@@ -213,9 +218,10 @@ class PuckEnv(VecEnv):
             info["episode"] = episode_stats(ids, self.episode_return, self.episode_step, self.episode_tracking,
                                             terminated)
             self._reset_envs(ids)
-            fresh = self._observe(self._state())
-            for k in obs:
-                obs[k][ids] = fresh[k][ids]
+            # Frames of every env are drawn (the noise stream stays the same); only the reset rows are used.
+            fresh = self._frames(self._state())
+            for k, rows in self._history.reset_rows({k: v[ids] for k, v in fresh.items()}, ids).items():
+                obs[k][ids] = rows
         info["log"] = {"nan_resets": self.nan_resets}
         return obs, reward.astype(np.float32), terminated, truncated, info
 
@@ -233,12 +239,17 @@ class PuckEnv(VecEnv):
                          action=self.actions, action_prev=self.actions_prev, randomization=self.dr_params)
 
     def _observe(self, s: PuckState) -> Obs:
+        """Observation groups of every env; pushes one frame onto each group's history."""
+        return {k: v.astype(np.float32) for k, v in self._history.push(self._frames(s)).items()}
+
+    def _frames(self, s: PuckState) -> Obs:
+        """One frame of each group for every env (float64, with observation noise on `policy`)."""
         pol = np.concatenate([OBS_TERMS[t.name](s) for t in POLICY_TERMS], axis=1) * self._policy_scale
         noise = self.cfg.randomization.observation_noise
         if noise > 0:
             pol += self.rng.uniform(-1.0, 1.0, pol.shape) * (self._policy_noise * noise)
         priv = np.concatenate([OBS_TERMS[t.name](s) for t in PRIVILEGED_TERMS], axis=1) * self._priv_scale
-        return {"policy": pol.astype(np.float32), "privileged": priv.astype(np.float32)}
+        return {"policy": pol, "privileged": priv}
 
     def _sample_commands(self, ids: np.ndarray) -> None:
         self.command[ids] = sample_commands(self.rng, self.cfg.commands, len(ids))
