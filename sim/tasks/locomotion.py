@@ -13,7 +13,7 @@ from typing import Any
 
 import mujoco
 import numpy as np
-from s2r.sim.backends.cpu import CpuBackend, CpuBackendConfig
+from s2r.sim.backends import BackendConfig, FieldRandomization, make_backend, sample_draws
 from s2r.sim.env import EnvSpec, GroupSpec, Obs, ObsHistory, ObsTerm, VecEnv, term_noise, term_scales
 from s2r.sim.models import load_model, terrain_height_at
 from s2r.sim.tasks import terms as T
@@ -84,7 +84,7 @@ class LocomotionConfig:
     commands: CommandConfig = field(default_factory=CommandConfig)
     rewards: RewardConfig = field(default_factory=RewardConfig)
     randomization: RandomizationConfig = field(default_factory=RandomizationConfig)
-    backend: CpuBackendConfig = field(default_factory=CpuBackendConfig)
+    backend: BackendConfig = field(default_factory=BackendConfig)
 
 
 # Observation layout. Scales follow common legged-RL practice so every input is O(1).
@@ -102,6 +102,22 @@ PRIVILEGED_TERMS = (
     ObsTerm(name="foot_contact", size=4),
     ObsTerm(name="randomization", size=4),  # friction, added mass, motor strength, latency
 )
+
+
+def randomization_fields(r: RandomizationConfig, trunk: int) -> tuple[FieldRandomization, ...]:
+    """The model fields Go1's domain randomisation writes: friction, added trunk mass, motor strength.
+
+    Motor strength scales the position servos' gain (kp), both bias terms (-kp, -kv) and the force limits
+    with one draw, so the servo stays a scaled copy of itself.
+    """
+    strength = {"range": r.motor_strength, "op": "scale", "draw": "motor_strength"}
+    return (
+        FieldRandomization(field="geom_friction", cols=(0,), range=r.friction, op="scale", draw="friction"),
+        FieldRandomization(field="body_mass", rows=(trunk,), range=r.added_mass, op="add", draw="added_mass"),
+        FieldRandomization(field="actuator_gainprm", cols=(0,), **strength),
+        FieldRandomization(field="actuator_biasprm", cols=(1, 2), **strength),
+        FieldRandomization(field="actuator_forcerange", **strength),
+    )
 
 
 def _cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -149,7 +165,7 @@ class LocomotionEnv(VecEnv):
             raise ValueError(
                 f"control_dt {cfg.control_dt} is not a multiple of the model timestep {model.opt.timestep}"
             )
-        self.backend = CpuBackend(model, num_envs, cfg.backend)
+        self.backend = make_backend(cfg.backend.name, model, num_envs, cfg.backend)
         self.model = model
         nu = model.nu
         if len(cfg.default_joint_pos) != nu:
@@ -167,8 +183,7 @@ class LocomotionEnv(VecEnv):
         self._kv = -model.actuator_biasprm[:, 2].copy()
         self._force = model.actuator_forcerange.copy()
         self._trunk = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, cfg.base_body)
-        self._trunk_mass = float(model.body_mass[self._trunk])
-        self._friction0 = model.geom_friction[:, 0].copy()
+        self.dr_fields = randomization_fields(cfg.randomization, self._trunk)
         # Sensor slices: touch (4), foot positions (12), foot velocities (12), in MJCF order.
         self._nfeet = len(cfg.foot_sites)
         self._max_steps = round(cfg.episode_s / cfg.control_dt)
@@ -386,44 +401,24 @@ class LocomotionEnv(VecEnv):
         k = len(ids)
         if k == 0:
             return
-        # One draw per env in the order friction, mass, strength (row-major), then per-env model writes.
-        lo, hi = zip(r.friction, r.added_mass, r.motor_strength, strict=True)
         if r.model_pool > 0:
-            self._reset_from_pool(ids, lo, hi)
+            self._reset_from_pool(ids)
         else:
-            dr = rng.uniform(lo, hi, size=(k, 3))  # (k, 3)
+            # One draw per env in the order friction, mass, strength (row-major), then per-env model writes.
+            dr = sample_draws(rng, self.dr_fields, k)  # (k, 3)
             self.dr_params[ids, :3] = dr
-            self._randomize_models(self.backend.models, ids, dr)
+            self.backend.randomize(ids, self.dr_fields, dr)
         self._reset_state(ids)
 
-    def _reset_from_pool(self, ids: np.ndarray, lo: tuple[float, ...], hi: tuple[float, ...]) -> None:
+    def _reset_from_pool(self, ids: np.ndarray) -> None:
         """Point each env at a randomly drawn model of a pool randomised once (see model_pool)."""
         pool = self.cfg.randomization.model_pool
-        if not hasattr(self, "_pool_models"):
-            import copy
-
-            self._pool_models = [copy.copy(self.model) for _ in range(pool)]
-            self._pool_params = self.rng.uniform(lo, hi, size=(pool, 3))
-            self._randomize_models(self._pool_models, np.arange(pool), self._pool_params)
+        if not hasattr(self, "_pool_params"):
+            self._pool_params = sample_draws(self.rng, self.dr_fields, pool)
+            self.backend.set_model_pool(self.dr_fields, self._pool_params)
         pick = self.rng.integers(0, pool, size=len(ids))
-        for i, b in zip(ids, pick, strict=True):
-            self.backend.models[i] = self._pool_models[b]
+        self.backend.use_pool(ids, pick)
         self.dr_params[ids, :3] = self._pool_params[pick]
-
-    def _randomize_models(self, models: list[mujoco.MjModel], ids: np.ndarray, dr: np.ndarray) -> None:
-        """Write friction, added mass and motor strength `dr` (k, 3) into `models[i]` for i in `ids`."""
-        fric = self._friction0 * dr[:, :1]  # (k, ngeom)
-        kp = self._kp * dr[:, 2:3]  # (k, nu)
-        kv = self._kv * dr[:, 2:3]
-        force = self._force * dr[:, 2, None, None]  # (k, nu, 2)
-        for j, i in enumerate(ids):
-            m = models[i]
-            m.geom_friction[:, 0] = fric[j]
-            m.body_mass[self._trunk] = self._trunk_mass + dr[j, 1]
-            m.actuator_gainprm[:, 0] = kp[j]
-            m.actuator_biasprm[:, 1] = -kp[j]
-            m.actuator_biasprm[:, 2] = -kv[j]
-            m.actuator_forcerange[:] = force[j]
 
     def _reset_state(self, ids: np.ndarray) -> None:
         """Latency draw, initial pose and per-episode buffers for `ids`."""

@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 
 import mujoco
 import numpy as np
-from s2r.sim.backends.cpu import CpuBackend, CpuBackendConfig
+from s2r.sim.backends import BackendConfig, FieldRandomization, make_backend
 from s2r.sim.env import EnvSpec, GroupSpec, ImageSpec, Obs, ObsHistory, ObsTerm, VecEnv
 from s2r.sim.models import load_panda
 
@@ -150,7 +150,7 @@ class PandaTaskConfig:
         history_length: Frames of the `policy` group stacked into one observation.
         privileged_history_length: Frames of the `privileged` group.
         arm: Task-space control.
-        backend: CPU backend threading.
+        backend: Which physics backend, and its threading.
     """
 
     control_dt: float = 0.05
@@ -163,7 +163,7 @@ class PandaTaskConfig:
     history_length: int = 1
     privileged_history_length: int = 1
     arm: ArmControlConfig = field(default_factory=ArmControlConfig)
-    backend: CpuBackendConfig = field(default_factory=CpuBackendConfig)
+    backend: BackendConfig = field(default_factory=BackendConfig)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -389,7 +389,7 @@ class PandaEnv(VecEnv):
         if abs(self.substeps * model.opt.timestep - cfg.control_dt) > 1e-9:
             raise ValueError(f"control_dt {cfg.control_dt} is not a multiple of the model timestep {model.opt.timestep}")
         self.model = model
-        self.backend = CpuBackend(model, n, cfg.backend)
+        self.backend = make_backend(cfg.backend.name, model, n, cfg.backend)
         # The IK reads kinematics from an arm-only copy of the model: the arm is never randomised, and
         # without the objects each forward-kinematics call is cheaper.
         self._kin_model = load_panda(())
@@ -399,6 +399,12 @@ class PandaEnv(VecEnv):
         self._jacr = np.zeros((3, self._kin_model.nv))
         self._body = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, self.OBJECT_BODY)
         self._geom = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_GEOM, self.OBJECT_BODY)
+        # The object's friction and mass as declared model fields ("set": the task draws the values). Its
+        # size and inertia tensor change shape-dependent fields and bounding volumes, written per task.
+        self.object_fields = (
+            FieldRandomization(field="geom_friction", rows=(self._geom,), cols=(0,), op="set", draw="friction"),
+            FieldRandomization(field="body_mass", rows=(self._body,), op="set", draw="mass"),
+        )
         self._q_lo = model.jnt_range[:ARM_DOF, 0] + cfg.arm.joint_margin
         self._q_hi = model.jnt_range[:ARM_DOF, 1] - cfg.arm.joint_margin
         self._ws_lo, self._ws_hi = np.asarray(cfg.arm.workspace_low), np.asarray(cfg.arm.workspace_high)
@@ -709,13 +715,12 @@ class _CubeEnv(PandaEnv):
         half = rng.uniform(*r.half_size, k)
         fric = rng.uniform(*r.friction, k)
         mass = rng.uniform(*r.mass, k)
-        for i, h, f, ms in zip(ids, half, fric, mass, strict=True):
+        for i, h, ms in zip(ids, half, mass, strict=True):
             m = self.backend.models[i]
             self._set_box(i, self._geom, np.full(3, h))
-            m.geom_friction[self._geom, 0] = f
-            m.body_mass[self._body] = ms
             m.body_inertia[self._body] = 2.0 / 3.0 * ms * h * h  # solid cube, side 2h
             refit_bvh(m, self._body)
+        self.backend.randomize(ids, self.object_fields, np.stack([fric, mass], axis=1))
         xy = np.asarray(r.center) + rng.uniform(-r.spawn_half, r.spawn_half, (k, 2))
         self.backend.qpos[ids, 9:11] = xy
         self.backend.qpos[ids, 11] = half + 1e-4  # resting on the table, not in it
@@ -796,8 +801,6 @@ class InsertEnv(PandaEnv):
             m = self.backend.models[i]
             w = half[j]
             self._set_box(i, self._geom, np.array([w, w, L]))
-            m.geom_friction[self._geom, 0] = fric[j]
-            m.body_mass[self._body] = mass[j]
             m.body_inertia[self._body] = mass[j] / 3.0 * np.array([w * w + L * L, w * w + L * L, 2 * w * w])
             # Walls around a hole of side 2 * hole: x walls span the full outer width, y walls fit between.
             hole = w + clear[j] / 2
@@ -810,6 +813,7 @@ class InsertEnv(PandaEnv):
             m.body_quat[self._socket] = _yaw_quat(yaw[j : j + 1])[0]
             refit_bvh(m, self._body)
             refit_bvh(m, self._socket)
+        self.backend.randomize(ids, self.object_fields, np.stack([fric, mass], axis=1))
         # The peg hangs in the closed hand, upright, its top `top` above the TCP, shifted along the pads.
         peg = self.ee_pos[ids].copy()
         peg[:, 0] += offset

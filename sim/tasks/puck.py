@@ -15,7 +15,7 @@ from typing import Any
 
 import mujoco
 import numpy as np
-from s2r.sim.backends.cpu import CpuBackend, CpuBackendConfig
+from s2r.sim.backends import BackendConfig, FieldRandomization, make_backend
 from s2r.sim.env import EnvSpec, GroupSpec, Obs, ObsHistory, ObsTerm, VecEnv, term_noise, term_scales
 from s2r.sim.models import load_model
 from s2r.sim.tasks import terms as T
@@ -65,7 +65,7 @@ class PuckConfig:
     )
     rewards: PuckRewardConfig = field(default_factory=PuckRewardConfig)
     randomization: PuckRandomizationConfig = field(default_factory=PuckRandomizationConfig)
-    backend: CpuBackendConfig = field(default_factory=CpuBackendConfig)
+    backend: BackendConfig = field(default_factory=BackendConfig)
 
 
 POLICY_TERMS = (
@@ -121,14 +121,18 @@ class PuckEnv(VecEnv):
         if abs(self.substeps * model.opt.timestep - cfg.control_dt) > 1e-9:
             raise ValueError(f"control_dt {cfg.control_dt} is not a multiple of the model timestep {model.opt.timestep}")
         self.model = model
-        self.backend = CpuBackend(model, num_envs, cfg.backend)
+        self.backend = make_backend(cfg.backend.name, model, num_envs, cfg.backend)
         nu = model.nu
         self.joint_names = tuple(mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_ACTUATOR, i) for i in range(nu))
         self._body = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, "puck")
-        self._mass0 = float(model.body_mass[self._body])
-        self._inertia0 = model.body_inertia[self._body].copy()
-        self._damping0 = model.dof_damping.copy()
-        self._gear0 = model.actuator_gear[:, 0].copy()
+        r, body = cfg.randomization, (self._body,)
+        # Mass scales the inertia with it (one draw): the puck stays a uniform disc.
+        self.dr_fields = (
+            FieldRandomization(field="body_mass", rows=body, range=r.mass, draw="mass"),
+            FieldRandomization(field="body_inertia", rows=body, range=r.mass, draw="mass"),
+            FieldRandomization(field="dof_damping", range=r.damping, draw="damping"),
+            FieldRandomization(field="actuator_gear", cols=(0,), range=r.motor_strength, draw="motor_strength"),
+        )
         self._max_steps = round(cfg.episode_s / cfg.control_dt)
         self._push_every = max(1, round(cfg.randomization.push_interval_s / cfg.control_dt))
         self._cmd_every = max(1, round(cfg.commands.resample_s / cfg.control_dt))
@@ -258,13 +262,9 @@ class PuckEnv(VecEnv):
         cfg, r, rng, k = self.cfg, self.cfg.randomization, self.rng, len(ids)
         if k == 0:
             return
+        # Parameter-major draws (all masses, then dampings, then strengths): the order the numbers depend on.
         params = np.stack([rng.uniform(*r.mass, k), rng.uniform(*r.damping, k), rng.uniform(*r.motor_strength, k)], 1)
-        for i, (ms, dp, st) in zip(ids, params, strict=True):
-            m = self.backend.models[i]
-            m.body_mass[self._body] = self._mass0 * ms
-            m.body_inertia[self._body] = self._inertia0 * ms
-            m.dof_damping[:] = self._damping0 * dp
-            m.actuator_gear[:, 0] = self._gear0 * st
+        self.backend.randomize(ids, self.dr_fields, params)
         self.dr_params[ids] = params
         self.backend.state[ids] = 0.0
         self.backend.qpos[ids, :2] = rng.uniform(-cfg.spawn_xy, cfg.spawn_xy, (k, 2))
