@@ -257,6 +257,14 @@ class VecEnv(ABC):
         return {g: s.dtype for g, s in self.spec.groups.items()}
 
 
+def control_substeps(timestep: float, control_dt: float) -> int:
+    """Physics steps per control step; raises ValueError when `control_dt` is not a multiple of `timestep`."""
+    substeps = max(1, round(control_dt / timestep))
+    if abs(substeps * timestep - control_dt) > 1e-9:
+        raise ValueError(f"control_dt {control_dt} is not a multiple of the model timestep {timestep}")
+    return substeps
+
+
 def term_scales(terms: tuple[ObsTerm, ...]) -> np.ndarray:
     """Per-value scale of a group's concatenated terms."""
     return np.concatenate([np.broadcast_to(np.asarray(t.scale, dtype=np.float64), (t.size,)) for t in terms])

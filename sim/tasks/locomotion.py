@@ -13,33 +13,40 @@ from typing import Any
 
 import mujoco
 import numpy as np
-from s2r.sim.backends import BackendConfig, FieldRandomization, make_backend, sample_draws
-from s2r.sim.env import EnvSpec, GroupSpec, Obs, ObsHistory, ObsTerm, VecEnv, term_noise, term_scales
+from s2r.sim.backends import BackendConfig, FieldRandomization, sample_draws
+from s2r.sim.env import Obs, ObsTerm
 from s2r.sim.models import load_model, terrain_height_at
 from s2r.sim.tasks import terms as T
-from s2r.sim.tasks.velocity import CommandConfig, episode_stats, push_bases, sample_commands
+from s2r.sim.tasks.terms import RewardTerm, reward_field, upgrade_rewards_dict
+from s2r.sim.tasks.velocity import CommandConfig, VelocityEnv, norm_xy
 
 
 @dataclass(frozen=True, kw_only=True)
 class RewardConfig:
-    """Weight per reward term (0 disables it). Each term is multiplied by weight * control_dt."""
+    """Reward terms (weight 0 disables one); each is scaled by weight * control_dt, see `RewardTerm`."""
 
-    track_lin_vel_xy: float = 1.5
-    track_ang_vel_z: float = 0.75
-    lin_vel_z: float = -2.0
-    ang_vel_xy: float = -0.05
-    orientation: float = -1.0
-    base_height: float = 0.0
-    torques: float = -2e-4
-    joint_acc: float = -2.5e-7
-    action_rate: float = -0.01
-    joint_limits: float = -10.0
-    feet_air_time: float = 1.0
-    foot_slip: float = 0.0
-    stand_still: float = 0.0
-    termination: float = -2.0  # one-off, not scaled by dt
-    tracking_sigma: float = 0.25
-    air_time_target: float = 0.4
+    track_lin_vel_xy: RewardTerm = reward_field("track_lin_vel_xy", 1.5, sigma=0.25)
+    track_ang_vel_z: RewardTerm = reward_field("track_ang_vel_z", 0.75, sigma=0.25)
+    lin_vel_z: RewardTerm = reward_field("lin_vel_z", -2.0)
+    ang_vel_xy: RewardTerm = reward_field("ang_vel_xy", -0.05)
+    orientation: RewardTerm = reward_field("orientation", -1.0)
+    base_height: RewardTerm = reward_field("base_height", 0.0)
+    torques: RewardTerm = reward_field("torques", -2e-4)
+    joint_acc: RewardTerm = reward_field("joint_acc", -2.5e-7)
+    action_rate: RewardTerm = reward_field("action_rate", -0.01)
+    joint_limits: RewardTerm = reward_field("joint_limits", -10.0)
+    feet_air_time: RewardTerm = reward_field("feet_air_time", 1.0, target=0.4)
+    foot_slip: RewardTerm = reward_field("foot_slip", 0.0)
+    stand_still: RewardTerm = reward_field("stand_still", 0.0)
+    termination: float = -2.0  # one-off on a terminal step, not scaled by dt
+
+    @classmethod
+    def upgrade_dict(cls, data: dict[str, Any]) -> dict[str, Any]:
+        """Read a section saved as name -> weight with shared `tracking_sigma` / `air_time_target`."""
+        return upgrade_rewards_dict(cls(), data, {
+            "tracking_sigma": ("track_lin_vel_xy.sigma", "track_ang_vel_z.sigma"),
+            "air_time_target": ("feet_air_time.target",),
+        })
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -131,12 +138,6 @@ def _cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return out
 
 
-def _norm_xy(v: np.ndarray) -> np.ndarray:
-    """Length of the first two components along the last axis (np.linalg.norm's arithmetic, less overhead)."""
-    x, y = v[..., 0], v[..., 1]
-    return np.sqrt(x * x + y * y)
-
-
 def _quat_rotate_inv(q: np.ndarray, v: np.ndarray) -> np.ndarray:
     """Rotate world vectors v (n,3) into the frames of unit quaternions q (n,4, wxyz)."""
     w = q[:, :1]
@@ -145,28 +146,16 @@ def _quat_rotate_inv(q: np.ndarray, v: np.ndarray) -> np.ndarray:
     return v + w * t + _cross(u, t)
 
 
-class LocomotionEnv(VecEnv):
-    """Batched velocity tracking on the CPU MuJoCo backend."""
+class LocomotionEnv(VelocityEnv):
+    """Batched legged velocity tracking; the step's order of events is `VelocityEnv.step`."""
 
     def __init__(self, cfg: LocomotionConfig, num_envs: int = 1, seed: int = 0) -> None:
-        if num_envs < 1:
-            raise ValueError(f"num_envs must be >= 1, got {num_envs}")
-        self.cfg = cfg
-        self.num_envs = num_envs
-        self.rng = np.random.default_rng(seed)
         model = load_model(cfg.model, terrain=cfg.terrain, terrain_height=cfg.terrain_height, terrain_seed=seed)
         if cfg.randomization.calibration:
             from s2r.sim.calibrated import apply_actuator_calibration
 
             cfg = dataclasses.replace(cfg, randomization=apply_actuator_calibration(model, cfg.randomization, cfg.control_dt))
-            self.cfg = cfg
-        self.substeps = max(1, round(cfg.control_dt / model.opt.timestep))
-        if abs(self.substeps * model.opt.timestep - cfg.control_dt) > 1e-9:
-            raise ValueError(
-                f"control_dt {cfg.control_dt} is not a multiple of the model timestep {model.opt.timestep}"
-            )
-        self.backend = make_backend(cfg.backend.name, model, num_envs, cfg.backend)
-        self.model = model
+        self._setup(cfg, model, num_envs, seed)
         nu = model.nu
         if len(cfg.default_joint_pos) != nu:
             raise ValueError(f"default_joint_pos has {len(cfg.default_joint_pos)} values; the model has {nu} actuators")
@@ -186,46 +175,24 @@ class LocomotionEnv(VecEnv):
         self.dr_fields = randomization_fields(cfg.randomization, self._trunk)
         # Sensor slices: touch (4), foot positions (12), foot velocities (12), in MJCF order.
         self._nfeet = len(cfg.foot_sites)
-        self._max_steps = round(cfg.episode_s / cfg.control_dt)
-        self._push_every = max(1, round(cfg.randomization.push_interval_s / cfg.control_dt))
-        self._cmd_every = max(1, round(cfg.commands.resample_s / cfg.control_dt))
-        self.spec = EnvSpec(
-            groups={"policy": GroupSpec(terms=POLICY_TERMS, history=cfg.history_length),
-                    "privileged": GroupSpec(terms=PRIVILEGED_TERMS, history=cfg.privileged_history_length)},
-            action_names=self.joint_names,
-            control_dt=cfg.control_dt,
-            max_episode_steps=self._max_steps,
-            extras={"action_scale": cfg.action_scale, "default_joint_pos": list(cfg.default_joint_pos),
-                    "joint_lower": self.joint_lower.tolist(), "joint_upper": self.joint_upper.tolist(),
-                    "kp": self._kp.tolist(), "kv": self._kv.tolist()},
-        )
-        self._weights = {k: v for k, v in dataclasses.asdict(cfg.rewards).items()
-                         if k in T.REWARD_TERMS and v != 0.0}
-        self._policy_scale = term_scales(POLICY_TERMS)
-        self._policy_noise = term_noise(POLICY_TERMS)
-        self._priv_scale = term_scales(PRIVILEGED_TERMS)
+        self._declare(POLICY_TERMS, PRIVILEGED_TERMS, self.joint_names, {
+            "action_scale": cfg.action_scale, "default_joint_pos": list(cfg.default_joint_pos),
+            "joint_lower": self.joint_lower.tolist(), "joint_upper": self.joint_upper.tolist(),
+            "kp": self._kp.tolist(), "kv": self._kv.tolist()})
         n = num_envs
-        self.command = np.zeros((n, 3))
-        self.actions = np.zeros((n, nu))
-        self.actions_prev = np.zeros((n, nu))
         # Latest first; latency picks a slot (enough slots for the largest latency in the range).
         self._act_queue = np.zeros((max(3, cfg.randomization.action_latency_steps[1] + 1), n, nu))
         self.latency = np.zeros(n, dtype=np.int64)
         self.joint_vel_prev = np.zeros((n, nu))
         self.air_time = np.zeros((n, self._nfeet))
         self.last_contact = np.zeros((n, self._nfeet), dtype=bool)
-        self.episode_step = np.zeros(n, dtype=np.int64)
-        self.episode_return = np.zeros(n)
-        self.episode_tracking = np.zeros(n)
         self.ground_z = np.zeros(n)
         self.dr_params = np.zeros((n, 4))
-        self.nan_resets = 0
-        self._history = ObsHistory(self.spec.groups, n)
-        self._arange = np.arange(n)
 
     # ---- public API -------------------------------------------------------------------------------
 
     def reset(self, seed: int | None = None) -> Obs:
+        """Reset every env and return the first observations."""
         if seed is not None:
             self.rng = np.random.default_rng(seed)
         ids = self._arange
@@ -236,84 +203,30 @@ class LocomotionEnv(VecEnv):
         self._history.clear()
         return self._observe(state)
 
-    def randomize_episode_start(self) -> None:
-        """Spread time-outs over the batch so resets do not arrive all at once (used by trainers)."""
-        self.episode_step[:] = self.rng.integers(0, self._max_steps, size=self.num_envs)
+    # ---- step hooks (the order of events is VelocityEnv.step) ---------------------------------------
 
-    def step(self, actions: Any) -> tuple[Obs, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
-        cfg = self.cfg
-        a = np.asarray(actions, dtype=np.float64).reshape(self.num_envs, -1)
-        if a.shape[1] != self.model.nu:
-            raise ValueError(f"actions have {a.shape[1]} columns; this task has {self.model.nu} actuators")
-        # Clipping maps +-inf to the bounds; NaN becomes 0 (what np.nan_to_num would do, for less work).
-        a = np.clip(a, -cfg.action_clip, cfg.action_clip)
-        a[np.isnan(a)] = 0.0
-        self.actions_prev[:] = self.actions
-        self.actions[:] = a
+    def _apply_action(self, a: np.ndarray) -> None:
         # Action latency: the env applies the action from `latency` control steps ago.
         self._act_queue[1:] = self._act_queue[:-1]
         self._act_queue[0] = a
         applied = self._act_queue[self.latency, self._arange]
-        targets = self.default_q + cfg.action_scale * applied
+        targets = self.default_q + self.cfg.action_scale * applied
         self.joint_vel_prev[:] = self.backend.qvel[:, self._vadr]
         self.backend.step(targets, self.substeps)
-        touch = (self.backend._out_sensor[:, :, : self._nfeet] > 0.0).any(axis=1)  # touched during any substep
-        sensors = self.backend.sensordata
+        self._touch = (self.backend._out_sensor[:, :, : self._nfeet] > 0.0).any(axis=1)  # touched during any substep
         self._targets = targets
 
-        self.episode_step += 1
-        bad = self.backend.diverged()
-        if bad.any():
-            # A blown-up world: reset it, count it, never let NaN reach the learner.
-            self.nan_resets += int(bad.sum())
-            self._reset_envs(np.flatnonzero(bad))
-            sensors = self.backend.sensordata
-            touch[bad] = False
+    def _reset_diverged(self, bad: np.ndarray) -> None:
+        super()._reset_diverged(bad)
+        self._touch[bad] = False
 
-        first, air_at_td = self._update_feet(touch)
-        state = self._loco_state(sensors, touch, first, air_at_td)
-        reward = np.zeros(self.num_envs)
-        dt = cfg.control_dt
-        for name, w in self._weights.items():
-            fn = T.REWARD_TERMS[name]
-            if name in ("track_lin_vel_xy", "track_ang_vel_z"):
-                r = fn(state, sigma=cfg.rewards.tracking_sigma)
-            elif name == "feet_air_time":
-                r = fn(state, target=cfg.rewards.air_time_target)
-            else:
-                r = fn(state)
-            reward += w * dt * r
-        terminated = (state.base_height < cfg.min_base_height) | (state.projected_gravity[:, 2] > -np.cos(cfg.max_tilt_rad))
-        terminated |= bad
-        reward += cfg.rewards.termination * terminated
-        truncated = (self.episode_step >= self._max_steps) & ~terminated
-        vel_err = _norm_xy(self.command[:, :2] - state.base_lin_vel[:, :2])
-        self.episode_return += reward
-        self.episode_tracking += vel_err
+    def _step_state(self) -> T.LocoState:
+        first, air_at_td = self._update_feet(self._touch)
+        return self._loco_state(self.backend.sensordata, self._touch, first, air_at_td)
 
-        # Pushes and command changes happen on a schedule per env.
-        push_bases(self.backend.qvel, self.episode_step % self._push_every == 0, cfg.randomization.push_velocity,
-                   self.rng)
-        resample = self.episode_step % self._cmd_every == 0
-        if resample.any():
-            self._sample_commands(np.flatnonzero(resample))
-
-        obs = self._observe(state)
-        done = terminated | truncated
-        info: dict[str, Any] = {}
-        if done.any():
-            ids = np.flatnonzero(done)
-            info["final_obs"] = {k: v.copy() for k, v in obs.items()}
-            info["episode"] = episode_stats(ids, self.episode_return, self.episode_step, self.episode_tracking,
-                                            terminated)
-            self._reset_envs(ids)
-            # Only the reset envs get a new observation; the others keep theirs (contacts, history and all).
-            self._observe_reset(obs, ids)
-        info["log"] = {"nan_resets": self.nan_resets}
-        return obs, reward.astype(np.float32), terminated, truncated, info
-
-    def close(self) -> None:
-        self.backend.close()
+    def _terminated(self, s: T.LocoState) -> np.ndarray:
+        cfg = self.cfg
+        return (s.base_height < cfg.min_base_height) | (s.projected_gravity[:, 2] > -np.cos(cfg.max_tilt_rad))
 
     # ---- internals --------------------------------------------------------------------------------
 
@@ -365,7 +278,7 @@ class LocomotionEnv(VecEnv):
             foot_contact=touch,
             first_contact=first,
             air_time_at_touchdown=air_at_td,
-            foot_vel_xy=_norm_xy(foot_vel),
+            foot_vel_xy=norm_xy(foot_vel),
             dt=self.cfg.control_dt,
         )
 
@@ -392,9 +305,6 @@ class LocomotionEnv(VecEnv):
         pol, priv = self._frame(s, ids)
         for g, rows in self._history.reset_rows({"policy": pol, "privileged": priv}, ids).items():
             obs[g][ids] = rows
-
-    def _sample_commands(self, ids: np.ndarray) -> None:
-        self.command[ids] = sample_commands(self.rng, self.cfg.commands, len(ids))
 
     def _reset_envs(self, ids: np.ndarray) -> None:
         r, rng = self.cfg.randomization, self.rng

@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 import mujoco
 import numpy as np
 from s2r.sim.backends import BackendConfig, FieldRandomization, make_backend
-from s2r.sim.env import EnvSpec, GroupSpec, ImageSpec, Obs, ObsHistory, ObsTerm, VecEnv
+from s2r.sim.env import EnvSpec, GroupSpec, ImageSpec, Obs, ObsHistory, ObsTerm, VecEnv, control_substeps
 from s2r.sim.models import load_panda
 
 ARM_DOF = 7
@@ -385,9 +385,7 @@ class PandaEnv(VecEnv):
         self.num_envs = n = num_envs
         self.rng = np.random.default_rng(seed)
         model = load_panda(self.OBJECTS)
-        self.substeps = max(1, round(cfg.control_dt / model.opt.timestep))
-        if abs(self.substeps * model.opt.timestep - cfg.control_dt) > 1e-9:
-            raise ValueError(f"control_dt {cfg.control_dt} is not a multiple of the model timestep {model.opt.timestep}")
+        self.substeps = control_substeps(model.opt.timestep, cfg.control_dt)
         self.model = model
         self.backend = make_backend(cfg.backend.name, model, n, cfg.backend)
         # The IK reads kinematics from an arm-only copy of the model: the arm is never randomised, and
