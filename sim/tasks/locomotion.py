@@ -13,7 +13,7 @@ from typing import Any
 
 import mujoco
 import numpy as np
-from s2r.sim.backends import BackendConfig, FieldRandomization, sample_draws
+from s2r.sim.backends import BackendConfig, FieldRandomization, check_fields, sample_draws
 from s2r.sim.env import Obs, ObsTerm
 from s2r.sim.models import load_model, terrain_height_at
 from s2r.sim.tasks import terms as T
@@ -172,7 +172,10 @@ class LocomotionEnv(VelocityEnv):
         self._kv = -model.actuator_biasprm[:, 2].copy()
         self._force = model.actuator_forcerange.copy()
         self._trunk = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, cfg.base_body)
+        if self._trunk < 0:
+            raise ValueError(f"base_body '{cfg.base_body}' is not a body of {cfg.model}; name the model's base body")
         self.dr_fields = randomization_fields(cfg.randomization, self._trunk)
+        check_fields(model, self.dr_fields)
         # Sensor slices: touch (4), foot positions (12), foot velocities (12), in MJCF order.
         self._nfeet = len(cfg.foot_sites)
         self._declare(POLICY_TERMS, PRIVILEGED_TERMS, self.joint_names, {

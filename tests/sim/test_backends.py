@@ -171,3 +171,9 @@ def test_applied_forces_with_the_wrong_shape_are_refused() -> None:
             backend.step(np.zeros((2, backend.nu)), 2, xfrc_applied=np.zeros((2, 6)))
     finally:
         backend.close()
+
+
+def test_go1_with_an_unknown_base_body_is_refused() -> None:
+    cfg = task_config("Go1-Velocity-Flat", {"base_body": "torso"})
+    with pytest.raises(ValueError, match=r"base_body 'torso' is not a body of go1\.xml"):
+        make("Go1-Velocity-Flat", 1, cfg=cfg)
