@@ -25,6 +25,16 @@ def apply_overrides(cfg: Any, overrides: dict[str, Any]) -> Any:
 
 
 def _replace_path(cfg: Any, path: list[str], value: Any, full: str) -> Any:
+    if isinstance(cfg, dict):
+        # A parameter table (e.g. a reward term's params): its keys are fixed by the config, like fields.
+        head = path[0]
+        if head not in cfg:
+            close = difflib.get_close_matches(head, list(cfg), n=3)
+            hint = f" Did you mean: {', '.join(close)}?" if close else f" Known keys: {', '.join(cfg) or '(none)'}."
+            raise ConfigError(f"unknown config key '{full}'.{hint}")
+        if len(path) > 1:
+            return {**cfg, head: _replace_path(cfg[head], path[1:], value, full)}
+        return {**cfg, head: _coerce(cfg[head], value, full)}
     if not dataclasses.is_dataclass(cfg):
         raise ConfigError(f"config key '{full}': '{path[0]}' is below a value that is not a config section")
     names = [f.name for f in dataclasses.fields(cfg)]
@@ -53,6 +63,10 @@ def _fixed_length(cls: type, name: str) -> int | None:
 
 def _coerce(current: Any, value: Any, full: str, length: int | None = None) -> Any:
     if dataclasses.is_dataclass(current):
+        shorthand = getattr(type(current), "SHORTHAND_FIELD", None)
+        if shorthand and not isinstance(value, dict):
+            # A section with a main value (a reward term's weight) takes that value alone.
+            return dataclasses.replace(current, **{shorthand: _coerce(getattr(current, shorthand), value, full)})
         if not isinstance(value, dict):
             raise ConfigError(f"config key '{full}' is a section; give sub-keys, not {value!r}")
         return apply_overrides(current, {k: v for k, v in value.items()})
@@ -91,7 +105,13 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 
 
 def from_dict(cls: type, data: dict[str, Any]) -> Any:
-    """Build config `cls` from nested dicts, refusing unknown keys."""
+    """Build config `cls` from nested dicts, refusing unknown keys.
+
+    A config class whose saved layout changed converts older dicts first in a `upgrade_dict(data)` classmethod.
+    """
+    upgrade = getattr(cls, "upgrade_dict", None)
+    if upgrade is not None:
+        data = upgrade(data)
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = set(data) - names

@@ -1,7 +1,8 @@
 """A single-env gymnasium view of any registered task (`gymnasium.make("s2r/<task>-v0")`).
 
-Outside tools (Stable-Baselines3 and others) train on the `policy` observation group through this
-wrapper; it runs the same task code as the batched env, with one world.
+Outside tools (Stable-Baselines3 and others) train on one observation group (`policy` by default) through
+this wrapper; it runs the same task code as the batched env, with one world. A vector group is a float32
+Box; an image group a uint8 Box of shape (H, W, C).
 """
 
 from __future__ import annotations
@@ -29,8 +30,15 @@ class SingleEnv(gym.Env):
         self.task_id = task_id
         self.env = make(task_id, 1, cfg=cfg)
         self.obs_group = obs_group
-        dim = self.env.obs_dims[obs_group]
-        self.observation_space = gym.spaces.Box(-np.inf, np.inf, shape=(dim,), dtype=np.float32)
+        spec = self.env.spec
+        if obs_group not in spec.groups:
+            raise ValueError(f"obs_group '{obs_group}' is not an observation group of {task_id} "
+                             f"(it has {sorted(spec.groups)})")
+        shape = spec.group_shape(obs_group)
+        if spec.groups[obs_group].is_image:
+            self.observation_space = gym.spaces.Box(0, 255, shape=shape, dtype=np.uint8)
+        else:
+            self.observation_space = gym.spaces.Box(-np.inf, np.inf, shape=shape, dtype=np.float32)
         clip = float(getattr(cfg, "action_clip", 1.0))
         self.action_space = gym.spaces.Box(-clip, clip, shape=(self.env.spec.action_dim,), dtype=np.float32)
         self.render_mode = render_mode

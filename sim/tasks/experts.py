@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 from s2r.sim.registry import get_task, task_config
-from s2r.sim.tasks.manipulation import InsertEnv, LiftEnv, PickPlaceEnv, _quat_z_axis, obs_slices
+from s2r.sim.tasks.manipulation import InsertEnv, LiftEnv, PickPlaceEnv, obs_slices, quat_z_axis
 
 # Failure modes (0 = none).
 _NONE, _AIM_OFF, _EARLY_RELEASE = 0, 1, 2
@@ -191,7 +191,7 @@ class InsertExpert(_Expert):
         peg = pol[:, self.pol["object_pos"]]
         socket = pol[:, self.pol["target_pos"]] + np.where((self.failure == _AIM_OFF)[:, None], self.aim_offset, 0.0)
         quat = priv[:, self.priv["object_quat"]]
-        bottom = peg - self.cfg.peg_half_length * _quat_z_axis(quat)
+        bottom = peg - self.cfg.peg_half_length * quat_z_axis(quat)
         err_xy = np.linalg.norm(socket[:, :2] - bottom[:, :2], axis=1)
         above = bottom[:, 2] > socket[:, 2] + 0.001
 

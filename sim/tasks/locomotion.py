@@ -13,33 +13,40 @@ from typing import Any
 
 import mujoco
 import numpy as np
-from s2r.sim.backends.cpu import CpuBackend, CpuBackendConfig
-from s2r.sim.env import EnvSpec, Obs, ObsTerm, VecEnv, term_noise, term_scales
+from s2r.sim.backends import BackendConfig, FieldRandomization, check_fields, sample_draws
+from s2r.sim.env import Obs, ObsTerm
 from s2r.sim.models import load_model, terrain_height_at
 from s2r.sim.tasks import terms as T
-from s2r.sim.tasks.velocity import CommandConfig, episode_stats, push_bases, sample_commands
+from s2r.sim.tasks.terms import RewardTerm, reward_field, upgrade_rewards_dict
+from s2r.sim.tasks.velocity import CommandConfig, VelocityEnv, norm_xy
 
 
 @dataclass(frozen=True, kw_only=True)
 class RewardConfig:
-    """Weight per reward term (0 disables it). Each term is multiplied by weight * control_dt."""
+    """Reward terms (weight 0 disables one); each is scaled by weight * control_dt, see `RewardTerm`."""
 
-    track_lin_vel_xy: float = 1.5
-    track_ang_vel_z: float = 0.75
-    lin_vel_z: float = -2.0
-    ang_vel_xy: float = -0.05
-    orientation: float = -1.0
-    base_height: float = 0.0
-    torques: float = -2e-4
-    joint_acc: float = -2.5e-7
-    action_rate: float = -0.01
-    joint_limits: float = -10.0
-    feet_air_time: float = 1.0
-    foot_slip: float = 0.0
-    stand_still: float = 0.0
-    termination: float = -2.0  # one-off, not scaled by dt
-    tracking_sigma: float = 0.25
-    air_time_target: float = 0.4
+    track_lin_vel_xy: RewardTerm = reward_field("track_lin_vel_xy", 1.5, sigma=0.25)
+    track_ang_vel_z: RewardTerm = reward_field("track_ang_vel_z", 0.75, sigma=0.25)
+    lin_vel_z: RewardTerm = reward_field("lin_vel_z", -2.0)
+    ang_vel_xy: RewardTerm = reward_field("ang_vel_xy", -0.05)
+    orientation: RewardTerm = reward_field("orientation", -1.0)
+    base_height: RewardTerm = reward_field("base_height", 0.0)
+    torques: RewardTerm = reward_field("torques", -2e-4)
+    joint_acc: RewardTerm = reward_field("joint_acc", -2.5e-7)
+    action_rate: RewardTerm = reward_field("action_rate", -0.01)
+    joint_limits: RewardTerm = reward_field("joint_limits", -10.0)
+    feet_air_time: RewardTerm = reward_field("feet_air_time", 1.0, target=0.4)
+    foot_slip: RewardTerm = reward_field("foot_slip", 0.0)
+    stand_still: RewardTerm = reward_field("stand_still", 0.0)
+    termination: float = -2.0  # one-off on a terminal step, not scaled by dt
+
+    @classmethod
+    def upgrade_dict(cls, data: dict[str, Any]) -> dict[str, Any]:
+        """Read a section saved as name -> weight with shared `tracking_sigma` / `air_time_target`."""
+        return upgrade_rewards_dict(cls(), data, {
+            "tracking_sigma": ("track_lin_vel_xy.sigma", "track_ang_vel_z.sigma"),
+            "air_time_target": ("feet_air_time.target",),
+        })
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -77,13 +84,14 @@ class LocomotionConfig:
     episode_s: float = 20.0
     action_scale: float = 0.25
     action_clip: float = 10.0
-    history_length: int = 1
+    history_length: int = 1  # frames of the `policy` group (what the robot side stacks)
+    privileged_history_length: int = 1  # frames of the `privileged` group
     min_base_height: float = 0.14
     max_tilt_rad: float = 1.0
     commands: CommandConfig = field(default_factory=CommandConfig)
     rewards: RewardConfig = field(default_factory=RewardConfig)
     randomization: RandomizationConfig = field(default_factory=RandomizationConfig)
-    backend: CpuBackendConfig = field(default_factory=CpuBackendConfig)
+    backend: BackendConfig = field(default_factory=BackendConfig)
 
 
 # Observation layout. Scales follow common legged-RL practice so every input is O(1).
@@ -103,6 +111,22 @@ PRIVILEGED_TERMS = (
 )
 
 
+def randomization_fields(r: RandomizationConfig, trunk: int) -> tuple[FieldRandomization, ...]:
+    """The model fields Go1's domain randomisation writes: friction, added trunk mass, motor strength.
+
+    Motor strength scales the position servos' gain (kp), both bias terms (-kp, -kv) and the force limits
+    with one draw, so the servo stays a scaled copy of itself.
+    """
+    strength = {"range": r.motor_strength, "op": "scale", "draw": "motor_strength"}
+    return (
+        FieldRandomization(field="geom_friction", cols=(0,), range=r.friction, op="scale", draw="friction"),
+        FieldRandomization(field="body_mass", rows=(trunk,), range=r.added_mass, op="add", draw="added_mass"),
+        FieldRandomization(field="actuator_gainprm", cols=(0,), **strength),
+        FieldRandomization(field="actuator_biasprm", cols=(1, 2), **strength),
+        FieldRandomization(field="actuator_forcerange", **strength),
+    )
+
+
 def _cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Row-wise cross product of (n,3) arrays; the same arithmetic as np.cross without its axis handling."""
     a0, a1, a2 = a[:, 0], a[:, 1], a[:, 2]
@@ -114,12 +138,6 @@ def _cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return out
 
 
-def _norm_xy(v: np.ndarray) -> np.ndarray:
-    """Length of the first two components along the last axis (np.linalg.norm's arithmetic, less overhead)."""
-    x, y = v[..., 0], v[..., 1]
-    return np.sqrt(x * x + y * y)
-
-
 def _quat_rotate_inv(q: np.ndarray, v: np.ndarray) -> np.ndarray:
     """Rotate world vectors v (n,3) into the frames of unit quaternions q (n,4, wxyz)."""
     w = q[:, :1]
@@ -128,28 +146,16 @@ def _quat_rotate_inv(q: np.ndarray, v: np.ndarray) -> np.ndarray:
     return v + w * t + _cross(u, t)
 
 
-class LocomotionEnv(VecEnv):
-    """Batched velocity tracking on the CPU MuJoCo backend."""
+class LocomotionEnv(VelocityEnv):
+    """Batched legged velocity tracking; the step's order of events is `VelocityEnv.step`."""
 
     def __init__(self, cfg: LocomotionConfig, num_envs: int = 1, seed: int = 0) -> None:
-        if num_envs < 1:
-            raise ValueError(f"num_envs must be >= 1, got {num_envs}")
-        self.cfg = cfg
-        self.num_envs = num_envs
-        self.rng = np.random.default_rng(seed)
         model = load_model(cfg.model, terrain=cfg.terrain, terrain_height=cfg.terrain_height, terrain_seed=seed)
         if cfg.randomization.calibration:
             from s2r.sim.calibrated import apply_actuator_calibration
 
             cfg = dataclasses.replace(cfg, randomization=apply_actuator_calibration(model, cfg.randomization, cfg.control_dt))
-            self.cfg = cfg
-        self.substeps = max(1, round(cfg.control_dt / model.opt.timestep))
-        if abs(self.substeps * model.opt.timestep - cfg.control_dt) > 1e-9:
-            raise ValueError(
-                f"control_dt {cfg.control_dt} is not a multiple of the model timestep {model.opt.timestep}"
-            )
-        self.backend = CpuBackend(model, num_envs, cfg.backend)
-        self.model = model
+        self._setup(cfg, model, num_envs, seed)
         nu = model.nu
         if len(cfg.default_joint_pos) != nu:
             raise ValueError(f"default_joint_pos has {len(cfg.default_joint_pos)} values; the model has {nu} actuators")
@@ -166,50 +172,30 @@ class LocomotionEnv(VecEnv):
         self._kv = -model.actuator_biasprm[:, 2].copy()
         self._force = model.actuator_forcerange.copy()
         self._trunk = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, cfg.base_body)
-        self._trunk_mass = float(model.body_mass[self._trunk])
-        self._friction0 = model.geom_friction[:, 0].copy()
+        if self._trunk < 0:
+            raise ValueError(f"base_body '{cfg.base_body}' is not a body of {cfg.model}; name the model's base body")
+        self.dr_fields = randomization_fields(cfg.randomization, self._trunk)
+        check_fields(model, self.dr_fields)
         # Sensor slices: touch (4), foot positions (12), foot velocities (12), in MJCF order.
         self._nfeet = len(cfg.foot_sites)
-        self._max_steps = round(cfg.episode_s / cfg.control_dt)
-        self._push_every = max(1, round(cfg.randomization.push_interval_s / cfg.control_dt))
-        self._cmd_every = max(1, round(cfg.commands.resample_s / cfg.control_dt))
-        self.spec = EnvSpec(
-            obs_terms={"policy": POLICY_TERMS, "privileged": PRIVILEGED_TERMS},
-            action_names=self.joint_names,
-            control_dt=cfg.control_dt,
-            max_episode_steps=self._max_steps,
-            history_length=cfg.history_length,
-            extras={"action_scale": cfg.action_scale, "default_joint_pos": list(cfg.default_joint_pos),
-                    "joint_lower": self.joint_lower.tolist(), "joint_upper": self.joint_upper.tolist(),
-                    "kp": self._kp.tolist(), "kv": self._kv.tolist()},
-        )
-        self._weights = {k: v for k, v in dataclasses.asdict(cfg.rewards).items()
-                         if k in T.REWARD_TERMS and v != 0.0}
-        self._policy_scale = term_scales(POLICY_TERMS)
-        self._policy_noise = term_noise(POLICY_TERMS)
-        self._priv_scale = term_scales(PRIVILEGED_TERMS)
+        self._declare(POLICY_TERMS, PRIVILEGED_TERMS, self.joint_names, {
+            "action_scale": cfg.action_scale, "default_joint_pos": list(cfg.default_joint_pos),
+            "joint_lower": self.joint_lower.tolist(), "joint_upper": self.joint_upper.tolist(),
+            "kp": self._kp.tolist(), "kv": self._kv.tolist()})
         n = num_envs
-        self.command = np.zeros((n, 3))
-        self.actions = np.zeros((n, nu))
-        self.actions_prev = np.zeros((n, nu))
         # Latest first; latency picks a slot (enough slots for the largest latency in the range).
         self._act_queue = np.zeros((max(3, cfg.randomization.action_latency_steps[1] + 1), n, nu))
         self.latency = np.zeros(n, dtype=np.int64)
         self.joint_vel_prev = np.zeros((n, nu))
         self.air_time = np.zeros((n, self._nfeet))
         self.last_contact = np.zeros((n, self._nfeet), dtype=bool)
-        self.episode_step = np.zeros(n, dtype=np.int64)
-        self.episode_return = np.zeros(n)
-        self.episode_tracking = np.zeros(n)
         self.ground_z = np.zeros(n)
         self.dr_params = np.zeros((n, 4))
-        self.nan_resets = 0
-        self._history: np.ndarray | None = None
-        self._arange = np.arange(n)
 
     # ---- public API -------------------------------------------------------------------------------
 
     def reset(self, seed: int | None = None) -> Obs:
+        """Reset every env and return the first observations."""
         if seed is not None:
             self.rng = np.random.default_rng(seed)
         ids = self._arange
@@ -217,87 +203,33 @@ class LocomotionEnv(VecEnv):
         self.episode_step[:] = self.rng.integers(0, 1, size=self.num_envs)
         sensors = self.backend.sensordata
         state = self._loco_state(sensors, np.zeros((self.num_envs, self._nfeet), dtype=bool))
-        self._history = None
+        self._history.clear()
         return self._observe(state)
 
-    def randomize_episode_start(self) -> None:
-        """Spread time-outs over the batch so resets do not arrive all at once (used by trainers)."""
-        self.episode_step[:] = self.rng.integers(0, self._max_steps, size=self.num_envs)
+    # ---- step hooks (the order of events is VelocityEnv.step) ---------------------------------------
 
-    def step(self, actions: Any) -> tuple[Obs, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
-        cfg = self.cfg
-        a = np.asarray(actions, dtype=np.float64).reshape(self.num_envs, -1)
-        if a.shape[1] != self.model.nu:
-            raise ValueError(f"actions have {a.shape[1]} columns; this task has {self.model.nu} actuators")
-        # Clipping maps +-inf to the bounds; NaN becomes 0 (what np.nan_to_num would do, for less work).
-        a = np.clip(a, -cfg.action_clip, cfg.action_clip)
-        a[np.isnan(a)] = 0.0
-        self.actions_prev[:] = self.actions
-        self.actions[:] = a
+    def _apply_action(self, a: np.ndarray) -> None:
         # Action latency: the env applies the action from `latency` control steps ago.
         self._act_queue[1:] = self._act_queue[:-1]
         self._act_queue[0] = a
         applied = self._act_queue[self.latency, self._arange]
-        targets = self.default_q + cfg.action_scale * applied
+        targets = self.default_q + self.cfg.action_scale * applied
         self.joint_vel_prev[:] = self.backend.qvel[:, self._vadr]
         self.backend.step(targets, self.substeps)
-        touch = (self.backend._out_sensor[:, :, : self._nfeet] > 0.0).any(axis=1)  # touched during any substep
-        sensors = self.backend.sensordata
+        self._touch = (self.backend._out_sensor[:, :, : self._nfeet] > 0.0).any(axis=1)  # touched during any substep
         self._targets = targets
 
-        self.episode_step += 1
-        bad = self.backend.diverged()
-        if bad.any():
-            # A blown-up world: reset it, count it, never let NaN reach the learner.
-            self.nan_resets += int(bad.sum())
-            self._reset_envs(np.flatnonzero(bad))
-            sensors = self.backend.sensordata
-            touch[bad] = False
+    def _reset_diverged(self, bad: np.ndarray) -> None:
+        super()._reset_diverged(bad)
+        self._touch[bad] = False
 
-        first, air_at_td = self._update_feet(touch)
-        state = self._loco_state(sensors, touch, first, air_at_td)
-        reward = np.zeros(self.num_envs)
-        dt = cfg.control_dt
-        for name, w in self._weights.items():
-            fn = T.REWARD_TERMS[name]
-            if name in ("track_lin_vel_xy", "track_ang_vel_z"):
-                r = fn(state, sigma=cfg.rewards.tracking_sigma)
-            elif name == "feet_air_time":
-                r = fn(state, target=cfg.rewards.air_time_target)
-            else:
-                r = fn(state)
-            reward += w * dt * r
-        terminated = (state.base_height < cfg.min_base_height) | (state.projected_gravity[:, 2] > -np.cos(cfg.max_tilt_rad))
-        terminated |= bad
-        reward += cfg.rewards.termination * terminated
-        truncated = (self.episode_step >= self._max_steps) & ~terminated
-        vel_err = _norm_xy(self.command[:, :2] - state.base_lin_vel[:, :2])
-        self.episode_return += reward
-        self.episode_tracking += vel_err
+    def _step_state(self) -> T.LocoState:
+        first, air_at_td = self._update_feet(self._touch)
+        return self._loco_state(self.backend.sensordata, self._touch, first, air_at_td)
 
-        # Pushes and command changes happen on a schedule per env.
-        push_bases(self.backend.qvel, self.episode_step % self._push_every == 0, cfg.randomization.push_velocity,
-                   self.rng)
-        resample = self.episode_step % self._cmd_every == 0
-        if resample.any():
-            self._sample_commands(np.flatnonzero(resample))
-
-        obs = self._observe(state)
-        done = terminated | truncated
-        info: dict[str, Any] = {}
-        if done.any():
-            ids = np.flatnonzero(done)
-            info["final_obs"] = {k: v.copy() for k, v in obs.items()}
-            info["episode"] = episode_stats(ids, self.episode_return, self.episode_step, self.episode_tracking,
-                                            terminated)
-            self._reset_envs(ids)
-            # Only the reset envs get a new observation; the others keep theirs (contacts, history and all).
-            self._observe_reset(obs, ids)
-        info["log"] = {"nan_resets": self.nan_resets}
-        return obs, reward.astype(np.float32), terminated, truncated, info
-
-    def close(self) -> None:
-        self.backend.close()
+    def _terminated(self, s: T.LocoState) -> np.ndarray:
+        cfg = self.cfg
+        return (s.base_height < cfg.min_base_height) | (s.projected_gravity[:, 2] > -np.cos(cfg.max_tilt_rad))
 
     # ---- internals --------------------------------------------------------------------------------
 
@@ -349,7 +281,7 @@ class LocomotionEnv(VecEnv):
             foot_contact=touch,
             first_contact=first,
             air_time_at_touchdown=air_at_td,
-            foot_vel_xy=_norm_xy(foot_vel),
+            foot_vel_xy=norm_xy(foot_vel),
             dt=self.cfg.control_dt,
         )
 
@@ -364,75 +296,42 @@ class LocomotionEnv(VecEnv):
         return pol, priv
 
     def _observe(self, s: T.LocoState) -> Obs:
-        """Observation groups of every env; pushes one frame onto the `policy` history."""
+        """Observation groups of every env; pushes one frame onto each group's history."""
         pol, priv = self._frame(s)
-        hl = self.cfg.history_length
-        if hl > 1:
-            if self._history is None:
-                self._history = np.repeat(pol[:, None, :], hl, axis=1)
-            else:
-                self._history[:, :-1] = self._history[:, 1:]
-                self._history[:, -1] = pol
-            pol = self._history.reshape(self.num_envs, -1)
-        return {"policy": pol.astype(np.float32), "privileged": priv.astype(np.float32)}
+        obs = self._history.push({"policy": pol, "privileged": priv})
+        return {k: v.astype(np.float32) for k, v in obs.items()}
 
     def _observe_reset(self, obs: Obs, ids: np.ndarray) -> None:
         """Overwrite the rows of just-reset envs `ids` in `obs`; their history restarts from the new frame."""
         k = len(ids)
         s = self._loco_state(self.backend.sensordata, np.zeros((k, self._nfeet), dtype=bool), ids=ids)
         pol, priv = self._frame(s, ids)
-        if self.cfg.history_length > 1:
-            self._history[ids] = pol[:, None, :]
-            pol = self._history[ids].reshape(k, -1)
-        obs["policy"][ids] = pol
-        obs["privileged"][ids] = priv
-
-    def _sample_commands(self, ids: np.ndarray) -> None:
-        self.command[ids] = sample_commands(self.rng, self.cfg.commands, len(ids))
+        for g, rows in self._history.reset_rows({"policy": pol, "privileged": priv}, ids).items():
+            obs[g][ids] = rows
 
     def _reset_envs(self, ids: np.ndarray) -> None:
         r, rng = self.cfg.randomization, self.rng
         k = len(ids)
         if k == 0:
             return
-        # One draw per env in the order friction, mass, strength (row-major), then per-env model writes.
-        lo, hi = zip(r.friction, r.added_mass, r.motor_strength, strict=True)
         if r.model_pool > 0:
-            self._reset_from_pool(ids, lo, hi)
+            self._reset_from_pool(ids)
         else:
-            dr = rng.uniform(lo, hi, size=(k, 3))  # (k, 3)
+            # One draw per env in the order friction, mass, strength (row-major), then per-env model writes.
+            dr = sample_draws(rng, self.dr_fields, k)  # (k, 3)
             self.dr_params[ids, :3] = dr
-            self._randomize_models(self.backend.models, ids, dr)
+            self.backend.randomize(ids, self.dr_fields, dr)
         self._reset_state(ids)
 
-    def _reset_from_pool(self, ids: np.ndarray, lo: tuple[float, ...], hi: tuple[float, ...]) -> None:
+    def _reset_from_pool(self, ids: np.ndarray) -> None:
         """Point each env at a randomly drawn model of a pool randomised once (see model_pool)."""
         pool = self.cfg.randomization.model_pool
-        if not hasattr(self, "_pool_models"):
-            import copy
-
-            self._pool_models = [copy.copy(self.model) for _ in range(pool)]
-            self._pool_params = self.rng.uniform(lo, hi, size=(pool, 3))
-            self._randomize_models(self._pool_models, np.arange(pool), self._pool_params)
+        if not hasattr(self, "_pool_params"):
+            self._pool_params = sample_draws(self.rng, self.dr_fields, pool)
+            self.backend.set_model_pool(self.dr_fields, self._pool_params)
         pick = self.rng.integers(0, pool, size=len(ids))
-        for i, b in zip(ids, pick, strict=True):
-            self.backend.models[i] = self._pool_models[b]
+        self.backend.use_pool(ids, pick)
         self.dr_params[ids, :3] = self._pool_params[pick]
-
-    def _randomize_models(self, models: list[mujoco.MjModel], ids: np.ndarray, dr: np.ndarray) -> None:
-        """Write friction, added mass and motor strength `dr` (k, 3) into `models[i]` for i in `ids`."""
-        fric = self._friction0 * dr[:, :1]  # (k, ngeom)
-        kp = self._kp * dr[:, 2:3]  # (k, nu)
-        kv = self._kv * dr[:, 2:3]
-        force = self._force * dr[:, 2, None, None]  # (k, nu, 2)
-        for j, i in enumerate(ids):
-            m = models[i]
-            m.geom_friction[:, 0] = fric[j]
-            m.body_mass[self._trunk] = self._trunk_mass + dr[j, 1]
-            m.actuator_gainprm[:, 0] = kp[j]
-            m.actuator_biasprm[:, 1] = -kp[j]
-            m.actuator_biasprm[:, 2] = -kv[j]
-            m.actuator_forcerange[:] = force[j]
 
     def _reset_state(self, ids: np.ndarray) -> None:
         """Latency draw, initial pose and per-episode buffers for `ids`."""

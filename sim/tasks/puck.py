@@ -9,30 +9,37 @@ nearly linear, so PPO learns it in seconds: the learning tests train on it.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
 import mujoco
 import numpy as np
-from s2r.sim.backends.cpu import CpuBackend, CpuBackendConfig
-from s2r.sim.env import EnvSpec, Obs, ObsTerm, VecEnv, term_noise, term_scales
+from s2r.sim.backends import BackendConfig, FieldRandomization
+from s2r.sim.env import Obs, ObsTerm
 from s2r.sim.models import load_model
-from s2r.sim.tasks import terms as T
-from s2r.sim.tasks.velocity import CommandConfig, episode_stats, push_bases, sample_commands
+from s2r.sim.tasks.terms import RewardTerm, reward_field, upgrade_rewards_dict
+from s2r.sim.tasks.velocity import CommandConfig, VelocityEnv
 
 Array = Any
 
 
 @dataclass(frozen=True, kw_only=True)
 class PuckRewardConfig:
-    """Weight per reward term (0 disables it). Each term is multiplied by weight * control_dt."""
+    """Reward terms (weight 0 disables one); each is scaled by weight * control_dt, see `RewardTerm`.
 
-    track_lin_vel_xy: float = 1.0
-    track_ang_vel_z: float = 0.5
-    action_rate: float = -0.01
-    termination: float = -2.0  # one-off, not scaled by dt
-    tracking_sigma: float = 0.25
+    The locomotion terms named here read only fields a `PuckState` has too (command, base velocities,
+    actions).
+    """
+
+    track_lin_vel_xy: RewardTerm = reward_field("track_lin_vel_xy", 1.0, sigma=0.25)
+    track_ang_vel_z: RewardTerm = reward_field("track_ang_vel_z", 0.5, sigma=0.25)
+    action_rate: RewardTerm = reward_field("action_rate", -0.01)
+    termination: float = -2.0  # one-off on a terminal step, not scaled by dt
+
+    @classmethod
+    def upgrade_dict(cls, data: dict[str, Any]) -> dict[str, Any]:
+        """Read a section saved as name -> weight with a shared `tracking_sigma`."""
+        return upgrade_rewards_dict(cls(), data, {"tracking_sigma": ("track_lin_vel_xy.sigma", "track_ang_vel_z.sigma")})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -58,12 +65,14 @@ class PuckConfig:
     action_clip: float = 4.0
     spawn_xy: float = 0.5  # spawn uniformly in [-spawn_xy, spawn_xy]^2
     table_half_size: float = 5.9  # the episode ends (a "fall") when the puck leaves the table
+    history_length: int = 1  # frames of the `policy` group
+    privileged_history_length: int = 1  # frames of the `privileged` group
     commands: CommandConfig = field(
         default_factory=lambda: CommandConfig(lin_vel_y=(-1.0, 1.0), ang_vel_z=(-1.0, 1.0), resample_s=2.0)
     )
     rewards: PuckRewardConfig = field(default_factory=PuckRewardConfig)
     randomization: PuckRandomizationConfig = field(default_factory=PuckRandomizationConfig)
-    backend: CpuBackendConfig = field(default_factory=CpuBackendConfig)
+    backend: BackendConfig = field(default_factory=BackendConfig)
 
 
 POLICY_TERMS = (
@@ -92,9 +101,6 @@ class PuckState:
     randomization: Array  # (n, 3)
 
 
-# The locomotion terms read only fields a PuckState has too (command, base velocities, actions).
-REWARD_TERMS = {name: T.REWARD_TERMS[name] for name in ("track_lin_vel_xy", "track_ang_vel_z", "action_rate")}
-
 OBS_TERMS = {
     "base_lin_vel": lambda s: s.base_lin_vel,
     "base_ang_vel": lambda s: s.base_ang_vel[:, 2:],
@@ -105,54 +111,29 @@ OBS_TERMS = {
 }
 
 
-class PuckEnv(VecEnv):
-    """Batched puck velocity tracking on the CPU MuJoCo backend."""
+class PuckEnv(VelocityEnv):
+    """Batched puck velocity tracking; the step's order of events is `VelocityEnv.step`."""
 
     def __init__(self, cfg: PuckConfig, num_envs: int = 1, seed: int = 0) -> None:
-        if num_envs < 1:
-            raise ValueError(f"num_envs must be >= 1, got {num_envs}")
-        self.cfg = cfg
-        self.num_envs = num_envs
-        self.rng = np.random.default_rng(seed)
         model = load_model(cfg.model)
-        self.substeps = max(1, round(cfg.control_dt / model.opt.timestep))
-        if abs(self.substeps * model.opt.timestep - cfg.control_dt) > 1e-9:
-            raise ValueError(f"control_dt {cfg.control_dt} is not a multiple of the model timestep {model.opt.timestep}")
-        self.model = model
-        self.backend = CpuBackend(model, num_envs, cfg.backend)
+        self._setup(cfg, model, num_envs, seed)
         nu = model.nu
         self.joint_names = tuple(mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_ACTUATOR, i) for i in range(nu))
         self._body = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, "puck")
-        self._mass0 = float(model.body_mass[self._body])
-        self._inertia0 = model.body_inertia[self._body].copy()
-        self._damping0 = model.dof_damping.copy()
-        self._gear0 = model.actuator_gear[:, 0].copy()
-        self._max_steps = round(cfg.episode_s / cfg.control_dt)
-        self._push_every = max(1, round(cfg.randomization.push_interval_s / cfg.control_dt))
-        self._cmd_every = max(1, round(cfg.commands.resample_s / cfg.control_dt))
-        edge = cfg.table_half_size
-        self.spec = EnvSpec(
-            obs_terms={"policy": POLICY_TERMS, "privileged": PRIVILEGED_TERMS},
-            action_names=self.joint_names,
-            control_dt=cfg.control_dt,
-            max_episode_steps=self._max_steps,
-            extras={"action_scale": cfg.action_scale, "default_joint_pos": [0.0] * nu,
-                    "joint_lower": [-edge, -edge, -np.pi], "joint_upper": [edge, edge, np.pi],
-                    "kp": [0.0] * nu, "kv": [0.0] * nu},
+        r, body = cfg.randomization, (self._body,)
+        # Mass scales the inertia with it (one draw): the puck stays a uniform disc.
+        self.dr_fields = (
+            FieldRandomization(field="body_mass", rows=body, range=r.mass, draw="mass"),
+            FieldRandomization(field="body_inertia", rows=body, range=r.mass, draw="mass"),
+            FieldRandomization(field="dof_damping", range=r.damping, draw="damping"),
+            FieldRandomization(field="actuator_gear", cols=(0,), range=r.motor_strength, draw="motor_strength"),
         )
-        self._weights = {k: v for k, v in dataclasses.asdict(cfg.rewards).items() if k in REWARD_TERMS and v != 0.0}
-        self._policy_scale = term_scales(POLICY_TERMS)
-        self._policy_noise = term_noise(POLICY_TERMS)
-        self._priv_scale = term_scales(PRIVILEGED_TERMS)
-        n = num_envs
-        self.command = np.zeros((n, 3))
-        self.actions = np.zeros((n, nu))
-        self.actions_prev = np.zeros((n, nu))
-        self.episode_step = np.zeros(n, dtype=np.int64)
-        self.episode_return = np.zeros(n)
-        self.episode_tracking = np.zeros(n)
-        self.dr_params = np.ones((n, 3))
-        self.nan_resets = 0
+        edge = cfg.table_half_size
+        self._declare(POLICY_TERMS, PRIVILEGED_TERMS, self.joint_names, {
+            "action_scale": cfg.action_scale, "default_joint_pos": [0.0] * nu,
+            "joint_lower": [-edge, -edge, -np.pi], "joint_upper": [edge, edge, np.pi],
+            "kp": [0.0] * nu, "kv": [0.0] * nu})
+        self.dr_params = np.ones((num_envs, 3))
 
     # ---- public API -------------------------------------------------------------------------------
 
@@ -161,67 +142,25 @@ class PuckEnv(VecEnv):
         if seed is not None:
             self.rng = np.random.default_rng(seed)
         self._reset_envs(np.arange(self.num_envs))
+        self._history.clear()
         return self._observe(self._state())
 
-    def randomize_episode_start(self) -> None:
-        """Spread time-outs over the batch so resets do not arrive all at once (used by trainers)."""
-        self.episode_step[:] = self.rng.integers(0, self._max_steps, size=self.num_envs)
+    # ---- step hooks (the order of events is VelocityEnv.step) ---------------------------------------
 
-    def step(self, actions: Any) -> tuple[Obs, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
-        """Apply (num_envs, 3) actions for one control period (see `VecEnv.step`)."""
-        cfg = self.cfg
-        a = np.asarray(actions, dtype=np.float64).reshape(self.num_envs, -1)
-        if a.shape[1] != self.model.nu:
-            raise ValueError(f"actions have {a.shape[1]} columns; this task has {self.model.nu} actuators")
-        a = np.clip(np.nan_to_num(a, nan=0.0, posinf=cfg.action_clip, neginf=-cfg.action_clip),
-                    -cfg.action_clip, cfg.action_clip)
-        self.actions_prev[:] = self.actions
-        self.actions[:] = a
-        self.backend.step(cfg.action_scale * a, self.substeps)
-        self.episode_step += 1
-        bad = self.backend.diverged()
-        if bad.any():
-            # A blown-up world: reset it, count it, never let NaN reach the learner.
-            self.nan_resets += int(bad.sum())
-            self._reset_envs(np.flatnonzero(bad))
+    def _apply_action(self, a: np.ndarray) -> None:
+        self.backend.step(self.cfg.action_scale * a, self.substeps)
 
-        s = self._state()
-        reward = np.zeros(self.num_envs)
-        sigma = cfg.rewards.tracking_sigma
-        for name, w in self._weights.items():
-            r = REWARD_TERMS[name](s, sigma=sigma) if name.startswith("track") else REWARD_TERMS[name](s)
-            reward += w * cfg.control_dt * r
-        off_table = (np.abs(s.position) > cfg.table_half_size).any(axis=1)
-        terminated = off_table | bad
-        reward += cfg.rewards.termination * terminated
-        truncated = (self.episode_step >= self._max_steps) & ~terminated
-        self.episode_return += reward
-        self.episode_tracking += np.linalg.norm(self.command[:, :2] - s.base_lin_vel, axis=1)
+    def _step_state(self) -> PuckState:
+        return self._state()
 
-        push_bases(self.backend.qvel, self.episode_step % self._push_every == 0, cfg.randomization.push_velocity,
-                   self.rng)
-        resample = self.episode_step % self._cmd_every == 0
-        if resample.any():
-            self._sample_commands(np.flatnonzero(resample))
+    def _terminated(self, s: PuckState) -> np.ndarray:
+        return (np.abs(s.position) > self.cfg.table_half_size).any(axis=1)  # slid off the table
 
-        obs = self._observe(s)
-        done = terminated | truncated
-        info: dict[str, Any] = {}
-        if done.any():
-            ids = np.flatnonzero(done)
-            info["final_obs"] = {k: v.copy() for k, v in obs.items()}
-            info["episode"] = episode_stats(ids, self.episode_return, self.episode_step, self.episode_tracking,
-                                            terminated)
-            self._reset_envs(ids)
-            fresh = self._observe(self._state())
-            for k in obs:
-                obs[k][ids] = fresh[k][ids]
-        info["log"] = {"nan_resets": self.nan_resets}
-        return obs, reward.astype(np.float32), terminated, truncated, info
-
-    def close(self) -> None:
-        """Stop the backend's threads."""
-        self.backend.close()
+    def _observe_reset(self, obs: Obs, ids: np.ndarray) -> None:
+        # Frames of every env are drawn (the noise stream stays the same); only the reset rows are used.
+        fresh = self._frames(self._state())
+        for k, rows in self._history.reset_rows({k: v[ids] for k, v in fresh.items()}, ids).items():
+            obs[k][ids] = rows
 
     # ---- internals --------------------------------------------------------------------------------
 
@@ -233,27 +172,25 @@ class PuckEnv(VecEnv):
                          action=self.actions, action_prev=self.actions_prev, randomization=self.dr_params)
 
     def _observe(self, s: PuckState) -> Obs:
+        """Observation groups of every env; pushes one frame onto each group's history."""
+        return {k: v.astype(np.float32) for k, v in self._history.push(self._frames(s)).items()}
+
+    def _frames(self, s: PuckState) -> Obs:
+        """One frame of each group for every env (float64, with observation noise on `policy`)."""
         pol = np.concatenate([OBS_TERMS[t.name](s) for t in POLICY_TERMS], axis=1) * self._policy_scale
         noise = self.cfg.randomization.observation_noise
         if noise > 0:
             pol += self.rng.uniform(-1.0, 1.0, pol.shape) * (self._policy_noise * noise)
         priv = np.concatenate([OBS_TERMS[t.name](s) for t in PRIVILEGED_TERMS], axis=1) * self._priv_scale
-        return {"policy": pol.astype(np.float32), "privileged": priv.astype(np.float32)}
-
-    def _sample_commands(self, ids: np.ndarray) -> None:
-        self.command[ids] = sample_commands(self.rng, self.cfg.commands, len(ids))
+        return {"policy": pol, "privileged": priv}
 
     def _reset_envs(self, ids: np.ndarray) -> None:
         cfg, r, rng, k = self.cfg, self.cfg.randomization, self.rng, len(ids)
         if k == 0:
             return
+        # Parameter-major draws (all masses, then dampings, then strengths): the order the numbers depend on.
         params = np.stack([rng.uniform(*r.mass, k), rng.uniform(*r.damping, k), rng.uniform(*r.motor_strength, k)], 1)
-        for i, (ms, dp, st) in zip(ids, params, strict=True):
-            m = self.backend.models[i]
-            m.body_mass[self._body] = self._mass0 * ms
-            m.body_inertia[self._body] = self._inertia0 * ms
-            m.dof_damping[:] = self._damping0 * dp
-            m.actuator_gear[:, 0] = self._gear0 * st
+        self.backend.randomize(ids, self.dr_fields, params)
         self.dr_params[ids] = params
         self.backend.state[ids] = 0.0
         self.backend.qpos[ids, :2] = rng.uniform(-cfg.spawn_xy, cfg.spawn_xy, (k, 2))

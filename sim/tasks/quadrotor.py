@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from s2r.real.planner import durations_from_actions, encode_obs  # the robot planner's layout and timing rule
 from s2r.real.trajectory import QuadLimits, feasibility, heuristic_durations, min_snap
-from s2r.sim.env import EnvSpec, Obs, ObsTerm, VecEnv
+from s2r.sim.env import EnvSpec, GroupSpec, Obs, ObsTerm, VecEnv
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -83,9 +83,9 @@ class ReplanEnv(VecEnv):
         self.rng = np.random.default_rng(seed)
         k, n = cfg.max_waypoints, num_envs
         self.spec = EnvSpec(
-            obs_terms={
-                "policy": (ObsTerm(name="waypoints", size=3 * k), ObsTerm(name="waypoint_mask", size=k)),
-                "privileged": (ObsTerm(name="heuristic_durations", size=k - 1),),
+            groups={
+                "policy": GroupSpec(terms=(ObsTerm(name="waypoints", size=3 * k), ObsTerm(name="waypoint_mask", size=k))),
+                "privileged": GroupSpec(terms=(ObsTerm(name="heuristic_durations", size=k - 1),)),
             },
             action_names=tuple(f"segment{i}_log_ratio" for i in range(k - 1)),
             control_dt=1.0,

@@ -2,15 +2,91 @@
 
 They use only operations that numpy arrays and torch tensors share (arithmetic, `.sum(-1)`, `xp.exp`,
 `xp.abs`, `xp.where`), taking the array namespace `xp` explicitly, so the same terms run on the CPU
-backend (numpy) and a GPU backend (torch) unchanged. Weights live in the task config, not here.
+backend (numpy) and a GPU backend (torch) unchanged. Weights and parameters live in the task config as
+`RewardTerm(func, weight, params)` entries, computed as `func(state, **params) * weight * dt`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+import dataclasses
+import difflib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 Array = Any
+
+
+@dataclass(frozen=True, kw_only=True)
+class RewardTerm:
+    """One reward term of a task config: `REWARD_TERMS[func](state, **params) * weight * control_dt`.
+
+    `--set rewards.<name>.weight=W` and `--set rewards.<name>.params.<p>=V` override it; the shorthand
+    `--set rewards.<name>=W` sets the weight (the form older commands used).
+
+    Attributes:
+        func: Name of the term function in `REWARD_TERMS`.
+        weight: Multiplier (0 disables the term: it is not computed at all).
+        params: Keyword arguments of the function (the function's defaults apply to the others).
+    """
+
+    SHORTHAND_FIELD: ClassVar[str] = "weight"
+
+    func: str
+    weight: float = 0.0
+    params: dict[str, float] = field(default_factory=dict)
+
+
+def reward_field(func: str, weight: float, **params: float) -> Any:
+    """A config field whose default is `RewardTerm(func, weight, params)` (a fresh params dict each time)."""
+    return field(default_factory=lambda: RewardTerm(func=func, weight=weight, params=dict(params)))
+
+
+def reward_terms(rewards: Any) -> list[tuple[Callable[..., Array], float, dict[str, float]]]:
+    """(function, weight, params) of every non-zero `RewardTerm` field of a rewards config, in field order.
+
+    Raises:
+        ValueError: A term names no registered function (the message names the close ones).
+    """
+    out = []
+    for f in dataclasses.fields(rewards):
+        term = getattr(rewards, f.name)
+        if not isinstance(term, RewardTerm) or term.weight == 0.0:
+            continue
+        if term.func not in REWARD_TERMS:
+            close = difflib.get_close_matches(term.func, list(REWARD_TERMS), n=3)
+            hint = f"did you mean {', '.join(close)}?" if close else f"known: {', '.join(sorted(REWARD_TERMS))}"
+            raise ValueError(f"rewards.{f.name}.func '{term.func}' is not a reward term; {hint}")
+        out.append((REWARD_TERMS[term.func], term.weight, dict(term.params)))
+    return out
+
+
+def upgrade_rewards_dict(defaults: Any, data: dict[str, Any], moved: dict[str, tuple[str, ...]]) -> dict[str, Any]:
+    """Convert a rewards section saved before `RewardTerm` (name -> weight, shared parameters) to today's.
+
+    Args:
+        defaults: Today's default rewards config (supplies each term's function and other parameters).
+        data: The saved section.
+        moved: Old top-level parameter key -> "term.param" places it now lives in.
+
+    Returns:
+        The section in today's layout (a section already in it comes back unchanged).
+    """
+    out = dict(data)
+    for key, places in moved.items():
+        if key in out:
+            value = out.pop(key)
+            for place in places:
+                term, param = place.split(".")
+                cur = out.get(term)
+                if not isinstance(cur, dict):
+                    cur = out[term] = dataclasses.asdict(dataclasses.replace(
+                        getattr(defaults, term), weight=float(cur if cur is not None else getattr(defaults, term).weight)))
+                cur["params"] = {**cur.get("params", {}), param: value}
+    for k, v in list(out.items()):
+        if isinstance(v, (int, float)) and isinstance(getattr(defaults, k, None), RewardTerm):
+            out[k] = dataclasses.asdict(dataclasses.replace(getattr(defaults, k), weight=float(v)))
+    return out
 
 
 @dataclass

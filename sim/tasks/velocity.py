@@ -1,7 +1,9 @@
-"""What every velocity-command task shares: the command, scheduled pushes, finished-episode statistics.
+"""What every velocity-command task shares: the step's order of events, the command, scheduled pushes,
+reward terms from config and finished-episode statistics.
 
-The Go1 locomotion task and the puck task both track a commanded (vx, vy, yaw rate); keeping these
-pieces here means a change to how commands are drawn or episodes are reported happens once.
+The Go1 locomotion task and the puck task both track a commanded (vx, vy, yaw rate) and both derive from
+`VelocityEnv`, which writes the step once and calls hooks they fill in; a change to how commands are drawn,
+rewards summed or episodes reported happens here once.
 """
 
 from __future__ import annotations
@@ -9,7 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import mujoco
 import numpy as np
+from s2r.sim.backends import make_backend
+from s2r.sim.env import EnvSpec, GroupSpec, Obs, ObsHistory, ObsTerm, VecEnv, control_substeps, term_noise, term_scales
+from s2r.sim.tasks.terms import reward_terms
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -46,3 +52,161 @@ def episode_stats(ids: np.ndarray, returns: np.ndarray, steps: np.ndarray, track
         "vel_error": tracking[ids] / np.maximum(steps[ids], 1),
         "fell": terminated[ids].copy(),
     }
+
+
+def norm_xy(v: np.ndarray) -> np.ndarray:
+    """Length of the first two components along the last axis (np.linalg.norm's arithmetic, less overhead)."""
+    x, y = v[..., 0], v[..., 1]
+    return np.sqrt(x * x + y * y)
+
+
+class VelocityEnv(VecEnv):
+    """A batched velocity-command task with one order of events per control step, written here once.
+
+    `step` runs: clip actions -> `_apply_action` (physics) -> reset diverged worlds (`_reset_diverged`) ->
+    `_step_state` -> rewards (the config's `RewardTerm`s, plus `rewards.termination` once on a terminal
+    step) -> `_terminated` -> time-outs -> episode sums (`_tracking_error`) -> scheduled pushes -> command
+    resampling -> `_observe` -> for finished envs: episode statistics, `_reset_envs`, `_observe_reset`.
+    Subclasses fill in those hooks and call `_setup` then `_declare` in `__init__`; their config has
+    `control_dt`, `episode_s`, `action_clip`, `history_length`, `privileged_history_length`, `commands`,
+    `rewards` (with `termination`), `randomization.push_interval_s`/`push_velocity` and `backend`.
+    """
+
+    def _setup(self, cfg: Any, model: mujoco.MjModel, num_envs: int, seed: int) -> None:
+        """State every velocity task keeps; call from `__init__` once the model is loaded."""
+        if num_envs < 1:
+            raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+        self.cfg = cfg
+        self.num_envs = n = num_envs
+        self.rng = np.random.default_rng(seed)
+        self.model = model
+        self.substeps = control_substeps(model.opt.timestep, cfg.control_dt)
+        self.backend = make_backend(cfg.backend.name, model, num_envs, cfg.backend)
+        self._rewards = reward_terms(cfg.rewards)
+        self._max_steps = round(cfg.episode_s / cfg.control_dt)
+        self._push_every = max(1, round(cfg.randomization.push_interval_s / cfg.control_dt))
+        self._cmd_every = max(1, round(cfg.commands.resample_s / cfg.control_dt))
+        self.command = np.zeros((n, 3))
+        self.actions = np.zeros((n, model.nu))
+        self.actions_prev = np.zeros((n, model.nu))
+        self.episode_step = np.zeros(n, dtype=np.int64)
+        self.episode_return = np.zeros(n)
+        self.episode_tracking = np.zeros(n)
+        self.nan_resets = 0
+        self._arange = np.arange(n)
+
+    def _declare(self, policy_terms: tuple[ObsTerm, ...], privileged_terms: tuple[ObsTerm, ...],
+                 action_names: tuple[str, ...], extras: dict[str, Any]) -> None:
+        """The spec (groups `policy` and `privileged` with the config's history lengths) and term scales."""
+        cfg = self.cfg
+        self.spec = EnvSpec(
+            groups={"policy": GroupSpec(terms=policy_terms, history=cfg.history_length),
+                    "privileged": GroupSpec(terms=privileged_terms, history=cfg.privileged_history_length)},
+            action_names=action_names,
+            control_dt=cfg.control_dt,
+            max_episode_steps=self._max_steps,
+            extras=extras,
+        )
+        self._policy_scale = term_scales(policy_terms)
+        self._policy_noise = term_noise(policy_terms)
+        self._priv_scale = term_scales(privileged_terms)
+        self._history = ObsHistory(self.spec.groups, self.num_envs)
+
+    # ---- the step, in one order -------------------------------------------------------------------
+
+    def step(self, actions: Any) -> tuple[Obs, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        """Apply (num_envs, nu) actions for one control period (see `VecEnv.step` and the class docstring)."""
+        cfg = self.cfg
+        a = np.asarray(actions, dtype=np.float64).reshape(self.num_envs, -1)
+        if a.shape[1] != self.model.nu:
+            raise ValueError(f"actions have {a.shape[1]} columns; this task has {self.model.nu} actuators")
+        # Clipping maps +-inf to the bounds; NaN becomes 0 (what np.nan_to_num would do, for less work).
+        a = np.clip(a, -cfg.action_clip, cfg.action_clip)
+        a[np.isnan(a)] = 0.0
+        self.actions_prev[:] = self.actions
+        self.actions[:] = a
+        self._apply_action(a)
+
+        self.episode_step += 1
+        bad = self.backend.diverged()
+        if bad.any():
+            # A blown-up world: reset it, count it, never let NaN reach the learner.
+            self.nan_resets += int(bad.sum())
+            self._reset_diverged(bad)
+
+        state = self._step_state()
+        reward = np.zeros(self.num_envs)
+        dt = cfg.control_dt
+        for fn, w, params in self._rewards:
+            reward += w * dt * fn(state, **params)
+        terminated = self._terminated(state) | bad
+        reward += cfg.rewards.termination * terminated
+        truncated = (self.episode_step >= self._max_steps) & ~terminated
+        self.episode_return += reward
+        self.episode_tracking += self._tracking_error(state)
+
+        # Pushes and command changes happen on a schedule per env.
+        push_bases(self.backend.qvel, self.episode_step % self._push_every == 0, cfg.randomization.push_velocity,
+                   self.rng)
+        resample = self.episode_step % self._cmd_every == 0
+        if resample.any():
+            self._sample_commands(np.flatnonzero(resample))
+
+        obs = self._observe(state)
+        done = terminated | truncated
+        info: dict[str, Any] = {}
+        if done.any():
+            ids = np.flatnonzero(done)
+            info["final_obs"] = {k: v.copy() for k, v in obs.items()}
+            info["episode"] = episode_stats(ids, self.episode_return, self.episode_step, self.episode_tracking,
+                                            terminated)
+            self._reset_envs(ids)
+            # Only the reset envs get a new observation; the others keep theirs (history and all).
+            self._observe_reset(obs, ids)
+        info["log"] = {"nan_resets": self.nan_resets}
+        return obs, reward.astype(np.float32), terminated, truncated, info
+
+    def randomize_episode_start(self) -> None:
+        """Spread time-outs over the batch so resets do not arrive all at once (used by trainers)."""
+        self.episode_step[:] = self.rng.integers(0, self._max_steps, size=self.num_envs)
+
+    def close(self) -> None:
+        """Stop the backend's threads."""
+        self.backend.close()
+
+    def _sample_commands(self, ids: np.ndarray) -> None:
+        self.command[ids] = sample_commands(self.rng, self.cfg.commands, len(ids))
+
+    # ---- hooks ------------------------------------------------------------------------------------
+
+    def _apply_action(self, a: np.ndarray) -> None:
+        """Turn clipped actions (num_envs, nu) into actuator commands and step the physics."""
+        raise NotImplementedError
+
+    def _reset_diverged(self, bad: np.ndarray) -> None:
+        """Reset the worlds whose state blew up (`bad`: (num_envs,) bool)."""
+        self._reset_envs(np.flatnonzero(bad))
+
+    def _step_state(self) -> Any:
+        """The term inputs after the physics step (a state object the reward and observation terms read)."""
+        raise NotImplementedError
+
+    def _terminated(self, state: Any) -> np.ndarray:
+        """(num_envs,) bool: failure states (falls, leaving the table); divergence is added by `step`."""
+        raise NotImplementedError
+
+    def _tracking_error(self, state: Any) -> np.ndarray:
+        """(num_envs,) horizontal speed error, summed into the episode's `vel_error`."""
+        return norm_xy(self.command[:, :2] - state.base_lin_vel[:, :2])
+
+    def _observe(self, state: Any) -> Obs:
+        """Observation groups of every env (pushes one frame onto each group's history)."""
+        raise NotImplementedError
+
+    def _observe_reset(self, obs: Obs, ids: np.ndarray) -> None:
+        """Overwrite the rows `ids` of `obs` with the first observation of the envs just reset."""
+        raise NotImplementedError
+
+    def _reset_envs(self, ids: np.ndarray) -> None:
+        """Randomise and reset the envs `ids` (model, state, per-episode buffers, command)."""
+        raise NotImplementedError

@@ -59,7 +59,7 @@ def test_nested_overrides_are_typed_and_leave_the_original_alone() -> None:
         "backend.num_threads": "1",
         "commands": {"resample_s": 4},
     })
-    assert cfg.rewards.feet_air_time == 0.5
+    assert cfg.rewards.feet_air_time.weight == 0.5
     assert cfg.commands.lin_vel_x == (-0.5, 0.5) and cfg.commands.resample_s == 4.0
     assert cfg.randomization.action_latency_steps == (1, 1)
     assert cfg.foot_sites == ("FR_foot", "FL_foot", "RR_foot", "RL_foot")

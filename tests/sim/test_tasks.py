@@ -275,6 +275,6 @@ def test_model_pool_shares_randomised_models_and_reports_them() -> None:
         kp = np.array([m.actuator_gainprm[0, 0] for m in models])
         np.testing.assert_allclose(kp, env._kp[0] * env.dr_params[:, 2])
         mass = np.array([m.body_mass[env._trunk] for m in models])
-        np.testing.assert_allclose(mass, env._trunk_mass + env.dr_params[:, 1])
+        np.testing.assert_allclose(mass, env.model.body_mass[env._trunk] + env.dr_params[:, 1])
     finally:
         env.close()

@@ -1,0 +1,183 @@
+"""Configs of the Panda tasks: task-space arm control, object randomisation, and one config per task."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from s2r.sim.backends import BackendConfig
+
+
+@dataclass(frozen=True, kw_only=True)
+class ArmControlConfig:
+    """How task-space actions become joint targets.
+
+    Attributes:
+        max_step: TCP target translation per control step at |action| = 1, per axis (m).
+        max_lead: How far the TCP target may run ahead of the measured TCP (m); stops wind-up against
+            contacts (pressing on the table keeps the target a bounded distance inside it).
+        ik_damping: Damping (lambda) of the least-squares IK; trades accuracy near singularities for
+            bounded joint steps.
+        rot_gain: Weight of the orientation error (rad) against the position error (m) in the IK.
+        nullspace_gain: Fraction of the distance to the ready pose closed per step in the null space.
+        max_joint_step: Largest joint target change per control step (rad); larger steps are scaled down.
+        joint_margin: Joint targets stay this far inside the joint limits (rad).
+        gripper_speed: Finger target speed (m/s per finger). The real Franka Hand is slower (~0.05);
+            0.1 keeps episodes short.
+        workspace_low: Lowest TCP target (x, y, z) in m, world frame (the table top is z = 0).
+        workspace_high: Highest TCP target (x, y, z).
+        start_ee: TCP position at reset (m).
+        start_ee_noise: Uniform half-width of the reset TCP position noise per axis (m).
+        interp_steps: The servo targets ramp from the previous to the new targets in this many equal
+            stages per control period (each a call into the physics thread pool); it must divide the
+            physics steps per control period. 1 holds them fixed (fastest, jerky).
+    """
+
+    max_step: float = 0.02
+    max_lead: float = 0.05
+    ik_damping: float = 0.05
+    rot_gain: float = 1.0
+    nullspace_gain: float = 0.05
+    max_joint_step: float = 0.3
+    joint_margin: float = 0.02
+    gripper_speed: float = 0.1
+    workspace_low: tuple[float, float, float] = (0.25, -0.35, -0.01)
+    workspace_high: tuple[float, float, float] = (0.75, 0.35, 0.45)
+    start_ee: tuple[float, float, float] = (0.45, 0.0, 0.22)
+    start_ee_noise: float = 0.02
+    interp_steps: int = 5
+
+
+@dataclass(frozen=True, kw_only=True)
+class CubeRandomizationConfig:
+    """Per-episode randomisation of the cube (uniform ranges).
+
+    Attributes:
+        center: Centre of the spawn area (x, y) in m.
+        spawn_half: Half-width of the square spawn area (m): 0.05 is a 10 x 10 cm area.
+        yaw: Yaw range (rad); a cube repeats every 90 deg, so +-45 deg covers every yaw.
+        half_size: Half of the cube's side (m).
+        friction: Sliding friction coefficient of the cube.
+        mass: Cube mass (kg).
+    """
+
+    center: tuple[float, float] = (0.5, 0.0)
+    spawn_half: float = 0.05
+    yaw: tuple[float, float] = (-np.pi / 4, np.pi / 4)
+    half_size: tuple[float, float] = (0.017, 0.023)
+    friction: tuple[float, float] = (0.5, 1.2)
+    mass: tuple[float, float] = (0.05, 0.25)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PegRandomizationConfig:
+    """Per-episode randomisation of the peg and the socket (uniform ranges).
+
+    Attributes:
+        socket_center: Centre of the socket's spawn area (x, y) in m.
+        socket_half: Half-width of the socket's square spawn area (m).
+        socket_yaw: Socket yaw range (rad). The hand's yaw is fixed, so a square peg only goes in when the
+            corner overlap (half_width * yaw) stays below half the clearance: keep this small.
+        half_width: Half of the peg's square side (m).
+        clearance: Hole side minus peg side (m), total: 1-2 mm is a tight fit.
+        friction: Sliding friction coefficient of the peg.
+        mass: Peg mass (kg).
+        grasp_offset: Uniform half-width of the peg's offset along the finger pads (world x) in the hand (m).
+        grasp_height: Range of the peg top above the TCP (m), i.e. how deep the fingers hold it.
+    """
+
+    socket_center: tuple[float, float] = (0.5, 0.0)
+    socket_half: float = 0.05
+    socket_yaw: tuple[float, float] = (-0.03, 0.03)
+    half_width: tuple[float, float] = (0.011, 0.014)
+    clearance: tuple[float, float] = (0.001, 0.002)
+    friction: tuple[float, float] = (0.4, 1.0)
+    mass: tuple[float, float] = (0.05, 0.15)
+    grasp_offset: float = 0.004
+    grasp_height: tuple[float, float] = (0.02, 0.03)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PandaTaskConfig:
+    """What every Panda task shares (the task configs below add their goal and randomisation).
+
+    Attributes:
+        control_dt: Seconds per control step (a multiple of the model's 2 ms physics step).
+        max_episode_steps: Time limit in control steps.
+        action_clip: Actions are clipped to [-action_clip, action_clip] (also the gym action box).
+        fall_height: The episode ends when the object's centre drops below this z, or leaves the table.
+        image: Add an `image` group (num_envs, H, W, 3) uint8 from the `image_camera` camera.
+        image_size: (height, width) of the image group.
+        image_camera: MJCF camera the image group renders.
+        history_length: Frames of the `policy` group stacked into one observation.
+        privileged_history_length: Frames of the `privileged` group.
+        arm: Task-space control.
+        backend: Which physics backend, and its threading.
+    """
+
+    control_dt: float = 0.05
+    max_episode_steps: int = 50
+    action_clip: float = 1.0
+    fall_height: float = -0.05
+    image: bool = False
+    image_size: tuple[int, int] = (84, 84)
+    image_camera: str = "workspace"
+    history_length: int = 1
+    privileged_history_length: int = 1
+    arm: ArmControlConfig = field(default_factory=ArmControlConfig)
+    backend: BackendConfig = field(default_factory=BackendConfig)
+
+
+@dataclass(frozen=True, kw_only=True)
+class LiftConfig(PandaTaskConfig):
+    """Panda-Lift-Cube: lift the cube so its bottom is `lift_height` above the table.
+
+    Attributes:
+        lift_height: Success height of the cube's bottom above the table (m).
+        randomization: Cube randomisation.
+    """
+
+    lift_height: float = 0.05
+    randomization: CubeRandomizationConfig = field(default_factory=CubeRandomizationConfig)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PickPlaceConfig(PandaTaskConfig):
+    """Panda-PickPlace-Cube: bring the cube's centre within `success_radius` of a target point.
+
+    Attributes:
+        success_radius: Largest cube-centre-to-target distance that counts (m).
+        target_center: Centre of the target's area (x, y) in m.
+        target_half: Half-width of the target's square area (m).
+        target_height: Range of the target's height above the cube's resting height (m); > 0 is in the air.
+        randomization: Cube randomisation.
+    """
+
+    max_episode_steps: int = 80
+    success_radius: float = 0.025
+    target_center: tuple[float, float] = (0.5, 0.0)
+    target_half: float = 0.12
+    target_height: tuple[float, float] = (0.0, 0.15)
+    randomization: CubeRandomizationConfig = field(default_factory=CubeRandomizationConfig)
+
+
+@dataclass(frozen=True, kw_only=True)
+class InsertConfig(PandaTaskConfig):
+    """Panda-Insert-Peg: push the grasped square peg at least `insert_depth` into the socket.
+
+    Attributes:
+        insert_depth: Success depth of the peg's bottom below the socket's top (m).
+        socket_height: Height of the socket walls (m).
+        socket_wall: Thickness of the socket walls (m).
+        peg_half_length: Half of the peg's length (m).
+        arm: Task-space control; the peg starts in the hand above the socket area.
+        randomization: Peg and socket randomisation.
+    """
+
+    max_episode_steps: int = 60
+    insert_depth: float = 0.02
+    socket_height: float = 0.04
+    socket_wall: float = 0.015
+    peg_half_length: float = 0.04
+    arm: ArmControlConfig = field(default_factory=lambda: ArmControlConfig(start_ee=(0.5, 0.0, 0.18)))
+    randomization: PegRandomizationConfig = field(default_factory=PegRandomizationConfig)
