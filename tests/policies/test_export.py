@@ -13,7 +13,7 @@ from s2r.policies.export import ExportError, build_metadata, export_policy
 from s2r.policies.networks import ActorCritic, ActorCriticConfig
 from s2r.real.metadata import SCHEMA_VERSION, MetadataError, load_metadata
 from s2r.sim import make, task_config
-from s2r.sim.env import EnvSpec, ObsTerm, sample_obs
+from s2r.sim.env import EnvSpec, GroupSpec, ObsTerm, sample_obs
 
 
 def _model_and_obs(task: str, overrides: dict | None = None, seed: int = 0):
@@ -184,7 +184,8 @@ def test_panda_metadata_is_an_ee_delta_action_without_a_command() -> None:
 
 
 def _spec(**extras) -> EnvSpec:
-    return EnvSpec(obs_terms={"policy": (ObsTerm(name="theta", size=3),)}, action_names=("torque",), control_dt=0.05,
+    return EnvSpec(groups={"policy": GroupSpec(terms=(ObsTerm(name="theta", size=3),))}, action_names=("torque",),
+                   control_dt=0.05,
                    max_episode_steps=200, extras=extras)
 
 
