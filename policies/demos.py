@@ -31,8 +31,10 @@ def collect_demos(task_id: str, out: str | Path, episodes: int, *, noise: float 
         # The expert reads the same config (step size, peg length) the env was built with.
         expert = make_expert(task_id, num_envs, noise=noise, failure_rate=failure_rate, seed=seed, cfg=tcfg)
         spec = env.spec
+        # Image groups (e.g. the Panda `image` group with `--set image=true`) are recorded too, compressed.
+        images = {g: tuple(env.obs_shapes[g]) for g, dt in env.obs_dtypes.items() if dt == "uint8"}
         meta = EpisodeMeta(task=task_id, obs_dims=dict(env.obs_dims), action_dim=spec.action_dim,
-                           action_names=tuple(spec.action_names), control_dt=float(spec.control_dt))
+                           action_names=tuple(spec.action_names), control_dt=float(spec.control_dt), image_shapes=images)
         writer = EpisodeWriter(out, meta)
         recorder = EpisodeRecorder(writer, num_envs, source="expert")
         obs = env.reset(seed=seed)

@@ -6,7 +6,6 @@ eval also vouches for the export.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,8 +14,7 @@ from typing import Any
 import numpy as np
 from s2r.real.chunking import ChunkHistory
 from s2r.real.metadata import MetadataError, load_metadata
-from s2r.sim import VecEnv, make, task_config
-from s2r.sim.config import apply_overrides
+from s2r.sim import VecEnv, make
 
 
 @dataclass(frozen=True)
@@ -85,14 +83,9 @@ class OnnxPolicy:
 
 def run_task_config(run_dir: Path, overrides: dict[str, Any] | None = None) -> tuple[str, Any]:
     """The task id and config a run was trained with (config.json), plus overrides."""
-    meta = load_metadata(run_dir / "policy.json")
-    cfg_file = run_dir / "config.json"
-    cfg = task_config(meta.task_id)
-    if cfg_file.is_file():
-        from s2r.sim.config import from_dict
+    from s2r.sim.robot_sim import task_config_for_run
 
-        cfg = from_dict(type(cfg), json.loads(cfg_file.read_text())["task"])
-    return meta.task_id, apply_overrides(cfg, overrides or {})
+    return task_config_for_run(Path(run_dir) / "policy.onnx", overrides)
 
 
 def one_episode_each(act: Callable[[np.ndarray], np.ndarray], env: VecEnv, seed: int) -> dict[str, np.ndarray]:

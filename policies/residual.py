@@ -218,9 +218,8 @@ class ResidualRL(Algorithm):
             raise AlgorithmTaskMismatch(f"base policy {self.base_dir} maps {bc.obs_dim} observations to {bc.action_dim} "
                                         f"actions; task {task_id} has {self.env.obs_dims['policy']} and {spec.action_dim}")
         self.bc = bc
-        # Image groups are not read by this learner (obs_dims holds vector groups only).
-        self.obs_dims = {g: d for g, d in self.env.obs_dims.items() if g != "image"}
-        self.obs_dims[BASE_GROUP] = spec.action_dim
+        # obs_dims holds the vector groups only: an image group the task may render is not read by this learner.
+        self.obs_dims = {**self.env.obs_dims, BASE_GROUP: spec.action_dim}
         demos = None
         stats = None
         demo_dir = self._demo_dir()

@@ -41,15 +41,22 @@ class RobotSimConfig:
     terrain_seed: int = 0
 
 
-def task_config_for_run(policy_path: str | Path) -> tuple[str, Any]:
-    """The task id and config an exported policy was trained with (policy.json + the run's config.json)."""
+def task_config_for_run(policy_path: str | Path, overrides: dict[str, Any] | None = None) -> tuple[str, Any]:
+    """The task id and config an exported policy was trained with (policy.json + its run's config.json).
+
+    The one reader of a run's task config, for `s2r eval`/`play` and the ROS sim bridge alike.
+    """
+    from s2r.real.metadata import load_metadata
+    from s2r.sim.config import apply_overrides
+
     path = Path(policy_path)
-    meta = json.loads(path.with_suffix(".json").read_text())
-    cfg = task_config(meta["task_id"])
+    path = path / "policy.onnx" if path.is_dir() else path
+    task_id = load_metadata(path.with_suffix(".json")).task_id
+    cfg = task_config(task_id)
     run_cfg = path.parent / "config.json"
     if run_cfg.is_file():
         cfg = from_dict(type(cfg), json.loads(run_cfg.read_text())["task"])
-    return meta["task_id"], cfg
+    return task_id, apply_overrides(cfg, overrides or {})
 
 
 class RobotSim:

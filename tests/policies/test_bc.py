@@ -101,3 +101,21 @@ def test_exported_graph_runs_step_by_step_like_torch(tmp_path):
         hist.push(chunk.numpy())
         np.testing.assert_allclose(got, want.numpy(), atol=1e-5)
     assert ort.InferenceSession(str(tmp_path / "policy.onnx")).get_inputs()[1].shape[1:] == [2, 3, env.spec.action_dim]
+
+
+def test_demos_record_image_groups_and_bc_reads_the_vector_groups(tmp_path, renderer_or_skip) -> None:
+    from s2r.policies.demos import collect_demos
+    from s2r.policies.driver import Budget, RunSpec, train
+    from s2r.real.episodes import read_episodes
+    from s2r.sim import task_config
+
+    task, over = "Panda-Lift-Cube", {"image": "true", "image_size": "24,32"}
+    collect_demos(task, tmp_path / "demos", 1, num_envs=1, noise=0.0, task_overrides=over, progress=False)
+    meta, eps = read_episodes(tmp_path / "demos", task=task)
+    assert meta.image_shapes == {"image": (24, 32, 3)}
+    img = eps[0].obs["image"]
+    assert img.dtype == np.uint8 and img.shape == (eps[0].length + 1, 24, 32, 3) and img.std() > 0
+    cfg = BCConfig(demos=str(tmp_path / "demos"), updates=20, hidden=(16,), successful_only=False)
+    spec = RunSpec(algo="bc", task_id=task, task_cfg=task_config(task, over), cfg=cfg, budget=Budget(steps=20))
+    res = train(spec, tmp_path / "bc", progress=False)
+    assert res["progress"] == 20 and res["export"]["max_abs_diff"] <= 1e-5
