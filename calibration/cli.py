@@ -152,7 +152,8 @@ def _hand_eye(args: argparse.Namespace) -> int:
 
 def _actuators(args: argparse.Namespace) -> int:
     from s2r.calibration.logs import read_log
-    from s2r.calibration.sysid import SysIdConfig, identify_actuators, write_actuator_outputs
+    from s2r.calibration.sysid import SysIdConfig, identify_actuators
+    from s2r.calibration.sysid_report import write_actuator_outputs
 
     t0 = time.perf_counter()
     log = read_log(args.log, start=args.start, end=args.end, state_topic=args.state_topic,

@@ -379,7 +379,8 @@ def simulate_actuator_log(excitation: JointLog, truth: TrueActuators = DEFAULT_T
         seed: Noise seed.
     """
     import mujoco
-    from s2r.calibration.sysid import GO1_GROUPS, build_rig
+    from s2r.calibration.rig import build_rig
+    from s2r.calibration.sysid import GO1_GROUPS
     from s2r.sim.models import model_path
 
     dt = float(np.median(np.diff(excitation.t)))

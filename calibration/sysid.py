@@ -18,29 +18,25 @@ the logged targets from the logged initial state, reproduces the measured positi
 Without torque in the log, kv and viscous friction act the same on motion and cannot be told apart: joint
 damping is then held at its model value and kv carries the total.
 
-MuJoCo is imported at module level here only (`excite` and `synthetic` import it inside functions), so
+The rig lives in `s2r.calibration.rig`, the reports in `s2r.calibration.sysid_report`.
+MuJoCo is imported at module level here and in the rig only (`excite` and `synthetic` import it inside functions), so
 camera and hand-eye calibration need no simulator.
 """
 
 from __future__ import annotations
 
 import fnmatch
-import os
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import mujoco
 import numpy as np
-from mujoco import rollout
-from s2r.calibration import plot
 from s2r.calibration.logs import JointLog, check_joint_names
+from s2r.calibration.rig import RigSim, _copy, actuated_joints
 from s2r.calibration.schema import (
     ActuatorCalibration,
     ActuatorGroup,
     CalibrationError,
-    actuators_to_dict,
-    write_calibration,
 )
 
 PARAMS = ("kp", "kv", "frictionloss", "damping", "armature")
@@ -134,189 +130,6 @@ class SysIdResult:
 
 
 # ---- rig ------------------------------------------------------------------------------------------------------
-
-
-def build_rig(model: str, joints: tuple[str, ...], base_body: str, timestep: float,
-              integrator: str = "RK4") -> mujoco.MjModel:
-    """The robot on a stand: base welded to the world, no contacts, only the limbs that hold logged joints.
-
-    Args:
-        model: Model file in s2r.sim.models.
-        joints: Logged joints.
-        base_body: Body to weld (its free joint is removed).
-        timestep: Physics step.
-        integrator: MuJoCo integrator name ("RK4", "implicitfast", "Euler", "implicit").
-    """
-    from s2r.sim.models import model_path
-
-    try:
-        spec = mujoco.MjSpec.from_file(str(model_path(model)))
-    except FileNotFoundError as exc:
-        raise CalibrationError(str(exc)) from None
-    base = spec.body(base_body)
-    if base is None:
-        raise CalibrationError(f"model {model} has no body '{base_body}' to hang the robot by; set base_body")
-    for j in list(base.joints):
-        spec.delete(j)  # weld: the stand holds the base still
-    for k in list(spec.keys):
-        spec.delete(k)  # keyframes would no longer match qpos
-    for s in list(spec.sensors):
-        spec.delete(s)
-    wanted = set(joints)
-
-    def joint_names(body: mujoco.MjsBody) -> set[str]:
-        names = {j.name for j in body.joints}
-        for child in body.bodies:
-            names |= joint_names(child)
-        return names
-
-    for child in list(base.bodies):
-        if not joint_names(child) & wanted:
-            removed = joint_names(child)
-            for a in list(spec.actuators):
-                if a.target in removed:
-                    spec.delete(a)
-            spec.delete(child)
-    spec.option.timestep = timestep
-    try:
-        spec.option.integrator = getattr(mujoco.mjtIntegrator, f"mjINT_{integrator.upper()}")
-    except AttributeError:
-        raise CalibrationError(f"unknown MuJoCo integrator '{integrator}'; use RK4, implicitfast, implicit or Euler") from None
-    spec.option.disableflags |= mujoco.mjtDisableBit.mjDSBL_CONTACT  # feet hang free
-    # Solve the joint-friction constraints fully: the training model's few solver iterations make friction
-    # forces vary unevenly with the parameters, which spoils finite-difference gradients.
-    spec.option.iterations = 50
-    spec.option.ls_iterations = 50
-    m = spec.compile()
-    m.opt.disableflags |= mujoco.mjtDisableBit.mjDSBL_AUTORESET
-    return m
-
-
-def actuated_joints(model: str) -> list[str]:
-    """Names of the joints a model's actuators drive, in actuator order."""
-    from s2r.sim.models import model_path
-
-    m = mujoco.MjModel.from_xml_path(str(model_path(model)))
-    return [mujoco.mj_id2name(m, mujoco.mjtObj.mjOBJ_JOINT, m.actuator_trnid[a, 0]) for a in range(m.nu)]
-
-
-class RigSim:
-    """Replays a log's targets on the rig for many parameter sets at once (one thread pool)."""
-
-    def __init__(self, log: JointLog, cfg: SysIdConfig) -> None:
-        self.log = log
-        self.dt = log.dt
-        self.substeps = cfg.substeps
-        m = build_rig(cfg.model, log.joints, cfg.base_body, self.dt / cfg.substeps, cfg.integrator)
-        self.model = m
-        names = [mujoco.mj_id2name(m, mujoco.mjtObj.mjOBJ_JOINT, m.actuator_trnid[a, 0]) for a in range(m.nu)]
-        missing = [j for j in log.joints if j not in names]
-        if missing:
-            raise CalibrationError(f"{log.source}: joints {missing} have no actuator in {cfg.model}")
-        self.act = np.array([names.index(j) for j in log.joints])  # log column -> actuator
-        jid = m.actuator_trnid[self.act, 0]
-        self.qadr = m.jnt_qposadr[jid]
-        self.dof = m.jnt_dofadr[jid]
-        # Actuated joints of the kept limbs that were not logged hold their home targets.
-        self.hold = np.zeros(m.nu)
-        full = mujoco.MjModel.from_xml_path(str(_model_file(cfg.model)))
-        fnames = [mujoco.mj_id2name(full, mujoco.mjtObj.mjOBJ_JOINT, full.actuator_trnid[a, 0]) for a in range(full.nu)]
-        home = full.key("home").ctrl if any(full.key(i).name == "home" for i in range(full.nkey)) else np.zeros(full.nu)
-        for a, n in enumerate(names):
-            self.hold[a] = home[fnames.index(n)]
-        self.forcerange = m.actuator_forcerange[self.act].copy()
-        self.nstate = mujoco.mj_stateSize(m, _FULL)
-        data = mujoco.MjData(m)
-        data.qpos[:] = 0.0
-        for a in range(m.nu):
-            data.qpos[m.jnt_qposadr[m.actuator_trnid[a, 0]]] = self.hold[a]
-        data.qpos[self.qadr] = log.q[0]
-        data.qvel[:] = 0.0
-        if log.qd is not None:
-            data.qvel[self.dof] = log.qd[0]
-        self.state0 = np.empty(self.nstate)
-        mujoco.mj_getState(m, data, self.state0, _FULL)
-        nthread = cfg.threads or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
-        self.nthread = max(1, nthread)
-        self._pool = rollout.Rollout(nthread=self.nthread if self.nthread > 1 else 0)
-        self._datas = [mujoco.MjData(m) for _ in range(self.nthread)]
-
-    def close(self) -> None:
-        self._pool.close()
-
-    def ctrl(self, latency_steps: int) -> np.ndarray:
-        """(n, nu) actuator targets: each logged target acts `latency_steps` samples after it was sent."""
-        n = len(self.log.t)
-        idx = np.clip(np.arange(n) - latency_steps, 0, n - 1)
-        c = np.tile(self.hold, (n, 1))
-        c[:, self.act] = self.log.target[idx]
-        return c
-
-    def with_params(self, params: dict[str, np.ndarray]) -> mujoco.MjModel:
-        """A copy of the rig with per-log-joint values of any of PARAMS."""
-        m = _copy(self.model)
-        a, d = self.act, self.dof
-        if "kp" in params:
-            m.actuator_gainprm[a, 0] = params["kp"]
-            m.actuator_biasprm[a, 1] = -params["kp"]
-        if "kv" in params:
-            m.actuator_biasprm[a, 2] = -params["kv"]
-        if "frictionloss" in params:
-            m.dof_frictionloss[d] = params["frictionloss"]
-        if "damping" in params:
-            m.dof_damping[d] = params["damping"]
-        if "armature" in params:
-            m.dof_armature[d] = params["armature"]
-            _set_const(m)  # constraint scaling depends on inertia; keep it consistent with the armature
-        return m
-
-    def run(self, models: list[mujoco.MjModel], latency_steps: int | list[int]) -> tuple[np.ndarray, np.ndarray]:
-        """Simulate the log for each model.
-
-        Args:
-            models: Rig copies (see `with_params`).
-            latency_steps: One latency for all, or one per model.
-
-        Returns:
-            q (b, n, j) and torque (b, n, j): sample i is the state at log time t_i and the motor torque then.
-        """
-        n = len(self.log.t)
-        b = len(models)
-        s = self.substeps
-        lats = [latency_steps] * b if isinstance(latency_steps, int) else list(latency_steps)
-        ctrl = np.stack([self.ctrl(d) for d in lats])  # (b, n, nu)
-        state = np.empty((b, (n - 1) * s, self.nstate))
-        self._pool.rollout(models, self._datas, np.tile(self.state0, (b, 1)), np.repeat(ctrl[:, :-1], s, axis=1),
-                           nstep=(n - 1) * s, state=state, sensordata=np.empty((b, (n - 1) * s, 0)))
-        state = state[:, s - 1 :: s]  # the state at each log sample time
-        nq, nv = self.model.nq, self.model.nv
-        qpos = np.concatenate([np.tile(self.state0[1 : 1 + nq], (b, 1, 1)), state[:, :, 1 : 1 + nq]], 1)
-        qvel = np.concatenate([np.tile(self.state0[1 + nq : 1 + nq + nv], (b, 1, 1)), state[:, :, 1 + nq : 1 + nq + nv]], 1)
-        q = qpos[:, :, self.qadr]
-        qd = qvel[:, :, self.dof]
-        kp = np.stack([m.actuator_gainprm[self.act, 0] for m in models])[:, None, :]
-        kv = np.stack([-m.actuator_biasprm[self.act, 2] for m in models])[:, None, :]
-        tau = np.clip(kp * (ctrl[:, :, self.act] - q) - kv * qd, self.forcerange[:, 0], self.forcerange[:, 1])
-        return q, tau
-
-
-def _model_file(model: str) -> Path:
-    from s2r.sim.models import model_path
-
-    return model_path(model)
-
-
-def _copy(m: mujoco.MjModel) -> mujoco.MjModel:
-    import copy
-
-    return copy.copy(m)
-
-
-def _set_const(m: mujoco.MjModel) -> None:
-    mujoco.mj_setConst(m, mujoco.MjData(m))
-
-
-# ---- identification ----------------------------------------------------------------------------------------
 
 
 def _groups_of(log: JointLog, cfg: SysIdConfig) -> list[str]:
@@ -569,76 +382,3 @@ def identify_actuators(log: JointLog, cfg: SysIdConfig) -> SysIdResult:
 
 
 # ---- report ------------------------------------------------------------------------------------------------
-
-
-def report_text(r: SysIdResult) -> str:
-    """Human-readable summary: identified values against the model's, and the fit error before and after."""
-    c = r.calibration
-    log = r.log
-    lines = [
-        "s2r actuator identification",
-        f"log          {log.source}: {len(log.joints)} joints, {log.t[-1]:.2f} s at {1 / log.dt:.0f} Hz"
-        f"{'' if log.tau is not None else ' (no torque logged)'}",
-        f"rig          {c.model} hanging by its base, {len(log.joints)} joints simulated at {1000 * c.timestep_s:.2f} ms",
-        f"latency      {1000 * c.latency_s:.2f} ms ({round(c.latency_s / c.timestep_s)} samples; resolution "
-        f"{1000 * c.timestep_s:.2f} ms)",
-        f"fit error    position RMS {np.degrees(r.before.rms_q):.3f} deg -> {np.degrees(r.after.rms_q):.3f} deg"
-        + (f"; torque RMS {r.before.rms_tau:.3f} Nm -> {r.after.rms_tau:.3f} Nm" if r.after.rms_tau is not None else ""),
-        "             (before: the model's values and no latency; after: the identified values)",
-        f"time         {r.seconds:.2f} s (" + ", ".join(f"{k} {v:.2f} s" for k, v in r.stage_seconds.items())
-        + f"; {r.iterations} refinement iterations)",
-    ]
-    lines += [f"note         {n}" for n in r.notes]
-    lines += ["", f"{'group':10s} {'param':13s} {'model':>10s} {'identified':>11s} {'change':>8s}"]
-    for g in c.groups:
-        for p in PARAMS:
-            nom = r.nominal[g.name][p]
-            val = getattr(g, p)
-            ch = f"{100 * (val / nom - 1):+7.1f}%" if nom > 0 else ""
-            lines.append(f"{g.name:10s} {p:13s} {nom:10.5g} {val:11.5g} {ch:>8s}")
-    lines += ["", f"{'joint':18s} {'group':10s} {'q rms before':>12s} {'after':>9s} (deg)"
-              + ("   tau rms before    after (Nm)" if r.after.rms_tau_nm is not None else "")]
-    for j, name in enumerate(log.joints):
-        before, after = np.degrees(r.before.rms_q_rad[j]), np.degrees(r.after.rms_q_rad[j])
-        s = f"{name:18s} {r.group_of_joint[j]:10s} {before:12.4f} {after:9.4f}"
-        if r.after.rms_tau_nm is not None and r.before.rms_tau_nm is not None:
-            s += f"   {r.before.rms_tau_nm[j]:14.4f} {r.after.rms_tau_nm[j]:8.4f}"
-        lines.append(s)
-    lines += ["", "Use in sim: set `randomization.calibration` of a task to this file (e.g. "
-              "`s2r train Go1-Velocity-Flat --set randomization.calibration=<this .yaml>`)."]
-    return "\n".join(lines) + "\n"
-
-
-def report_figure(r: SysIdResult, max_joints: int = 6) -> np.ndarray:
-    """Log against the rig's replay with the model's values and with the identified ones, per joint."""
-    log = r.log
-    panels = []
-    # A window of the log keeps individual oscillations readable; the full log is in the CSV/MCAP.
-    n = len(log.t)
-    for j, name in enumerate(log.joints[:max_joints]):
-        p = plot.Panel(f"{name}: position", "s", "rad")
-        p.add("log", log.t, log.q[:, j], color=(0, 0, 0), thickness=2)
-        p.add("sim, model values", log.t, r.q_before[:, j], color=1)
-        p.add("sim, identified", log.t, r.q_after[:, j], color=0)
-        panels.append(p)
-        if log.tau is not None:
-            s = slice(n // 3, n // 3 + max(50, n // 10))
-            p = plot.Panel(f"{name}: torque (zoom)", "s", "Nm")
-            p.add("log", log.t[s], log.tau[s, j], color=(0, 0, 0), thickness=2)
-            p.add("sim, model values", log.t[s], r.tau_before[s, j], color=1)
-            p.add("sim, identified", log.t[s], r.tau_after[s, j], color=0)
-            panels.append(p)
-    return plot.figure(panels, cols=2)
-
-
-def write_actuator_outputs(r: SysIdResult, out: str | Path) -> dict[str, Path]:
-    """Write the calibration YAML, the text report (.txt) and the log-vs-sim figure (.png) side by side."""
-    out = Path(out)
-    rep = {"rms_q_rad_before": r.before.rms_q, "rms_q_rad_after": r.after.rms_q,
-           "rms_tau_nm_before": r.before.rms_tau, "rms_tau_nm_after": r.after.rms_tau,
-           "seconds": r.seconds, "notes": list(r.notes), "joints": list(r.log.joints)}
-    y = write_calibration(out, "actuators", actuators_to_dict(r.calibration), source=r.log.source, report=rep)
-    txt = out.with_suffix(".txt")
-    txt.write_text(report_text(r))
-    png = plot.save_png(out.with_suffix(".png"), report_figure(r))
-    return {"yaml": y, "report": txt, "figure": png}

@@ -12,7 +12,8 @@ from s2r.calibration.excite import ExciteConfig, check_excitation, generate_exci
 from s2r.calibration.logs import JointLog, read_log, write_csv_log, write_mcap_log
 from s2r.calibration.schema import CalibrationError, load_calibration
 from s2r.calibration.synthetic import DEFAULT_TRUTH, true_values
-from s2r.calibration.sysid import PARAMS, SysIdConfig, SysIdResult, identify_actuators, write_actuator_outputs
+from s2r.calibration.sysid import PARAMS, SysIdConfig, SysIdResult, identify_actuators
+from s2r.calibration.sysid_report import write_actuator_outputs
 
 from tests.calibration.conftest import LEG
 
