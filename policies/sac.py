@@ -158,6 +158,12 @@ class _OffPolicyAlgorithm(Algorithm):
     def __init__(self, ctx: RunContext) -> None:
         from s2r.sim import make
 
+        if not ctx.resume and any(ctx.run.replay.glob("chunk_*.bin")):
+            # A new run would silently learn from another run's transitions.
+            from s2r.policies.driver import CheckpointError
+
+            raise CheckpointError(f"{ctx.run.path} already holds transitions of a run (replay/); resume it or choose "
+                                  "another folder")
         self.ctx = ctx
         self.cfg = cfg = ctx.cfg
         self.env: VecEnv = make(ctx.task_id, cfg.num_envs, cfg=ctx.task_cfg, seed=ctx.seed)
