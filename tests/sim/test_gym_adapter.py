@@ -137,3 +137,16 @@ def test_missing_optional_dependency_is_one_sentence() -> None:
         pytest.skip("Box2D is installed here, so the env builds")
     with pytest.raises(GymEnvError, match="gymnasium could not build 'gym:LunarLanderContinuous-v3': Box2D"):
         make("gym:LunarLanderContinuous-v3")
+
+
+def test_make_kwargs_reach_gymnasium_and_survive_config_json() -> None:
+    import json
+
+    cfg = GymTaskConfig(env_id="Pendulum-v1", kwargs=(("g", 5.0),))
+    back = from_dict(GymTaskConfig, json.loads(json.dumps(to_dict(cfg))))  # as a resume reads it back
+    for c in (cfg, back):
+        env = make("gym:Pendulum-v1", 2, cfg=c)
+        try:
+            assert [e.unwrapped.g for e in env.envs] == [5.0, 5.0]
+        finally:
+            env.close()
