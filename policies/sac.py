@@ -59,7 +59,7 @@ class OffPolicyRunConfig:
     steps_per_iteration: int = 50
     return_window: int = 10
     eval_episodes: int = 10
-    eval_every: int = 0
+    eval_every: int = 10_000
     learner: OffPolicyConfig = field(default_factory=OffPolicyConfig)
 
 
