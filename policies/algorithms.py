@@ -13,4 +13,6 @@ MODULES: dict[str, str] = {
     "residual": "s2r.policies.residual",
     "finetune": "s2r.policies.residual",
     "mfrl": "s2r.policies.mfrl",
+    "sac": "s2r.policies.sac",
+    "td3": "s2r.policies.sac",
 }

@@ -1,6 +1,7 @@
 """Task registry: ids `Robot-Task-Variant` -> env class + frozen config. Fails loudly.
 
-Every task is also registered with gymnasium as `s2r/<id>-v0`, giving a single env for outside tools.
+Every task is also registered with gymnasium as `s2r/<id>-v0`, giving a single env for outside tools; the
+other way round, `gym:<gymnasium id>` names any gymnasium env through `s2r.sim.gym_adapter`.
 """
 
 from __future__ import annotations
@@ -54,7 +55,12 @@ def task_ids() -> list[str]:
 
 
 def get_task(task_id: str) -> TaskEntry:
-    """Look up a task; unknown ids raise with the closest registered names."""
+    """Look up a task (or `gym:<gymnasium id>`); unknown ids raise with the closest registered names."""
+    if task_id.startswith("gym:"):
+        from s2r.sim.gym_adapter import GymVecEnv, gym_task_config
+
+        cfg = gym_task_config(task_id)
+        return TaskEntry(task_id, GymVecEnv, cfg, f"gymnasium environment {cfg.env_id}")
     _ensure_loaded()
     try:
         entry = _REGISTRY[task_id]
