@@ -184,8 +184,9 @@ class PPOTrainer(Algorithm):
                 raise AlgorithmTaskMismatch(
                     f"ppo learns from multi-step episodes; {ctx.task_id} is a one-step bandit (max_episode_steps "
                     f"{self.env.spec.max_episode_steps}): use --algo mfrl for it")
-            _vector_groups_only("ppo", self.env, (*cfg.algo.policy.actor_obs, *cfg.algo.policy.critic_obs))
-            self.alg = PPO(self.env.obs_dims, self.env.spec.action_dim, cfg.num_envs, cfg.algo)
+            algo_cfg = _critic_without_missing_privileged(cfg.algo, self.env.obs_dims)
+            _vector_groups_only("ppo", self.env, (*algo_cfg.policy.actor_obs, *algo_cfg.policy.critic_obs))
+            self.alg = PPO(self.env.obs_dims, self.env.spec.action_dim, cfg.num_envs, algo_cfg)
         except BaseException:
             self.env.close()
             raise
@@ -254,6 +255,17 @@ def _episode_rows(episode: dict[str, Any] | None) -> list[tuple[str, list[float]
     if not episode:
         return []
     return [(k, np.asarray(v, dtype=np.float64).tolist()) for k, v in episode.items() if k != "env_ids"]
+
+
+def _critic_without_missing_privileged(cfg: PPOConfig, obs_dims: dict[str, int]) -> PPOConfig:
+    """The asymmetric critic reads `privileged` where the task has it; a gymnasium env has none."""
+    from dataclasses import replace
+
+    critic = cfg.policy.critic_obs
+    if "privileged" in critic and "privileged" not in obs_dims:
+        critic = tuple(g for g in critic if g != "privileged")
+        return replace(cfg, policy=replace(cfg.policy, critic_obs=critic))
+    return cfg
 
 
 def _vector_groups_only(algo: str, env: Any, groups: tuple[str, ...]) -> None:

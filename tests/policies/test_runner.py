@@ -175,3 +175,15 @@ def test_a_run_from_before_the_driver_resumes_or_is_refused_with_a_reason(tiny_r
     assert main(["train", "--resume", str(old), "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "written before the run driver" in err and "start a new run" in err and "Traceback" not in err
+
+
+def test_ppo_trains_on_a_gymnasium_env_with_the_box_mapping_in_policy_json(tmp_path: Path) -> None:
+    from s2r.policies.driver import new_run_spec
+
+    # No `privileged` group in a gymnasium env: the asymmetric critic falls back to what the env offers.
+    spec = new_run_spec("ppo", "gym:Pendulum-v1", num_envs=8, budget=Budget(steps=2 * 8 * 24),
+                        algo_overrides={"export_parity_steps": 3})
+    res = train(spec, tmp_path / "run", progress=False)
+    assert res["progress"] == 2 * 8 * 24 and res["export"]["max_abs_diff"] <= 1e-5
+    meta = json.loads((tmp_path / "run" / "policy.json").read_text())
+    assert meta["algo"] == "ppo" and meta["action"]["kind"] == "box" and meta["action"]["scale"] == [2.0]
