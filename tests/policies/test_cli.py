@@ -97,3 +97,21 @@ def test_resuming_a_run_as_another_algorithm_is_refused(tiny_run: Path, capsys: 
     assert main(["train", "--resume", str(tiny_run), "--algo", "residual", "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "is a 'ppo' run, not 'residual'" in err and "Traceback" not in err
+
+
+def test_an_image_group_on_a_vector_learner_is_refused(tmp_path: Path, renderer_or_skip: None,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["train", "Panda-Lift-Cube", "--set", "image=true", "--set", "image_size=16,16", "--num-envs", "2",
+            "--train-set", "algo.policy.actor_obs=policy,image", "--runs", str(tmp_path), "--no-progress"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "ppo reads vector observations only; group 'image' is an image (16, 16, 3)" in err and "Traceback" not in err
+
+
+def test_export_rebuilds_the_policy_from_the_checkpoint(tiny_run_copy: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tiny_run_copy / "policy.onnx").unlink()
+    assert main(["export", str(tiny_run_copy)]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["max_abs_diff"] <= 1e-5
+    assert (tiny_run_copy / "policy.onnx").is_file()
+    assert main(["export", str(tiny_run_copy / "nothing")]) == 2
+    assert "not an s2r run folder" in capsys.readouterr().err
