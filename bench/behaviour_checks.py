@@ -17,11 +17,12 @@ from pathlib import Path
 
 def main(root: Path) -> dict:
     sys.path.insert(0, str(root))  # bench/ of the checkout being measured
-    from bench.walk_eval import walk_eval
     from s2r.policies.bc import BCConfig, train_bc
     from s2r.policies.demos import collect_demos
     from s2r.policies.evaluate import OnnxPolicy, evaluate_success
     from s2r.sim import task_config
+
+    from bench.walk_eval import walk_eval
 
     out: dict = {}
     t = time.time()
