@@ -76,8 +76,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                 if value is None:
                     continue
                 if key not in names:
-                    users = [a for a in _algos_with_field(key)]
-                    return _fail(f"--{flag} is a setting of {'/'.join(users) or 'no algorithm'}, not of --algo {algo}")
+                    users = "/".join(_algos_with_field(key)) or "no algorithm"
+                    return _fail(f"--{flag} is a setting of {users}, not of --algo {algo}")
                 overrides[key] = value
             spec = new_run_spec(algo, args.task, task_overrides=_kv(args.set), algo_overrides=overrides,
                                 num_envs=args.num_envs, seed=args.seed, budget=budget,
