@@ -118,6 +118,9 @@ class MFRL(Algorithm):
         if cfg.acquisition.high_budget < cfg.init_high:
             raise MFRLError(f"acquisition.high_budget ({cfg.acquisition.high_budget}) is smaller than init_high "
                             f"({cfg.init_high}); raise the budget or lower init_high")
+        if cfg.batch_size > cfg.train_sets:
+            raise MFRLError(f"batch_size ({cfg.batch_size}) is larger than train_sets ({cfg.train_sets}); a policy batch "
+                            "draws distinct training sets: lower batch_size or raise train_sets")
         self.task_id, self.task_cfg, self.cfg = task_id, task_cfg, cfg
         self.run_dir = ctx.run.path
         self.default_steps = cfg.rounds

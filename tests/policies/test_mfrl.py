@@ -374,6 +374,8 @@ def test_bad_mfrl_runs_are_refused_clearly(tmp_path: Path) -> None:
         new_run_spec("mfrl", TASK_ID, algo_overrides={"acquisition.high_budjet": 10})
     with pytest.raises(AlgorithmTaskMismatch, match="waypoint re-planning"):
         RunDriver(new_run_spec("mfrl", "Puck-Velocity-Flat"), tmp_path / "b")
+    with pytest.raises(MFRLError, match=r"batch_size \(128\) is larger than train_sets \(64\)"):
+        RunDriver(new_run_spec("mfrl", TASK_ID, algo_overrides={"train_sets": 64}), tmp_path / "d")
     with pytest.raises(MFRLError, match="smaller than init_high"):
         RunDriver(new_run_spec("mfrl", TASK_ID, algo_overrides={"acquisition.high_budget": 4}), tmp_path / "c")
     assert not any(tmp_path.iterdir())  # a refused config leaves no run folder behind
