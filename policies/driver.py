@@ -267,7 +267,9 @@ class RunDriver:
 
 
 def _fmt(v: Any) -> str:
-    return f"{v:.3g}" if isinstance(v, float) else str(v)
+    if isinstance(v, float):
+        return f"{v:.0f}" if abs(v) >= 1000 else f"{v:.3g}"
+    return str(v)
 
 
 # ---- building runs ----------------------------------------------------------------------------------------------
