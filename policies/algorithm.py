@@ -1,9 +1,10 @@
 """Algorithms as registered, small classes; the run driver (`s2r.policies.driver`) does everything around them.
 
-An algorithm says how to do one iteration of its work (`iterate`), what its state is (`state_dict`), how to
-export what it learned (`export`), and whether a task suits it (`check_task`). It never opens a progress bar,
-a TensorBoard writer, a checkpoint file or a signal handler: the driver owns the run folder, the budget,
-Ctrl-C, atomic checkpoints, resume, the final export and the learning-curve plot, the same for all of them.
+An algorithm says how to do one iteration of its work (`iterate`), what its state is (`state_dict`) and how
+to export what it learned (`export`); its constructor refuses a task that does not suit it (the driver then
+leaves no run folder behind). It never opens a progress bar, a TensorBoard writer, a checkpoint file or a
+signal handler: the driver owns the run folder, the budget, Ctrl-C, atomic checkpoints, resume, the final
+export and the learning-curve plot, the same for all of them.
 
     @register_algorithm
     class MyAlgo(Algorithm):
@@ -92,10 +93,6 @@ class Algorithm(ABC):
     progress: int = 0
 
     @classmethod
-    def check_task(cls, task_id: str, task_cfg: Any, cfg: Any) -> None:
-        """Raise AlgorithmTaskMismatch with one sentence when the task does not suit this algorithm."""
-
-    @classmethod
     def config_for(cls, cfg: Any, num_envs: int | None, seed: int | None) -> Any:
         """Apply the CLI's --num-envs / --seed to the algorithm config (fields of that name, when it has them)."""
         from dataclasses import fields, replace
@@ -141,6 +138,26 @@ class Algorithm(ABC):
 
     def close(self) -> None:
         """Release envs and files."""
+
+
+def require_vector_groups(algo_id: str, task_id: str, spec: Any, groups: tuple[str, ...]) -> None:
+    """Refuse, in one sentence, a group the task lacks or an image group among those a vector learner reads.
+
+    Args:
+        algo_id: The algorithm (named in the message).
+        task_id: The task (named in the message).
+        spec: The task's `EnvSpec` (its `groups`).
+        groups: The groups the actor and critic read.
+    """
+    have = spec.groups
+    for g in dict.fromkeys(groups):
+        if g not in have:
+            raise AlgorithmTaskMismatch(f"task '{task_id}' has no observation group '{g}' (it has "
+                                        f"{', '.join(sorted(have))}); set the actor/critic groups to those")
+        if have[g].is_image:
+            raise AlgorithmTaskMismatch(f"{algo_id} reads observation group '{g}' of task '{task_id}', which holds images "
+                                        f"{tuple(have[g].shape)}; it learns from vector groups only: drop '{g}' from the "
+                                        "actor/critic groups")
 
 
 _ALGORITHMS: dict[str, type[Algorithm]] = {}

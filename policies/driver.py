@@ -106,7 +106,6 @@ class RunDriver:
         self.run = RunDir(Path(run_dir))
         self.progress_bar = progress
         self.cls: type[Algorithm] = get_algorithm(spec.algo)
-        self.cls.check_task(spec.task_id, spec.task_cfg, spec.cfg)
         ckpt = None
         if resume:
             if self.run.checkpoint.is_file():
@@ -117,6 +116,10 @@ class RunDriver:
                                       "with the same config")
         elif self.run.checkpoint.is_file():
             raise CheckpointError(f"{self.run.path} already holds a run; resume it or choose another folder")
+        elif any(self.run.replay.glob("chunk_*.bin")):
+            # A new run there would silently learn from another run's transitions.
+            raise CheckpointError(f"{self.run.path} already holds transitions of a run (replay/); resume it or choose "
+                                  "another folder")
         if spec.cfg is not None and hasattr(spec.cfg, "torch_threads") and spec.cfg.torch_threads:
             torch.set_num_threads(spec.cfg.torch_threads)
         torch.manual_seed(spec.seed)

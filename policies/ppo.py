@@ -16,7 +16,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from s2r.policies.algorithm import Algorithm, AlgorithmTaskMismatch, RunContext, register_algorithm
+from s2r.policies.algorithm import (
+    Algorithm,
+    AlgorithmTaskMismatch,
+    RunContext,
+    register_algorithm,
+    require_vector_groups,
+)
 from s2r.policies.networks import ActorCritic, ActorCriticConfig
 from s2r.policies.storage import RolloutStorage
 from torch import nn
@@ -185,7 +191,7 @@ class PPOTrainer(Algorithm):
                     f"ppo learns from multi-step episodes; {ctx.task_id} is a one-step bandit (max_episode_steps "
                     f"{self.env.spec.max_episode_steps}): use --algo mfrl for it")
             algo_cfg = _critic_without_missing_privileged(cfg.algo, self.env.obs_dims)
-            _vector_groups_only("ppo", self.env, (*algo_cfg.policy.actor_obs, *algo_cfg.policy.critic_obs))
+            require_vector_groups("ppo", ctx.task_id, self.env.spec, (*algo_cfg.policy.actor_obs, *algo_cfg.policy.critic_obs))
             self.alg = PPO(self.env.obs_dims, self.env.spec.action_dim, cfg.num_envs, algo_cfg)
         except BaseException:
             self.env.close()
@@ -268,15 +274,6 @@ def _critic_without_missing_privileged(cfg: PPOConfig, obs_dims: dict[str, int])
     return cfg
 
 
-def _vector_groups_only(algo: str, env: Any, groups: tuple[str, ...]) -> None:
-    """Refuse an image group among the groups a vector learner reads, in one sentence."""
-    shapes = getattr(env, "obs_shapes", None) or {}
-    for g in groups:
-        if g not in env.obs_dims and g in shapes:
-            raise AlgorithmTaskMismatch(f"{algo} reads vector observations only; group '{g}' is an image "
-                                        f"{tuple(shapes[g])}: drop it from the actor/critic groups")
-
-
 def export_model(model: ActorCritic, task_id: str, task_cfg: Any, run_dir: Path, cfg: TrainConfig) -> dict[str, float]:
     """Export `model`'s actor into run_dir, checking parity on observations from a fresh probe env."""
     from s2r.policies.export import export_policy
@@ -292,23 +289,3 @@ def export_model(model: ActorCritic, task_id: str, task_cfg: Any, run_dir: Path,
     x = np.concatenate([obs[g] for g in model.cfg.actor_obs], axis=1)
     model.eval()
     return export_policy(model, spec, task_id, run_dir, x, task_cfg=task_cfg)
-
-
-def export_checkpoint(run_dir: Path) -> dict[str, float]:
-    """Re-export a PPO run from its checkpoint alone (no training env, no rewrite of the run's config)."""
-    from s2r.policies.driver import load_checkpoint, resume_run_spec
-    from s2r.policies.rundir import RunDir
-
-    run = RunDir(Path(run_dir))
-    spec = resume_run_spec(run.path, algo="ppo")
-    ckpt = load_checkpoint(run.checkpoint, spec.task_id, "ppo")
-    from s2r.sim import make
-
-    probe = make(spec.task_id, 1, cfg=spec.task_cfg)
-    try:
-        obs_dims, action_dim = probe.obs_dims, probe.spec.action_dim
-    finally:
-        probe.close()
-    model = ActorCritic(obs_dims, action_dim, spec.cfg.algo.policy)
-    model.load_state_dict(ckpt["state"]["algo"]["model"])
-    return export_model(model, spec.task_id, spec.task_cfg, run.path, spec.cfg)

@@ -26,7 +26,13 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from s2r.policies.algorithm import Algorithm, AlgorithmTaskMismatch, RunContext, register_algorithm
+from s2r.policies.algorithm import (
+    Algorithm,
+    AlgorithmTaskMismatch,
+    RunContext,
+    register_algorithm,
+    require_vector_groups,
+)
 from s2r.policies.offpolicy import OffPolicyConfig, OffPolicyLearner
 from s2r.policies.replay import ReplayBuffer
 from s2r.sim.env import EnvSpec, VecEnv
@@ -97,28 +103,13 @@ class ExportedActor(nn.Module):
         return torch.tanh(raw[..., : self.action_dim])  # a stochastic actor exports tanh of its mean
 
 
-def image_groups(spec: EnvSpec) -> set[str]:
-    """Observation groups of `spec` that hold images."""
-    return {g for g, s in spec.groups.items() if s.is_image}
-
-
 def check_spec(task_id: str, spec: EnvSpec, cfg: OffPolicyRunConfig, algo_id: str) -> None:
     """Raise AlgorithmTaskMismatch with one sentence when the env cannot be learned by this vector learner."""
     lc = cfg.learner
     if spec.action_dim == 0:
         raise AlgorithmTaskMismatch(f"task '{task_id}' has no action to learn; {algo_id} needs at least one continuous "
                                     "action")
-    read = dict.fromkeys((*lc.actor_obs, *lc.critic_obs))
-    images = sorted(set(read) & image_groups(spec))
-    if images:
-        raise AlgorithmTaskMismatch(f"{algo_id} reads observation group '{images[0]}' of task '{task_id}', which holds "
-                                    f"images; it learns from vector groups only: drop it from learner.actor_obs/"
-                                    "learner.critic_obs")
-    have = set(spec.obs_terms)
-    missing = [g for g in read if g not in have]
-    if missing:
-        raise AlgorithmTaskMismatch(f"task '{task_id}' has no observation group '{missing[0]}' (it has "
-                                    f"{', '.join(sorted(have))}); set learner.actor_obs/learner.critic_obs to those")
+    require_vector_groups(algo_id, task_id, spec, (*lc.actor_obs, *lc.critic_obs))
     if tuple(lc.actor_obs) != ("policy",):
         raise AlgorithmTaskMismatch(f"{algo_id}'s actor must read the 'policy' group alone (policy.json describes that "
                                     f"input), not {list(lc.actor_obs)}; an asymmetric critic may read more "
@@ -136,33 +127,16 @@ class _OffPolicyAlgorithm(Algorithm):
     postfix: ClassVar[tuple[tuple[str, str], ...]] = (("mean_return", "ret"), ("critic_loss", "q_loss"))
     durable_replay: ClassVar[bool] = True
 
-    @classmethod
-    def check_task(cls, task_id: str, task_cfg: Any, cfg: Any) -> None:
-        """Refuse image groups, a task without actions and groups the task does not have (builds one env to read its spec)."""
+    def __init__(self, ctx: RunContext) -> None:
         from s2r.sim import make
         from s2r.sim.gym_adapter import GymEnvError
 
-        try:
-            env = make(task_id, 1, cfg=task_cfg, seed=0)
-        except GymEnvError as exc:
-            raise AlgorithmTaskMismatch(str(exc)) from None
-        try:
-            check_spec(task_id, env.spec, cfg, cls.algo_id)
-        finally:
-            env.close()
-
-    def __init__(self, ctx: RunContext) -> None:
-        from s2r.sim import make
-
-        if not ctx.resume and any(ctx.run.replay.glob("chunk_*.bin")):
-            # A new run would silently learn from another run's transitions.
-            from s2r.policies.driver import CheckpointError
-
-            raise CheckpointError(f"{ctx.run.path} already holds transitions of a run (replay/); resume it or choose "
-                                  "another folder")
         self.ctx = ctx
         self.cfg = cfg = ctx.cfg
-        self.env: VecEnv = make(ctx.task_id, cfg.num_envs, cfg=ctx.task_cfg, seed=ctx.seed)
+        try:
+            self.env: VecEnv = make(ctx.task_id, cfg.num_envs, cfg=ctx.task_cfg, seed=ctx.seed)
+        except GymEnvError as exc:  # e.g. a Discrete action space: the task does not suit a continuous learner
+            raise AlgorithmTaskMismatch(str(exc)) from None
         self.eval_env: VecEnv | None = None
         self.buffer: ReplayBuffer | None = None
         try:
@@ -335,4 +309,4 @@ class TD3(_OffPolicyAlgorithm):
     description = "TD3 (deterministic actor, target smoothing, delayed actor), any task or gym:<id> with Box actions"
 
 
-__all__ = ["SAC", "TD3", "ExportedActor", "OffPolicyRunConfig", "SACConfig", "TD3Config", "check_spec", "image_groups"]
+__all__ = ["SAC", "TD3", "ExportedActor", "OffPolicyRunConfig", "SACConfig", "TD3Config", "check_spec"]

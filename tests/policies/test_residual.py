@@ -206,17 +206,23 @@ def test_bad_inputs_are_refused_with_clear_messages(base, tmp_path):
     finally:
         victim.write_bytes(data)
     assert not os.path.exists(tmp_path / "d" / CHECKPOINT)
-    # A replay folder written for another base is refused, not mixed in.
+    # A new run into a folder holding transitions is refused; so is resuming them against another base.
     train(_spec(base, steps=40), tmp_path / "e", progress=False)
+    (tmp_path / "e" / CHECKPOINT).unlink()
+    with pytest.raises(CheckpointError, match="already holds transitions of a run"):
+        RunDriver(_spec(base), tmp_path / "e", progress=False)
     other_base = tmp_path / "other_bc"
     other_base.mkdir()
     (other_base / "bc.pt").write_bytes((base / "bc.pt").read_bytes())
-    (tmp_path / "f").mkdir()
-    os.rename(tmp_path / "e" / "replay", tmp_path / "f" / "replay")
+    cfg = json.loads((tmp_path / "e" / "config.json").read_text())
+    cfg["algo_cfg"]["base"] = str(other_base)
+    (tmp_path / "e" / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(AlgorithmTaskMismatch, match="holds transitions of base"):
-        RunDriver(_spec(other_base), tmp_path / "f", progress=False)
+        RunDriver(resume_run_spec(tmp_path / "e"), tmp_path / "e", resume=True, progress=False)
+    cfg["algo_cfg"]["base"] = str(base)
+    (tmp_path / "e" / "config.json").write_text(json.dumps(cfg))
     # A checkpoint of one algorithm resumed as another.
-    with pytest.raises(CheckpointError, match="is a 'residual' run, not 'finetune'"):
+    with pytest.raises(CheckpointError, match="is a 'residual' run, not 'finetune'"):  # one algorithm resumed as another
         resume_run_spec(tmp_path / "e", algo="finetune")
 
 
