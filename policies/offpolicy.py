@@ -367,6 +367,27 @@ class OffPolicyLearner:
         self.updates = int(state["updates"])
 
 
+class ExportedActor(nn.Module):
+    """The learner's deterministic action in [-1, 1] with its input normaliser inside: what gets exported.
+
+    Its inputs are the actor's groups in `actor_obs` order, as separate tensors (e.g. obs and the base action of
+    residual RL); a stochastic actor exports tanh of its mean. A copy: later updates do not change it.
+    """
+
+    def __init__(self, learner: OffPolicyLearner) -> None:
+        super().__init__()
+        self.actor = copy.deepcopy(learner.actor).cpu().eval()
+        self.action_dim = learner.action_dim
+        width = next(m for m in self.actor.modules() if isinstance(m, nn.Linear)).in_features
+        norm = learner.actor_norm
+        self.register_buffer("mean", norm[0].detach().cpu().clone() if norm is not None else torch.zeros(width))
+        self.register_buffer("inv_std", norm[1].detach().cpu().clone() if norm is not None else torch.ones(width))
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        x = inputs[0] if len(inputs) == 1 else torch.cat(inputs, dim=-1)
+        return torch.tanh(self.actor((x - self.mean) * self.inv_std)[..., : self.action_dim])
+
+
 def keep_freed_memory() -> bool:
     """Make glibc keep freed memory mapped instead of handing it back to the OS (process-wide).
 

@@ -31,7 +31,7 @@ import torch
 from s2r.policies.algorithm import Algorithm, AlgorithmTaskMismatch, RunContext, register_algorithm
 from s2r.policies.bc import BC_CHECKPOINT, ChunkedBC, ChunkedPolicyGraph, export_chunked, load_bc, temporal_ensemble
 from s2r.policies.evaluate import success_episodes
-from s2r.policies.offpolicy import OffPolicyConfig, OffPolicyLearner, residual_compose
+from s2r.policies.offpolicy import ExportedActor, OffPolicyConfig, OffPolicyLearner, residual_compose
 from s2r.policies.replay import ReplayBuffer
 from s2r.real.chunking import ChunkHistory, ensemble_weights
 from s2r.real.episodes import Episode, read_episodes
@@ -79,24 +79,6 @@ class ResidualConfig:
         actor="deterministic", actor_obs=("policy", BASE_GROUP), critic_obs=("policy", "privileged", BASE_GROUP),
         num_critics=10, critic_subset=2, n_step=3, gamma=0.99, utd_ratio=0.5, policy_delay=2, zero_init_actor=True,
         critic_warmup_updates=1_000, exploration_noise=0.3, target_noise=0.2, actor_lr=1e-4, critic_lr=3e-4))
-
-
-class ResidualHead(nn.Module):
-    """(obs, base_action) -> residual in [-1, 1]: the trained actor with its input normalisation, for export."""
-
-    def __init__(self, learner: OffPolicyLearner) -> None:
-        super().__init__()
-        self.actor = learner.actor
-        self.stochastic = learner.stochastic
-        self.action_dim = learner.action_dim
-        norm = learner.actor_norm
-        width = next(m for m in learner.actor.modules() if isinstance(m, nn.Linear)).in_features
-        self.register_buffer("mean", norm[0].clone() if norm is not None else torch.zeros(width))
-        self.register_buffer("inv_std", norm[1].clone() if norm is not None else torch.ones(width))
-
-    def forward(self, obs: torch.Tensor, base_action: torch.Tensor) -> torch.Tensor:
-        raw = self.actor((torch.cat([obs, base_action], dim=-1) - self.mean) * self.inv_std)
-        return torch.tanh(raw[..., : self.action_dim])  # stochastic actors export their mean
 
 
 class FirstActionActor(nn.Module):
@@ -229,8 +211,11 @@ class ResidualRL(Algorithm):
             eps = demos_with_base(eps, bc, self.bc_cfg.ensemble_m)
             demos = ReplayBuffer.from_episodes(eps)
             # Fixed input statistics from the demos: the online data's statistics drift as the policy improves.
-            stats = {g: (np.concatenate([e.obs[g] for e in eps]).mean(0), np.concatenate([e.obs[g] for e in eps]).std(0) + 1e-3)
-                     for g in ("policy", "privileged") if g in self.obs_dims}
+            stats = {}
+            for g in ("policy", "privileged"):
+                if g in self.obs_dims:
+                    x = np.concatenate([e.obs[g] for e in eps])
+                    stats[g] = (x.mean(0), x.std(0) + 1e-3)
         self.demos = demos
         lcfg = cfg.learner
         if cfg.finetune:
@@ -371,7 +356,7 @@ class ResidualRL(Algorithm):
         """The deployable graph: base + scale * residual (or the fine-tuned network alone)."""
         if self.cfg.finetune:
             return ChunkedPolicyGraph(first_action_bc(self.learner.actor.bc), 0.0)
-        return ChunkedPolicyGraph(self.bc, self.bc_cfg.ensemble_m, ResidualHead(self.learner), self.cfg.scale)
+        return ChunkedPolicyGraph(self.bc, self.bc_cfg.ensemble_m, ExportedActor(self.learner), self.cfg.scale)
 
     def export(self) -> dict[str, float]:
         """policy.onnx + policy.json (with parity check) into the run folder."""

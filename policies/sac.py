@@ -19,7 +19,6 @@ recorded in policy.json).
 
 from __future__ import annotations
 
-import copy
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -33,10 +32,9 @@ from s2r.policies.algorithm import (
     register_algorithm,
     require_vector_groups,
 )
-from s2r.policies.offpolicy import OffPolicyConfig, OffPolicyLearner
+from s2r.policies.offpolicy import ExportedActor, OffPolicyConfig, OffPolicyLearner
 from s2r.policies.replay import ReplayBuffer
 from s2r.sim.env import EnvSpec, VecEnv
-from torch import nn
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -84,23 +82,6 @@ class TD3Config(OffPolicyRunConfig):
     learner: OffPolicyConfig = field(default_factory=lambda: OffPolicyConfig(
         actor="deterministic", num_critics=2, critic_subset=2, batch_size=256, utd_ratio=1.0, gamma=0.99, tau=0.005,
         actor_lr=3e-4, critic_lr=3e-4, policy_delay=2, exploration_noise=0.1, target_noise=0.2, target_noise_clip=0.5))
-
-
-class ExportedActor(nn.Module):
-    """obs (batch, obs_dim) -> deterministic action in [-1, 1], the learner's input normaliser inside."""
-
-    def __init__(self, learner: OffPolicyLearner) -> None:
-        super().__init__()
-        self.actor = copy.deepcopy(learner.actor).cpu().eval()
-        self.action_dim = learner.action_dim
-        width = next(m for m in self.actor.modules() if isinstance(m, nn.Linear)).in_features
-        norm = learner.actor_norm
-        self.register_buffer("mean", norm[0].detach().cpu().clone() if norm is not None else torch.zeros(width))
-        self.register_buffer("inv_std", norm[1].detach().cpu().clone() if norm is not None else torch.ones(width))
-
-    def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        raw = self.actor((obs - self.mean) * self.inv_std)
-        return torch.tanh(raw[..., : self.action_dim])  # a stochastic actor exports tanh of its mean
 
 
 def check_spec(task_id: str, spec: EnvSpec, cfg: OffPolicyRunConfig, algo_id: str) -> None:
@@ -309,4 +290,4 @@ class TD3(_OffPolicyAlgorithm):
     description = "TD3 (deterministic actor, target smoothing, delayed actor), any task or gym:<id> with Box actions"
 
 
-__all__ = ["SAC", "TD3", "ExportedActor", "OffPolicyRunConfig", "SACConfig", "TD3Config", "check_spec"]
+__all__ = ["SAC", "TD3", "OffPolicyRunConfig", "SACConfig", "TD3Config", "check_spec"]

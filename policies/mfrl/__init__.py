@@ -54,12 +54,11 @@ from s2r.policies.mfrl.estimator import (
     trajectory_features,
 )
 from s2r.policies.mfrl.evaluation import evaluate_planner, is_planner_run, summary_lines
-from s2r.policies.mfrl.export import export_checkpoint, export_planner
+from s2r.policies.mfrl.export import export_planner
 from s2r.policies.mfrl.network import PlannerNet, PlannerNetConfig
 from s2r.policies.mfrl.runner import (
     MFRL,
     MFRLConfig,
-    load_checkpoint,
 )
 from s2r.policies.mfrl.sets import (
     TASK_ID,
@@ -74,7 +73,7 @@ __all__ = [
     "FEATURES", "HIGH", "LOW", "MFRL", "REAL", "TASK_ID",
     "AcquisitionConfig", "EstimatorConfig", "FlyabilityEstimator", "MFRLConfig", "MFRLError",
     "PlannerNet", "PlannerNetConfig", "WaypointSets",
-    "evaluate_planner", "export_checkpoint", "export_planner",
-    "high_fidelity_score", "is_planner_run", "load_checkpoint", "low_fidelity_score",
+    "evaluate_planner", "export_planner",
+    "high_fidelity_score", "is_planner_run", "low_fidelity_score",
     "sample_sets", "select_queries", "splines_for", "summary_lines", "torch_min_snap", "trajectory_features",
 ]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -47,10 +46,12 @@ def evaluate_planner(run_dir: str | Path, n_sets: int = 200, seed: int = 12345, 
     ex = planner.meta.info  # training-side notes: the task config and the evaluations used
     task_cfg = from_dict(ReplanConfig, ex["task_cfg"])
     if flight is None:
-        cfg_path = run_dir / "config.json"
+        from s2r.policies.rundir import RunDir
+
+        run = RunDir(run_dir)
         flight = FlightConfig()
-        if cfg_path.is_file():
-            saved = json.loads(cfg_path.read_text())
+        if run.exists():
+            saved = run.read_config()
             train = saved.get("algo_cfg", saved.get("train", {}))
             if "flight" in train:
                 flight = from_dict(FlightConfig, train["flight"])

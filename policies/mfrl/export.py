@@ -54,10 +54,3 @@ def export_planner(net: PlannerNet, task_id: str, task_cfg: Any, out_dir: str | 
     meta.validate()
     x = parity_obs.astype(np.float32)
     return export_onnx_checked(module, (torch.zeros(1, net.obs_dim),), ["obs"], ["actions"], out, {"obs": x}, meta, tol)
-
-
-def export_checkpoint(run_dir: str | Path) -> dict[str, float]:
-    """Re-export policy.onnx + policy.json from a run's checkpoint alone (`s2r export`, as for any algorithm)."""
-    from s2r.policies.driver import export_run
-
-    return export_run(run_dir)

@@ -392,10 +392,3 @@ class MFRL(Algorithm):
         fig.savefig(path, dpi=100)
         plt.close(fig)
         return True
-
-
-def load_checkpoint(path: str | Path, task_id: str | None = None) -> dict[str, Any]:
-    """Load an mfrl checkpoint; refuses another algorithm's or another task's, naming it."""
-    from s2r.policies.driver import load_checkpoint as load_any
-
-    return load_any(Path(path), task_id, "mfrl")

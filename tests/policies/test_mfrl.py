@@ -16,7 +16,16 @@ import onnxruntime as ort
 import pytest
 import torch
 from s2r.policies.algorithm import AlgorithmTaskMismatch
-from s2r.policies.driver import Budget, CheckpointError, RunDriver, RunSpec, new_run_spec, resume_run_spec
+from s2r.policies.driver import (
+    Budget,
+    CheckpointError,
+    RunDriver,
+    RunSpec,
+    export_run,
+    load_checkpoint,
+    new_run_spec,
+    resume_run_spec,
+)
 from s2r.policies.mfrl import (
     TASK_ID,
     MFRLConfig,
@@ -25,10 +34,8 @@ from s2r.policies.mfrl import (
     PlannerNetConfig,
     WaypointSets,
     evaluate_planner,
-    export_checkpoint,
     high_fidelity_score,
     is_planner_run,
-    load_checkpoint,
     low_fidelity_score,
     sample_sets,
     splines_for,
@@ -238,7 +245,7 @@ def test_tiny_run_plans_faster_than_the_heuristic_and_stays_feasible(tiny_planne
     assert result["high_evals"] <= 24  # the budget, bootstrap included
     for name in ("checkpoint.pt", "history.json", "config.json", "policy.onnx", "policy.json", "learning_curve.png"):
         assert (run_dir / name).is_file(), name
-    ckpt = load_checkpoint(run_dir / "checkpoint.pt", TASK_ID)
+    ckpt = load_checkpoint(run_dir / "checkpoint.pt", TASK_ID, "mfrl")
     fids = ckpt["state"]["estimator"]["X"][:, -1]
     assert int((fids == HIGH).sum()) == result["high_evals"]
     acquired = [(h["queries_low"], h["queries_high"]) for h in ckpt["history"]]
@@ -253,7 +260,7 @@ def test_tiny_run_plans_faster_than_the_heuristic_and_stays_feasible(tiny_planne
 
 def test_onnx_parity_and_metadata(tiny_planner: tuple[Path, dict]) -> None:
     run_dir, _ = tiny_planner
-    ckpt = load_checkpoint(run_dir / "checkpoint.pt", TASK_ID)
+    ckpt = load_checkpoint(run_dir / "checkpoint.pt", TASK_ID, "mfrl")
     net = PlannerNet(TASK.max_waypoints, resume_run_spec(run_dir).cfg.planner).double()
     net.load_state_dict(ckpt["state"]["net"])
     obs = sample_sets(TASK, 32, seed=999).obs
@@ -361,7 +368,7 @@ def test_resume_with_a_logged_real_flight_then_reexport(tiny_planner: tuple[Path
         runner.add_logged_flights([w], [], results)
     # `s2r export` for a planner run: from the checkpoint alone.
     (copy / "policy.onnx").unlink()
-    assert export_checkpoint(copy)["max_abs_diff"] <= 1e-5
+    assert export_run(copy)["max_abs_diff"] <= 1e-5
     assert load_metadata(copy / "policy.json").info["rounds"] == 3
     ev = evaluate_planner(copy, n_sets=4, seed=5, fly_baselines=True, timing_repeats=1)
     assert len(summary_lines(ev)) == 8
