@@ -11,12 +11,13 @@ ensemble, `s2r.policies.offpolicy`) score the combined action and warm up before
 are the task's sparse success. The demos the base was cloned from fill a second buffer that each batch
 samples half from (RLPD's symmetric sampling), which gives the critics successes to learn from at once.
 
-`finetune=True` is the comparison the paper makes: the same learner trains the BC network itself (its
+`--algo finetune` is the comparison the paper makes: the same learner trains the BC network itself (its
 first predicted action, no residual, no ensembling) from the same start.
 
-Everything lands in one run folder: checkpoint.pt (atomic), replay/ (written as transitions arrive, so a
-killed run resumes without losing any), TensorBoard events, curve.json, learning_curve.png, and the export:
-one ONNX graph computing base + scale * residual (see `s2r.policies.bc.ChunkedPolicyGraph`).
+The run driver writes the run folder (checkpoint, history.json with `success_rate` rows, TensorBoard,
+learning_curve.png); this algorithm adds replay/ (written as transitions arrive, so a killed run resumes
+without losing any, checkpoint or not) and the export: one ONNX graph computing base + scale * residual
+(see `s2r.policies.bc.ChunkedPolicyGraph`).
 """
 
 from __future__ import annotations
