@@ -347,6 +347,9 @@ def export_run(run_dir: str | Path) -> dict[str, Any]:
 
     run = RunDir(Path(run_dir))
     spec = resume_run_spec(run.path)
+    if not run.checkpoint.is_file():
+        raise CheckpointError(f"{run.path} has no checkpoint to export (the run stopped before its first one); "
+                              f"continue it with `s2r train --resume {run.path}`")
     ckpt = load_checkpoint(run.checkpoint, spec.task_id, spec.algo)
     cls = get_algorithm(spec.algo)
     # Exporting needs the networks and a probe env, not the training width.

@@ -116,3 +116,6 @@ def test_export_rebuilds_the_policy_from_the_checkpoint(tiny_run_copy: Path, cap
     assert (tiny_run_copy / "policy.onnx").is_file()
     assert main(["export", str(tiny_run_copy / "nothing")]) == 2
     assert "not an s2r run folder" in capsys.readouterr().err
+    (tiny_run_copy / "checkpoint.pt").unlink()
+    assert main(["export", str(tiny_run_copy)]) == 2
+    assert "has no checkpoint to export" in capsys.readouterr().err
