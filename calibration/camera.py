@@ -11,7 +11,7 @@ residuals.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import cv2
@@ -35,7 +35,11 @@ class CameraCalibConfig:
         min_tilt_deg: At least one view must tilt the board this far from facing the camera: without
             tilt, focal length and distance cannot be told apart.
         max_focal_rel_std: Refuse a result whose focal length 1-sigma uncertainty exceeds this fraction.
-        fix_k3: Hold k3 at zero (advisable for narrow lenses and few images).
+        k3: The radial term k3: "auto" frees it only when it lowers the held-out reprojection error (views
+            left out in turn are fitted with intrinsics calibrated on the others), "free" always, "fixed"
+            never (held at zero). A free k3 on a lens that does not need it trades accuracy at the image
+            edges for overfitting.
+        k3_folds: Folds of that held-out comparison.
         coverage_grid: Cells per image side in the coverage report.
     """
 
@@ -46,7 +50,8 @@ class CameraCalibConfig:
     max_rejected_fraction: float = 0.34
     min_tilt_deg: float = 15.0
     max_focal_rel_std: float = 0.005
-    fix_k3: bool = False
+    k3: str = "auto"
+    k3_folds: int = 5
     coverage_grid: int = 5
 
 
@@ -77,6 +82,8 @@ class CameraCalibResult:
     coverage: float
     empty_regions: tuple[str, ...]
     seconds: float
+    k3_choice: str = ""  # "free" or "fixed", and why
+    heldout_rms_px: tuple[float, float] = (float("nan"), float("nan"))  # (k3 fixed, k3 free); nan unless k3="auto"
     image_points: tuple[np.ndarray, ...] = ()  # per used view, (n, 2)
     residuals: tuple[np.ndarray, ...] = ()  # per used view, projected - detected, (n, 2)
 
@@ -122,6 +129,13 @@ def calibrate_camera(images: Images, cfg: CameraCalibConfig, source: str = "imag
             names.append(name)
             dets.append(d)
     if not dets:
+        near = neighbour_board(images, cfg.board)
+        if near is not None:
+            raise CalibrationError(
+                f"{source}: no {cfg.board.squares_x}x{cfg.board.squares_y}-square board found, but a "
+                f"{near.squares_x}x{near.squares_y} board is there; did you mean --squares "
+                f"{near.squares_x}x{near.squares_y}? (--squares counts squares, not the inner corners OpenCV's "
+                "pattern size counts)")
         raise CalibrationError(
             f"{source}: no board found in any of the {len(images)} images. Check that the board settings "
             f"({cfg.board.describe()}) match the printed board (--board, --squares, --square-mm, --marker-mm, "
@@ -131,7 +145,10 @@ def calibrate_camera(images: Images, cfg: CameraCalibConfig, source: str = "imag
         raise CalibrationError(
             f"{source}: only {len(dets)} of {len(images)} images show the board{missing}. Need at least "
             f"{cfg.min_images}: take more pictures with the board in different places and tilts (up to about 40 deg)")
-    flags = cv2.CALIB_FIX_K3 if cfg.fix_k3 else 0
+    if cfg.k3 not in ("auto", "free", "fixed"):
+        raise CalibrationError(f"k3 mode '{cfg.k3}' is unknown; use auto, free or fixed")
+    # Outliers are judged with the richer model: a view the free-k3 model cannot explain is bad, not the lens.
+    flags = cv2.CALIB_FIX_K3 if cfg.k3 == "fixed" else 0
     active = list(range(len(dets)))
     rejected: dict[int, str] = {}
     rejected_rms: dict[int, float] = {}
@@ -158,7 +175,22 @@ def calibrate_camera(images: Images, cfg: CameraCalibConfig, source: str = "imag
     if len(active) < cfg.min_images:
         raise CalibrationError(f"{source}: only {len(active)} images left after dropping outliers "
                                f"({', '.join(names[i] for i in rejected)}); need {cfg.min_images}: take more pictures")
-    std = std_int.ravel()
+    heldout = (float("nan"), float("nan"))
+    if cfg.k3 == "auto":
+        heldout = _heldout_rms([dets[i] for i in active], (w, h), cfg.k3_folds)
+        if heldout[1] < heldout[0]:
+            k3_choice = f"free: held-out RMS {heldout[1]:.4f} px with k3, {heldout[0]:.4f} px without"
+        else:
+            k3_choice = f"fixed at 0: held-out RMS {heldout[0]:.4f} px without k3, {heldout[1]:.4f} px with"
+            flags = cv2.CALIB_FIX_K3
+            rms, K, D, rvecs, tvecs, std_int, _std_ext, per_view = _calibrate([dets[i] for i in active], (w, h), flags)
+            per_view = per_view.ravel()
+    else:
+        k3_choice = "free (--k3 free)" if cfg.k3 == "free" else "fixed at 0 (--k3 fixed)"
+    # OpenCV's 1-sigma assumes independent corner errors; errors shared by a view's corners (blur under
+    # perspective, a slightly bent board) make it too small. The leave-one-view-out jackknife sees those, so
+    # the report carries the larger of the two for each parameter.
+    std = np.maximum(std_int.ravel()[:4], _jackknife_std([dets[i] for i in active], (w, h), flags))
     centre = np.array([*cfg.board.size_m, 0.0]) / 2
     tilts, dists, pts, res = [], [], [], []
     stats: dict[int, ViewStat] = {}
@@ -182,7 +214,9 @@ def calibrate_camera(images: Images, cfg: CameraCalibConfig, source: str = "imag
             f"{source}: degenerate board poses: the largest tilt is {max(tilts):.1f} deg (need at least "
             f"{cfg.min_tilt_deg:.0f}) and the focal length is uncertain to {100 * rel:.2f} % (limit "
             f"{100 * cfg.max_focal_rel_std:.2f} %). A board that always faces the camera cannot separate focal length "
-            "from distance: tilt it 20-45 deg about both axes and include near and far views")
+            "from distance: tilt it 20-45 deg about both axes and include near and far views"
+            + (". If the poses were varied, check --squares: a smaller chessboard pattern is also found inside a "
+               "larger board" if cfg.board.kind == "chessboard" else ""))
     coverage, empty = _coverage(np.concatenate(pts), (w, h), cfg.coverage_grid)
     intr = CameraIntrinsics(image_size=(w, h), camera_matrix=tuple(tuple(float(v) for v in row) for row in K),
                             dist_coeffs=tuple(float(v) for v in D.ravel()), rms_px=float(rms))
@@ -190,8 +224,72 @@ def calibrate_camera(images: Images, cfg: CameraCalibConfig, source: str = "imag
         intrinsics=intr, source=source, board=cfg.board,
         views=tuple(stats[i] for i in sorted(stats, key=lambda j: names[j])), not_found=tuple(not_found),
         focal_std_px=(float(std[0]), float(std[1])), principal_std_px=(float(std[2]), float(std[3])),
-        coverage=coverage, empty_regions=empty, seconds=time.perf_counter() - t0,
-        image_points=tuple(pts), residuals=tuple(res))
+        coverage=coverage, empty_regions=empty, seconds=time.perf_counter() - t0, k3_choice=k3_choice,
+        heldout_rms_px=heldout, image_points=tuple(pts), residuals=tuple(res))
+
+
+def _jackknife_std(dets: list[Detection], size: tuple[int, int], flags: int) -> np.ndarray:
+    """Leave-one-view-out jackknife standard deviation of (fx, fy, cx, cy)."""
+    th = []
+    for i in range(len(dets)):
+        try:
+            K = _calibrate(dets[:i] + dets[i + 1:], size, flags)[1]
+        except cv2.error:
+            continue
+        th.append((K[0, 0], K[1, 1], K[0, 2], K[1, 2]))
+    if len(th) < 3:
+        return np.zeros(4)
+    a = np.asarray(th)
+    n = len(a)
+    return np.sqrt((n - 1) / n * ((a - a.mean(0)) ** 2).sum(0))
+
+
+def _heldout_rms(dets: list[Detection], size: tuple[int, int], folds: int) -> tuple[float, float]:
+    """Reprojection RMS of views left out of the calibration, for k3 held at zero and for k3 free.
+
+    Each fold calibrates on the other views; a left-out view's pose is then fitted (PnP) with those
+    intrinsics, so only how well the lens model generalises is scored.
+    """
+    folds = max(2, min(folds, len(dets)))
+    out = []
+    for flags in (cv2.CALIB_FIX_K3, 0):
+        sq, n = 0.0, 0
+        for f in range(folds):
+            train = [d for i, d in enumerate(dets) if i % folds != f]
+            test = [d for i, d in enumerate(dets) if i % folds == f]
+            try:
+                _rms, K, D, *_ = _calibrate(train, size, flags)
+            except cv2.error:
+                return float("nan"), float("nan")
+            for d in test:
+                obj, img = d.object_points.astype(np.float64), d.image_points.astype(np.float64)
+                ok, rv, tv = cv2.solvePnP(obj, img, K, D, flags=cv2.SOLVEPNP_ITERATIVE)
+                if not ok:
+                    continue
+                rv, tv = cv2.solvePnPRefineLM(obj, img, K, D, rv, tv)
+                p, _ = cv2.projectPoints(obj, rv, tv, K, D)
+                sq += float(((p.reshape(-1, 2) - img) ** 2).sum())
+                n += len(img)
+        out.append(np.sqrt(sq / max(n, 1)))
+    return float(out[0]), float(out[1])
+
+
+def neighbour_board(images: Images, board: BoardConfig, tries: int = 3) -> BoardConfig | None:
+    """A board one square larger or smaller each way (or with its sides swapped) that is in the images.
+
+    People give OpenCV's inner-corner count (9x6 for a board of 10x7 squares) or swap the sides; this turns
+    "no board found" into "did you mean". Looks at the first `tries` images only.
+    """
+    sx, sy = board.squares_x, board.squares_y
+    sizes = [(sx + 1, sy + 1), (sx - 1, sy - 1), (sy, sx), (sy + 1, sx + 1), (sx + 1, sy), (sx, sy + 1)]
+    for size in dict.fromkeys(s for s in sizes if min(s) >= 3 and s != (sx, sy)):
+        try:
+            cand = Board(replace(board, squares_x=size[0], squares_y=size[1]))
+        except CalibrationError:
+            continue
+        if any(cand.detect(img) is not None for _name, img in images[:tries]):
+            return cand.cfg
+    return None
 
 
 _REGION = {0: "top", 1: "middle", 2: "bottom"}
@@ -229,6 +327,7 @@ def report_text(r: CameraCalibResult) -> str:
         f"fx, fy       {K[0, 0]:.3f} +- {r.focal_std_px[0]:.3f}, {K[1, 1]:.3f} +- {r.focal_std_px[1]:.3f} px (1 sigma)",
         f"cx, cy       {K[0, 2]:.3f} +- {r.principal_std_px[0]:.3f}, {K[1, 2]:.3f} +- {r.principal_std_px[1]:.3f} px",
         f"distortion   {' '.join(f'{v:+.5f}' for v in c.dist_coeffs)} (k1 k2 p1 p2 k3)",
+        f"k3           {r.k3_choice}",
         f"RMS error    {c.rms_px:.3f} px",
         f"coverage     {100 * r.coverage:.0f} % of the image grid cells hold corners",
         f"tilts        {min(v.tilt_deg for v in used):.1f} .. {max(v.tilt_deg for v in used):.1f} deg; distances "
@@ -289,7 +388,8 @@ def write_camera_outputs(r: CameraCalibResult, out: str | Path) -> dict[str, Pat
     out = Path(out)
     rep = {"rms_px": r.intrinsics.rms_px, "images_used": len(r.used), "images_rejected": [v.name for v in r.rejected],
            "images_without_board": list(r.not_found), "focal_std_px": list(r.focal_std_px), "coverage": r.coverage,
-           "seconds": r.seconds, "board": r.board.describe()}
+           "seconds": r.seconds, "board": r.board.describe(), "k3": r.k3_choice,
+           "heldout_rms_px": {"k3_fixed": r.heldout_rms_px[0], "k3_free": r.heldout_rms_px[1]}}
     y = write_calibration(out, "camera_intrinsics", camera_to_dict(r.intrinsics), source=r.source, report=rep)
     txt = out.with_suffix(".txt")
     txt.write_text(report_text(r))

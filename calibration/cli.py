@@ -38,7 +38,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     c.add_argument("--count", type=int, default=30, help="images to grab from --ros-topic (default 30)")
     c.add_argument("--period", type=float, default=1.5, help="seconds between grabs from --ros-topic")
     c.add_argument("--min-images", type=int, default=8)
-    c.add_argument("--fix-k3", action="store_true", help="hold k3 at zero (narrow lenses, few images)")
+    c.add_argument("--k3", choices=("auto", "free", "fixed"), default="auto",
+                   help="radial term k3: auto (default) frees it only when it lowers the held-out reprojection "
+                   "error; free; fixed (held at zero)")
+    c.add_argument("--fix-k3", action="store_true", help="same as --k3 fixed")
     c.add_argument("--out", default="calibration/camera.yaml", help="output YAML (report .txt/.png beside it)")
     _board_args(c)
 
@@ -130,7 +133,8 @@ def _camera(args: argparse.Namespace) -> int:
         images, source = load_mcap_images(args.mcap, args.topic, every=args.every), f"{args.mcap}:{args.topic}"
     else:
         images, source = grab_ros_images(args.ros_topic, args.count, period_s=args.period), args.ros_topic
-    cfg = CameraCalibConfig(board=_board(args), min_images=args.min_images, fix_k3=args.fix_k3)
+    cfg = CameraCalibConfig(board=_board(args), min_images=args.min_images,
+                            k3="fixed" if args.fix_k3 else args.k3)
     res = calibrate_camera(images, cfg, source)
     paths = write_camera_outputs(res, args.out)
     return _done("camera calibration", paths, paths["report"], time.perf_counter() - t0)

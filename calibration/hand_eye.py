@@ -98,6 +98,8 @@ class HandEyeResult:
     per_view_deg: tuple[float, ...]
     board_pose: np.ndarray  # base <- board (eye-in-hand) or flange <- board (eye-to-hand)
     seconds: float
+    translation_std_m: tuple[float, float, float] = (float("nan"),) * 3  # jackknife 1-sigma per axis
+    rotation_std_rad: tuple[float, float, float] = (float("nan"),) * 3  # about X's own axes
 
 
 def load_robot_poses(path: str | Path) -> dict[str, np.ndarray]:
@@ -267,30 +269,11 @@ def calibrate_hand_eye(images: Images, poses: dict[str, np.ndarray], intrinsics:
                                "views with the whole board sharp and in view")
     _check_motion(G, names, cfg, poses_source)
 
-    # OpenCV's names: eye-in-hand wants gripper->base and target->cam; eye-to-hand passes base->gripper instead
-    # and then returns cam->base.
-    Gs = G if cfg.mode == "eye_in_hand" else [_inv(g) for g in G]
-    Rg = [g[:3, :3] for g in Gs]
-    tg = [g[:3, 3].reshape(3, 1) for g in Gs]
-    Rc = [c[:3, :3] for c in C]
-    tc = [c[:3, 3].reshape(3, 1) for c in C]
     sols: dict[str, np.ndarray] = {}
-    for sname, method in HAND_EYE_SOLVERS.items():
-        try:
-            R, t = cv2.calibrateHandEye(Rg, tg, Rc, tc, method=method)
-            sols[sname] = _pose(R, t)
-        except cv2.error:
-            continue
-    # Robot-world solvers take world->cam (the board's pose in the camera) and base->gripper, and return
-    # gripper->cam, whose inverse is X for eye-in-hand. Eye-to-hand swaps the roles of camera and flange.
-    Ginv = [_inv(g) for g in Gs]
-    for sname, method in ROBOT_WORLD_SOLVERS.items():
-        try:
-            _Rbw, _tbw, Rgc, tgc = cv2.calibrateRobotWorldHandEye(
-                Rc, tc, [g[:3, :3] for g in Ginv], [g[:3, 3].reshape(3, 1) for g in Ginv], method=method)
-            sols[sname] = _inv(_pose(Rgc, tgc))
-        except cv2.error:
-            continue
+    for sname in (*HAND_EYE_SOLVERS, *ROBOT_WORLD_SOLVERS):
+        X = _solve(sname, G, C, cfg.mode)
+        if X is not None:
+            sols[sname] = X
     if not sols:
         raise CalibrationError(f"{source}: every OpenCV hand-eye solver failed on these views; check {poses_source}")
     scored = []
@@ -308,6 +291,7 @@ def calibrate_hand_eye(images: Images, poses: dict[str, np.ndarray], intrinsics:
         d_deg = _angle_deg(Xb[:3, :3].T @ X[:3, :3])
         results.append(SolverResult(sname, X, rmm, rdeg, d_mm, d_deg))
     consistent = all(r.diff_mm <= cfg.max_disagreement_mm and r.diff_deg <= cfg.max_disagreement_deg for r in results)
+    t_std, r_std = _jackknife_std(best[0], G, C, cfg.mode, Xb)
     M, mm, deg = _spread(_board_poses(G, C, Xb, cfg.mode))
     parent = "flange" if cfg.mode == "eye_in_hand" else "base"
     he = HandEye(mode=cfg.mode, parent_frame=parent, child_frame="camera",
@@ -317,7 +301,51 @@ def calibrate_hand_eye(images: Images, poses: dict[str, np.ndarray], intrinsics:
     return HandEyeResult(hand_eye=he, source=source, solvers=tuple(results), chosen=best[0], consistent=consistent,
                          views_used=tuple(names), views_dropped=tuple(dropped), pnp_rms_px=tuple(pnp_rms),
                          per_view_mm=tuple(mm.tolist()), per_view_deg=tuple(deg.tolist()), board_pose=M,
-                         seconds=time.perf_counter() - t0)
+                         seconds=time.perf_counter() - t0, translation_std_m=tuple(t_std.tolist()),
+                         rotation_std_rad=tuple(r_std.tolist()))
+
+
+def _solve(sname: str, G: list[np.ndarray], C: list[np.ndarray], mode: str) -> np.ndarray | None:
+    """One OpenCV solver's X from flange poses G (base <- flange) and board poses C (camera <- board)."""
+    # OpenCV's names: eye-in-hand wants gripper->base and target->cam; eye-to-hand passes base->gripper instead
+    # and then returns cam->base.
+    Gs = G if mode == "eye_in_hand" else [_inv(g) for g in G]
+    Rc = [c[:3, :3] for c in C]
+    tc = [c[:3, 3].reshape(3, 1) for c in C]
+    try:
+        if sname in HAND_EYE_SOLVERS:
+            R, t = cv2.calibrateHandEye([g[:3, :3] for g in Gs], [g[:3, 3].reshape(3, 1) for g in Gs], Rc, tc,
+                                        method=HAND_EYE_SOLVERS[sname])
+            return _pose(R, t)
+        # Robot-world solvers take world->cam (the board's pose in the camera) and base->gripper, and return
+        # gripper->cam, whose inverse is X for eye-in-hand. Eye-to-hand swaps the roles of camera and flange.
+        Ginv = [_inv(g) for g in Gs]
+        _Rbw, _tbw, Rgc, tgc = cv2.calibrateRobotWorldHandEye(
+            Rc, tc, [g[:3, :3] for g in Ginv], [g[:3, 3].reshape(3, 1) for g in Ginv], method=ROBOT_WORLD_SOLVERS[sname])
+        return _inv(_pose(Rgc, tgc))
+    except cv2.error:
+        return None
+
+
+def _jackknife_std(sname: str, G: list[np.ndarray], C: list[np.ndarray], mode: str,
+                   X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Leave-one-pose-out jackknife 1-sigma of X: translation per axis (m) and rotation per axis (rad, in X's frame).
+
+    Robot pose noise and board-pose errors are per view, so resampling views measures what they do to X; a
+    formula from the pixel residuals alone would leave the robot's share out.
+    """
+    ts, rs = [], []
+    for i in range(len(G)):
+        Xi = _solve(sname, G[:i] + G[i + 1:], C[:i] + C[i + 1:], mode)
+        if Xi is None or not np.isfinite(Xi).all():
+            continue
+        ts.append(Xi[:3, 3])
+        rs.append(cv2.Rodrigues(X[:3, :3].T @ Xi[:3, :3])[0].ravel())
+    n = len(ts)
+    if n < 3:
+        return np.full(3, np.nan), np.full(3, np.nan)
+    t, r = np.asarray(ts), np.asarray(rs)
+    return (np.sqrt((n - 1) / n * ((t - t.mean(0)) ** 2).sum(0)), np.sqrt((n - 1) / n * ((r - r.mean(0)) ** 2).sum(0)))
 
 
 # ---- report ------------------------------------------------------------------------------------------------
@@ -337,6 +365,9 @@ def report_text(r: HandEyeResult, cfg: HandEyeConfig) -> str:
         f"translation   {1000 * X[0, 3]:.2f} {1000 * X[1, 3]:.2f} {1000 * X[2, 3]:.2f} mm",
         f"rotation      roll {rpy[0]:.3f} pitch {rpy[1]:.3f} yaw {rpy[2]:.3f} deg; quaternion wxyz "
         f"{' '.join(f'{v:.6f}' for v in he.quaternion_wxyz)}",
+        f"1 sigma       {' '.join(f'{1000 * v:.2f}' for v in r.translation_std_m)} mm, "
+        f"{' '.join(f'{np.degrees(v):.3f}' for v in r.rotation_std_rad)} deg about the camera axes "
+        "(leave-one-pose-out jackknife)",
         f"solver        {r.chosen} (smallest spread of the implied board pose)",
         f"consistency   {'OK' if r.consistent else 'INCONSISTENT'}: solvers agree within "
         f"{max(s.diff_mm for s in r.solvers):.2f} mm / {max(s.diff_deg for s in r.solvers):.3f} deg "
@@ -384,6 +415,7 @@ def write_hand_eye_outputs(r: HandEyeResult, cfg: HandEyeConfig, out: str | Path
     """Write the calibration YAML, the text report (.txt) and the figure (.png) side by side."""
     out = Path(out)
     rep = {"chosen_solver": r.chosen, "consistent": r.consistent, "seconds": r.seconds,
+           "translation_std_m": list(r.translation_std_m), "rotation_std_rad": list(r.rotation_std_rad),
            "solvers": {s.name: {"translation_m": s.X[:3, 3], "quaternion_wxyz": matrix_to_quat(s.X[:3, :3]),
                                 "board_spread_mm": s.residual_mm, "board_spread_deg": s.residual_deg,
                                 "vs_chosen_mm": s.diff_mm, "vs_chosen_deg": s.diff_deg} for s in r.solvers},

@@ -240,6 +240,34 @@ def write_hand_eye_dataset(folder: str | Path, cam: SyntheticCamera, board: Boar
 
     Args:
         folder: Output folder.
+        cam, board, X, mode, n, seed, one_axis, pose_noise_mm, pose_noise_deg: as `render_hand_eye_views`.
+
+    Returns:
+        name -> true camera <- board pose, for checks.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    truth: dict[str, np.ndarray] = {}
+    images, robot = render_hand_eye_views(cam, board, X, mode=mode, n=n, seed=seed, one_axis=one_axis,
+                                          pose_noise_mm=pose_noise_mm, pose_noise_deg=pose_noise_deg, truth=truth)
+    lines = ["image,x,y,z,qw,qx,qy,qz"]
+    for name, img in images:
+        cv2.imwrite(str(folder / name), img)
+        T = robot[name]
+        q = matrix_to_quat(T[:3, :3])
+        p = T[:3, 3]
+        lines.append(f"{name},{p[0]:.6f},{p[1]:.6f},{p[2]:.6f},{q[0]:.8f},{q[1]:.8f},{q[2]:.8f},{q[3]:.8f}")
+    (folder / "poses.csv").write_text("\n".join(lines) + "\n")
+    return truth
+
+
+def render_hand_eye_views(cam: SyntheticCamera, board: BoardConfig, X: np.ndarray, *, mode: str = "eye_in_hand",
+                          n: int = 15, seed: int = 0, one_axis: bool = False, pose_noise_mm: float = 0.1,
+                          pose_noise_deg: float = 0.02, truth: dict[str, np.ndarray] | None = None,
+                          ) -> tuple[list[tuple[str, np.ndarray]], dict[str, np.ndarray]]:
+    """Hand-eye views in memory: (name, image) pairs and name -> reported flange pose (4x4, base frame).
+
+    Args:
         cam: True camera.
         board: Board settings (ChArUco).
         X: True hand-eye transform (4x4).
@@ -249,12 +277,8 @@ def write_hand_eye_dataset(folder: str | Path, cam: SyntheticCamera, board: Boar
         one_axis: Rotate the flange about one axis only: a degenerate set hand-eye cannot solve.
         pose_noise_mm: Position noise of the reported flange poses (robot repeatability, encoder error).
         pose_noise_deg: Orientation noise of the reported flange poses.
-
-    Returns:
-        name -> true camera <- board pose, for checks.
+        truth: Filled with name -> true camera <- board pose, when given.
     """
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     r = BoardRenderer(cam, board, seed=seed)
     bw, bh = board.size_m
@@ -265,8 +289,8 @@ def write_hand_eye_dataset(folder: str | Path, cam: SyntheticCamera, board: Boar
         T_flange_board = _pose(rot("y", 180.0) @ rot("z", 90.0), np.array([0.0, 0.0, 0.05]) - rot("y", 180.0) @ rot(
             "z", 90.0) @ centre)
         T_base_cam = X
-    lines = ["image,x,y,z,qw,qx,qy,qz"]
-    truth: dict[str, np.ndarray] = {}
+    images: list[tuple[str, np.ndarray]] = []
+    robot: dict[str, np.ndarray] = {}
     k = 0
     for _ in range(5000):
         if k == n:
@@ -289,17 +313,15 @@ def write_hand_eye_dataset(folder: str | Path, cam: SyntheticCamera, board: Boar
             T_base_board = T_base_cam @ T_cam_board
             T_base_flange = T_base_board @ np.linalg.inv(T_flange_board)
         name = f"pose_{k:03d}.png"
-        cv2.imwrite(str(folder / name), r.render(T_cam_board))
+        images.append((name, r.render(T_cam_board)))
         # What forward kinematics reports: the true pose plus a little noise.
         axis = rng.normal(size=3)
         R_err = cv2.Rodrigues(axis / np.linalg.norm(axis) * np.radians(rng.normal(0, pose_noise_deg)))[0]
-        q = matrix_to_quat(T_base_flange[:3, :3] @ R_err)
-        p = T_base_flange[:3, 3] + rng.normal(0, pose_noise_mm / 1000, 3)
-        lines.append(f"{name},{p[0]:.6f},{p[1]:.6f},{p[2]:.6f},{q[0]:.8f},{q[1]:.8f},{q[2]:.8f},{q[3]:.8f}")
-        truth[name] = T_cam_board
+        robot[name] = _pose(T_base_flange[:3, :3] @ R_err, T_base_flange[:3, 3] + rng.normal(0, pose_noise_mm / 1000, 3))
+        if truth is not None:
+            truth[name] = T_cam_board
         k += 1
-    (folder / "poses.csv").write_text("\n".join(lines) + "\n")
-    return truth
+    return images, robot
 
 
 # ---- actuator logs --------------------------------------------------------------------------------------------
