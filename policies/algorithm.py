@@ -50,6 +50,8 @@ class RunContext:
         resume: True when continuing a run (the driver loads the checkpoint, if any, after construction).
         progress: Whether a progress bar is shown (an algorithm with inner loops may show its own detail).
         total: The step budget in the algorithm's unit when one is set (an iteration may stop short of it).
+        dist: This process's place in a data-parallel group (`s2r.policies.distributed.DistInfo`), or None.
+            Only algorithms with `data_parallel = True` are built with one.
     """
 
     task_id: str
@@ -60,6 +62,7 @@ class RunContext:
     resume: bool = False
     progress: bool = True
     total: int | None = None
+    dist: Any = None
 
 
 class Algorithm(ABC):
@@ -77,6 +80,8 @@ class Algorithm(ABC):
         durable_replay: The run keeps transitions in `replay/` as they arrive; a run killed before its first
             checkpoint restarts its learner from the config and keeps them.
         description: One line for `s2r algos`.
+        data_parallel: It can run as one rank of a torch.distributed group (`RunContext.dist`): its update
+            averages gradients over ranks and its `progress` counts every rank's steps.
     """
 
     algo_id: ClassVar[str]
@@ -87,6 +92,7 @@ class Algorithm(ABC):
     postfix: ClassVar[tuple[tuple[str, str], ...]] = (("mean_return", "ret"),)
     durable_replay: ClassVar[bool] = False
     description: ClassVar[str] = ""
+    data_parallel: ClassVar[bool] = False
 
     checkpoint_every: int = 0
     #: Units of work done so far (the driver reads it after each `iterate` and restores it on resume).

@@ -45,6 +45,7 @@ _CONFIG_FLAGS = (("base", "base"), ("demos", "demos"))
 
 def cmd_train(args: argparse.Namespace) -> int:
     """`s2r train <task> --algo <id>` or `s2r train --resume [RUN]`: every algorithm through the one run driver."""
+    from s2r.policies import distributed
     from s2r.policies.algorithm import AlgorithmTaskMismatch, UnknownAlgorithmError, get_algorithm
     from s2r.policies.driver import Budget, CheckpointError, RunDriver, new_run_spec, resume_run_spec
     from s2r.policies.export import ExportError
@@ -54,6 +55,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from s2r.sim.config import ConfigError
 
     budget = Budget(steps=args.steps, minutes=args.minutes)
+    dist = distributed.from_environment()  # started by torchrun: one rank of a data-parallel run
     try:
         if args.resume:
             run_dir = Path(args.resume) if args.resume != "latest" else _latest_run(args.runs, args.task)
@@ -84,8 +86,13 @@ def cmd_train(args: argparse.Namespace) -> int:
                                 checkpoint_minutes=args.checkpoint_minutes)
             stamp = time.strftime("%Y%m%d-%H%M%S")
             run_dir = Path(args.run_dir) if args.run_dir else Path(args.runs) / args.task.replace(":", "_") / f"{algo}_{stamp}"
-        driver = RunDriver(spec, run_dir, resume=bool(args.resume), restart=args.restart, progress=not args.no_progress)
-        print(f"s2r: {spec.algo} on {spec.task_id} -> {run_dir}", flush=True)
+        if dist is not None:  # rank 0's folder (its time stamp) for every rank
+            run_dir = Path(str(distributed.broadcast_object(str(run_dir))))
+        driver = RunDriver(spec, run_dir, resume=bool(args.resume), restart=args.restart, progress=not args.no_progress,
+                           dist=dist)
+        if dist is None or dist.is_main:
+            print(f"s2r: {spec.algo} on {spec.task_id} -> {run_dir}"
+                  + (f" (data-parallel, {dist.world_size} ranks over {dist.backend})" if dist else ""), flush=True)
         try:
             result = driver.learn()
         finally:
@@ -95,6 +102,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         return _fail(str(exc))
     except NonFiniteLossError as exc:
         return _fail(f"{exc} (the last good checkpoint is kept in {run_dir})", 1)
+    finally:
+        distributed.shutdown()
+    if dist is not None and not dist.is_main:
+        return 0
     print(json.dumps(result, default=str))
     print(f"s2r: exported {run_dir / 'policy.onnx'} (+ policy.json, learning_curve.png)")
     return 130 if result["interrupted"] else 0

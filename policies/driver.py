@@ -101,11 +101,18 @@ class RunDriver:
     """Builds an algorithm for a run folder and trains it within a budget."""
 
     def __init__(self, spec: RunSpec, run_dir: str | Path, *, resume: bool = False, restart: bool = False,
-                 progress: bool = True) -> None:
+                 progress: bool = True, dist: Any = None) -> None:
         self.spec = spec
         self.run = RunDir(Path(run_dir))
-        self.progress_bar = progress
+        self.dist = dist  # s2r.policies.distributed.DistInfo: rank 0 owns the folder, the others only compute
+        self.progress_bar = progress and (dist is None or dist.is_main)
         self.cls: type[Algorithm] = get_algorithm(spec.algo)
+        if dist is not None and not self.cls.data_parallel:
+            raise AlgorithmTaskMismatch(f"--algo {spec.algo} does not run data-parallel; start it without torchrun "
+                                        "(ppo does run data-parallel)")
+        if dist is not None and not dist.is_main:
+            self._init_worker(spec, resume, progress)
+            return
         ckpt = None
         if resume:
             if self.run.checkpoint.is_file():
@@ -131,7 +138,7 @@ class RunDriver:
         try:
             self.algo = self.cls(RunContext(task_id=spec.task_id, task_cfg=spec.task_cfg, cfg=spec.cfg, run=self.run,
                                             seed=spec.seed, resume=resume, progress=progress,
-                                            total=spec.budget.steps))
+                                            total=spec.budget.steps, dist=dist))
         except BaseException:
             if not existed and not any(self.run.path.iterdir()):
                 self.run.path.rmdir()
@@ -152,6 +159,24 @@ class RunDriver:
             extra = self.algo.on_resume()
             self.resumed_from += f" {extra}" if extra else ""
         self._write_config()
+        if dist is not None:
+            # Every rank starts from rank 0's weights, optimiser and progress (fresh or resumed).
+            from s2r.policies.distributed import broadcast_object
+
+            broadcast_object({"state": self.algo.state_dict(), "progress": self.algo.progress})
+
+    def _init_worker(self, spec: RunSpec, resume: bool, progress: bool) -> None:
+        """A rank other than 0: build the algorithm on its own envs, take rank 0's state, write nothing."""
+        from s2r.policies.distributed import broadcast_object
+
+        torch.manual_seed(spec.seed)
+        self.algo = self.cls(RunContext(task_id=spec.task_id, task_cfg=spec.task_cfg, cfg=spec.cfg, run=self.run,
+                                        seed=spec.seed, resume=resume, progress=False, total=spec.budget.steps,
+                                        dist=self.dist))
+        got = broadcast_object(None)
+        self.algo.load_state_dict(got["state"])  # type: ignore[index]
+        self.algo.progress = int(got["progress"])  # type: ignore[index]
+        self.wall_time, self.history, self.resumed_from = 0.0, [], ""
 
     def _write_config(self) -> None:
         s = self.spec
@@ -170,6 +195,8 @@ class RunDriver:
         from torch.utils.tensorboard import SummaryWriter
         from tqdm import tqdm
 
+        if self.dist is not None and not self.dist.is_main:
+            return self._learn_worker()
         cls, algo, b = self.cls, self.algo, self.spec.budget
         total = b.steps if b.steps is not None else (algo.default_steps if b.minutes is None else 10**15)
         start = time.monotonic()
@@ -184,7 +211,7 @@ class RunDriver:
         last_ckpt_t = time.monotonic()
         interrupted, stats = False, {}
         try:
-            while algo.progress < total and time.monotonic() < deadline:
+            while self._go(algo.progress < total and time.monotonic() < deadline):
                 t0 = time.perf_counter()
                 before = algo.progress
                 stats = algo.iterate()
@@ -220,6 +247,27 @@ class RunDriver:
         return {"algo": cls.algo_id, "task_id": self.spec.task_id, "run_dir": str(self.run.path),
                 "progress": algo.progress, "unit": cls.unit, "wall_time_s": self.wall_time, "interrupted": interrupted,
                 "export": parity, "resumed": self.resumed_from or None,
+                **{k: v for k, v in stats.items() if isinstance(v, (int, float))}}
+
+    def _go(self, go: bool) -> bool:
+        """Whether to run another iteration; in a data-parallel group, rank 0's answer binds every rank."""
+        if self.dist is None:
+            return go
+        from s2r.policies.distributed import agree
+
+        return agree(go)
+
+    def _learn_worker(self) -> dict[str, Any]:
+        """A rank other than 0 iterates (its share of rollouts and the gradient averaging) while rank 0 says so."""
+        from s2r.policies.distributed import agree
+
+        stats: dict[str, float] = {}
+        while agree(False):
+            t0 = time.perf_counter()
+            stats = self.algo.iterate()
+            self.wall_time += time.perf_counter() - t0
+        return {"algo": self.cls.algo_id, "task_id": self.spec.task_id, "rank": self.dist.rank,
+                "progress": self.algo.progress, "wall_time_s": self.wall_time,
                 **{k: v for k, v in stats.items() if isinstance(v, (int, float))}}
 
     def _log(self, stats: dict[str, float], writer: Any) -> None:
@@ -329,9 +377,9 @@ def resume_run_spec(run_dir: str | Path, *, algo: str | None = None, task_id: st
 
 
 def train(spec: RunSpec, run_dir: str | Path, *, resume: bool = False, restart: bool = False,
-          progress: bool = True) -> dict[str, Any]:
+          progress: bool = True, dist: Any = None) -> dict[str, Any]:
     """Build the driver, learn, close. Raises AlgorithmTaskMismatch / CheckpointError / ConfigError before any work."""
-    driver = RunDriver(spec, run_dir, resume=resume, restart=restart, progress=progress)
+    driver = RunDriver(spec, run_dir, resume=resume, restart=restart, progress=progress, dist=dist)
     try:
         return driver.learn()
     finally:

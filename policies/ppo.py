@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from s2r.policies import distributed as ddp
 from s2r.policies.algorithm import (
     Algorithm,
     AlgorithmTaskMismatch,
@@ -51,7 +52,8 @@ class PPOConfig:
 class PPO:
     """Proximal policy optimisation over a `RolloutStorage`."""
 
-    def __init__(self, obs_dims: dict[str, int], action_dim: int, num_envs: int, cfg: PPOConfig) -> None:
+    def __init__(self, obs_dims: dict[str, int], action_dim: int, num_envs: int, cfg: PPOConfig,
+                 dist: Any = None) -> None:
         if cfg.schedule not in ("adaptive", "fixed"):
             raise ValueError(f"PPOConfig.schedule must be 'adaptive' or 'fixed', got '{cfg.schedule}'")
         self.cfg = cfg
@@ -61,6 +63,7 @@ class PPO:
         self.storage = RolloutStorage(cfg.steps_per_env, num_envs, self.model.actor_dim, self.model.critic_dim,
                                       action_dim)
         self._pending: tuple[torch.Tensor, ...] | None = None
+        self.dist = dist  # a DistInfo: gradients, KL and normaliser batches are shared over its ranks
 
     @torch.no_grad()
     def act(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -106,6 +109,8 @@ class PPO:
                 # KL between the Gaussians that collected the data and the current ones.
                 kl = (torch.log(dist.stddev / b["sigma"])
                       + (b["sigma"] ** 2 + (b["mu"] - dist.mean) ** 2) / (2 * dist.stddev**2) - 0.5).sum(-1).mean()
+                if self.dist is not None:  # every rank must pick the same learning rate
+                    kl = ddp.average(kl, self.dist.world_size)
             if cfg.schedule == "adaptive":
                 if kl > cfg.desired_kl * 2.0:
                     self.learning_rate = max(1e-5, self.learning_rate / 1.5)
@@ -125,6 +130,8 @@ class PPO:
             loss = surrogate + cfg.value_coef * value_loss - cfg.entropy_coef * entropy
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if self.dist is not None:
+                ddp.average_gradients(list(self.model.parameters()), self.dist.world_size)
             nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
             self.optimizer.step()
             stats["value_loss"] += value_loss.item()
@@ -135,7 +142,10 @@ class PPO:
         # Normaliser statistics move once per iteration, after the update, so the policy that collected
         # a rollout is exactly the one the update's ratios and KL compare against.
         st = self.storage
-        self.model.update_normalizers(st.actor_obs.flatten(0, 1), st.critic_obs.flatten(0, 1))
+        ax, cx = st.actor_obs.flatten(0, 1), st.critic_obs.flatten(0, 1)
+        if self.dist is not None:  # all ranks' observations, so every rank's normaliser stays the same
+            ax, cx = ddp.gather_rows(ax), ddp.gather_rows(cx)
+        self.model.update_normalizers(ax, cx)
         self.storage.clear()
         out = {k: v / max(n, 1) for k, v in stats.items()}
         out["learning_rate"] = self.learning_rate
@@ -178,13 +188,17 @@ class PPOTrainer(Algorithm):
     postfix = (("env_steps_per_s", "sps"), ("mean_return", "ret"), ("mean_episode_length", "len"),
                ("mean_vel_error", "err"))
     description = "proximal policy optimisation (on-policy, asymmetric actor-critic over observation groups)"
+    data_parallel = True
 
     def __init__(self, ctx: RunContext) -> None:
         from s2r.sim import make
 
         cfg: TrainConfig = ctx.cfg
         self.ctx, self.cfg = ctx, cfg
-        self.env = make(ctx.task_id, cfg.num_envs, cfg=ctx.task_cfg, seed=cfg.seed)
+        self.rank, self.world = (ctx.dist.rank, ctx.dist.world_size) if ctx.dist is not None else (0, 1)
+        # Ranks seed their envs apart, or they would collect the same rollouts.
+        self.env_seed = cfg.seed + 7919 * self.rank
+        self.env = make(ctx.task_id, cfg.num_envs, cfg=ctx.task_cfg, seed=self.env_seed)
         try:
             if self.env.spec.max_episode_steps <= 1:
                 raise AlgorithmTaskMismatch(
@@ -192,18 +206,18 @@ class PPOTrainer(Algorithm):
                     f"{self.env.spec.max_episode_steps}): use --algo mfrl for it")
             algo_cfg = _critic_without_missing_privileged(cfg.algo, self.env.obs_dims)
             require_vector_groups("ppo", ctx.task_id, self.env.spec, (*algo_cfg.policy.actor_obs, *algo_cfg.policy.critic_obs))
-            self.alg = PPO(self.env.obs_dims, self.env.spec.action_dim, cfg.num_envs, algo_cfg)
+            self.alg = PPO(self.env.obs_dims, self.env.spec.action_dim, cfg.num_envs, algo_cfg, dist=ctx.dist)
         except BaseException:
             self.env.close()
             raise
-        self.checkpoint_every = cfg.save_every * cfg.num_envs * cfg.algo.steps_per_env
+        self.checkpoint_every = cfg.save_every * cfg.num_envs * cfg.algo.steps_per_env * self.world
         self.progress = 0
         self.iteration = 0
         self._obs: dict[str, torch.Tensor] | None = None
         self._episodes: dict[str, deque[float]] = {}
 
     def _reset(self) -> None:
-        obs = self.env.reset(seed=self.cfg.seed + self.iteration)
+        obs = self.env.reset(seed=self.env_seed + self.iteration)
         if hasattr(self.env, "randomize_episode_start"):
             self.env.randomize_episode_start()
         self._obs = {k: torch.as_tensor(v) for k, v in obs.items()}
@@ -231,7 +245,7 @@ class PPOTrainer(Algorithm):
         alg.compute_returns(self._obs)
         stats = alg.update()
         dt = time.perf_counter() - t0
-        per_iter = cfg.num_envs * cfg.algo.steps_per_env
+        per_iter = cfg.num_envs * cfg.algo.steps_per_env * self.world  # every rank's steps
         self.iteration += 1
         self.progress += per_iter
         stats.update({"env_steps_per_s": per_iter / dt, "collect_fraction": t_collect / dt,
