@@ -118,6 +118,8 @@ def calibrate_camera(images: Images, cfg: CameraCalibConfig, source: str = "imag
     t0 = time.perf_counter()
     if not images:
         raise CalibrationError(f"{source}: no images to calibrate from")
+    if cfg.k3 not in ("auto", "free", "fixed"):
+        raise CalibrationError(f"k3 mode '{cfg.k3}' is unknown; use auto, free or fixed")
     board = Board(cfg.board)
     h, w = images[0][1].shape[:2]
     names, dets, not_found = [], [], []
@@ -145,8 +147,6 @@ def calibrate_camera(images: Images, cfg: CameraCalibConfig, source: str = "imag
         raise CalibrationError(
             f"{source}: only {len(dets)} of {len(images)} images show the board{missing}. Need at least "
             f"{cfg.min_images}: take more pictures with the board in different places and tilts (up to about 40 deg)")
-    if cfg.k3 not in ("auto", "free", "fixed"):
-        raise CalibrationError(f"k3 mode '{cfg.k3}' is unknown; use auto, free or fixed")
     # Outliers are judged with the richer model: a view the free-k3 model cannot explain is bad, not the lens.
     flags = cv2.CALIB_FIX_K3 if cfg.k3 == "fixed" else 0
     active = list(range(len(dets)))
