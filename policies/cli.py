@@ -288,6 +288,38 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 # ---- parser -------------------------------------------------------------------------------------
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """`s2r sweep <task> --seeds ... --grid key=v1,v2`: every (setting, seed) as a run, scheduled by Ray."""
+    from s2r.policies.algorithm import UnknownAlgorithmError
+    from s2r.policies.sweep import SweepSpec, run_sweep
+    from s2r.sim import UnknownTaskError
+    from s2r.sim.config import ConfigError
+
+    if args.steps is None and args.minutes is None:
+        return _fail("sweep needs a budget per run: --steps or --minutes")
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        return _fail("s2r sweep needs Ray: pip install -e '.[scale]'")
+
+    def grid(items: list[str] | None) -> dict[str, tuple[str, ...]]:
+        return {k: tuple(v.split(",")) for k, v in _kv(items).items()}
+
+    spec = SweepSpec(task_id=args.task, algo=args.algo, seeds=tuple(args.seeds), grid=grid(args.grid),
+                     task_grid=grid(args.task_grid), steps=args.steps, minutes=args.minutes, num_envs=args.num_envs,
+                     cpus_per_run=args.cpus_per_run, gpus_per_run=args.gpus_per_run, metric=args.metric)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    out = Path(args.out) if args.out else Path(args.runs) / args.task.replace(":", "_") / f"sweep_{stamp}"
+    try:
+        summary = run_sweep(spec, out, address=args.address)
+    except (UnknownTaskError, UnknownAlgorithmError, ConfigError, ValueError) as exc:
+        return _fail(str(exc))
+    for row in summary["settings"]:
+        print(f"{row['setting']:50s} {summary['metric']} {row['mean']:.4g} +- {row['std']:.2g} over seeds {row['seeds']}")
+    print(f"s2r: wrote {out / 'sweep.json'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="s2r", description="Train in MuJoCo, export ONNX, deploy with ROS 2.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -361,6 +393,24 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("export", help="re-export policy.onnx + policy.json from a run's checkpoint")
     t.add_argument("run", help="run folder")
     t.set_defaults(func=cmd_export)
+
+    t = sub.add_parser("sweep", help="many runs (settings x seeds) scheduled by Ray, locally or on a cluster")
+    t.add_argument("task", help="task id (see `s2r tasks`)")
+    t.add_argument("--algo", default="ppo", help="algorithm id (default ppo)")
+    t.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds per setting (default 0 1 2)")
+    t.add_argument("--grid", action="append", metavar="KEY=V1,V2", help="algorithm setting values to sweep, e.g. "
+                   "algo.learning_rate=1e-3,3e-4 (repeat for more keys: every combination runs)")
+    t.add_argument("--task-grid", action="append", metavar="KEY=V1,V2", help="task setting values to sweep")
+    t.add_argument("--steps", type=int, help="budget of each run in the algorithm's unit")
+    t.add_argument("--minutes", type=float, help="wall-clock budget of each run")
+    t.add_argument("--num-envs", type=int, help="envs per run")
+    t.add_argument("--cpus-per-run", type=float, default=1.0, help="Ray CPUs per run (its torch/physics threads)")
+    t.add_argument("--gpus-per-run", type=float, default=0.0, help="Ray GPUs per run")
+    t.add_argument("--metric", default="mean_return", help="history key to rank settings by (default mean_return)")
+    t.add_argument("--address", help="Ray cluster address (default: start Ray on this machine)")
+    t.add_argument("--runs", default="runs", help="root folder of runs (default runs/)")
+    t.add_argument("--out", help="sweep folder (default runs/<task>/sweep_<stamp>/)")
+    t.set_defaults(func=cmd_sweep)
 
     t = sub.add_parser("deploy", help="start a deployment manifest's ROS 2 nodes (e.g. policy + MuJoCo sim bridge)")
     try:
