@@ -32,12 +32,20 @@ class BackendConfig:
     """Which physics backend a task runs on.
 
     Attributes:
-        name: Registered backend name ("cpu"; "warp" once the GPU backend is installed).
+        name: Registered backend name: "cpu", or "warp" (MuJoCo Warp; needs the gpu extra).
         num_threads: CPU backend worker threads; 0 means one per available core.
+        device: Warp backend device ("cuda:0", "cpu"); empty picks the first GPU, else the CPU.
+        nconmax: Warp backend contacts preallocated per world; 0 lets mujoco_warp size them from the model.
+        njmax: Warp backend constraint rows per world; 0 lets mujoco_warp size them.
+        graph: Warp backend on CUDA: capture a control step's substeps as a CUDA graph and replay it.
     """
 
     name: str = "cpu"
     num_threads: int = 0
+    device: str = ""
+    nconmax: int = 0
+    njmax: int = 0
+    graph: bool = True
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -190,6 +198,16 @@ from s2r.sim.backends.cpu import CpuBackend  # noqa: E402
 
 CpuBackendConfig = BackendConfig  # the old name, kept for existing imports
 register_backend("cpu", CpuBackend)
+
+
+def _warp_backend(model: mujoco.MjModel, num_envs: int, cfg: BackendConfig) -> Backend:
+    # Imported on use: warp and mujoco_warp are an optional extra and slow to import.
+    from s2r.sim.backends.warp import WarpBackend
+
+    return WarpBackend(model, num_envs, cfg)
+
+
+register_backend("warp", _warp_backend)
 
 __all__ = [
     "Backend",
