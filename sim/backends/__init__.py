@@ -143,6 +143,11 @@ class Backend(Protocol):
         these substeps only (none afterwards). Returns `sensordata`.
         """
 
+    @property
+    def sensor_max(self) -> Any:
+        """(num_envs, nsensordata) largest reading of each sensor over the substeps of the last `step` (a foot
+        that touched between control steps)."""
+
     def diverged(self) -> Any:
         """(num_envs,) bool: worlds whose state is NaN, inf or beyond MuJoCo's bound."""
 

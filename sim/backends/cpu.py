@@ -136,6 +136,11 @@ class CpuBackend:
             self.sensordata[:] = self._out_sensor[:, -1]
         return self.sensordata
 
+    @property
+    def sensor_max(self) -> np.ndarray:
+        """(num_envs, nsensordata) largest reading of each sensor over the last step's substeps."""
+        return self._out_sensor.max(axis=1)
+
     def randomize(self, env_ids: np.ndarray, fields: Sequence[FieldRandomization], values: np.ndarray) -> None:
         """Write drawn values into each env's own model, relative to the nominal (base model) values.
 

@@ -72,6 +72,10 @@ class WarpBackend:
         if at != self.nstate:
             raise RuntimeError(f"MuJoCo's FULLPHYSICS state layout changed ({at} != {self.nstate}); update WarpBackend")
         self.sensordata = np.zeros((num_envs, model.nsensordata))
+        self.sensor_max = np.zeros((num_envs, model.nsensordata))
+        with wp.ScopedDevice(self.device):
+            self._max = wp.zeros((num_envs, model.nsensordata), dtype=float)
+        self._max_kernel = _max_kernel(wp)
         self._use_graph = cfg.graph and self.device.startswith("cuda")
         self._graphs: dict[int, object] = {}
         self._nominal: dict[FieldRandomization, np.ndarray] = {}
@@ -112,16 +116,22 @@ class WarpBackend:
             self._slice(mujoco.mjtState.mjSTATE_ACT)[:] = d.act.numpy()
 
     def _substeps(self, n: int) -> None:
+        """n physics steps, each followed by the running maximum of the sensors (one graph on CUDA)."""
         wp, mjw = self._wp, self._mjw
-        if not self._use_graph:
+
+        def run() -> None:
+            self._max.fill_(-1e30)
             for _ in range(n):
                 mjw.step(self._m, self._d)
+                wp.launch(self._max_kernel, dim=self._max.shape, inputs=[self._d.sensordata, self._max])
+
+        if not self._use_graph:
+            run()
             return
         graph = self._graphs.get(n)
         if graph is None:
             with wp.ScopedCapture(device=self.device) as cap:
-                for _ in range(n):
-                    mjw.step(self._m, self._d)
+                run()
             graph = self._graphs[n] = cap.graph
         wp.capture_launch(graph)
 
@@ -141,15 +151,9 @@ class WarpBackend:
                     raise ValueError(f"xfrc_applied has shape {xfrc.shape}; this backend takes ({n}, {self.nbody}, 6) "
                                      "(num_envs, nbody, force and torque)")
                 self._d.xfrc_applied.assign(xfrc)
-            if sensor_reduce == "max":
-                peak = np.full_like(self.sensordata, -np.inf)
-                for _ in range(substeps):  # a touch between control steps must still count
-                    self._substeps(1)
-                    np.maximum(peak, self._d.sensordata.numpy(), out=peak)
-                self.sensordata[:] = peak
-            else:
-                self._substeps(substeps)
-                self.sensordata[:] = self._d.sensordata.numpy()
+            self._substeps(substeps)
+            self.sensor_max[:] = self._max.numpy()
+            self.sensordata[:] = self.sensor_max if sensor_reduce == "max" else self._d.sensordata.numpy()
             self._download()
         return self.sensordata
 
@@ -212,6 +216,22 @@ class WarpBackend:
         """Drop the device arrays."""
         self._graphs.clear()
         self._m = self._d = None
+
+
+_KERNELS: dict[str, object] = {}
+
+
+def _max_kernel(wp: object) -> object:
+    """dst = max(dst, src) elementwise over (world, sensor); defined on first use (warp is imported lazily)."""
+    if "max" not in _KERNELS:
+
+        @wp.kernel  # type: ignore[attr-defined]
+        def max_into(src: wp.array2d(dtype=float), dst: wp.array2d(dtype=float)):  # type: ignore[name-defined]
+            i, j = wp.tid()  # type: ignore[attr-defined]
+            dst[i, j] = wp.max(dst[i, j], src[i, j])  # type: ignore[attr-defined]
+
+        _KERNELS["max"] = max_into
+    return _KERNELS["max"]
 
 
 def _index(f: FieldRandomization, ndim: int) -> tuple:

@@ -216,7 +216,7 @@ class LocomotionEnv(VelocityEnv):
         targets = self.default_q + self.cfg.action_scale * applied
         self.joint_vel_prev[:] = self.backend.qvel[:, self._vadr]
         self.backend.step(targets, self.substeps)
-        self._touch = (self.backend._out_sensor[:, :, : self._nfeet] > 0.0).any(axis=1)  # touched during any substep
+        self._touch = self.backend.sensor_max[:, : self._nfeet] > 0.0  # touched during any substep
         self._targets = targets
 
     def _reset_diverged(self, bad: np.ndarray) -> None:
