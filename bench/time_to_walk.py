@@ -35,10 +35,12 @@ def main() -> None:
     p.add_argument("--episodes", type=int, default=100)
     p.add_argument("--out", default="bench/results/time_to_walk")
     p.add_argument("--run-dir", default="")
+    p.add_argument("--backend", default="cpu", help="physics backend (cpu, warp)")
+    p.add_argument("--device", default="", help="warp backend device (default: first GPU)")
     args = p.parse_args()
 
     run_dir = Path(args.run_dir or f"runs/bench/{args.task}-{time.strftime('%Y%m%d-%H%M%S')}")
-    tcfg = task_config(args.task)
+    tcfg = task_config(args.task, {"backend.name": args.backend, "backend.device": args.device})
     chunks = []
     first_walk = None
     trained = 0.0

@@ -61,7 +61,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             run_dir = Path(args.resume) if args.resume != "latest" else _latest_run(args.runs, args.task)
             if run_dir is None:
                 return _fail(f"--resume: no earlier run of '{args.task or 'any task'}' under {args.runs}/")
-            if any(getattr(args, flag) for flag, _ in _CONFIG_FLAGS) or args.set or args.num_envs or args.seed is not None:
+            if (any(getattr(args, flag) for flag, _ in _CONFIG_FLAGS) or args.set or args.num_envs or args.seed is not None
+                    or args.backend):
                 return _fail("--resume continues a run with the settings it was started with; only --steps, --minutes and "
                              "--train-set may change")
             spec = resume_run_spec(run_dir, algo=args.algo, task_id=args.task,
@@ -81,7 +82,10 @@ def cmd_train(args: argparse.Namespace) -> int:
                     users = "/".join(_algos_with_field(key)) or "no algorithm"
                     return _fail(f"--{flag} is a setting of {users}, not of --algo {algo}")
                 overrides[key] = value
-            spec = new_run_spec(algo, args.task, task_overrides=_kv(args.set), algo_overrides=overrides,
+            task_overrides = _kv(args.set)
+            if args.backend:
+                task_overrides["backend.name"] = args.backend
+            spec = new_run_spec(algo, args.task, task_overrides=task_overrides, algo_overrides=overrides,
                                 num_envs=args.num_envs, seed=args.seed, budget=budget,
                                 checkpoint_minutes=args.checkpoint_minutes)
             stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -344,6 +348,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--runs", default="runs", help="root folder of runs (default runs/)")
     t.add_argument("--run-dir", help="exact run folder")
     t.add_argument("--set", action="append", metavar="KEY=VAL", help="task config override, e.g. rewards.feet_air_time=0.5")
+    t.add_argument("--backend", help="physics backend: cpu (default) or warp (MuJoCo Warp, GPU; same as --set "
+                   "backend.name=warp)")
     t.add_argument("--train-set", action="append", metavar="KEY=VAL", help="algorithm override, e.g. algo.entropy_coef=0.01")
     t.add_argument("--base", metavar="RUN", help="behaviour-cloning run folder (--algo residual/finetune)")
     t.add_argument("--demos", metavar="DIR", help="episode folder (--algo bc; default demos/<task>)")
