@@ -131,12 +131,19 @@ def main() -> None:
     ap.add_argument("--hand-eye-trials", type=int, default=30)
     ap.add_argument("--seed", type=int, default=1000, help="first trial seed (the default tests use 0..)")
     ap.add_argument("--out", default="bench/results/calibration_coverage")
+    ap.add_argument("--hand-eye-only", action="store_true", help="keep the camera section of an existing --out JSON")
     args = ap.parse_args()
     t0 = time.perf_counter()
     load0 = os.getloadavg()[0]
     res = {"bench": "calibration_coverage", "command": "python " + " ".join(sys.argv), "cores": os.cpu_count(),
            "load_avg_1min_start": round(load0, 2)}
-    res["camera"] = bench_camera(args.camera_trials, args.seed)
+    old = Path(args.out).with_suffix(".json")
+    if args.hand_eye_only and old.is_file():
+        prev = json.loads(old.read_text())
+        res["camera"], res["camera_command"] = prev["camera"], prev.get("camera_command", prev["command"])
+    else:
+        res["camera"] = bench_camera(args.camera_trials, args.seed)
+        res["camera_command"] = res["command"]
     res["hand_eye"] = bench_hand_eye(args.hand_eye_trials, args.seed)
     res["load_avg_1min_end"] = round(os.getloadavg()[0], 2)
     res["total_seconds"] = round(time.perf_counter() - t0, 1)

@@ -219,7 +219,8 @@ def calibrate_camera(images: Images, cfg: CameraCalibConfig, source: str = "imag
                "larger board" if cfg.board.kind == "chessboard" else ""))
     coverage, empty = _coverage(np.concatenate(pts), (w, h), cfg.coverage_grid)
     intr = CameraIntrinsics(image_size=(w, h), camera_matrix=tuple(tuple(float(v) for v in row) for row in K),
-                            dist_coeffs=tuple(float(v) for v in D.ravel()), rms_px=float(rms))
+                            dist_coeffs=tuple(float(v) for v in D.ravel()), rms_px=float(rms),
+                            std_px=tuple(float(v) for v in std[:4]))  # type: ignore[arg-type]
     return CameraCalibResult(
         intrinsics=intr, source=source, board=cfg.board,
         views=tuple(stats[i] for i in sorted(stats, key=lambda j: names[j])), not_found=tuple(not_found),

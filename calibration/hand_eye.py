@@ -100,6 +100,7 @@ class HandEyeResult:
     seconds: float
     translation_std_m: tuple[float, float, float] = (float("nan"),) * 3  # jackknife 1-sigma per axis
     rotation_std_rad: tuple[float, float, float] = (float("nan"),) * 3  # about X's own axes
+    intrinsics_in_sigma: bool = False  # the camera's std_px was propagated into the sigmas
 
 
 def load_robot_poses(path: str | Path) -> dict[str, np.ndarray]:
@@ -241,6 +242,7 @@ def calibrate_hand_eye(images: Images, poses: dict[str, np.ndarray], intrinsics:
     board = Board(cfg.board)
     K, D = intrinsics.intrinsic_matrix, intrinsics.distortion
     G, C, names, pnp_rms = [], [], [], []
+    views: list[tuple[np.ndarray, np.ndarray]] = []
     dropped: list[tuple[str, str]] = []
     for name, img in images:
         det = board.detect(img)
@@ -261,6 +263,7 @@ def calibrate_hand_eye(images: Images, poses: dict[str, np.ndarray], intrinsics:
         R, _ = cv2.Rodrigues(rvec)
         C.append(_pose(R, tvec))
         G.append(poses[name])
+        views.append((obj, det.image_points.astype(np.float64)))
         names.append(name)
         pnp_rms.append(rms)
     if len(G) < cfg.min_poses:
@@ -292,6 +295,10 @@ def calibrate_hand_eye(images: Images, poses: dict[str, np.ndarray], intrinsics:
         results.append(SolverResult(sname, X, rmm, rdeg, d_mm, d_deg))
     consistent = all(r.diff_mm <= cfg.max_disagreement_mm and r.diff_deg <= cfg.max_disagreement_deg for r in results)
     t_std, r_std = _jackknife_std(best[0], G, C, cfg.mode, Xb)
+    if intrinsics.std_px is not None:
+        # Views share the intrinsics' error, so the jackknife cannot see it: add it in quadrature.
+        t_k, r_k = _intrinsics_std(best[0], G, views, intrinsics, cfg.mode, Xb)
+        t_std, r_std = np.sqrt(t_std**2 + t_k**2), np.sqrt(r_std**2 + r_k**2)
     M, mm, deg = _spread(_board_poses(G, C, Xb, cfg.mode))
     parent = "flange" if cfg.mode == "eye_in_hand" else "base"
     he = HandEye(mode=cfg.mode, parent_frame=parent, child_frame="camera",
@@ -302,7 +309,7 @@ def calibrate_hand_eye(images: Images, poses: dict[str, np.ndarray], intrinsics:
                          views_used=tuple(names), views_dropped=tuple(dropped), pnp_rms_px=tuple(pnp_rms),
                          per_view_mm=tuple(mm.tolist()), per_view_deg=tuple(deg.tolist()), board_pose=M,
                          seconds=time.perf_counter() - t0, translation_std_m=tuple(t_std.tolist()),
-                         rotation_std_rad=tuple(r_std.tolist()))
+                         rotation_std_rad=tuple(r_std.tolist()), intrinsics_in_sigma=intrinsics.std_px is not None)
 
 
 def _solve(sname: str, G: list[np.ndarray], C: list[np.ndarray], mode: str) -> np.ndarray | None:
@@ -325,6 +332,36 @@ def _solve(sname: str, G: list[np.ndarray], C: list[np.ndarray], mode: str) -> n
         return _inv(_pose(Rgc, tgc))
     except cv2.error:
         return None
+
+
+def _board_pose(obj: np.ndarray, img: np.ndarray, K: np.ndarray, D: np.ndarray) -> np.ndarray | None:
+    """camera <- board from one view's corners (IPPE, then Levenberg-Marquardt)."""
+    ok, rvec, tvec = cv2.solvePnP(obj, img, K, D, flags=cv2.SOLVEPNP_IPPE)
+    if not ok:
+        return None
+    rvec, tvec = cv2.solvePnPRefineLM(obj, img, K, D, rvec, tvec)
+    return _pose(cv2.Rodrigues(rvec)[0], tvec)
+
+
+def _intrinsics_std(sname: str, G: list[np.ndarray], views: list[tuple[np.ndarray, np.ndarray]],
+                    intrinsics: CameraIntrinsics, mode: str, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """1-sigma of X from the intrinsics' own 1-sigma: X re-solved with each of fx, fy, cx, cy moved by one sigma."""
+    K0, D = intrinsics.intrinsic_matrix, intrinsics.distortion
+    t2, r2 = np.zeros(3), np.zeros(3)
+    for (i, j), s in zip(((0, 0), (1, 1), (0, 2), (1, 2)), intrinsics.std_px or (), strict=True):
+        if not s > 0:
+            continue
+        K = K0.copy()
+        K[i, j] += s
+        C = [_board_pose(obj, img, K, D) for obj, img in views]
+        if any(c is None for c in C):
+            continue
+        Xi = _solve(sname, G, C, mode)  # type: ignore[arg-type]
+        if Xi is None or not np.isfinite(Xi).all():
+            continue
+        t2 += (Xi[:3, 3] - X[:3, 3]) ** 2
+        r2 += cv2.Rodrigues(X[:3, :3].T @ Xi[:3, :3])[0].ravel() ** 2
+    return np.sqrt(t2), np.sqrt(r2)
 
 
 def _jackknife_std(sname: str, G: list[np.ndarray], C: list[np.ndarray], mode: str,
@@ -367,7 +404,8 @@ def report_text(r: HandEyeResult, cfg: HandEyeConfig) -> str:
         f"{' '.join(f'{v:.6f}' for v in he.quaternion_wxyz)}",
         f"1 sigma       {' '.join(f'{1000 * v:.2f}' for v in r.translation_std_m)} mm, "
         f"{' '.join(f'{np.degrees(v):.3f}' for v in r.rotation_std_rad)} deg about the camera axes "
-        "(leave-one-pose-out jackknife)",
+        + ("(leave-one-pose-out jackknife, plus the camera calibration's own uncertainty)" if r.intrinsics_in_sigma
+           else "(leave-one-pose-out jackknife; the camera file has no std_px, so its uncertainty is not included)"),
         f"solver        {r.chosen} (smallest spread of the implied board pose)",
         f"consistency   {'OK' if r.consistent else 'INCONSISTENT'}: solvers agree within "
         f"{max(s.diff_mm for s in r.solvers):.2f} mm / {max(s.diff_deg for s in r.solvers):.3f} deg "

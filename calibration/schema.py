@@ -51,12 +51,14 @@ class CameraIntrinsics:
         camera_matrix: 3x3 K, row-major.
         dist_coeffs: OpenCV distortion coefficients.
         rms_px: Reprojection RMS of the calibration that produced it.
+        std_px: 1-sigma of (fx, fy, cx, cy) from that calibration, when known; hand-eye adds what it does to X.
     """
 
     image_size: tuple[int, int]
     camera_matrix: tuple[tuple[float, float, float], ...]
     dist_coeffs: tuple[float, ...]
     rms_px: float = 0.0
+    std_px: tuple[float, float, float, float] | None = None
 
     @property
     def intrinsic_matrix(self) -> np.ndarray:
@@ -194,7 +196,8 @@ def write_calibration(path: str | Path, kind: str, body: dict[str, Any], *, sour
 def camera_to_dict(c: CameraIntrinsics) -> dict[str, Any]:
     """Body of a camera_intrinsics file."""
     return {"image_size": list(c.image_size), "camera_matrix": [list(r) for r in c.camera_matrix],
-            "dist_coeffs": list(c.dist_coeffs), "distortion_model": "opencv_radtan", "rms_px": c.rms_px}
+            "dist_coeffs": list(c.dist_coeffs), "distortion_model": "opencv_radtan", "rms_px": c.rms_px,
+            **({"std_px": list(c.std_px)} if c.std_px is not None else {})}
 
 
 def hand_eye_to_dict(h: HandEye) -> dict[str, Any]:
@@ -324,7 +327,11 @@ def _camera_from(f: _Fields) -> CameraIntrinsics:
     if len(dist) not in (4, 5, 8, 12, 14):
         raise f._bad("dist_coeffs", "4, 5, 8, 12 or 14 OpenCV distortion coefficients")
     rms = float(f.data.get("rms_px", 0.0) or 0.0)
-    return CameraIntrinsics(image_size=(int(size[0]), int(size[1])), camera_matrix=mat, dist_coeffs=dist, rms_px=rms)
+    std = tuple(float(v) for v in f.numbers("std_px", 4)) if "std_px" in f.data else None  # older files lack it
+    if std is not None and not all(np.isfinite(v) and v >= 0 for v in std):
+        raise f._bad("std_px", "four non-negative numbers (1-sigma of fx, fy, cx, cy)")
+    return CameraIntrinsics(image_size=(int(size[0]), int(size[1])), camera_matrix=mat, dist_coeffs=dist, rms_px=rms,
+                            std_px=std)  # type: ignore[arg-type]
 
 
 def _hand_eye_from(f: _Fields) -> HandEye:
