@@ -281,18 +281,30 @@ def cmd_export(args: argparse.Namespace) -> int:
 # ---- deploy -------------------------------------------------------------------------------------
 
 
-def _ros_deploy() -> Any:
-    """s2r_ros.deploy (stdlib + PyYAML; the nodes it starts import rclpy), from the sourced workspace or the tree."""
+def _ros_module(name: str) -> Any:
+    """s2r_ros.<name> from the sourced workspace or, not built/sourced, from the source tree beside this package."""
+    import importlib
+
     try:
-        import s2r_ros.deploy as deploy
-    except ImportError:  # workspace not built/sourced: use the package from the source tree
-        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "ros_ws" / "src" / "s2r_ros"))
-        import s2r_ros.deploy as deploy
-    return deploy
+        return importlib.import_module(f"s2r_ros.{name}")
+    except ImportError:
+        tree = str(Path(__file__).resolve().parents[1] / "ros_ws" / "src" / "s2r_ros")
+        if tree not in sys.path:
+            sys.path.insert(0, tree)
+        return importlib.import_module(f"s2r_ros.{name}")
+
+
+def _ros_deploy() -> Any:
+    """s2r_ros.deploy (stdlib + PyYAML; the nodes it starts import rclpy)."""
+    return _ros_module("deploy")
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
     return _ros_deploy().run_deploy(args)
+
+
+def cmd_lifecycle(args: argparse.Namespace) -> int:
+    return _ros_module("lifecycle_cli").run_lifecycle(args)
 
 
 # ---- calibrate ----------------------------------------------------------------------------------
@@ -396,6 +408,16 @@ def build_parser() -> argparse.ArgumentParser:
     except ImportError:
         # A wheel install has no ros_ws/ beside it; the other commands must still work.
         t.set_defaults(func=lambda _a: _fail("s2r deploy needs the s2r_ros package: `colcon build` ros_ws/ and "
+                                             "source install/setup.sh, or run from a source checkout"))
+
+    t = sub.add_parser("lifecycle", help="list and change a lifecycle node's state (what `ros2 lifecycle` does)",
+                       description="List and change lifecycle nodes' states over their standard services "
+                                   "(lifecycle_msgs GetState, GetAvailableTransitions, ChangeState); needs rclpy.")
+    try:
+        _ros_module("lifecycle_cli").build_parser(t)
+        t.set_defaults(func=cmd_lifecycle)
+    except ImportError:
+        t.set_defaults(func=lambda _a: _fail("s2r lifecycle needs the s2r_ros package: `colcon build` ros_ws/ and "
                                              "source install/setup.sh, or run from a source checkout"))
 
     t = sub.add_parser("calibrate", help="camera, hand-eye and actuator calibration to versioned YAML (+ reports)")
