@@ -401,7 +401,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("run", help="run folder")
     t.set_defaults(func=cmd_export)
 
-    t = sub.add_parser("deploy", help="start a deployment manifest's ROS 2 nodes (e.g. policy + MuJoCo sim bridge)")
+    t = sub.add_parser("deploy", help="start a deployment manifest's ROS 2 nodes (e.g. policy + MuJoCo sim bridge)",
+                       add_help=False)  # s2r_ros.deploy answers --help itself, with the manifest's arguments
     try:
         _ros_deploy().build_parser(t)
         t.set_defaults(func=cmd_deploy)
