@@ -42,3 +42,14 @@ def test_go1_asks_for_straight_lines_and_the_puck_does_not() -> None:
     assert task_config("Puck-Velocity-Flat").commands.straight_fraction == 0.0
     cfg = task_config("Go1-Velocity-Flat", {"commands.straight_fraction": 0.0})
     assert dataclasses.replace(cfg.commands, straight_fraction=0.25) == task_config("Go1-Velocity-Flat").commands
+
+
+def test_a_config_saved_before_straight_commands_reads_back_as_trained() -> None:
+    """A run's config.json from before `straight_fraction` existed resumes without straight commands."""
+    from s2r.sim.config import from_dict, to_dict
+    from s2r.sim.tasks.locomotion import LocomotionConfig
+
+    saved = to_dict(task_config("Go1-Velocity-Flat"))
+    del saved["commands"]["straight_fraction"]
+    assert from_dict(LocomotionConfig, saved).commands.straight_fraction == 0.0
+    assert from_dict(LocomotionConfig, to_dict(task_config("Go1-Velocity-Flat"))).commands.straight_fraction == 0.25
