@@ -27,8 +27,8 @@ class CommandConfig:
     ang_vel_z: tuple[float, float] = (-0.5, 0.5)
     resample_s: float = 10.0
     zero_fraction: float = 0.05  # share of commands that ask to stand still
-    # Share of commands that go straight: vx drawn, vy and wz exactly zero. A uniform draw almost never gives
-    # zero sideways/yaw while moving, so without these a policy is never asked to hold a line and drifts.
+    # Share of commands that go straight: vx drawn, vy and wz exactly zero (a uniform draw almost never gives
+    # zero sideways/yaw while moving). Off by default: not yet shown to reduce drift (bench/results/README.md).
     straight_fraction: float = 0.0
 
 
