@@ -51,10 +51,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     from s2r.policies.export import ExportError
     from s2r.policies.offpolicy import NonFiniteLossError
     from s2r.real.episodes import EpisodeFormatError
-    from s2r.sim import UnknownTaskError
+    from s2r.sim import UnknownTaskError, canonical_task_id
     from s2r.sim.config import ConfigError
 
     budget = Budget(steps=args.steps, minutes=args.minutes)
+    if args.task:
+        args.task = canonical_task_id(args.task)  # `s2r/<task>-v0` (what `s2r tasks` prints) names the same task
     dist = distributed.from_environment()  # started by torchrun: one rank of a data-parallel run
     try:
         if args.resume:
@@ -133,9 +135,10 @@ def cmd_algos(args: argparse.Namespace) -> int:
 def cmd_demos(args: argparse.Namespace) -> int:
     from s2r.policies.demos import collect_demos
     from s2r.real.episodes import EpisodeFormatError
-    from s2r.sim import UnknownTaskError
+    from s2r.sim import UnknownTaskError, canonical_task_id
     from s2r.sim.config import ConfigError
 
+    args.task = canonical_task_id(args.task)
     out = Path(args.out) if args.out else Path("demos") / args.task
     try:
         res = collect_demos(args.task, out, args.n, noise=args.noise, failure_rate=args.failure_rate, num_envs=args.num_envs,
@@ -172,7 +175,7 @@ def _latest_run(root: str, task: str | None) -> Path | None:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from s2r.policies.evaluate import evaluate, resolve_run
+    from s2r.policies.evaluate import evaluate, evaluate_straight, resolve_run
     from s2r.real.metadata import MetadataError
     from s2r.sim import UnknownTaskError
     from s2r.sim.config import ConfigError
@@ -198,9 +201,36 @@ def cmd_eval(args: argparse.Namespace) -> int:
     print(f"  fall rate                {res.fall_rate * 100:.1f} %")
     print(f"  mean return              {res.mean_return:.2f}")
     print(f"  mean episode length      {res.mean_length_s:.1f} s")
+    out = res.as_dict()
+    if not args.no_straight and _has_velocity_command(run):
+        try:
+            line = evaluate_straight(run, speed=args.straight_speed, distance_m=args.straight_distance,
+                                     episodes=args.episodes, seed=args.seed, overrides=_kv(args.set))
+        except (ValueError, ConfigError) as exc:
+            return _fail(str(exc))
+        print(f"straight line: {line.speed:g} m/s forward for {args.straight_distance:g} m, zero sideways and yaw command")
+        print(f"  sideways drift           {line.mean_abs_lateral_m:.3f} m ({line.lateral_drift_pct:.1f} % of "
+              f"{line.mean_forward_m:.2f} m walked)")
+        print(f"  heading change           {line.mean_abs_heading_deg:.1f} deg")
+        print(f"  lateral velocity error   {line.lateral_vel_error:.3f} m/s")
+        print(f"  yaw rate error           {line.yaw_rate_error:.3f} rad/s")
+        print(f"  forward velocity error   {line.forward_vel_error:.3f} m/s")
+        if line.fall_rate:
+            print(f"  fall rate                {line.fall_rate * 100:.1f} % (drift over the envs that stayed up)")
+        out["straight"] = line.as_dict()
     if args.json:
-        print(json.dumps(res.as_dict()))
+        print(json.dumps(out))
     return 0
+
+
+def _has_velocity_command(run: Path) -> bool:
+    """Whether a run's policy takes a (vx, vy, wz) command and its task can report a planar pose."""
+    from s2r.real.metadata import VelocityCommand, load_metadata
+    from s2r.sim import get_task
+    from s2r.sim.tasks.velocity import VelocityEnv
+
+    meta = load_metadata(run / "policy.json")
+    return isinstance(meta.command, VelocityCommand) and issubclass(get_task(meta.task_id).env_cls, VelocityEnv)
 
 
 def _eval_kind(run: Path) -> str:
@@ -266,18 +296,30 @@ def cmd_export(args: argparse.Namespace) -> int:
 # ---- deploy -------------------------------------------------------------------------------------
 
 
-def _ros_deploy() -> Any:
-    """s2r_ros.deploy (stdlib + PyYAML; the nodes it starts import rclpy), from the sourced workspace or the tree."""
+def _ros_module(name: str) -> Any:
+    """s2r_ros.<name> from the sourced workspace or, not built/sourced, from the source tree beside this package."""
+    import importlib
+
     try:
-        import s2r_ros.deploy as deploy
-    except ImportError:  # workspace not built/sourced: use the package from the source tree
-        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "ros_ws" / "src" / "s2r_ros"))
-        import s2r_ros.deploy as deploy
-    return deploy
+        return importlib.import_module(f"s2r_ros.{name}")
+    except ImportError:
+        tree = str(Path(__file__).resolve().parents[1] / "ros_ws" / "src" / "s2r_ros")
+        if tree not in sys.path:
+            sys.path.insert(0, tree)
+        return importlib.import_module(f"s2r_ros.{name}")
+
+
+def _ros_deploy() -> Any:
+    """s2r_ros.deploy (stdlib + PyYAML; the nodes it starts import rclpy)."""
+    return _ros_module("deploy")
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
     return _ros_deploy().run_deploy(args)
+
+
+def cmd_lifecycle(args: argparse.Namespace) -> int:
+    return _ros_module("lifecycle_cli").run_lifecycle(args)
 
 
 # ---- calibrate ----------------------------------------------------------------------------------
@@ -356,9 +398,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.set_defaults(func=cmd_train)
 
-    t = sub.add_parser("demos", help="record scripted-expert demonstrations in the episode format")
-    t.add_argument("action", choices=("collect",))
-    t.add_argument("task", help="task id with a scripted expert (e.g. Panda-Lift-Cube)")
+    d = sub.add_parser("demos", help="record scripted-expert demonstrations in the episode format")
+    # A sub-command of its own, so `s2r demos collect --help` prints collect's options.
+    dsub = d.add_subparsers(dest="action", required=True, metavar="ACTION")
+    t = dsub.add_parser("collect", help="run a task's scripted expert and write its episodes",
+                        description="Run a task's scripted expert and write its episodes (the episode format).")
+    t.add_argument("task", help="task id with a scripted expert (Panda-Lift-Cube, Panda-PickPlace-Cube, Panda-Insert-Peg)")
     t.add_argument("--n", type=int, default=50, help="episodes to record (default 50)")
     t.add_argument("--out", help="episode folder (default demos/<task>; appends if it exists)")
     t.add_argument("--noise", type=float, default=0.1, help="expert action-noise std (default 0.1)")
@@ -386,6 +431,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=1)
     t.add_argument("--set", action="append", metavar="KEY=VAL", help="task config override")
     t.add_argument("--json", action="store_true", help="also print one JSON line")
+    t.add_argument("--straight-speed", type=float, default=0.5, metavar="M/S",
+                   help="velocity tasks: forward speed of the straight-line drift check (default 0.5)")
+    t.add_argument("--straight-distance", type=float, default=4.0, metavar="M",
+                   help="velocity tasks: distance of the straight-line drift check (default 4)")
+    t.add_argument("--no-straight", action="store_true", help="skip the straight-line drift check")
     t.set_defaults(func=cmd_eval)
 
     t = sub.add_parser("play", help="roll out a policy, optionally rendering an MP4 offscreen")
@@ -418,13 +468,24 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", help="sweep folder (default runs/<task>/sweep_<stamp>/)")
     t.set_defaults(func=cmd_sweep)
 
-    t = sub.add_parser("deploy", help="start a deployment manifest's ROS 2 nodes (e.g. policy + MuJoCo sim bridge)")
+    t = sub.add_parser("deploy", help="start a deployment manifest's ROS 2 nodes (e.g. policy + MuJoCo sim bridge)",
+                       add_help=False)  # s2r_ros.deploy answers --help itself, with the manifest's arguments
     try:
         _ros_deploy().build_parser(t)
         t.set_defaults(func=cmd_deploy)
     except ImportError:
         # A wheel install has no ros_ws/ beside it; the other commands must still work.
         t.set_defaults(func=lambda _a: _fail("s2r deploy needs the s2r_ros package: `colcon build` ros_ws/ and "
+                                             "source install/setup.sh, or run from a source checkout"))
+
+    t = sub.add_parser("lifecycle", help="list and change a lifecycle node's state (what `ros2 lifecycle` does)",
+                       description="List and change lifecycle nodes' states over their standard services "
+                                   "(lifecycle_msgs GetState, GetAvailableTransitions, ChangeState); needs rclpy.")
+    try:
+        _ros_module("lifecycle_cli").build_parser(t)
+        t.set_defaults(func=cmd_lifecycle)
+    except ImportError:
+        t.set_defaults(func=lambda _a: _fail("s2r lifecycle needs the s2r_ros package: `colcon build` ros_ws/ and "
                                              "source install/setup.sh, or run from a source checkout"))
 
     t = sub.add_parser("calibrate", help="camera, hand-eye and actuator calibration to versioned YAML (+ reports)")

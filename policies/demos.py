@@ -20,11 +20,15 @@ def collect_demos(task_id: str, out: str | Path, episodes: int, *, noise: float 
     Returns:
         {"episodes", "successes", "success_rate", "steps", "dir"}.
     """
-    from s2r.sim import make, task_config
-    from s2r.sim.tasks.experts import make_expert
+    from s2r.sim import get_task, make, task_config
+    from s2r.sim.tasks.experts import expert_task_ids, make_expert
 
     if episodes < 1:
         raise ValueError(f"--n must be at least 1, got {episodes}")
+    task_id = get_task(task_id).task_id  # the registered id, also when given as its gymnasium id
+    if task_id not in expert_task_ids():
+        # Checked before any env is built: a task without an expert fails at once, naming those with one.
+        raise ValueError(f"task '{task_id}' has no scripted expert; tasks with one: {', '.join(expert_task_ids())}")
     tcfg = task_config(task_id, task_overrides)
     env = make(task_id, num_envs, cfg=tcfg, seed=seed)
     try:

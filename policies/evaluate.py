@@ -176,6 +176,111 @@ def evaluate(run_dir: Path, episodes: int = 50, seed: int = 1, overrides: dict[s
                       float(ep["length"].mean() * env.spec.control_dt))
 
 
+@dataclass(frozen=True)
+class StraightResult:
+    """A straight-line run: forward command only (zero sideways and yaw command), no pushes.
+
+    Drift is measured in the frame of each base's start heading, over the envs that did not fall; errors
+    are per-step means of |v_y| and |w_z| (both commanded zero) and of |v_x - speed|.
+    """
+
+    episodes: int
+    speed: float  # m/s commanded forward
+    seconds: float
+    fall_rate: float
+    mean_forward_m: float
+    mean_abs_lateral_m: float  # |sideways offset| at the end
+    lateral_drift_pct: float  # mean_abs_lateral_m / mean_forward_m * 100
+    mean_abs_heading_deg: float  # |heading change| at the end
+    lateral_vel_error: float  # m/s, mean |v_y|
+    yaw_rate_error: float  # rad/s, mean |w_z|
+    forward_vel_error: float  # m/s, mean |v_x - speed|
+
+    def as_dict(self) -> dict[str, float]:
+        """Plain dict for JSON."""
+        return dict(self.__dict__)
+
+
+def _wrap(a: np.ndarray) -> np.ndarray:
+    return (a + np.pi) % (2 * np.pi) - np.pi
+
+
+def straight_line(act: Callable[[np.ndarray], np.ndarray], env: VecEnv, seconds: float, speed: float,
+                  seed: int) -> StraightResult:
+    """Drive every env of `env` (built with a fixed (speed, 0, 0) command) for `seconds`; see `StraightResult`.
+
+    Args:
+        act: (num_envs, obs_dim) `policy` observations -> actions.
+        env: A velocity task with `planar_pose()`; its config fixes the command and turns pushes off.
+        seconds: Duration; an env that falls (or times out) stops counting at that step.
+        speed: The commanded forward speed (m/s), for the forward error.
+        seed: Reset seed.
+    """
+    n, dt = env.num_envs, env.spec.control_dt
+    obs = env.reset(seed=seed)
+    start = prev = env.planar_pose()
+    heading = np.zeros(n)  # unwrapped heading change since the start
+    alive = np.ones(n, dtype=bool)
+    fell = np.zeros(n, dtype=bool)
+    sums, counts = np.zeros(3), 0
+    end = start.copy()
+    for _ in range(round(seconds / dt)):
+        obs, _, term, trunc, _ = env.step(act(obs["policy"]))
+        pose = env.planar_pose()
+        fell |= alive & term
+        ok = alive & ~(term | trunc)  # an ended env was reset: its pose jumped and no longer counts
+        d = pose[:, :2] - prev[:, :2]
+        c, s = np.cos(prev[:, 2]), np.sin(prev[:, 2])
+        vx, vy = (c * d[:, 0] + s * d[:, 1]) / dt, (-s * d[:, 0] + c * d[:, 1]) / dt
+        dyaw = _wrap(pose[:, 2] - prev[:, 2])
+        heading[ok] += dyaw[ok]
+        sums += [np.abs(vy[ok]).sum(), np.abs(dyaw[ok] / dt).sum(), np.abs(vx[ok] - speed).sum()]
+        counts += int(ok.sum())
+        end[ok] = pose[ok]
+        alive = ok
+        prev = pose
+    keep = ~fell if (~fell).any() else np.ones(n, dtype=bool)
+    d = end[keep, :2] - start[keep, :2]
+    c, s = np.cos(start[keep, 2]), np.sin(start[keep, 2])
+    forward = float(np.mean(c * d[:, 0] + s * d[:, 1]))
+    lateral = float(np.mean(np.abs(-s * d[:, 0] + c * d[:, 1])))
+    per = sums / max(counts, 1)
+    return StraightResult(episodes=n, speed=speed, seconds=seconds, fall_rate=float(fell.mean()), mean_forward_m=forward,
+                          mean_abs_lateral_m=lateral, lateral_drift_pct=100.0 * lateral / max(abs(forward), 1e-9),
+                          mean_abs_heading_deg=float(np.degrees(np.mean(np.abs(heading[keep])))),
+                          lateral_vel_error=float(per[0]), yaw_rate_error=float(per[1]), forward_vel_error=float(per[2]))
+
+
+def fixed_command(command: tuple[float, float, float]) -> dict[str, Any]:
+    """Task overrides that hold the velocity command at `command` (vx, vy, wz) for the whole episode."""
+    return {"commands.lin_vel_x": (command[0], command[0]), "commands.lin_vel_y": (command[1], command[1]),
+            "commands.ang_vel_z": (command[2], command[2]), "commands.zero_fraction": 0.0}
+
+
+def evaluate_straight(run_dir: Path, speed: float = 0.5, distance_m: float = 4.0, episodes: int = 50, seed: int = 1,
+                      overrides: dict[str, Any] | None = None) -> StraightResult:
+    """Lateral and yaw drift of a run's exported ONNX policy under a pure forward command.
+
+    Args:
+        run_dir: Run folder with policy.onnx + policy.json of a velocity-command task.
+        speed: Forward command (m/s); sideways and yaw commands are zero.
+        distance_m: Commanded distance; the run lasts distance_m / speed seconds.
+        episodes: Parallel envs (domain randomisation and observation noise as trained; pushes off).
+        seed: Reset seed.
+        overrides: Further task overrides (applied after the fixed command).
+    """
+    if speed <= 0 or distance_m <= 0:
+        raise ValueError(f"the straight-line check wants a positive speed and distance, got {speed} m/s over {distance_m} m")
+    policy = OnnxPolicy(run_dir)
+    task_id, cfg = run_task_config(run_dir, {**fixed_command((speed, 0.0, 0.0)), "randomization.push_velocity": 0.0,
+                                             **(overrides or {})})
+    env = make(task_id, episodes, cfg=cfg, seed=seed)
+    try:
+        return straight_line(policy, env, distance_m / speed, speed, seed)
+    finally:
+        env.close()
+
+
 def play(run_dir: Path, video: Path | None, seconds: float = 10.0, command: tuple[float, float, float] | None = None,
          seed: int = 0, width: int = 640, height: int = 480) -> dict[str, Any]:
     """Roll the policy in one env; write an MP4 if `video` is given (needs an OpenGL backend)."""
@@ -184,8 +289,7 @@ def play(run_dir: Path, video: Path | None, seconds: float = 10.0, command: tupl
     policy = OnnxPolicy(run_dir)
     overrides: dict[str, Any] = {"randomization.push_velocity": 0.0}
     if command is not None:
-        overrides.update({"commands.lin_vel_x": (command[0], command[0]), "commands.lin_vel_y": (command[1], command[1]),
-                          "commands.ang_vel_z": (command[2], command[2]), "commands.zero_fraction": 0.0})
+        overrides.update(fixed_command(command))
     task_id, cfg = run_task_config(run_dir, overrides)
     env = make(task_id, 1, cfg=cfg, seed=seed)
     frames = []

@@ -7,7 +7,11 @@ an e-stop latches until an explicit reset.
 
 "Damping" with a position interface means commanding the measured joint positions: the P term of the
 joint's PD controller is then zero and only its D term acts, so the robot settles under gravity without
-being driven anywhere (the position-controlled equivalent of kp = 0).
+being driven anywhere (the position-controlled equivalent of kp = 0). That holds for a joint past its
+limit too: it is held where it is, not pulled to the limit. A stop (e-stop, fault, stale input) must not
+drive any joint: the operator pressed it because something is wrong, and a P term pulling an overshot
+joint back (kp x overshoot) could move a leg into whatever forced it there. The joint limits bound what
+the policy may ask for; a hold asks for nothing.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ COUNTERS = (
     "clamp_position", "clamp_delta", "clamp_velocity",
     "nonfinite_action", "bad_action_shape", "policy_error", "nonfinite_input", "bad_joint_state",
     "watchdog_trips", "watchdog_recoveries", "command_timeouts",
-    "estop_triggers", "resets", "reset_refused", "missed_periods",
+    "estop_triggers", "resets", "reset_refused", "missed_periods", "hold_outside_limits",
 )
 
 
@@ -148,5 +152,15 @@ class SafetyLayer:
         return out
 
     def hold(self, measured: np.ndarray) -> np.ndarray:
-        """Damping target: the measured pose, inside the joint limits."""
-        return np.clip(measured, self.lower, self.upper)
+        """Damping target: the measured pose as it is, so only the D term acts on every joint.
+
+        A joint past its limit is held there too (counted as `hold_outside_limits`): clipping the target
+        to the limit would make the P term push it (see the module docstring).
+        """
+        out = (measured < self.lower) | (measured > self.upper)
+        if out.any():
+            j = int(np.argmax(np.maximum(self.lower - measured, measured - self.upper)))
+            self.note("hold_outside_limits", f"joint '{self.robot.joint_names[j]}' at {measured[j]:.3f} is outside "
+                                             f"[{self.lower[j]:.3f}, {self.upper[j]:.3f}]; held where it is "
+                                             "(damping only, not pushed to the limit)", logging.INFO)
+        return np.array(measured, dtype=np.float64, copy=True)

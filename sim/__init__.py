@@ -8,13 +8,23 @@ if "MUJOCO_GL" not in _os.environ and not _os.environ.get("DISPLAY"):
     _os.environ["MUJOCO_GL"] = "egl"
 
 from s2r.sim.env import EnvSpec, ObsTerm, VecEnv
-from s2r.sim.registry import UnknownTaskError, get_task, gym_id, make, register_task, task_config, task_ids
+from s2r.sim.registry import (
+    UnknownTaskError,
+    canonical_task_id,
+    get_task,
+    gym_id,
+    make,
+    register_task,
+    task_config,
+    task_ids,
+)
 
 __all__ = [
     "EnvSpec",
     "ObsTerm",
     "UnknownTaskError",
     "VecEnv",
+    "canonical_task_id",
     "get_task",
     "gym_id",
     "make",

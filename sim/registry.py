@@ -54,8 +54,22 @@ def task_ids() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def canonical_task_id(task_id: str) -> str:
+    """The registered id for `task_id`, which may also be given as the gymnasium id `s2r tasks` prints
+    (`s2r/Go1-Velocity-Flat-v0` -> `Go1-Velocity-Flat`); anything else is returned unchanged."""
+    prefix = f"{GYM_NAMESPACE}/"
+    if task_id.startswith(prefix) and task_id.endswith("-v0"):
+        _ensure_loaded()
+        name = task_id[len(prefix):-len("-v0")]
+        if name in _REGISTRY:
+            return name
+    return task_id
+
+
 def get_task(task_id: str) -> TaskEntry:
-    """Look up a task (or `gym:<gymnasium id>`); unknown ids raise with the closest registered names."""
+    """Look up a task by id, by its gymnasium id (`s2r/<id>-v0`) or as `gym:<gymnasium id>`; unknown ids raise
+    with the closest registered names."""
+    task_id = canonical_task_id(task_id)
     if task_id.startswith("gym:"):
         from s2r.sim.gym_adapter import GymVecEnv, gym_task_config
 

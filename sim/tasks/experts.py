@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from s2r.sim.registry import get_task, task_config
+from s2r.sim.registry import get_task, task_config, task_ids
 from s2r.sim.tasks.manipulation import InsertEnv, LiftEnv, PickPlaceEnv, obs_slices, quat_z_axis
 
 # Failure modes (0 = none).
@@ -220,6 +220,11 @@ _EXPERTS = {
 }
 
 
+def expert_task_ids() -> list[str]:
+    """Registered task ids that have a scripted expert (sorted)."""
+    return [t for t in task_ids() if get_task(t).env_cls in _EXPERTS]
+
+
 def make_expert(task_id: str, num_envs: int, noise: float = 0.0, failure_rate: float = 0.0, seed: int = 0,
                 cfg: Any = None) -> _Expert:
     """A scripted expert for a Panda manipulation task.
@@ -242,7 +247,6 @@ def make_expert(task_id: str, num_envs: int, noise: float = 0.0, failure_rate: f
     """
     env_cls = get_task(task_id).env_cls
     if env_cls not in _EXPERTS:
-        known = ", ".join(sorted(c.__name__ for c in _EXPERTS))
-        raise ValueError(f"task '{task_id}' has no scripted expert; experts exist for envs {known}")
+        raise ValueError(f"task '{task_id}' has no scripted expert; tasks with one: {', '.join(expert_task_ids())}")
     cfg = cfg if cfg is not None else task_config(task_id)
     return _EXPERTS[env_cls](cfg, env_cls, num_envs, noise, failure_rate, seed)

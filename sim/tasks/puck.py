@@ -145,6 +145,10 @@ class PuckEnv(VelocityEnv):
         self._history.clear()
         return self._observe(self._state())
 
+    def planar_pose(self) -> np.ndarray:
+        """(num_envs, 3) disc x, y and yaw (its three joints)."""
+        return self.backend.qpos[:, :3].copy()
+
     # ---- step hooks (the order of events is VelocityEnv.step) ---------------------------------------
 
     def _apply_action(self, a: np.ndarray) -> None:

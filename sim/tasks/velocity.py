@@ -27,12 +27,22 @@ class CommandConfig:
     ang_vel_z: tuple[float, float] = (-0.5, 0.5)
     resample_s: float = 10.0
     zero_fraction: float = 0.05  # share of commands that ask to stand still
+    # Share of commands that go straight: vx drawn, vy and wz exactly zero (a uniform draw almost never gives
+    # zero sideways/yaw while moving). Off by default: not yet shown to reduce drift (bench/results/README.md).
+    straight_fraction: float = 0.0
 
 
 def sample_commands(rng: np.random.Generator, c: CommandConfig, k: int) -> np.ndarray:
-    """(k, 3) commands vx, vy, wz; a `zero_fraction` share of them is zero (stand still)."""
+    """(k, 3) commands vx, vy, wz: a `zero_fraction` share is zero (stand still), the next `straight_fraction`
+    share keeps only vx (vy = wz = 0)."""
+    if not 0.0 <= c.zero_fraction + c.straight_fraction <= 1.0 or min(c.zero_fraction, c.straight_fraction) < 0:
+        raise ValueError(f"commands.zero_fraction ({c.zero_fraction}) and commands.straight_fraction "
+                         f"({c.straight_fraction}) must be >= 0 and add up to at most 1")
     cmd = np.stack([rng.uniform(*c.lin_vel_x, k), rng.uniform(*c.lin_vel_y, k), rng.uniform(*c.ang_vel_z, k)], axis=1)
-    cmd[rng.random(k) < c.zero_fraction] = 0.0
+    # One draw decides both shares, so a config with straight_fraction 0 draws the same numbers as before.
+    u = rng.random(k)
+    cmd[u < c.zero_fraction] = 0.0
+    cmd[(u >= c.zero_fraction) & (u < c.zero_fraction + c.straight_fraction), 1:] = 0.0
     return cmd
 
 
@@ -173,6 +183,10 @@ class VelocityEnv(VecEnv):
     def close(self) -> None:
         """Stop the backend's threads."""
         self.backend.close()
+
+    def planar_pose(self) -> np.ndarray:
+        """(num_envs, 3) world x, y (m) and heading (rad) of each base: what a straight-line check measures."""
+        raise NotImplementedError
 
     def _sample_commands(self, ids: np.ndarray) -> None:
         self.command[ids] = sample_commands(self.rng, self.cfg.commands, len(ids))

@@ -174,3 +174,31 @@ def test_latch_survives_deactivation(graphs: dict[str, Path], robot: RobotConfig
     assert loop.ctl.reset() and loop.ctl.mode is Mode.INACTIVE
     loop.ctl.activate(loop.t)
     assert loop.ctl.mode is Mode.RUN
+
+
+def test_estop_at_a_joint_limit_damps_only(graphs: dict[str, Path], robot: RobotConfig,
+                                           caplog: pytest.LogCaptureFixture) -> None:
+    """A joint past its limit is held where it is: the P term (kp * (target - q)) is zero on every joint."""
+    loop = Loop(graphs["small"], robot)
+    loop.ctl.activate(0.0)
+    for _ in range(10):
+        loop.feed()
+    s = loop.ctl.safety
+    loop.q = loop.q.copy()
+    loop.q[2] = s.lower[2] - 0.05  # FR calf overshot its lower limit (a fall folded it)
+    loop.q[4] = s.upper[4] + 0.02  # FL thigh past its upper limit
+    loop.feed()  # the controller has measured them
+    with caplog.at_level(logging.INFO, logger="s2r.real.safety"):
+        held = loop.ctl.on_estop(True)
+        after = loop.feed()
+    kp = np.asarray(robot.kp)
+    for target in (held, after):
+        np.testing.assert_array_equal(target, loop.q)
+        assert np.abs(kp * (target - loop.q)).max() == 0.0  # no position term pushes anywhere
+    assert s.counters["hold_outside_limits"] == 2 and "held where it is" in caplog.text
+    # The limits still bound what the policy asks for: after a reset the targets come back inside them.
+    loop.ctl.on_estop(False)
+    assert loop.ctl.reset()
+    for _ in range(30):
+        out = loop.feed()
+        assert ((out >= s.lower) & (out <= s.upper)).all()

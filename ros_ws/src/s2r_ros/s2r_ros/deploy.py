@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from s2r_ros.manifest import ManifestError, NodeSpec, load_manifest, node_list
+from s2r_ros.manifest import ManifestError, NodeSpec, describe_arguments, load_manifest, node_list
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]  # folder holding the s2r_ros package
 
@@ -146,10 +146,30 @@ def recorder_spec(path: str | Path, topics: tuple[str, ...]) -> NodeSpec:
                     parameters={"path": str(Path(path).resolve()), "topics": list(topics)})
 
 
+def keyboard_fallback(nodes: list[NodeSpec], stdin_is_tty: bool) -> tuple[list[NodeSpec], str | None]:
+    """Leave out keyboard teleop when there is no terminal to read (teleop falls back to none).
+
+    Without a terminal the keyboard node could only publish zero velocity, competing on /cmd_vel with any
+    other command source, so it is not started.
+
+    Returns:
+        The nodes to start, and the log line saying what was left out (None when nothing was).
+    """
+    keyboard = [n.name for n in nodes if n.parameters.get("source") == "keyboard"]
+    if not keyboard or stdin_is_tty:
+        return nodes, None
+    return ([n for n in nodes if n.name not in keyboard],
+            f"no terminal on stdin, so keyboard teleop ({', '.join(keyboard)}) is not started: teleop falls back to "
+            "none (nothing else publishes /cmd_vel); choose with --arg teleop=joy or teleop=none")
+
+
 def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     """Flags of `s2r deploy` (shared with the `s2r_deploy` entry point)."""
-    p = p or argparse.ArgumentParser(prog="s2r_deploy", description=__doc__.splitlines()[0])
-    p.add_argument("--manifest", required=True, help="deployment manifest, e.g. launch/sim.yaml")
+    p = p or argparse.ArgumentParser(prog="s2r_deploy", description=__doc__.splitlines()[0], add_help=False)
+    # -h/--help is answered in run_deploy, once --manifest is known, so it can list that manifest's arguments.
+    # The caller builds `p` with add_help=False.
+    p.add_argument("-h", "--help", action="store_true", help="show this help (with --manifest: and its arguments)")
+    p.add_argument("--manifest", help="deployment manifest, e.g. launch/sim.yaml (required)")
     p.add_argument("--policy", help="exported policy.onnx (sets the manifest argument 'policy')")
     p.add_argument("--robot", help="robot config YAML (sets the manifest argument 'robot')")
     p.add_argument("--arg", action="append", metavar="NAME=VALUE", help="manifest argument, e.g. teleop=joy")
@@ -158,7 +178,16 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
     p.add_argument("--duration", type=float, help="stop after this many seconds (default: until Ctrl-C)")
     p.add_argument("--log-dir", help="write each node's output to LOG_DIR/<node>.log")
     p.add_argument("--dry-run", action="store_true", help="print the node commands and parameters, start nothing")
+    p.set_defaults(deploy_parser=p)
     return p
+
+
+def deploy_help(parser: argparse.ArgumentParser, manifest: str | None) -> str:
+    """`s2r deploy --help`: the flags, then the arguments of `manifest` when one is given."""
+    text = parser.format_help()
+    if manifest is None:
+        return text + "\nGive --manifest FILE with --help to list that manifest's arguments.\n"
+    return f"{text}\n{describe_arguments(load_manifest(manifest))}\n"
 
 
 def _pairs(items: list[str] | None, flag: str) -> dict[str, str]:
@@ -175,12 +204,20 @@ def _pairs(items: list[str] | None, flag: str) -> dict[str, str]:
 def run_deploy(args: argparse.Namespace) -> int:
     """Start the nodes of `args.manifest`; returns a process exit code."""
     try:
+        if args.help:
+            print(deploy_help(args.deploy_parser, args.manifest), end="")
+            return 0
+        if not args.manifest:
+            raise ManifestError("--manifest is required, e.g. --manifest launch/sim.yaml (see launch/*.yaml)")
         manifest = load_manifest(args.manifest)
         margs = _pairs(args.arg, "--arg")
         for key in ("policy", "robot"):
             if getattr(args, key):
                 margs[key] = str(Path(getattr(args, key)).resolve())
         nodes = node_list(manifest, margs, _pairs(args.set, "--set"))
+        nodes, fallback = keyboard_fallback(nodes, sys.stdin is not None and sys.stdin.isatty())
+        if fallback:
+            print(f"s2r deploy: {fallback}", file=sys.stderr, flush=True)
         if args.record:
             nodes.insert(0, recorder_spec(args.record, manifest.record_topics))
         if args.dry_run:

@@ -133,6 +133,24 @@ def resolve_args(manifest: Manifest, given: dict[str, str]) -> dict[str, str]:
     return values
 
 
+def describe_arguments(manifest: Manifest) -> str:
+    """The manifest's arguments as help text: name, required or default (with `$(dir)` filled in), help."""
+    lines = [f"arguments of manifest '{manifest.name}' ({manifest.source})"
+             + (f": {manifest.description}" if manifest.description else ""),
+             "  set with --arg NAME=VALUE (or NAME:=VALUE); --policy and --robot set their arguments"]
+    if not manifest.arguments:
+        lines.append("  (none)")
+    width = max((len(n) for n in manifest.arguments), default=0)
+    for name, spec in manifest.arguments.items():
+        if spec.default is not None:
+            value = _substitute(spec.default, {}, manifest.source.parent, manifest.source)
+            given = f"default {value!r}" if value else "default ''"
+        else:
+            given = "required"
+        lines.append(f"  {name:<{width}}  {spec.help or '(no help)'} ({given})")
+    return "\n".join(lines)
+
+
 def _substitute(text: str, args: dict[str, str], folder: Path, source: Path) -> str:
     def one(m: re.Match[str]) -> str:
         kind, name = m.group(1), m.group(2).strip()

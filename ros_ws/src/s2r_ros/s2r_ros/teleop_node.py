@@ -6,7 +6,9 @@ makes the robot stand), std_msgs/Bool with the e-stop button's state (immediatel
 deactivate on the start/back buttons.
 
 Keyboard (source:=keyboard, needs a terminal): w/s forward/back, a/d left/right, q/e turn, x stop moving,
-space e-stop, r reset, 1 activate the policy, 0 deactivate it.
+space e-stop, r reset, 1 activate the policy, 0 deactivate it. With no terminal on stdin the node falls
+back to publishing nothing (says so in its log): a zero velocity from a keyboard nobody can press would
+only compete with other command sources.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ class Teleop(Node):
         self._reset_pub = self.create_publisher(Empty, c["estop_reset_topic"], qos("reliable", 10))
         self._lifecycle = self.create_client(ChangeState, f"{c['policy_node']}/change_state")
         self._tty = None
+        self._silent = False  # keyboard without a terminal: publish nothing
         if c["source"] == "joy":
             self.create_subscription(Joy, c["joy_topic"], self._on_joy, 10)
         else:
@@ -79,8 +82,11 @@ class Teleop(Node):
     # ---- keyboard ---------------------------------------------------------------------------------
 
     def _open_keyboard(self) -> None:
-        if not sys.stdin.isatty():
-            self.get_logger().warning("source:=keyboard needs a terminal on stdin; publishing zero velocity only")
+        if sys.stdin is None or not sys.stdin.isatty():
+            self._silent = True
+            self.get_logger().warning("source:=keyboard needs a terminal on stdin and has none: falling back to no "
+                                      f"teleop (nothing published on {self.cfg['cmd_vel_topic']} or "
+                                      f"{self.cfg['estop_topic']}); use source:=joy for a gamepad")
             return
         import termios
         import tty
@@ -129,6 +135,8 @@ class Teleop(Node):
             self.get_logger().info(f"asked {self.cfg['policy_node']} to {action}")
 
     def _on_timer(self) -> None:
+        if self._silent:
+            return
         if self._tty is not None:
             self._read_keys()
         elif self.cfg["source"] == "joy" and time.monotonic() - self._joy_rx > self.cfg["joy_timeout_s"]:
