@@ -338,7 +338,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     """`s2r sweep <task> --seeds ... --grid key=v1,v2`: every (setting, seed) as a run, scheduled by Ray."""
     from s2r.policies.algorithm import UnknownAlgorithmError
     from s2r.policies.sweep import SweepSpec, run_sweep
-    from s2r.sim import UnknownTaskError
+    from s2r.sim import UnknownTaskError, canonical_task_id
     from s2r.sim.config import ConfigError
 
     if args.steps is None and args.minutes is None:
@@ -351,6 +351,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     def grid(items: list[str] | None) -> dict[str, tuple[str, ...]]:
         return {k: tuple(v.split(",")) for k, v in _kv(items).items()}
 
+    args.task = canonical_task_id(args.task)
     spec = SweepSpec(task_id=args.task, algo=args.algo, seeds=tuple(args.seeds), grid=grid(args.grid),
                      task_grid=grid(args.task_grid), steps=args.steps, minutes=args.minutes, num_envs=args.num_envs,
                      cpus_per_run=args.cpus_per_run, gpus_per_run=args.gpus_per_run, metric=args.metric)
