@@ -139,6 +139,8 @@ class CpuBackend:
     @property
     def sensor_max(self) -> np.ndarray:
         """(num_envs, nsensordata) largest reading of each sensor over the last step's substeps."""
+        if self._out_sensor is None:  # no step yet
+            return self.sensordata.copy()
         return self._out_sensor.max(axis=1)
 
     def randomize(self, env_ids: np.ndarray, fields: Sequence[FieldRandomization], values: np.ndarray) -> None:
