@@ -194,25 +194,33 @@ class ArmKinematics:
     """
 
     def __init__(self, chain: tuple[ChainLink, ...]) -> None:
-        self._links = [(np.asarray(link.pos, dtype=np.float64), quat_to_mat(np.asarray(link.quat)), link.joint is not None)
-                       for link in chain]
-        self.num_joints = sum(j for _, _, j in self._links)
+        # Fixed transforms (4 x 4), each followed by its joint's rotation about z when it has one.
+        self._links: list[tuple[np.ndarray, bool]] = []
+        for link in chain:
+            t = np.eye(4)
+            t[:3, :3] = quat_to_mat(np.asarray(link.quat))
+            t[:3, 3] = link.pos
+            self._links.append((t, link.joint is not None))
+        self.num_joints = sum(j for _, j in self._links)
+        self._axes = np.zeros((self.num_joints, 3))
+        self._origins = np.zeros((self.num_joints, 3))
 
     def forward(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """TCP position (3,), orientation (3, 3) and translational Jacobian (3, num_joints) at angles `q`."""
-        pos, rot = np.zeros(3), np.eye(3)
-        axes, origins = np.zeros((self.num_joints, 3)), np.zeros((self.num_joints, 3))
+        t = np.eye(4)
         k = 0
-        for p, r, has_joint in self._links:
-            pos = pos + rot @ p
-            rot = rot @ r
+        for fixed, has_joint in self._links:
+            t = t @ fixed
             if has_joint:
                 c, s = math.cos(q[k]), math.sin(q[k])
-                rot = rot @ np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
-                axes[k], origins[k] = rot[:, 2], pos
+                x = t[:3, 0].copy()
+                t[:3, 0] = c * x + s * t[:3, 1]  # columns of R Rz(q)
+                t[:3, 1] = c * t[:3, 1] - s * x
+                self._axes[k], self._origins[k] = t[:3, 2], t[:3, 3]
                 k += 1
-        jac = np.cross(axes, pos - origins).T  # revolute joint: z_i x (p_tcp - o_i)
-        return pos, rot, jac
+        pos = t[:3, 3].copy()
+        jac = np.cross(self._axes, pos - self._origins).T  # revolute joint: z_i x (p_tcp - o_i)
+        return pos, t[:3, :3].copy(), jac
 
 
 # ---- observation terms --------------------------------------------------------------------------
