@@ -70,6 +70,9 @@ def ros_env() -> dict[str, str]:
     """This process's environment for child nodes: a private DDS domain on loopback, the nodes importable."""
     os.environ.setdefault("ROS_DOMAIN_ID", str(150 + os.getpid() % 50))
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    # UDP on loopback only: Fast DDS's shared-memory ports live in /dev/shm, which other test runs on a shared
+    # machine clean up; a port removed under a running node silently cut a first run off after ~10 s.
+    os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "UDPv4")
     path = os.pathsep.join(filter(None, [str(REPO / "ros_ws" / "src" / "s2r_ros"), os.environ.get("PYTHONPATH")]))
     return {**os.environ, "PYTHONPATH": path}
 
@@ -92,14 +95,17 @@ def closed_loop(policy: Path, episodes: int, seed: int, env: dict[str, str], log
            "--policy", str(policy), "--arg", "lockstep=true", "--arg", f"seed={seed}",
            "--set", "policy.watchdog_timeout_s=5.0", "--set", "policy.object_timeout_s=5.0", "--log-dir", str(logs)]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    t0 = time.monotonic()
+    t0 = last = time.monotonic()
+    seen = 0
     try:
         while len(done) < episodes:
             rclpy.spin_once(node, timeout_sec=0.1)
             if proc.poll() is not None:
                 raise RuntimeError(f"s2r deploy exited early ({proc.returncode}); see {logs}")
-            if time.monotonic() - t0 > 1800:
-                raise RuntimeError(f"only {len(done)} episodes in 30 min")
+            if len(done) > seen:
+                seen, last = len(done), time.monotonic()
+            if time.monotonic() - last > 120:
+                raise RuntimeError(f"no episode ended for 2 min after {len(done)}; see {logs}")
         wall = time.monotonic() - t0
     finally:
         proc.send_signal(2)
@@ -144,9 +150,18 @@ class ArmBench(Bench):
 
     def __init__(self) -> None:
         super().__init__()
+        import threading
+
         from geometry_msgs.msg import PoseStamped
+        from rclpy.experimental import EventsExecutor
         from s2r_ros.common import qos
         from sensor_msgs.msg import JointState
+
+        # The events executor does not see entities created after its node was added: stop it, add the arm's
+        # publisher and subscription, and start a fresh one.
+        self._stop = True
+        self.thread.join(5)
+        self.executor.shutdown()
 
         self.js = JointState(name=JOINTS, position=POSE, velocity=[0.0] * len(JOINTS))
         obj = PoseStamped()
@@ -155,6 +170,11 @@ class ArmBench(Bench):
         self.extra = [(self.node.create_publisher(PoseStamped, "/object_pose", qos("reliable", 1)), obj)]
         self.node.create_subscription(PoseStamped, TARGET_TOPIC, lambda m: self.recv.append(time.perf_counter()),
                                       qos("reliable", 100))
+        self.executor = EventsExecutor()
+        self.executor.add_node(self.node)
+        self._stop = False
+        self.thread = threading.Thread(target=self._spin, daemon=True)
+        self.thread.start()
 
 
 def start_node(kind: str, policy: Path, robot: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -181,6 +201,8 @@ def measure(bench: ArmBench, kind: str, rate: float, seconds: float, policy: Pat
         bench.recv.clear()
         while len(bench.recv) < 20:
             bench.send(rate, max(1, int(rate * 0.1)))
+            if time.monotonic() > end + 60:
+                raise RuntimeError(f"{kind} node never answered at {rate} Hz")
         time.sleep(0.3)
         bench.recv.clear()
         sent = np.array(bench.send(rate, int(rate * seconds)))
@@ -240,8 +262,8 @@ def main() -> int:
     env = ros_env()
     load_before = os.getloadavg()
     result: dict[str, object] = {"bench": "arm_closed_loop", "cpus": os.cpu_count(), "python": platform.python_version(),
-                                 "transport": "Fast DDS (rmw_fastrtps_cpp), loopback, events executor",
-                                 "policy": str(args.policy)}
+                                 "transport": f"Fast DDS (rmw_fastrtps_cpp), {env['FASTDDS_BUILTIN_TRANSPORTS']} on "
+                                 "loopback, events executor", "policy": str(args.policy)}
     with tempfile.TemporaryDirectory() as tmp:
         if not args.skip_closed_loop:
             from s2r.policies.evaluate import evaluate_success
