@@ -190,3 +190,21 @@ def test_silent_object_tracker_holds_then_recovers(arm_graph_ros, panda_policy: 
     driver.relay = True
     wait_for(lambda: driver.mode() == "run", 3, "running again when poses return")
     assert driver.counter("object_timeouts") == 1
+
+
+def test_reset_topic_starts_a_new_episode(arm_graph_ros, panda_policy: Path, ros: Ros) -> None:
+    """An operator's Empty on /arm_sim/reset restarts the scene mid-episode and the policy with it."""
+    from std_msgs.msg import Empty
+
+    driver, bridge, node = arm_graph_ros(panda_policy, lockstep=True, relay=False, sync_object=True,
+                                         watchdog_timeout_s=2.0, object_timeout_s=2.0)
+    starts: list[float] = []
+    driver.create_subscription(Empty, "/episode/start", lambda m: starts.append(time.monotonic()), qos("reliable", 10))
+    pub = driver.create_publisher(Empty, "/arm_sim/reset", qos("reliable", 10))
+    wait_for(lambda: bridge.sim.env.episode_step[0] >= 10, 20, "ten steps of the first episode")
+    wait_for(lambda: pub.get_subscription_count() > 0, 5, "the bridge subscribed to the reset topic")
+    pub.publish(Empty())
+    wait_for(lambda: starts, 5, "the episode start announcement")
+    wait_for(lambda: len(driver.episodes) >= 1, 30, "the restarted episode to end")
+    assert int(driver.episodes[0][2]) == 50  # a full episode after the reset: the reset was not scored as one
+    assert bridge.sim.steps >= 60 and node.ctl.safety.counters["steps_fault"] == 0
