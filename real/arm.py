@@ -83,6 +83,8 @@ class ArmConfig:
     def validate(self) -> None:
         """Check internal consistency; raises RobotConfigError naming the file and field."""
         src = self.source
+        if self.kind != "arm":
+            raise RobotConfigError(f"{src}: an arm config has kind 'arm', got {self.kind!r}")
         names = self.all_joint_names
         if not self.joint_names or len(set(names)) != len(names):
             raise RobotConfigError(f"{src}: 'joint_names' and 'gripper_joint_names' must name distinct joints, "

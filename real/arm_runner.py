@@ -13,7 +13,7 @@ import math
 from pathlib import Path
 
 import numpy as np
-from s2r.real.arm import ARM_TERMS, ArmConfig, ArmKinematics, ArmState
+from s2r.real.arm import ARM_TERMS, ArmConfig, ArmKinematics
 from s2r.real.metadata import EeDeltaAction, MetadataError, PolicyMetadata, load_metadata
 from s2r.real.observation import ObservationBuilder
 from s2r.real.robot import RobotConfig
@@ -151,8 +151,3 @@ def make_runner(policy_path: str | Path, robot: RobotConfig | ArmConfig,
     if isinstance(robot, ArmConfig):
         return ArmRunner(policy_path, robot, cfg)
     return PolicyRunner(policy_path, robot, cfg)
-
-
-def arm_state_from(arm: ArmConfig) -> ArmState:
-    """A zero state shaped for `arm`."""
-    return ArmState.zeros(arm.num_joints, len(arm.gripper_joint_names))

@@ -30,7 +30,7 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, Empty, Float64MultiArray
 
 from s2r_ros.common import JointStateMapper, qos, run, sec_to_stamp, stamp_to_sec
-from s2r_ros.policy_node import PolicyNode
+from s2r_ros.policy_node import LATENCY_BIN_S, LATENCY_BINS, PolicyNode
 
 PARAMS = {
     "policy": "", "robot": "", "autostart": "inactive", "trigger": "joint_state", "sync_object": False,
@@ -121,7 +121,7 @@ class ArmPolicyNode(PolicyNode):
                 self._grip_pub.publish(self._grip_msg)
             self._cmd_pub.publish(self._pose_msg)
             if t0 is not None:
-                self._latency[min(int((time.perf_counter() - t0) / 2e-6), len(self._latency) - 1)] += 1
+                self._latency[min(int((time.perf_counter() - t0) / LATENCY_BIN_S), LATENCY_BINS)] += 1
                 if self._warm_timer is not None:
                     self._warm_timer.reset()
         self._check_mode()
