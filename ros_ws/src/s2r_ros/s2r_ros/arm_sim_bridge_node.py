@@ -106,7 +106,7 @@ class ArmSimBridge(Node):
     def _on_reset(self, msg: Empty) -> None:
         self.sim.reset()
         self._target, self._finger = self.sim.hold_target()
-        self._start_pub.publish(Empty())
+        self._announce_episode()
         self._publish()
 
     def _maybe_step(self) -> None:
@@ -119,8 +119,15 @@ class ArmSimBridge(Node):
         if ep is not None:
             self._ep_pub.publish(Float64MultiArray(data=[float(ep.index), float(ep.success), float(ep.steps), ep.ret]))
             self._target, self._finger = self.sim.hold_target()
-            self._start_pub.publish(Empty())
+            self._announce_episode()
         self._publish()
+
+    def _announce_episode(self) -> None:
+        self._start_pub.publish(Empty())
+        if self.lockstep:
+            # DDS orders messages per topic only: give the announcement a head start over the new episode's
+            # first state, so the policy restarts before it answers that state (lockstep runs then repeat).
+            time.sleep(0.005)
 
     def _on_timer(self) -> None:
         if not self.lockstep:
