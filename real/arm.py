@@ -196,33 +196,46 @@ class ArmKinematics:
     """
 
     def __init__(self, chain: tuple[ChainLink, ...]) -> None:
-        # Fixed transforms (4 x 4), each followed by its joint's rotation about z when it has one.
-        self._links: list[tuple[np.ndarray, bool]] = []
+        # Each link as plain floats (rotation rows, offset, has-joint): at 7-9 links, scalar Python beats
+        # numpy's per-call overhead several times over, and this runs on every joint state.
+        self._links: list[tuple[tuple[tuple[float, ...], ...], tuple[float, ...], bool]] = []
         for link in chain:
-            t = np.eye(4)
-            t[:3, :3] = quat_to_mat(np.asarray(link.quat))
-            t[:3, 3] = link.pos
-            self._links.append((t, link.joint is not None))
-        self.num_joints = sum(j for _, j in self._links)
-        self._axes = np.zeros((self.num_joints, 3))
-        self._origins = np.zeros((self.num_joints, 3))
+            r = quat_to_mat(np.asarray(link.quat))
+            self._links.append((tuple(tuple(float(v) for v in row) for row in r), tuple(float(v) for v in link.pos),
+                                link.joint is not None))
+        self.num_joints = sum(j for _, _, j in self._links)
 
     def forward(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """TCP position (3,), orientation (3, 3) and translational Jacobian (3, num_joints) at angles `q`."""
-        t = np.eye(4)
+        r00, r01, r02, r10, r11, r12, r20, r21, r22 = 1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0
+        px = py = pz = 0.0
+        axes, origins = [], []
         k = 0
-        for fixed, has_joint in self._links:
-            t = t @ fixed
+        for (f0, f1, f2), (ox, oy, oz), has_joint in self._links:
+            px, py, pz = (px + r00 * ox + r01 * oy + r02 * oz, py + r10 * ox + r11 * oy + r12 * oz,
+                          pz + r20 * ox + r21 * oy + r22 * oz)
+            r00, r01, r02, r10, r11, r12, r20, r21, r22 = (
+                r00 * f0[0] + r01 * f1[0] + r02 * f2[0], r00 * f0[1] + r01 * f1[1] + r02 * f2[1],
+                r00 * f0[2] + r01 * f1[2] + r02 * f2[2],
+                r10 * f0[0] + r11 * f1[0] + r12 * f2[0], r10 * f0[1] + r11 * f1[1] + r12 * f2[1],
+                r10 * f0[2] + r11 * f1[2] + r12 * f2[2],
+                r20 * f0[0] + r21 * f1[0] + r22 * f2[0], r20 * f0[1] + r21 * f1[1] + r22 * f2[1],
+                r20 * f0[2] + r21 * f1[2] + r22 * f2[2])
             if has_joint:
                 c, s = math.cos(q[k]), math.sin(q[k])
-                x = t[:3, 0].copy()
-                t[:3, 0] = c * x + s * t[:3, 1]  # columns of R Rz(q)
-                t[:3, 1] = c * t[:3, 1] - s * x
-                self._axes[k], self._origins[k] = t[:3, 2], t[:3, 3]
+                # R Rz(q): the first two columns turn, the z column (the joint axis) stays.
+                r00, r01 = c * r00 + s * r01, c * r01 - s * r00
+                r10, r11 = c * r10 + s * r11, c * r11 - s * r10
+                r20, r21 = c * r20 + s * r21, c * r21 - s * r20
+                axes.append((r02, r12, r22))
+                origins.append((px, py, pz))
                 k += 1
-        pos = t[:3, 3].copy()
-        jac = np.cross(self._axes, pos - self._origins).T  # revolute joint: z_i x (p_tcp - o_i)
-        return pos, t[:3, :3].copy(), jac
+        jac = np.empty((3, k))
+        for i, ((ax, ay, az), (ox, oy, oz)) in enumerate(zip(axes, origins, strict=True)):
+            dx, dy, dz = px - ox, py - oy, pz - oz  # revolute joint: z_i x (p_tcp - o_i)
+            jac[0, i], jac[1, i], jac[2, i] = ay * dz - az * dy, az * dx - ax * dz, ax * dy - ay * dx
+        rot = np.array([[r00, r01, r02], [r10, r11, r12], [r20, r21, r22]])
+        return np.array([px, py, pz]), rot, jac
 
 
 # ---- observation terms --------------------------------------------------------------------------
