@@ -178,6 +178,7 @@ class ArmBench(Bench):
 
 
 def start_node(kind: str, policy: Path, robot: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """The echo or the arm policy node as a process; its output goes to <robot's folder>/<kind>.log."""
     if kind == "echo":
         cmd = [sys.executable, str(Path(__file__).resolve()), "--echo"]
     else:
@@ -185,7 +186,8 @@ def start_node(kind: str, policy: Path, robot: Path, env: dict[str, str]) -> sub
                "-p", f"robot:={robot}", "-p", "autostart:=active", "-p", "sensor_qos:=reliable",
                "-p", "executor:=events", "-p", "watchdog_timeout_s:=5.0", "-p", "object_timeout_s:=5.0",
                "-p", "diagnostics_period_s:=0.5"]
-    return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = open(robot.parent / f"{kind}.log", "w")  # noqa: SIM115 - the child owns it until it exits
+    return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
 def measure(bench: ArmBench, kind: str, rate: float, seconds: float, policy: Path, robot: Path,
@@ -196,13 +198,15 @@ def measure(bench: ArmBench, kind: str, rate: float, seconds: float, policy: Pat
         end = time.monotonic() + 60
         while bench.node.count_publishers(TARGET_TOPIC) < 1 or bench.node.count_subscribers("/joint_states") < 1:
             if time.monotonic() > end or proc.poll() is not None:
-                raise RuntimeError(f"{kind} node did not come up at {rate} Hz")
+                tail = (robot.parent / f"{kind}.log").read_text()[-2000:]
+                raise RuntimeError(f"{kind} node did not come up at {rate} Hz; its output ends:\n{tail}")
             time.sleep(0.05)
         bench.recv.clear()
         while len(bench.recv) < 20:
             bench.send(rate, max(1, int(rate * 0.1)))
             if time.monotonic() > end + 60:
-                raise RuntimeError(f"{kind} node never answered at {rate} Hz")
+                tail = (robot.parent / f"{kind}.log").read_text()[-2000:]
+                raise RuntimeError(f"{kind} node never answered at {rate} Hz; its output ends:\n{tail}")
         time.sleep(0.3)
         bench.recv.clear()
         sent = np.array(bench.send(rate, int(rate * seconds)))
