@@ -58,12 +58,15 @@ class ObservationBuilder:
     Args:
         meta: The policy's metadata (term names, sizes, scales, history length, default pose).
         num_joints: Joints the robot reports (the robot config's count).
+        terms: Term name -> (size given num_joints, function(state, command, last_action)); `OBS_TERMS`
+            (a legged robot's `RobotState`) by default, `s2r.real.arm.ARM_TERMS` for an arm's `ArmState`.
 
     Raises:
         MetadataError: A term this runtime cannot compute, or whose size does not fit the robot.
     """
 
-    def __init__(self, meta: PolicyMetadata, num_joints: int) -> None:
+    def __init__(self, meta: PolicyMetadata, num_joints: int,
+                 terms: dict[str, tuple[Callable[[int], int], TermFn]] | None = None) -> None:
         self.meta = meta
         obs = meta.obs
         default = getattr(meta.action, "default_pos", None)  # joint_position policies only
@@ -71,11 +74,12 @@ class ObservationBuilder:
         self._fns: list[tuple[slice, TermFn]] = []
         scale = np.ones(frame)
         offset = np.zeros(frame)
+        table = OBS_TERMS if terms is None else terms
         for t in obs.terms:
-            if t.name not in OBS_TERMS:
-                raise MetadataError(f"observation term '{t.name}' is not one this runtime can compute; "
-                                    f"known terms: {', '.join(OBS_TERMS)}")
-            size_fn, fn = OBS_TERMS[t.name]
+            if t.name not in table:
+                raise MetadataError(f"observation term '{t.name}' is not one this runtime can compute for this "
+                                    f"robot; known terms: {', '.join(table)}")
+            size_fn, fn = table[t.name]
             want = size_fn(num_joints)
             if t.size != want:
                 raise MetadataError(f"observation size mismatch: term '{t.name}' has {t.size} values in "

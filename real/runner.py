@@ -44,6 +44,24 @@ def _last_dim(shape: list[object]) -> int | None:
     return dim if isinstance(dim, int) else None
 
 
+def check_robot_kind(meta: PolicyMetadata, robot: object, where: str) -> None:
+    """Refuse an end-effector policy on a joint robot config, and a joint-space policy on an arm config.
+
+    Raises:
+        PolicyMismatchError: One sentence naming both files and which kind of config to give instead.
+    """
+    arm = getattr(robot, "kind", "joint") == "arm"
+    src, name = getattr(robot, "source", "<robot config>"), getattr(robot, "name", "?")
+    if meta.action.kind == "ee_delta" and not arm:
+        raise PolicyMismatchError(f"{where} moves an end effector (action kind 'ee_delta') but {src} describes "
+                                  f"'{name}', a joint-position robot without a kinematic chain; give an arm config "
+                                  "(kind: arm) such as launch/robots/panda.yaml")
+    if meta.action.kind != "ee_delta" and arm:
+        raise PolicyMismatchError(f"{where} has action kind '{meta.action.kind}' but {src} describes '{name}', an arm "
+                                  "driven by Cartesian targets (kind: arm); give that robot's joint config such as "
+                                  "launch/robots/go1.yaml")
+
+
 def check_compatibility(meta: PolicyMetadata, robot: RobotConfig, onnx_inputs: dict[str, list[object]],
                         onnx_outputs: dict[str, list[object]], where: str) -> None:
     """Refuse a policy that does not fit the robot.
@@ -58,6 +76,7 @@ def check_compatibility(meta: PolicyMetadata, robot: RobotConfig, onnx_inputs: d
     Raises:
         PolicyMismatchError: The first mismatch found, named in one sentence.
     """
+    check_robot_kind(meta, robot, where)
     src = robot.source
     action = meta.action
     if not isinstance(action, JointPositionAction):
@@ -135,16 +154,10 @@ class PolicyRunner:
             raise MetadataError(f"{path} is not a loadable ONNX model: {exc}") from exc
         ins = {i.name: list(i.shape) for i in self.session.get_inputs()}
         outs = {o.name: list(o.shape) for o in self.session.get_outputs()}
-        check_compatibility(self.meta, robot, ins, outs, str(path))
-        self.builder = ObservationBuilder(self.meta, robot.num_joints)
-        n = robot.num_joints
-        self.num_actions = n
-        self._scale = np.asarray(self.meta.action.scale)
-        self._offset = np.asarray(self.meta.action.offset)
+        self._check_policy(ins, outs, str(path))
+        n = self.num_actions = len(self.meta.action_names)
         self.last_action = np.zeros(n)
-        self._ramp_steps = max(1, round(self.cfg.ramp_s / robot.control_dt))
-        self._ramp_k = self._ramp_steps
-        self._ramp_start = np.zeros(n)
+        self._setup()
         self._feed = {self.meta.onnx_input: None}
         self._fetch = [self.meta.onnx_output]
         # An action-chunking policy takes its own past chunks as inputs (s2r.real.chunking); the runner keeps
@@ -157,6 +170,19 @@ class PolicyRunner:
                 raise PolicyMismatchError(f"{path}: policy.json describes an action-chunking graph but the graph lacks "
                                           f"{sorted(missing)}")
             self._fetch.append(chunk.state_output)
+
+    def _check_policy(self, ins: dict[str, list[object]], outs: dict[str, list[object]], where: str) -> None:
+        """Refuse a policy that does not fit the robot (subclasses for other action kinds replace this)."""
+        check_compatibility(self.meta, self.robot, ins, outs, where)
+
+    def _setup(self) -> None:
+        """The observation builder and the action mapping, once the policy is known to fit."""
+        self.builder = ObservationBuilder(self.meta, self.robot.num_joints)
+        self._scale = np.asarray(self.meta.action.scale)
+        self._offset = np.asarray(self.meta.action.offset)
+        self._ramp_steps = max(1, round(self.cfg.ramp_s / self.robot.control_dt))
+        self._ramp_k = self._ramp_steps
+        self._ramp_start = np.zeros(self.num_actions)
 
     @property
     def ramping(self) -> bool:

@@ -61,26 +61,23 @@ class SafetyConfig:
     log_interval_s: float = 1.0
 
 
-class SafetyLayer:
-    """Limits, mode and decision counters.
+class DecisionLog:
+    """Operating mode, decision counters and throttled logging, shared by the joint and Cartesian layers.
 
     Args:
-        robot: Limits and joint order.
-        cfg: Timeouts.
+        counters: Names of the counters this layer keeps (diagnostics publish every one).
+        num_actions: Values one policy output must hold.
+        cfg: Timeouts and log throttling.
         logger: Where decisions are logged (the ROS node forwards this to its own logger).
     """
 
-    def __init__(self, robot: RobotConfig, cfg: SafetyConfig | None = None,
+    def __init__(self, counters: tuple[str, ...], num_actions: int, cfg: SafetyConfig,
                  logger: logging.Logger | None = None) -> None:
-        self.robot = robot
-        self.cfg = cfg or SafetyConfig()
+        self.cfg = cfg
+        self.num_actions = num_actions
         self.log = logger or logging.getLogger("s2r.real.safety")
-        self.lower = np.asarray(robot.joint_lower, dtype=np.float64)
-        self.upper = np.asarray(robot.joint_upper, dtype=np.float64)
-        self.max_step = np.minimum(robot.max_target_delta, np.asarray(robot.velocity_limit) * robot.control_dt)
-        self._vel_step = np.asarray(robot.velocity_limit) * robot.control_dt
         self.mode = Mode.INACTIVE
-        self.counters = dict.fromkeys(COUNTERS, 0)
+        self.counters = dict.fromkeys(counters, 0)
         self._last_log: dict[str, float] = {}
         self._unlogged: dict[str, int] = {}
 
@@ -110,8 +107,8 @@ class SafetyLayer:
     # ---- checks -----------------------------------------------------------------------------------
 
     def action_ok(self, action: np.ndarray) -> bool:
-        """True if the policy output has one finite value per joint; counts and logs a refusal."""
-        n = self.robot.num_joints
+        """True if the policy output has one finite value per action; counts and logs a refusal."""
+        n = self.num_actions
         if action.size != n:
             self.note("bad_action_shape", f"policy output has shape {tuple(action.shape)}, expected {n} values",
                       logging.ERROR)
@@ -127,6 +124,25 @@ class SafetyLayer:
             return True
         self.note("nonfinite_input", f"{what} holds NaN or inf; the message is ignored")
         return False
+
+
+class SafetyLayer(DecisionLog):
+    """Joint limits on top of the shared mode and counters.
+
+    Args:
+        robot: Limits and joint order.
+        cfg: Timeouts.
+        logger: Where decisions are logged (the ROS node forwards this to its own logger).
+    """
+
+    def __init__(self, robot: RobotConfig, cfg: SafetyConfig | None = None,
+                 logger: logging.Logger | None = None) -> None:
+        super().__init__(COUNTERS, robot.num_joints, cfg or SafetyConfig(), logger)
+        self.robot = robot
+        self.lower = np.asarray(robot.joint_lower, dtype=np.float64)
+        self.upper = np.asarray(robot.joint_upper, dtype=np.float64)
+        self.max_step = np.minimum(robot.max_target_delta, np.asarray(robot.velocity_limit) * robot.control_dt)
+        self._vel_step = np.asarray(robot.velocity_limit) * robot.control_dt
 
     # ---- targets ----------------------------------------------------------------------------------
 

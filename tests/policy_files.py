@@ -35,6 +35,29 @@ def export_untrained_go1(out_dir: Path, seed: int = 0) -> Path:
     return Path(out_dir) / "policy.onnx"
 
 
+PANDA_ROBOT = REPO / "launch" / "robots" / "panda.yaml"
+PANDA_TASK = "Panda-Lift-Cube"
+
+
+def export_untrained_panda(out_dir: Path, seed: int = 0) -> Path:
+    """Export an untrained actor for the Panda lift task (action kind ee_delta); returns policy.onnx."""
+    import torch
+    from s2r.policies.export import export_policy
+    from s2r.policies.networks import ActorCritic, ActorCriticConfig
+    from s2r.sim import make
+    from s2r.sim.env import sample_obs
+
+    torch.manual_seed(seed)
+    env = make(PANDA_TASK, 2, seed=seed)
+    try:
+        model = ActorCritic(env.obs_dims, env.spec.action_dim, ActorCriticConfig()).eval()
+        obs = sample_obs(env, 5, seed=seed)["policy"]
+        export_policy(model, env.spec, PANDA_TASK, out_dir, obs)
+    finally:
+        env.close()
+    return Path(out_dir) / "policy.onnx"
+
+
 def write_graph(out_dir: Path, source: Path, kind: str, seed: int = 0) -> Path:
     """A hand-built ONNX graph beside a copy of `source`'s policy.json.
 

@@ -45,6 +45,8 @@ def test_colcon_build_and_installed_teleop(ros: Ros, tmp_path: Path) -> None:
     assert build.returncode == 0, build.stdout + build.stderr
     exe = ws / "install" / "s2r_ros" / "lib" / "s2r_ros" / "teleop_node"
     assert exe.is_file()
+    for node in ("arm_policy_node", "arm_sim_bridge_node"):
+        assert (exe.parent / node).is_file(), f"colcon did not install {node}"
     env = {k: v for k, v in ros.env.items() if k != "PYTHONPATH"}  # only the installed package may be used
     proc = subprocess.Popen(["sh", "-c", f". {ws}/install/setup.sh && exec {exe} --ros-args -p source:=joy"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

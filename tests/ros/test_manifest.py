@@ -32,6 +32,21 @@ def test_sim_manifest_node_list() -> None:
         assert robot is None or Path(robot).is_file()
 
 
+def test_arm_manifests_node_lists() -> None:
+    sim = {n.name: n for n in node_list(load_manifest(LAUNCH / "arm_sim.yaml"), {"policy": "/runs/a/policy.onnx",
+                                                                                  "lockstep": "true"})}
+    assert list(sim) == ["arm_sim_bridge", "policy"]
+    pol, bridge = sim["policy"], sim["arm_sim_bridge"]
+    assert pol.lifecycle and pol.executable == "arm_policy_node" and bridge.executable == "arm_sim_bridge_node"
+    assert pol.parameters["robot"] == str(LAUNCH / "robots" / "panda.yaml") and Path(pol.parameters["robot"]).is_file()
+    assert pol.parameters["sync_object"] is True and bridge.parameters["lockstep"] is True
+    robot = {n.name: n for n in node_list(load_manifest(LAUNCH / "arm.yaml"), {"policy": "p.onnx", "robot": "r.yaml"})}
+    assert list(robot) == ["policy"] and robot["policy"].parameters["autostart"] == "inactive"
+    assert robot["policy"].parameters["object_pose_topic"] == "/object_pose"
+    with pytest.raises(ManifestError, match="robot"):
+        node_list(load_manifest(LAUNCH / "arm.yaml"), {"policy": "p.onnx"})
+
+
 def test_sim_manifest_arguments_and_overrides() -> None:
     m = load_manifest(LAUNCH / "sim.yaml")
     nodes = node_list(m, {"policy": "p.onnx", "teleop": "none", "lockstep": "true"}, {"policy.ramp_s": "2"})
@@ -86,7 +101,7 @@ def test_deploy_commands_and_params(tmp_path: Path) -> None:
     assert "s2r_ros.policy_node" in out.stdout and "s2r_ros.teleop_node" in out.stdout
 
 
-@pytest.mark.parametrize("name", ["sim", "robot"])
+@pytest.mark.parametrize("name", ["sim", "robot", "arm_sim", "arm"])
 def test_launch_files_build_from_their_manifest(name: str) -> None:
     """ros2 launch is not installable here: check the launch file is thin and reads the right manifest."""
     src = (LAUNCH / f"{name}.launch.py").read_text()

@@ -231,3 +231,24 @@ def test_sim_source_files_stay_under_500_lines() -> None:
     root = Path(s2r.sim.__file__).parent
     long = {str(p.relative_to(root)): n for p in root.rglob("*.py") if (n := len(p.read_text().splitlines())) > 500}
     assert not long, f"split these files (one job each) or say why in their docstring: {long}"
+
+
+def test_step_cartesian_matches_step() -> None:
+    """The sim bridge's path (a TCP target from outside) moves the arm exactly as the action path does."""
+    a_env, b_env = S.make("Panda-Lift-Cube", 2, seed=4), S.make("Panda-Lift-Cube", 2, seed=4)
+    try:
+        a_env.reset(seed=4)
+        b_env.reset(seed=4)
+        rng = np.random.default_rng(0)
+        arm = a_env.cfg.arm
+        for _ in range(30):
+            act = rng.uniform(-1.0, 1.0, (2, 4))
+            tgt = np.clip(b_env.ee_target + act[:, :3] * arm.max_step, b_env.ee_pos - arm.max_lead, b_env.ee_pos + arm.max_lead)
+            a_env.step(act)
+            b_env.step_cartesian(tgt, 0.04 * (1.0 - act[:, 3]) / 2)
+            assert np.abs(a_env.backend.qpos - b_env.backend.qpos).max() < 1e-9
+        with pytest.raises(ValueError, match="non-finite"):
+            b_env.step_cartesian(np.full((2, 3), np.nan), np.zeros(2))
+    finally:
+        a_env.close()
+        b_env.close()

@@ -3,7 +3,8 @@
 from setuptools import setup
 
 PACKAGE = "s2r_ros"
-NODES = ("policy_node", "sim_bridge_node", "teleop_node", "recorder_node", "planner_node")
+NODES = ("policy_node", "sim_bridge_node", "teleop_node", "recorder_node", "planner_node", "arm_policy_node",
+         "arm_sim_bridge_node")
 
 setup(
     name=PACKAGE,

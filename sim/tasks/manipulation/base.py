@@ -140,7 +140,34 @@ class PandaEnv(VecEnv):
         a = np.clip(np.nan_to_num(a, nan=0.0, posinf=clip, neginf=-clip), -clip, clip)
         self.actions[:] = a
         prev = self._ctrl.copy()
-        new = self._joint_targets(a)
+        return self._advance(prev, self._joint_targets(a))
+
+    def step_cartesian(self, ee_targets: Any, finger_targets: Any) -> tuple[Obs, np.ndarray, np.ndarray, np.ndarray,
+                                                                             dict[str, Any]]:
+        """One control period towards given TCP targets, as a robot's Cartesian controller would take them.
+
+        The sim bridge's path: the target comes from outside (the robot side already moved and limited it),
+        and goes through the same differential IK, finger speed limit and physics as `step`.
+
+        Args:
+            ee_targets: (num_envs, 3) TCP target positions (m, world frame); clipped to the workspace box.
+            finger_targets: (num_envs,) target opening of each finger (m): half the gripper width.
+
+        Returns:
+            What `step` returns.
+        """
+        t = np.asarray(ee_targets, dtype=np.float64).reshape(self.num_envs, 3)
+        f = np.asarray(finger_targets, dtype=np.float64).reshape(self.num_envs)
+        if not (np.isfinite(t).all() and np.isfinite(f).all()):
+            raise ValueError("step_cartesian got a non-finite TCP or finger target")
+        self.ee_target[:] = np.clip(t, self._ws_lo, self._ws_hi)
+        prev = self._ctrl.copy()
+        return self._advance(prev, self._servo_targets(np.clip(f, 0.0, FINGER_MAX)))
+
+    def _advance(self, prev: np.ndarray, new: np.ndarray) -> tuple[Obs, np.ndarray, np.ndarray, np.ndarray,
+                                                                   dict[str, Any]]:
+        """Ramp the servos from `prev` to `new` over one control period, then score, observe and reset."""
+        cfg = self.cfg
         # Servo targets move in a ramp across the control period, like a robot controller's interpolator: a
         # step change every 50 ms would jerk the arm at ~8 g and shake light objects out of the hand.
         chunks = self._chunks
@@ -240,14 +267,18 @@ class PandaEnv(VecEnv):
         tgt = self.ee_target + a[:, :3] * arm.max_step
         tgt = np.clip(tgt, self.ee_pos - arm.max_lead, self.ee_pos + arm.max_lead)
         self.ee_target[:] = np.clip(tgt, self._ws_lo, self._ws_hi)
+        return self._servo_targets(FINGER_MAX * (1.0 - a[:, 3]) / 2)
+
+    def _servo_targets(self, finger_want: np.ndarray) -> np.ndarray:
+        """(n, nu) servo targets for the current `ee_target`: the IK step, and each finger towards `finger_want`."""
+        arm = self.cfg.arm
         q = self.backend.qpos[:, :ARM_DOF]
         err = np.concatenate([self.ee_target - self.ee_pos, arm.rot_gain * rot_error(self.ee_rot, R_DOWN)], axis=1)
         dq = dls_step(self.jac, q, err, arm)
         self._ctrl[:, :ARM_DOF] = np.clip(q + dq, self._q_lo, self._q_hi)  # (n, 7)
         # Gripper: -1 open ... +1 closed, reached at a finite finger speed like a real hand.
-        want = FINGER_MAX * (1.0 - a[:, 3]) / 2
         rate = arm.gripper_speed * self.cfg.control_dt
-        self.finger_target += np.clip(want - self.finger_target, -rate, rate)
+        self.finger_target += np.clip(finger_want - self.finger_target, -rate, rate)
         self._ctrl[:, ARM_DOF] = self.finger_target
         return self._ctrl
 

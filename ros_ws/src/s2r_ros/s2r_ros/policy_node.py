@@ -15,16 +15,18 @@ from __future__ import annotations
 import logging
 import os
 import time
+from pathlib import Path
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Twist
 from rclpy.clock import Clock, ClockType
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from s2r.real.arm import ArmConfig, load_any_robot_config
 from s2r.real.controller import PolicyController
-from s2r.real.metadata import MetadataError
-from s2r.real.robot import RobotConfigError, load_robot_config
-from s2r.real.runner import PolicyRunner, RunnerConfig
+from s2r.real.metadata import MetadataError, load_metadata
+from s2r.real.robot import RobotConfigError
+from s2r.real.runner import PolicyRunner, RunnerConfig, check_robot_kind
 from s2r.real.safety import Mode, SafetyConfig, SafetyLayer
 from sensor_msgs.msg import Imu, JointState
 from std_msgs.msg import Bool, Empty, Float64MultiArray
@@ -47,9 +49,11 @@ LEVEL = {Mode.RUN: DiagnosticStatus.OK, Mode.INACTIVE: DiagnosticStatus.OK, Mode
 class PolicyNode(LifecycleNode):
     """The policy as a lifecycle node; all decisions are taken by `s2r.real.PolicyController`."""
 
+    params: dict[str, object] = PARAMS  # the arm node (arm_policy_node) declares its own
+
     def __init__(self, name: str = "policy", **kwargs: object) -> None:
         super().__init__(name, **kwargs)  # kwargs: context, parameter_overrides (tests, composition)
-        declare_params(self, PARAMS)
+        declare_params(self, self.params)
         self.ctl: PolicyController | None = None
         self._timer = self._warm_timer = None
         # Histogram of the time from a sensor callback's entry to publish() returning: 2 us bins up to 20 ms
@@ -76,7 +80,13 @@ class PolicyNode(LifecycleNode):
             self.get_logger().error(f"parameter trigger must be joint_state or timer, got '{self.p('trigger')}'")
             return TransitionCallbackReturn.FAILURE
         try:
-            robot = load_robot_config(str(self.p("robot")))
+            robot = load_any_robot_config(str(self.p("robot")))
+            if isinstance(robot, ArmConfig):
+                # Names the policy's kind first (an arm config with a joint policy is a mismatch, not a node choice).
+                check_robot_kind(load_metadata(Path(str(self.p("policy"))).with_suffix(".json")), robot,
+                                 str(self.p("policy")))
+                raise RobotConfigError(f"{robot.source} describes an arm (kind: arm); policy_node drives joint-position "
+                                       "robots, start arm_policy_node (launch/arm.yaml, launch/arm_sim.yaml) for it")
             runner = PolicyRunner(str(self.p("policy")), robot, RunnerConfig(ramp_s=float(self.p("ramp_s"))))
         except (MetadataError, RobotConfigError) as exc:
             self.get_logger().error(f"refusing policy: {exc}")
