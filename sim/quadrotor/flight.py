@@ -200,8 +200,8 @@ def _fly_world(splines: list[PolySpline], scales: np.ndarray, cfg: FlightConfig)
     return results
 
 
-def _metrics(actual: np.ndarray, reference: np.ndarray, t: np.ndarray, bound: float) -> FlightResult:
-    """Flight metrics from sampled actual and reference positions, (m, 3) each, at times t (m,)."""
+def flight_metrics(actual: np.ndarray, reference: np.ndarray, t: np.ndarray, bound: float) -> FlightResult:
+    """Flight metrics from sampled actual and reference positions, (m, 3) each, at times t (m,); NaN pose = crash."""
     finite = np.isfinite(actual).all(axis=1)
     err = np.linalg.norm(actual[finite] - reference[finite], axis=1)
     crashed = not finite.all()  # a tracking dropout mid-flight (NaN pose) is how a log records a crash
@@ -251,7 +251,7 @@ def read_flight_log(path: str | Path, cfg: FlightConfig | None = None, *, pose_t
     for traj in sorted(flights):
         t, act, ref = (np.asarray(v, dtype=np.float64) for v in flights[traj])
         order = np.argsort(t, kind="stable")
-        out.append(_metrics(act[order].reshape(-1, 3), ref[order].reshape(-1, 3), t[order], cfg.tracking_bound))
+        out.append(flight_metrics(act[order].reshape(-1, 3), ref[order].reshape(-1, 3), t[order], cfg.tracking_bound))
     return out
 
 
