@@ -76,6 +76,9 @@ class MFRLConfig:
         flights: Folder of logged real flights paired with their plans (`s2r.policies.mfrl.flights` formats),
             added as the highest fidelity at the start of the next round; `s2r train --resume RUN --flights DIR`
             sets it. A flight already in the run (same plan id) is not added twice.
+        real_target: Once the run holds real flights, the policy's flyability constraint (and the validation
+            prediction) reads the estimator at the REAL fidelity instead of the simulator's: real flights are
+            the highest fidelity, the one the planner must satisfy.
     """
 
     rounds: int = 40
@@ -101,6 +104,7 @@ class MFRLConfig:
     planner: PlannerNetConfig = field(default_factory=PlannerNetConfig)
     flight: FlightConfig = field(default_factory=FlightConfig)
     flights: str = ""
+    real_target: bool = True
 
 
 @register_algorithm
@@ -300,6 +304,10 @@ class MFRL(Algorithm):
               f"{len(rep['skipped'])} files skipped){gap}; see flights_report.json", flush=True)
         return {"real_flights_added": float(rep["used"]), "real_files_skipped": float(len(rep["skipped"]))}
 
+    def target_fidelity(self) -> float:
+        """The fidelity the policy must satisfy: REAL once the run holds real flights (and cfg.real_target), else HIGH."""
+        return REAL if self.cfg.real_target and self.estimator.counts()["real"] else HIGH
+
     def policy_loss(self, sets: WaypointSets) -> tuple[torch.Tensor, dict[str, float]]:
         """Time ratio + penalty on the violated constraints, for a batch of sets."""
         cfg = self.cfg
@@ -309,7 +317,7 @@ class MFRL(Algorithm):
         valid = heur > 0
         ratio = (T * valid).sum(1) / heur.sum(1)
         feats = trajectory_features(w, counts, T, self.limits, cfg.estimator)
-        mean, std = self.estimator.predict(feats, HIGH)
+        mean, std = self.estimator.predict(feats, self.target_fidelity())
         lcb = mean - cfg.estimator.kappa * std
         viol = torch.relu(cfg.high_target - lcb)
         if cfg.lowfi_constraint:
@@ -346,7 +354,7 @@ class MFRL(Algorithm):
         ratio = (self._durations(a, heur) * (heur > 0)).sum(1) / heur.sum(1)
         with torch.no_grad():
             feats = self.features(self.val, a)
-            mean, std = self.estimator.predict(feats, HIGH)
+            mean, std = self.estimator.predict(feats, self.target_fidelity())
         low = self.evaluate_low(self.val, a.numpy())
         return {"val_time_ratio": float(ratio.mean()), "val_pred_high_mean": float(mean.mean()),
                 "val_pred_high_ok": float((mean - self.cfg.estimator.kappa * std > 0).double().mean()),
