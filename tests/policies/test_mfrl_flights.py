@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 from s2r.policies.cli import main as cli_main
-from s2r.policies.driver import Budget, RunDriver, RunSpec, load_checkpoint
+from s2r.policies.driver import Budget, RunDriver, RunSpec, load_checkpoint, resume_run_spec
 from s2r.policies.mfrl import TASK_ID, MFRLConfig
-from s2r.policies.mfrl.estimator import REAL, AcquisitionConfig
+from s2r.policies.mfrl.estimator import HIGH, REAL, AcquisitionConfig
 from s2r.policies.mfrl.flights import FlightLogError, LoggedPlan, read_flight_folder, write_flight_csv, write_plans
 from s2r.policies.mfrl.sets import sample_sets
 from s2r.real.trajectory import min_snap
@@ -193,6 +193,13 @@ def test_s2r_train_resume_with_flights_adds_them_as_the_real_fidelity(tiny_run: 
     assert int((X[n_before:, -1] == REAL).sum()) == 3 and state["flight_ids"] == sorted(p.plan_id for p in plans)
     history = json.loads((run / "history.json").read_text())
     assert history[-1]["real_flights"] == 3
+    # Real flights are the highest fidelity: the policy's constraint now reads the estimator there.
+    driver = RunDriver(resume_run_spec(run), run, resume=True, progress=False)
+    assert driver.algo.target_fidelity() == REAL
+    driver.close()
+    driver = RunDriver(resume_run_spec(run, algo_overrides={"real_target": False}), run, resume=True, progress=False)
+    assert driver.algo.target_fidelity() == HIGH
+    driver.close()
     # The same folder again adds nothing twice; a missing folder is refused in one sentence.
     assert cli_main(["train", "--resume", str(run), "--flights", str(logs), "--steps", "3", "--no-progress"]) == 0
     assert "0 real flights added" in capsys.readouterr().out
