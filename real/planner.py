@@ -43,6 +43,7 @@ from s2r.real.trajectory import (
     time_scaled,
 )
 
+_SCALES_PER_PASS = 6  # stretch search: grid points per refinement pass (5 new scales checked at once)
 _HEURISTIC_KEYS = frozenset({"speed", "accel_fraction"})
 _LIMIT_KEYS = frozenset(f.name for f in fields(QuadLimits))
 
@@ -184,7 +185,7 @@ def stretch_to_feasible(spline: PolySpline, limits: QuadLimits, dt: float, *, mi
 
     Slowing down by k divides accelerations by k^2 and jerks by k^3 and keeps the path, so the search runs on
     acceleration and jerk sampled once (`ScaledChecker`, all candidate scales at once): 1.25x steps up to
-    max_stretch, then (1 + tol)x steps inside the first feasible bracket. The answer is confirmed with
+    max_stretch, then a few scales per pass inside the first feasible bracket down to (1 + tol). The answer is confirmed with
     `feasibility` itself, whose samples fall elsewhere on the slower timeline, growing 1 % at a time (at most
     10 times). Meant for a plan that fails the check at scale 1.
 
@@ -201,18 +202,20 @@ def stretch_to_feasible(spline: PolySpline, limits: QuadLimits, dt: float, *, mi
         (stretched plan, scale, its feasibility report), or None.
     """
     check = check or ScaledChecker(spline, limits, dt)
-    # Two vectorised passes over scales instead of a serial search: 1.25x steps up to max_stretch, then
-    # (1 + tol)x steps inside the bracket that holds the first feasible one.
+    tol = max(tol, 1e-6)  # a zero tolerance would never end the refinement
+    # Vectorised passes over scales instead of a serial search: 1.25x steps up to max_stretch, then a few
+    # scales at a time inside the bracket that holds the first feasible one, until it is 1 + tol wide.
     coarse = np.minimum(1.25 ** np.arange(1, math.ceil(math.log(max_stretch) / math.log(1.25)) + 1), max_stretch)
     ok = np.flatnonzero(check.margins(coarse) >= min_margin)
     if not len(ok):
         return None
     hi = float(coarse[ok[0]])
     lo = float(coarse[ok[0] - 1]) if ok[0] > 0 else 1.0
-    n = max(math.ceil(math.log(hi / lo) / math.log1p(tol)), 1)
-    fine = lo * (hi / lo) ** (np.arange(1, n + 1) / n)
-    fine[-1] = hi  # known feasible: the search always finds one
-    hi = float(fine[np.flatnonzero(check.margins(fine) >= min_margin)[0]])
+    while hi / lo > 1.0 + tol:  # a few scales per pass (2 passes from 1.25 to 1 %), each pass one array operation
+        n = min(_SCALES_PER_PASS, math.ceil(math.log(hi / lo) / math.log1p(tol)))
+        grid = lo * (hi / lo) ** (np.arange(1, n) / n)  # inside (lo, hi): hi is known feasible
+        ok = np.flatnonzero(check.margins(grid) >= min_margin)
+        lo, hi = (float(grid[ok[0] - 1]) if ok[0] > 0 else lo, float(grid[ok[0]])) if len(ok) else (float(grid[-1]), hi)
     for _ in range(10):  # bounded: a re-plan must never stall the caller
         out = time_scaled(spline, hi)
         rep = feasibility(out, limits, dt)
