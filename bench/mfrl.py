@@ -2,6 +2,7 @@
 
     python bench/mfrl.py --rounds 40 --sets 200 --out bench/results/mfrl
     python bench/mfrl.py --quick          # 4 rounds, 40 sets: a smoke run in ~1 minute
+    python bench/mfrl.py --run-dir RUN --eval-only --out bench/results/mfrl_s0   # score a trained run
 
 Trains `s2r.policies.mfrl` on `Crazyflie-Replan-Waypoints` (the high-fidelity flights capped by --budget),
 then runs `evaluate_planner` on --sets held-out waypoint sets (seeds disjoint from training): total time of
@@ -17,6 +18,7 @@ import argparse
 import json
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -37,6 +39,7 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="4 rounds, 40 held-out sets")
     p.add_argument("--out", default="bench/results/mfrl", help="output prefix (.json, _curve.png)")
     p.add_argument("--run-dir", default="")
+    p.add_argument("--eval-only", action="store_true", help="score the trained run in --run-dir, no training")
     args = p.parse_args()
     if args.quick:
         args.rounds, args.sets = 4, 40
@@ -48,12 +51,18 @@ def main() -> None:
     t0 = time.perf_counter()
     spec = RunSpec(algo="mfrl", task_id=TASK_ID, task_cfg=task_config(TASK_ID), cfg=cfg, seed=args.seed,
                    budget=Budget(steps=args.rounds))
-    trained = train(spec, run_dir, progress=False)
-    train_s = time.perf_counter() - t0
+    if args.eval_only:
+        history = json.loads((run_dir / "history.json").read_text())
+        trained = {"progress": history[-1]["progress"]}
+        args.steps = int(json.loads((run_dir / "config.json").read_text())["algo_cfg"]["policy_steps"])
+    else:
+        trained = train(spec, run_dir, progress=False)
+    train_s = 0.0 if args.eval_only else time.perf_counter() - t0
     t1 = time.perf_counter()
     ev = evaluate_planner(run_dir, n_sets=args.sets, seed=args.eval_seed)
     result = {
         "bench": "mfrl",
+        "command": " ".join(["python", *sys.argv]),
         "task": TASK_ID,
         "rounds": trained["progress"],
         "policy_steps_per_round": args.steps,

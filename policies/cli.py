@@ -40,7 +40,8 @@ def cmd_tasks(args: argparse.Namespace) -> int:
 # ---- train ----------------------------------------------------------------------------------------
 
 # CLI flags that set a field of the algorithm's config, for the algorithms whose config has that field.
-_CONFIG_FLAGS = (("base", "base"), ("demos", "demos"))
+_CONFIG_FLAGS = (("base", "base"), ("demos", "demos"), ("flights", "flights"))
+_RESUME_FLAGS = ("flights",)  # settings a resumed run may take (new data, not a new experiment)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -57,18 +58,27 @@ def cmd_train(args: argparse.Namespace) -> int:
     budget = Budget(steps=args.steps, minutes=args.minutes)
     if args.task:
         args.task = canonical_task_id(args.task)  # `s2r/<task>-v0` (what `s2r tasks` prints) names the same task
+    if args.flights and not Path(args.flights).is_dir():
+        return _fail(f"--flights {args.flights}: no such folder; give the folder holding the flight logs (.mcap/.csv)")
     dist = distributed.from_environment()  # started by torchrun: one rank of a data-parallel run
     try:
         if args.resume:
             run_dir = Path(args.resume) if args.resume != "latest" else _latest_run(args.runs, args.task)
             if run_dir is None:
                 return _fail(f"--resume: no earlier run of '{args.task or 'any task'}' under {args.runs}/")
-            if (any(getattr(args, flag) for flag, _ in _CONFIG_FLAGS) or args.set or args.num_envs or args.seed is not None
-                    or args.backend):
-                return _fail("--resume continues a run with the settings it was started with; only --steps, --minutes and "
-                             "--train-set may change")
+            if (any(getattr(args, flag) for flag, _ in _CONFIG_FLAGS if flag not in _RESUME_FLAGS) or args.set
+                    or args.num_envs or args.seed is not None or args.backend):
+                return _fail("--resume continues a run with the settings it was started with; only --steps, --minutes, "
+                             "--train-set and --flights may change")
+            overrides = _kv(args.train_set)
+            if args.flights:
+                algo = resume_run_spec(run_dir).algo
+                if "flights" not in getattr(get_algorithm(algo).config_cls, "__dataclass_fields__", {}):
+                    users = "/".join(_algos_with_field("flights"))
+                    return _fail(f"--flights adds logged flights to a {users} run; {run_dir} is a '{algo}' run")
+                overrides["flights"] = str(args.flights)
             spec = resume_run_spec(run_dir, algo=args.algo, task_id=args.task,
-                                   budget=budget if args.steps or args.minutes else None, algo_overrides=_kv(args.train_set))
+                                   budget=budget if args.steps or args.minutes else None, algo_overrides=overrides)
         else:
             if not args.task:
                 return _fail("train needs a task id (see `s2r tasks`), or --resume to continue a run")
@@ -156,7 +166,7 @@ def cmd_train_bc(args: argparse.Namespace) -> int:
     """`s2r train-bc <task>`: the same as `s2r train <task> --algo bc`."""
     args.algo = "bc"
     for name, value in (("steps", None), ("minutes", None), ("num_envs", None), ("seed", None), ("resume", None),
-                        ("restart", False), ("base", None), ("checkpoint_minutes", 5.0)):
+                        ("restart", False), ("base", None), ("flights", None), ("checkpoint_minutes", 5.0)):
         setattr(args, name, getattr(args, name, value))
     if args.updates is not None:
         args.train_set = [*(args.train_set or []), f"updates={args.updates}"]
@@ -396,6 +406,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--train-set", action="append", metavar="KEY=VAL", help="algorithm override, e.g. algo.entropy_coef=0.01")
     t.add_argument("--base", metavar="RUN", help="behaviour-cloning run folder (--algo residual/finetune)")
     t.add_argument("--demos", metavar="DIR", help="episode folder (--algo bc; default demos/<task>)")
+    t.add_argument("--flights", metavar="DIR", help="--algo mfrl: logged real flights (.mcap from the recorder, .csv "
+                   "plan_id,t,x,y,z + plans.jsonl) added as the highest fidelity; with --resume RUN: into that run")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.set_defaults(func=cmd_train)
 

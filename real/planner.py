@@ -35,12 +35,15 @@ from s2r.real.trajectory import (
     FeasibilityReport,
     PolySpline,
     QuadLimits,
+    ScaledChecker,
     check_waypoints,
     feasibility,
     heuristic_durations,
     min_snap,
+    time_scaled,
 )
 
+_SCALES_PER_PASS = 6  # stretch search: grid points per refinement pass (5 new scales checked at once)
 _HEURISTIC_KEYS = frozenset({"speed", "accel_fraction"})
 _LIMIT_KEYS = frozenset(f.name for f in fields(QuadLimits))
 
@@ -168,33 +171,6 @@ def durations_from_actions(actions: np.ndarray, heuristic: np.ndarray, max_ratio
     return heuristic * np.exp(a * math.log(max_ratio))
 
 
-def time_scaled(spline: PolySpline, scale: float) -> PolySpline:
-    """The same path flown `scale` times slower, p_k(t) = p(t / k); equals a min-snap re-solve with k x durations."""
-    powers = np.arange(spline.coeffs.shape[1])
-    return PolySpline(coeffs=spline.coeffs / scale ** powers[None, :, None], durations=spline.durations * scale)
-
-
-def _scaled_margin(acc: np.ndarray, jerk: np.ndarray, scale: float, limits: QuadLimits) -> float:
-    """Thrust / body-rate / tilt margin of the plan slowed by `scale`, from its unscaled acceleration and jerk samples.
-
-    The same formulas as `feasibility`; the height constraint is left out because timing does not change it.
-    """
-    a = acc / scale**2
-    a[:, 2] += limits.gravity
-    norm = np.maximum(np.linalg.norm(a, axis=1), 1e-9)
-    zb = a / norm[:, None]
-    j = jerk / scale**3
-    rate = np.linalg.norm(j - np.sum(j * zb, axis=1, keepdims=True) * zb, axis=1) / norm
-    thrust = limits.mass * norm
-    slack = [(limits.max_total_thrust - thrust.max()) / limits.max_total_thrust,
-             (thrust.min() - limits.min_total_thrust) / limits.max_total_thrust,
-             (limits.max_body_rate - rate.max()) / limits.max_body_rate]
-    if limits.max_tilt is not None:
-        tilt = np.arccos(np.clip(zb[:, 2], -1.0, 1.0)).max()
-        slack.append((limits.max_tilt - tilt) / limits.max_tilt)
-    return float(min(slack))
-
-
 def _floor_slack(rep: FeasibilityReport, waypoints: np.ndarray, limits: QuadLimits) -> float:
     """The height term of the feasibility margin (as `feasibility` normalises it); inf without a floor."""
     if limits.min_height is None:
@@ -203,13 +179,15 @@ def _floor_slack(rep: FeasibilityReport, waypoints: np.ndarray, limits: QuadLimi
 
 
 def stretch_to_feasible(spline: PolySpline, limits: QuadLimits, dt: float, *, min_margin: float = 0.0,
-                        max_stretch: float = 4.0, tol: float = 0.01) -> tuple[PolySpline, float, FeasibilityReport] | None:
+                        max_stretch: float = 4.0, tol: float = 0.01,
+                        check: ScaledChecker | None = None) -> tuple[PolySpline, float, FeasibilityReport] | None:
     """Fastest common slow-down of a rest-to-rest plan that passes the check, or None when up to max_stretch none does.
 
     Slowing down by k divides accelerations by k^2 and jerks by k^3 and keeps the path, so the search runs on
-    acceleration and jerk sampled once: geometric growth until feasible, then bisection in log time until
-    hi / lo <= 1 + tol. The answer is confirmed with `feasibility` itself, whose samples fall elsewhere on the
-    slower timeline, growing 1 % at a time (at most 10 times). Meant for a plan that fails the check at scale 1.
+    acceleration and jerk sampled once (`ScaledChecker`, all candidate scales at once): 1.25x steps up to
+    max_stretch, then a few scales per pass inside the first feasible bracket down to (1 + tol). The answer is confirmed with
+    `feasibility` itself, whose samples fall elsewhere on the slower timeline, growing 1 % at a time (at most
+    10 times). Meant for a plan that fails the check at scale 1.
 
     Args:
         spline: Plan from rest to rest (zero velocity, acceleration and jerk at both ends).
@@ -218,29 +196,26 @@ def stretch_to_feasible(spline: PolySpline, limits: QuadLimits, dt: float, *, mi
         min_margin: Feasibility margin the stretched plan must reach.
         max_stretch: Largest common time scale tried.
         tol: Relative precision of the scale.
+        check: The plan's `ScaledChecker` when the caller has one (its samples are reused), else made here.
 
     Returns:
         (stretched plan, scale, its feasibility report), or None.
     """
-    total = spline.total_time
-    t = np.append(np.arange(0.0, total, dt), total)
-    acc, jerk = spline.derivatives(t, (2, 3))
-    lo, hi = 1.0, None
-    s = 1.0
-    while hi is None:
-        s = min(s * 1.25, max_stretch)
-        if _scaled_margin(acc, jerk, s, limits) >= min_margin:
-            hi = s
-        elif s >= max_stretch:
-            return None
-        else:
-            lo = s
-    while hi / lo > 1.0 + tol:
-        mid = math.sqrt(lo * hi)  # constraints scale with powers of time: bisect the log
-        if _scaled_margin(acc, jerk, mid, limits) >= min_margin:
-            hi = mid
-        else:
-            lo = mid
+    check = check or ScaledChecker(spline, limits, dt)
+    tol = max(tol, 1e-6)  # a zero tolerance would never end the refinement
+    # Vectorised passes over scales instead of a serial search: 1.25x steps up to max_stretch, then a few
+    # scales at a time inside the bracket that holds the first feasible one, until it is 1 + tol wide.
+    coarse = np.minimum(1.25 ** np.arange(1, math.ceil(math.log(max_stretch) / math.log(1.25)) + 1), max_stretch)
+    ok = np.flatnonzero(check.margins(coarse) >= min_margin)
+    if not len(ok):
+        return None
+    hi = float(coarse[ok[0]])
+    lo = float(coarse[ok[0] - 1]) if ok[0] > 0 else 1.0
+    while hi / lo > 1.0 + tol:  # a few scales per pass (2 passes from 1.25 to 1 %), each pass one array operation
+        n = min(_SCALES_PER_PASS, math.ceil(math.log(hi / lo) / math.log1p(tol)))
+        grid = lo * (hi / lo) ** (np.arange(1, n) / n)  # inside (lo, hi): hi is known feasible
+        ok = np.flatnonzero(check.margins(grid) >= min_margin)
+        lo, hi = (float(grid[ok[0] - 1]) if ok[0] > 0 else lo, float(grid[ok[0]])) if len(ok) else (float(grid[-1]), hi)
     for _ in range(10):  # bounded: a re-plan must never stall the caller
         out = time_scaled(spline, hi)
         rep = feasibility(out, limits, dt)
@@ -394,7 +369,8 @@ class Planner:
         feasible, scale = False, 1.0
         for label, durations in tries:
             spline = min_snap(w, durations)
-            rep = feasibility(spline, st.limits, self.dt)
+            check = ScaledChecker(spline, st.limits, self.dt)
+            rep = check.report()
             if rep.margin >= cfg.min_margin:
                 feasible = True
                 if not notes:
@@ -410,7 +386,7 @@ class Planner:
             else:
                 why = violation(rep, st.limits)
             fixed = None if floor else stretch_to_feasible(spline, st.limits, self.dt, min_margin=cfg.min_margin,
-                                                           max_stretch=cfg.max_stretch, tol=cfg.stretch_tol)
+                                                           max_stretch=cfg.max_stretch, tol=cfg.stretch_tol, check=check)
             if fixed is not None:
                 spline, scale, rep = fixed
                 feasible = True

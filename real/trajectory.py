@@ -17,6 +17,7 @@ neighbouring durations, which keeps the system well conditioned for durations fr
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from math import factorial
 
 import numpy as np
@@ -29,6 +30,7 @@ _END_DERIVS = 3  # velocity, acceleration and jerk fixed at both ends
 # _FALLING[r, k] = k! / (k - r)! for k >= r, else 0: the factor the r-th derivative puts on t^k's coefficient.
 _FALLING = np.array([[factorial(k) / factorial(k - r) if k >= r else 0.0 for k in range(NCOEF)] for r in range(NCOEF)])
 _POWERS = np.arange(NCOEF)
+_STRETCH, _STRETCH_TRIES = 1.15, 40  # heuristic_durations' stretch step and tries per blend
 
 
 class TrajectoryError(ValueError):
@@ -127,20 +129,68 @@ class PolySpline:
 
     def derivatives(self, t: np.ndarray | float, orders: tuple[int, ...]) -> np.ndarray:
         """Several derivatives at once (one segment lookup for all): (len(orders), len(t), 3)."""
+        return np.ascontiguousarray(self.components(t, orders).transpose(0, 2, 1))
+
+    def components(self, t: np.ndarray | float, orders: tuple[int, ...]) -> np.ndarray:
+        """`derivatives` with x, y, z as rows, (len(orders), 3, len(t)): the layout the checks compute on."""
         t = np.atleast_1d(np.asarray(t, dtype=np.float64))
-        knots = self.knot_times
-        t = np.clip(t, 0.0, knots[-1])
-        seg = np.clip(np.searchsorted(knots, t, side="right") - 1, 0, len(self.durations) - 1)
-        local = t - knots[seg]
-        out = np.empty((len(orders), len(t), 3))
-        c = self.coeffs[seg]  # (n, 8, 3)
-        for j, r in enumerate(orders):
+        for r in orders:
             if not 0 <= r <= ORDER:
                 raise ValueError(f"derivative must be in 0..{ORDER}; got {r}")
-            # d^r/ds^r sum_k c_k s^k = sum_{k>=r} c_k k!/(k-r)! s^(k-r)
-            pw = local[:, None] ** _POWERS[: NCOEF - r]  # (n, 8-r)
-            out[j] = np.einsum("nm,nmc->nc", pw * _FALLING[r, r:], c[:, r:])
-        return out
+        knots = self.knot_times
+        t = np.clip(t, 0.0, knots[-1])
+        segments = len(self.durations)
+        seg = np.clip(np.searchsorted(knots, t, side="right") - 1, 0, segments - 1)
+        local = t - knots[seg]
+        basis = np.empty((NCOEF, len(t)))  # (8, n) powers of the local time, built row by row (contiguous)
+        basis[0] = 1.0
+        for k in range(1, NCOEF):
+            np.multiply(basis[k - 1], local, out=basis[k])
+        # d^r/ds^r sum_k c_k s^k = sum_m c_(m+r) (m+r)!/m! s^m: one (8, 3 * len(orders)) matrix per segment.
+        dcoef = np.zeros((segments, NCOEF, len(orders), 3))
+        for j, r in enumerate(orders):
+            dcoef[:, : NCOEF - r, j] = self.coeffs[:, r:] * _FALLING[r, r:][None, :, None]
+        dcoef = dcoef.reshape(segments, NCOEF, -1).transpose(0, 2, 1)  # (segments, 3 * len(orders), 8)
+        if len(t) > 1 and bool(np.any(seg[1:] < seg[:-1])):  # unsorted times: one gathered product
+            flat = np.einsum("mn,ncm->cn", basis, dcoef[seg])
+        else:  # sorted times (every sampled check): one small matrix product per segment, no gather
+            flat = np.empty((dcoef.shape[1], len(t)))
+            cuts = [0, *np.searchsorted(seg, np.arange(1, segments)).tolist(), len(t)]
+            for i in range(segments):
+                if cuts[i + 1] > cuts[i]:
+                    flat[:, cuts[i] : cuts[i + 1]] = dcoef[i] @ basis[:, cuts[i] : cuts[i + 1]]
+        return flat.reshape(len(orders), 3, len(t))
+
+
+_CONT_R = np.arange(1, _CONTINUITY + 1)  # derivative orders continuous at interior knots
+_CONT_LEFT = _FALLING[1 : _CONTINUITY + 1] / np.array([factorial(r) for r in _CONT_R])[:, None]  # (6, 8)
+
+
+@lru_cache(maxsize=16)
+def _min_snap_template(m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The duration-free part of the min-snap system for m segments, and where its duration-scaled entries go.
+
+    Unknowns: a[i, k] in normalised time tau (column i*8 + k); d^r p/dt^r = T_i^-r * d^r p/dtau^r. Rows: two
+    position rows per segment, then the fixed end derivatives (scaled by T^r / r! so every entry is O(1)
+    whatever the durations), then continuity rows T_i^-r D_r(1) a_i = T_(i+1)^-r D_r(0) a_(i+1) times h^r / r!
+    with h the shorter neighbour (both factors <= 1): rows (m - 1, 6), left columns (m - 1, 1, 8) and right
+    columns (m - 1, 6) of those.
+    """
+    A = np.zeros((NCOEF * m, NCOEF * m))
+    for i in range(m):
+        A[2 * i, i * NCOEF] = 1.0
+        A[2 * i + 1, i * NCOEF : (i + 1) * NCOEF] = 1.0
+    row = 2 * m
+    for r in range(1, _END_DERIVS + 1):
+        A[row, r] = 1.0
+        A[row + 1, (m - 1) * NCOEF : m * NCOEF] = _FALLING[r] / factorial(r)
+        row += 2
+    i = np.arange(m - 1)[:, None]
+    rows = row + _CONTINUITY * i + (_CONT_R - 1)[None, :]
+    left = (i * NCOEF)[:, :, None] + np.arange(NCOEF)[None, None, :]
+    right = (i + 1) * NCOEF + _CONT_R[None, :]
+    A.setflags(write=False)
+    return A, rows, left, right
 
 
 def min_snap(
@@ -170,35 +220,15 @@ def min_snap(
     v0 = np.zeros(3) if start_vel is None else np.asarray(start_vel, dtype=np.float64).reshape(3)
     v1 = np.zeros(3) if end_vel is None else np.asarray(end_vel, dtype=np.float64).reshape(3)
 
-    size = NCOEF * m
-    A = np.zeros((size, size))
-    b = np.zeros((size, 3))
-    row = 0
-    # Unknowns: a[i, k] in normalised time tau (column i*8 + k); d^r p/dt^r = T_i^-r * d^r p/dtau^r.
-    ones = np.ones(NCOEF)
-    for i in range(m):
-        c = i * NCOEF
-        A[row, c] = 1.0
-        b[row] = w[i]
-        A[row + 1, c : c + NCOEF] = ones
-        b[row + 1] = w[i + 1]
-        row += 2
-    for r in range(1, _END_DERIVS + 1):
-        # Rows scaled by T^r / r! so every entry is O(1) whatever the durations.
-        A[row, r] = 1.0
-        b[row] = (v0 * T[0] if r == 1 else 0.0)
-        c = (m - 1) * NCOEF
-        A[row + 1, c : c + NCOEF] = _FALLING[r] / factorial(r)
-        b[row + 1] = (v1 * T[-1] if r == 1 else 0.0)
-        row += 2
-    for i in range(m - 1):
-        h = min(T[i], T[i + 1])
-        c = i * NCOEF
-        for r in range(1, _CONTINUITY + 1):
-            # T_i^-r D_r(1) a_i = T_{i+1}^-r D_r(0) a_{i+1}, times h^r / r! (both factors <= 1).
-            A[row, c : c + NCOEF] = _FALLING[r] * (h / T[i]) ** r / factorial(r)
-            A[row, c + NCOEF + r] = -(h / T[i + 1]) ** r
-            row += 1
+    A0, rows, left, right = _min_snap_template(m)
+    A = A0.copy()
+    b = np.zeros((NCOEF * m, 3))
+    b[0 : 2 * m : 2], b[1 : 2 * m : 2] = w[:-1], w[1:]
+    b[2 * m], b[2 * m + 1] = v0 * T[0], v1 * T[-1]
+    if m > 1:
+        h = np.minimum(T[:-1], T[1:])  # (m - 1,) interior knots
+        A[rows[:, :, None], left] = _CONT_LEFT[None] * ((h / T[:-1])[:, None] ** _CONT_R)[:, :, None]
+        A[rows, right] = -((h / T[1:])[:, None] ** _CONT_R)
     a = np.linalg.solve(A, b).reshape(m, NCOEF, 3)
     coeffs = a / T[:, None, None] ** _POWERS[None, :, None]  # normalised -> seconds since segment start
     return PolySpline(coeffs=coeffs, durations=T)
@@ -277,33 +307,109 @@ def feasibility(spline: PolySpline, limits: QuadLimits, dt: float = 0.01) -> Fea
     Returns:
         A `FeasibilityReport`.
     """
+    return ScaledChecker(spline, limits, dt).report()
+
+
+def sample_times(spline: PolySpline, dt: float) -> np.ndarray:
+    """The times `feasibility` checks: every `dt` seconds from 0, and the final time."""
     total = spline.total_time
-    t = np.append(np.arange(0.0, total, dt), total)
-    pos, acc, jerk = spline.derivatives(t, (0, 2, 3))
-    acc[:, 2] += limits.gravity
-    norm = np.linalg.norm(acc, axis=1)
-    safe = np.maximum(norm, 1e-9)
-    zb = acc / safe[:, None]
-    perp = jerk - np.sum(jerk * zb, axis=1, keepdims=True) * zb
-    rate = np.linalg.norm(perp, axis=1) / safe
-    thrust = limits.mass * norm
-    tmax, tmin, rmax = float(thrust.max()), float(thrust.min()), float(rate.max())
-    tilt = float(np.arccos(np.clip(zb[:, 2], -1.0, 1.0)).max())
-    slack = [
-        (limits.max_total_thrust - tmax) / limits.max_total_thrust,
-        (tmin - limits.min_total_thrust) / limits.max_total_thrust,
-        (limits.max_body_rate - rmax) / limits.max_body_rate,
-    ]
+    return np.append(np.arange(0.0, total, dt), total)
+
+
+@dataclass(frozen=True)
+class _Extremes:
+    max_norm: np.ndarray  # (k,) largest |a + g e_z| per scale
+    min_norm: np.ndarray
+    max_rate: np.ndarray  # (k,) rad/s
+    max_tilt: np.ndarray  # (k,) rad
+
+
+def _extremes(acc: np.ndarray, jerk: np.ndarray, scales: np.ndarray, limits: QuadLimits) -> _Extremes:
+    """Flatness extremes of a rest-to-rest plan flown `scales` times slower, from (3, samples) rows of a and j.
+
+    Slowing down by s divides accelerations by s^2 and jerks by s^3 and keeps the path, so with u = 1/s^2,
+    v = 1/s^3 and f = u a + g e_z every term is a low-order polynomial in u and v of per-sample dot products:
+    |f|^2 = u^2 |a|^2 + 2 u g a_z + g^2; the body axis turns at |j_perp| / |f| = v |j x f| / |f|^2 (yaw
+    held), with |j x f|^2 = |j|^2 |f|^2 - (j . f)^2; the tilt is arccos(f_z / |f|).
+    """
+    g = limits.gravity
+    ax, ay, az = acc
+    jx, jy, jz = jerk
+    a2, j2, ja = ax * ax + ay * ay + az * az, jx * jx + jy * jy + jz * jz, jx * ax + jy * ay + jz * az
+    s = np.asarray(scales, dtype=np.float64)[:, None]
+    u, v = 1.0 / s**2, 1.0 / s**3
+    f2 = np.maximum(u * u * a2 + 2.0 * g * u * az + g * g, 1e-18)  # (k, samples)
+    jf = v * (u * ja + g * jz)
+    rate2 = np.maximum(v * v * j2 * f2 - jf * jf, 0.0) / (f2 * f2)
+    cos = (u * az + g) / np.sqrt(f2)
+    return _Extremes(max_norm=np.sqrt(f2.max(axis=1)), min_norm=np.sqrt(f2.min(axis=1)),
+                     max_rate=np.sqrt(rate2.max(axis=1)), max_tilt=np.arccos(np.clip(cos.min(axis=1), -1.0, 1.0)))
+
+
+def _slack(ext: _Extremes, limits: QuadLimits) -> list[np.ndarray]:
+    """Normalised slack of each timing constraint, (limit - value) / limit (min thrust over max_total_thrust)."""
+    slack = [(limits.max_total_thrust - limits.mass * ext.max_norm) / limits.max_total_thrust,
+             (limits.mass * ext.min_norm - limits.min_total_thrust) / limits.max_total_thrust,
+             (limits.max_body_rate - ext.max_rate) / limits.max_body_rate]
     if limits.max_tilt is not None:
-        slack.append((limits.max_tilt - tilt) / limits.max_tilt)
-    min_z = float(pos[:, 2].min())
-    if limits.min_height is not None:
-        # Normalised by the lowest waypoint's height above the limit: 1 when the path never dips below it.
-        lowest = float(spline.evaluate(spline.knot_times)[:, 2].min())
-        slack.append((min_z - limits.min_height) / max(lowest - limits.min_height, 1e-3))
-    margin = float(min(slack))
-    return FeasibilityReport(feasible=margin >= 0.0, max_thrust=tmax, min_thrust=tmin, max_body_rate=rmax,
-                             margin=margin, max_tilt=tilt, min_z=min_z)
+        slack.append((limits.max_tilt - ext.max_tilt) / limits.max_tilt)
+    return slack
+
+
+def scaled_margins(spline: PolySpline, scales: np.ndarray, limits: QuadLimits, dt: float = 0.01) -> np.ndarray:
+    """Feasibility margins of a rest-to-rest plan flown `scales` times slower, all at once, from one sampling.
+
+    The formulas of `feasibility` without its height term (a common time scale does not move the path), on
+    the unscaled plan's samples every `dt`; `feasibility` of the scaled plan samples other points of the same
+    path, so the two agree to within sampling, not exactly. A handful of array operations for all scales.
+
+    Args:
+        spline: Plan from rest to rest.
+        scales: (k,) time scales (> 0).
+        limits: Vehicle limits.
+        dt: s, sampling period.
+
+    Returns:
+        (k,) margins.
+    """
+    return ScaledChecker(spline, limits, dt).margins(scales)
+
+
+class ScaledChecker:
+    """The feasibility check of one plan, sampled once, at its own timing (`report`) and at common slow-downs
+    (`margins`, all scales of a batch at once): what a stretch search needs without re-sampling the plan.
+
+    Args:
+        spline: The plan (rest to rest for `margins`).
+        limits: Vehicle limits.
+        dt: s, sampling period.
+    """
+
+    def __init__(self, spline: PolySpline, limits: QuadLimits, dt: float = 0.01) -> None:
+        self.spline, self.limits = spline, limits
+        pos, self._acc, self._jerk = spline.components(sample_times(spline, dt), (0, 2, 3))
+        self._z = pos[2]
+
+    def margins(self, scales: np.ndarray) -> np.ndarray:
+        """(k,) margins, without the height term, of the plan flown `scales` (k,) times slower."""
+        return np.min(_slack(_extremes(self._acc, self._jerk, scales, self.limits), self.limits), axis=0)
+
+    def report(self) -> FeasibilityReport:
+        """`feasibility` of the plan as it is."""
+        spline, limits = self.spline, self.limits
+        ext = _extremes(self._acc, self._jerk, np.ones(1), limits)
+        tmax, tmin = limits.mass * float(ext.max_norm[0]), limits.mass * float(ext.min_norm[0])
+        rmax, tilt = float(ext.max_rate[0]), float(ext.max_tilt[0])
+        slack = [float(x[0]) for x in _slack(ext, limits)]
+        min_z = float(self._z.min())
+        if limits.min_height is not None:
+            # Normalised by the lowest waypoint's height above the limit: 1 when the path never dips below it.
+            end = spline.durations[-1] ** _POWERS @ spline.coeffs[-1, :, 2]
+            lowest = min(float(spline.coeffs[:, 0, 2].min()), float(end))
+            slack.append((min_z - limits.min_height) / max(lowest - limits.min_height, 1e-3))
+        margin = float(min(slack))
+        return FeasibilityReport(feasible=margin >= 0.0, max_thrust=tmax, min_thrust=tmin, max_body_rate=rmax,
+                                 margin=margin, max_tilt=tilt, min_z=min_z)
 
 
 def heuristic_durations(waypoints: object, limits: QuadLimits, *, speed: float = 1.5, accel_fraction: float = 0.25,
@@ -339,13 +445,34 @@ def heuristic_durations(waypoints: object, limits: QuadLimits, *, speed: float =
     if not ensure_feasible:
         return trap
     d = trap
+    steps = _STRETCH ** np.arange(1, _STRETCH_TRIES)  # the k-th stretch flies the k = 0 plan 1.15^k slower
     for blend in (0.0, 0.5, 1.0):
         d = (1.0 - blend) * trap + blend * trap.mean()
-        for _ in range(40):
-            report = feasibility(min_snap(w, d), limits, dt)
+        base = min_snap(w, d)
+        check = ScaledChecker(base, limits, dt)
+        report = check.report()
+        if report.feasible:
+            return d
+        if limits.min_height is not None and report.min_z < limits.min_height:
+            continue  # a slower timing flies the same path: change the shape instead
+        # Jump to one step below the first stretch that the one-sampling estimate calls feasible, then walk up
+        # with the exact check on the time-scaled plan (a common scale is the min-snap solution of the scaled
+        # durations, so no re-solve): the result is the stretch loop's, for 2-3 checks instead of up to 40.
+        ok = np.flatnonzero(check.margins(steps) >= 0.0)
+        first = int(ok[0]) + 1 if len(ok) else _STRETCH_TRIES - 1
+        start = max(first - 1, 1)
+        for _ in range(start):
+            d = d * _STRETCH
+        for k in range(start, _STRETCH_TRIES):
+            report = feasibility(time_scaled(base, _STRETCH**k), limits, dt)
             if report.feasible:
                 return d
             if limits.min_height is not None and report.min_z < limits.min_height:
-                break  # a slower timing flies the same path: change the shape instead
-            d = d * 1.15
+                break
+            d = d * _STRETCH
     return d
+
+
+def time_scaled(spline: PolySpline, scale: float) -> PolySpline:
+    """The same path flown `scale` times slower, p_k(t) = p(t / k); equals a min-snap re-solve with k x durations."""
+    return PolySpline(coeffs=spline.coeffs / scale ** _POWERS[None, :, None], durations=spline.durations * scale)

@@ -5,6 +5,7 @@ The run driver owns the rest (run folder, budget in rounds, bar, TensorBoard, ch
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,6 +73,12 @@ class MFRLConfig:
         acquisition: Query settings.
         planner: Network settings.
         flight: High-fidelity flight settings.
+        flights: Folder of logged real flights paired with their plans (`s2r.policies.mfrl.flights` formats),
+            added as the highest fidelity at the start of the next round; `s2r train --resume RUN --flights DIR`
+            sets it. A flight already in the run (same plan id) is not added twice.
+        real_target: Once the run holds real flights, the policy's flyability constraint (and the validation
+            prediction) reads the estimator at the REAL fidelity instead of the simulator's: real flights are
+            the highest fidelity, the one the planner must satisfy.
     """
 
     rounds: int = 40
@@ -96,6 +103,8 @@ class MFRLConfig:
     acquisition: AcquisitionConfig = field(default_factory=AcquisitionConfig)
     planner: PlannerNetConfig = field(default_factory=PlannerNetConfig)
     flight: FlightConfig = field(default_factory=FlightConfig)
+    flights: str = ""
+    real_target: bool = True
 
 
 @register_algorithm
@@ -140,6 +149,9 @@ class MFRL(Algorithm):
         self.opt = torch.optim.Adam(self.net.parameters(), lr=cfg.lr)
         self.estimator = FlyabilityEstimator(cfg.estimator)
         self.progress = 0
+        self.flight_ids: set[int] = set()  # plan ids of the logged flights in the estimator's data
+        self._flights_read = False  # cfg.flights is read once per process (after a resume's checkpoint load)
+        self.real_gap = math.nan  # mean (real score - simulated prediction) of the last imported flights
 
     @property
     def round(self) -> int:
@@ -219,6 +231,14 @@ class MFRL(Algorithm):
         Returns:
             The number of flights added (they count in `counts()["real"]`, not against the flight budget).
         """
+        feats = self._logged_features(waypoints, durations, results)
+        y = [high_fidelity_score(r, self.cfg.flight.tracking_bound) for r in results]
+        self.estimator.add(feats, fidelity, torch.tensor(y, dtype=torch.float64))
+        return len(results)
+
+    def _logged_features(self, waypoints: list[np.ndarray], durations: list[np.ndarray],
+                         results: list[FlightResult]) -> torch.Tensor:
+        """Estimator features of logged plans (checked: one waypoint set, duration set and result each)."""
         if not len(waypoints) == len(durations) == len(results):
             raise MFRLError(f"got {len(waypoints)} waypoint sets, {len(durations)} duration sets and {len(results)} "
                             "flight results; give one of each per logged flight")
@@ -233,11 +253,60 @@ class MFRL(Algorithm):
                 raise MFRLError(f"logged flight {i}: need {len(wi) - 1} positive segment durations, got {di.tolist()}")
             w[i, : len(wi)], T[i, : len(di)], counts[i] = wi, di, len(wi)
         with torch.no_grad():
-            feats = trajectory_features(torch.from_numpy(w), torch.from_numpy(counts), torch.from_numpy(T), self.limits,
-                                        self.cfg.estimator)
-        y = [high_fidelity_score(r, self.cfg.flight.tracking_bound) for r in results]
-        self.estimator.add(feats, fidelity, torch.tensor(y, dtype=torch.float64))
-        return n
+            return trajectory_features(torch.from_numpy(w), torch.from_numpy(counts), torch.from_numpy(T), self.limits,
+                                       self.cfg.estimator)
+
+    def import_flights(self, folder: str | Path) -> dict[str, Any]:
+        """Add a folder of logged flights (`read_flight_folder`) as the REAL fidelity; writes flights_report.json.
+
+        Before adding them, the estimator (fitted on what the run had, simulation and checks) predicts each
+        flight's high-fidelity score: the report's `real_minus_sim` says how far real flights sit from it.
+
+        Returns:
+            The report: folder, flights used, already in the run, skipped files (one sentence each),
+            real_minus_sim (mean) and real_minus_sim_abs, and per flight its plan id, file, real and sim score.
+        """
+        from s2r.policies.mfrl.flights import read_flight_folder
+
+        found = read_flight_folder(folder, self.cfg.flight)
+        new = [f for f in found.flights if f.plan.plan_id not in self.flight_ids]
+        report: dict[str, Any] = {"folder": str(folder), "used": len(new), "already_in_run": len(found.flights) - len(new),
+                                  "skipped": found.skipped, "real_minus_sim": None, "real_minus_sim_abs": None,
+                                  "flights": []}
+        if new:
+            feats = self._logged_features([f.plan.waypoints for f in new], [f.plan.durations for f in new],
+                                          [f.result for f in new])
+            real = np.array([high_fidelity_score(f.result, self.cfg.flight.tracking_bound) for f in new])
+            if self.estimator.model is None and len(self.estimator.X):
+                self.estimator.fit()
+            with torch.no_grad():
+                sim = self.estimator.predict(feats, HIGH)[0].numpy() if self.estimator.model is not None else real * np.nan
+            self.estimator.add(feats, REAL, torch.from_numpy(real))
+            self.flight_ids.update(f.plan.plan_id for f in new)
+            self.real_gap = float(np.mean(real - sim))
+            report.update(real_minus_sim=self.real_gap, real_minus_sim_abs=float(np.mean(np.abs(real - sim))),
+                          flights=[{"plan_id": f.plan.plan_id, "file": f.source, "real": float(r), "sim": float(p)}
+                                   for f, r, p in zip(new, real, sim, strict=True)])
+        (self.run_dir / "flights_report.json").write_text(json.dumps(report, indent=2) + "\n")
+        return report
+
+    def _read_flights(self) -> dict[str, float]:
+        """Import cfg.flights once per process; prints the report's summary and every skipped file."""
+        if self._flights_read or not self.cfg.flights:
+            return {}
+        self._flights_read = True
+        rep = self.import_flights(self.cfg.flights)
+        for sentence in rep["skipped"]:
+            print(f"s2r: {sentence}", flush=True)
+        gap = "" if rep["real_minus_sim"] is None else (f"; real scores sit {rep['real_minus_sim']:+.3f} from the "
+                                                          f"simulated prediction (mean |gap| {rep['real_minus_sim_abs']:.3f})")
+        print(f"s2r: {rep['used']} real flights added from {rep['folder']} ({rep['already_in_run']} already in the run, "
+              f"{len(rep['skipped'])} files skipped){gap}; see flights_report.json", flush=True)
+        return {"real_flights_added": float(rep["used"]), "real_files_skipped": float(len(rep["skipped"]))}
+
+    def target_fidelity(self) -> float:
+        """The fidelity the policy must satisfy: REAL once the run holds real flights (and cfg.real_target), else HIGH."""
+        return REAL if self.cfg.real_target and self.estimator.counts()["real"] else HIGH
 
     def policy_loss(self, sets: WaypointSets) -> tuple[torch.Tensor, dict[str, float]]:
         """Time ratio + penalty on the violated constraints, for a batch of sets."""
@@ -248,7 +317,7 @@ class MFRL(Algorithm):
         valid = heur > 0
         ratio = (T * valid).sum(1) / heur.sum(1)
         feats = trajectory_features(w, counts, T, self.limits, cfg.estimator)
-        mean, std = self.estimator.predict(feats, HIGH)
+        mean, std = self.estimator.predict(feats, self.target_fidelity())
         lcb = mean - cfg.estimator.kappa * std
         viol = torch.relu(cfg.high_target - lcb)
         if cfg.lowfi_constraint:
@@ -285,7 +354,7 @@ class MFRL(Algorithm):
         ratio = (self._durations(a, heur) * (heur > 0)).sum(1) / heur.sum(1)
         with torch.no_grad():
             feats = self.features(self.val, a)
-            mean, std = self.estimator.predict(feats, HIGH)
+            mean, std = self.estimator.predict(feats, self.target_fidelity())
         low = self.evaluate_low(self.val, a.numpy())
         return {"val_time_ratio": float(ratio.mean()), "val_pred_high_mean": float(mean.mean()),
                 "val_pred_high_ok": float((mean - self.cfg.estimator.kappa * std > 0).double().mean()),
@@ -326,7 +395,9 @@ class MFRL(Algorithm):
         t0 = time.perf_counter()
         if len(self.estimator.X) == 0:
             self.bootstrap()
+        imported = self._read_flights()
         stats = dict(self.estimator.fit())
+        stats.update(imported)
         t1 = time.perf_counter()
         stats.update(self.train_policy())
         t2 = time.perf_counter()
@@ -335,19 +406,21 @@ class MFRL(Algorithm):
         t3 = time.perf_counter()
         n = self.estimator.counts()
         self.progress += 1
-        stats.update({"high_evals": float(n["high"]), "low_evals": float(n["low"]),
+        stats.update({"high_evals": float(n["high"]), "low_evals": float(n["low"]), "real_flights": float(n["real"]),
                       "fit_fraction": (t1 - t0) / (t3 - t0), "policy_fraction": (t2 - t1) / (t3 - t0)})
         return stats
 
     def state_dict(self) -> dict[str, Any]:
         return {"net": self.net.state_dict(), "optim": self.opt.state_dict(), "estimator": self.estimator.state(),
-                "np_rng": self.rng.bit_generator.state}
+                "np_rng": self.rng.bit_generator.state, "flight_ids": sorted(self.flight_ids), "real_gap": self.real_gap}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.net.load_state_dict(state["net"])
         self.opt.load_state_dict(state["optim"])
         self.estimator.load(state["estimator"])
         self.rng.bit_generator.state = state["np_rng"]
+        self.flight_ids = set(state.get("flight_ids", ()))  # absent in runs from before logged flights
+        self.real_gap = float(state.get("real_gap", math.nan))
 
     def export(self) -> dict[str, float]:
         """policy.onnx + policy.json into the run folder, checked against onnxruntime."""

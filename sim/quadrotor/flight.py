@@ -79,7 +79,8 @@ class FlightResult:
     crashed: bool
 
 
-def fly(splines: list[PolySpline], cfg: FlightConfig | None = None, seed: int = 0) -> list[FlightResult]:
+def fly(splines: list[PolySpline], cfg: FlightConfig | None = None, seed: int = 0,
+        logs: list[tuple[np.ndarray, np.ndarray]] | None = None, log_every: int = 5) -> list[FlightResult]:
     """Fly every reference in closed loop in MuJoCo and report how well each was tracked.
 
     Each vehicle starts hovering at its reference's first point with its motors at hover thrust, then
@@ -90,6 +91,9 @@ def fly(splines: list[PolySpline], cfg: FlightConfig | None = None, seed: int = 
         splines: References to fly (any number; different durations are fine).
         cfg: Flight settings (default `FlightConfig()`).
         seed: Seed of the per-flight randomisation; results do not depend on how flights are batched.
+        logs: When given, one (t (m,), positions (m, 3)) per flight is appended: what a motion-capture log of
+            it holds, every `log_every` physics steps from take-off to the end of settling, NaN once crashed.
+        log_every: Physics steps between logged samples (5: 100 Hz at the model's 2 ms step).
 
     Returns:
         One `FlightResult` per spline, in order.
@@ -103,11 +107,12 @@ def fly(splines: list[PolySpline], cfg: FlightConfig | None = None, seed: int = 
     out: list[FlightResult] = []
     for lo in range(0, n, cfg.vehicles_per_world):
         hi = min(n, lo + cfg.vehicles_per_world)
-        out += _fly_world(splines[lo:hi], scales[lo:hi], cfg)
+        out += _fly_world(splines[lo:hi], scales[lo:hi], cfg, logs, log_every)
     return out
 
 
-def _fly_world(splines: list[PolySpline], scales: np.ndarray, cfg: FlightConfig) -> list[FlightResult]:
+def _fly_world(splines: list[PolySpline], scales: np.ndarray, cfg: FlightConfig,
+               logs: list[tuple[np.ndarray, np.ndarray]] | None = None, log_every: int = 5) -> list[FlightResult]:
     k = len(splines)
     model = load_crazyflie(k)
     prefixes = [f"cf{i}/" for i in range(k)] if k > 1 else [""]  # load_crazyflie(1) keeps the file's names
@@ -149,9 +154,12 @@ def _fly_world(splines: list[PolySpline], scales: np.ndarray, cfg: FlightConfig)
     crashed = np.zeros(k, dtype=bool)
     crash_time = ends.copy()
     active = np.ones(k, dtype=bool)
+    track: list[np.ndarray] = []  # (k, 3) logged positions, NaN for a crashed vehicle
     for i in range(steps):
         t = times[i]
         pos, quat, vel, omega = qpos[:, :3], qpos[:, 3:], qvel[:, :3], qvel[:, 3:]
+        if logs is not None and i % log_every == 0:
+            track.append(np.where((crashed | ~np.isfinite(pos).all(axis=1))[:, None], np.nan, pos))
         finite = np.isfinite(qpos).all(axis=1) & np.isfinite(qvel).all(axis=1)
         r = ref[i]
         diff = pos - r[0]
@@ -167,7 +175,7 @@ def _fly_world(splines: list[PolySpline], scales: np.ndarray, cfg: FlightConfig)
         max_err[new_crash] = np.maximum(max_err[new_crash], np.minimum(np.nan_to_num(err[new_crash], nan=np.inf),
                                                                        cfg.crash_error))
         active &= ~lost & (t <= ends)
-        if not active.any():
+        if not active.any() and logs is None:
             break
         e = np.where(active, err, 0.0)  # inactive vehicles may be NaN; where() drops them
         sq_err += e * e
@@ -190,6 +198,11 @@ def _fly_world(splines: list[PolySpline], scales: np.ndarray, cfg: FlightConfig)
         data.xfrc_applied[bodies, :3] = np.einsum("nij,nj->ni", R, -drag * rotor_sum[:, None] * v_body)
         mujoco.mj_step(model, data)
 
+    if logs is not None:
+        t_log, pos_log = times[: len(track) * log_every : log_every], np.array(track)
+        for j in range(k):
+            keep = t_log <= ends[j]
+            logs.append((t_log[keep], pos_log[keep, j]))
     results = []
     for j in range(k):
         flown = float(min(crash_time[j], ends[j]))
@@ -200,8 +213,8 @@ def _fly_world(splines: list[PolySpline], scales: np.ndarray, cfg: FlightConfig)
     return results
 
 
-def _metrics(actual: np.ndarray, reference: np.ndarray, t: np.ndarray, bound: float) -> FlightResult:
-    """Flight metrics from sampled actual and reference positions, (m, 3) each, at times t (m,)."""
+def flight_metrics(actual: np.ndarray, reference: np.ndarray, t: np.ndarray, bound: float) -> FlightResult:
+    """Flight metrics from sampled actual and reference positions, (m, 3) each, at times t (m,); NaN pose = crash."""
     finite = np.isfinite(actual).all(axis=1)
     err = np.linalg.norm(actual[finite] - reference[finite], axis=1)
     crashed = not finite.all()  # a tracking dropout mid-flight (NaN pose) is how a log records a crash
@@ -251,7 +264,7 @@ def read_flight_log(path: str | Path, cfg: FlightConfig | None = None, *, pose_t
     for traj in sorted(flights):
         t, act, ref = (np.asarray(v, dtype=np.float64) for v in flights[traj])
         order = np.argsort(t, kind="stable")
-        out.append(_metrics(act[order].reshape(-1, 3), ref[order].reshape(-1, 3), t[order], cfg.tracking_bound))
+        out.append(flight_metrics(act[order].reshape(-1, 3), ref[order].reshape(-1, 3), t[order], cfg.tracking_bound))
     return out
 
 

@@ -14,8 +14,11 @@ from s2r.real.trajectory import (
     TrajectoryError,
     check_waypoints,
     feasibility,
+    heuristic_durations,
     min_snap,
+    scaled_margins,
     snap_cost,
+    time_scaled,
 )
 
 WAYPOINTS = np.array([[0, 0, 1], [1, 0.5, 1.5], [2, -0.5, 1], [3, 1, 2], [2, 2, 1.2], [0, 1, 1]], dtype=float)
@@ -121,6 +124,90 @@ def test_feasibility_is_fast() -> None:
     per_call = (time.perf_counter() - start) / 200
     assert per_call < 5e-3, per_call  # ~0.2 ms on a free core; loose for loaded CI machines
     assert feasibility(s, limits).feasible
+
+
+def _reference_feasibility(spline: PolySpline, limits: QuadLimits, dt: float) -> tuple[float, ...]:
+    """The check written the direct way (project the jerk off the body axis): what the fast one must equal."""
+    t = np.append(np.arange(0.0, spline.total_time, dt), spline.total_time)
+    pos, acc, jerk = (spline.evaluate(t, r) for r in (0, 2, 3))
+    acc[:, 2] += limits.gravity
+    norm = np.linalg.norm(acc, axis=1)
+    zb = acc / norm[:, None]
+    rate = np.linalg.norm(jerk - np.sum(jerk * zb, axis=1, keepdims=True) * zb, axis=1) / norm
+    tilt = np.arccos(np.clip(zb[:, 2], -1.0, 1.0)).max()
+    return limits.mass * norm.max(), limits.mass * norm.min(), rate.max(), tilt, pos[:, 2].min()
+
+
+def _random_sets(seed: int, n: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    sets = []
+    for i in range(n):
+        w = rng.uniform([-2, -2, 1.0], [2, 2, 2.5], (int(rng.integers(3, 7)), 3))
+        if i % 4 == 0:
+            w[:, 2] = rng.uniform(0.2, 0.5, len(w))  # near the floor: the blend branch
+        sets.append(w)
+    return sets
+
+
+def test_feasibility_matches_the_direct_formulas() -> None:
+    limits = QuadLimits(max_tilt=0.6, min_height=0.1)
+    for w in _random_sets(1, 12):
+        for scale in (0.4, 1.0, 2.0):
+            s = min_snap(w, np.linalg.norm(np.diff(w, axis=0), axis=1) * scale)
+            rep = feasibility(s, limits)
+            ref = _reference_feasibility(s, limits, 0.01)
+            got = (rep.max_thrust, rep.min_thrust, rep.max_body_rate, rep.max_tilt, rep.min_z)
+            np.testing.assert_allclose(got, ref, rtol=1e-9, atol=1e-12)
+
+
+def test_derivatives_of_unsorted_times_match_sorted(spline: PolySpline) -> None:
+    t = np.random.default_rng(0).uniform(-1.0, spline.total_time + 1.0, 200)
+    order = np.argsort(t)
+    np.testing.assert_allclose(spline.derivatives(t, (0, 1, 3))[:, order], spline.derivatives(t[order], (0, 1, 3)),
+                               atol=1e-9)
+    for i, ti in enumerate(t[:20]):
+        seg = min(int(np.searchsorted(spline.knot_times, np.clip(ti, 0, spline.total_time), side="right")) - 1, 4)
+        local = np.clip(ti, 0, spline.total_time) - spline.knot_times[seg]
+        np.testing.assert_allclose(spline.evaluate(t, 2)[i], _poly_at(spline, seg, local, 2), atol=1e-9)
+
+
+def _serial_heuristic(w: np.ndarray, limits: QuadLimits, **kw: float) -> np.ndarray:
+    """The heuristic's stretch loop as first written: re-solve and re-check after every 15 % step."""
+    trap = heuristic_durations(w, limits, ensure_feasible=False, **kw)
+    d = trap
+    for blend in (0.0, 0.5, 1.0):
+        d = (1.0 - blend) * trap + blend * trap.mean()
+        for _ in range(40):
+            report = feasibility(min_snap(w, d), limits)
+            if report.feasible:
+                return d
+            if limits.min_height is not None and report.min_z < limits.min_height:
+                break
+            d = d * 1.15
+    return d
+
+
+def test_heuristic_equals_the_serial_stretch_loop() -> None:
+    # Hard accelerations make most sets need several stretches; the floor makes some need the blend.
+    limits = QuadLimits(min_height=0.1)
+    stretched = 0
+    for kw in ({}, {"speed": 3.0, "accel_fraction": 1.5}):
+        for w in _random_sets(2, 40):
+            got = heuristic_durations(w, limits, **kw)
+            np.testing.assert_array_equal(got, _serial_heuristic(w, limits, **kw))
+            stretched += got.sum() > 1.2 * heuristic_durations(w, limits, ensure_feasible=False, **kw).sum()
+    assert stretched >= 10, stretched  # sets needing two or more stretches
+
+
+def test_scaled_margins_track_the_check_of_the_scaled_plan() -> None:
+    limits = QuadLimits(max_tilt=0.8)
+    fast = min_snap(WAYPOINTS, DURATIONS * 0.4)
+    scales = np.array([1.0, 1.3, 1.7, 2.5, 4.0])
+    got = scaled_margins(fast, scales, limits)
+    want = [feasibility(time_scaled(fast, k), limits).margin for k in scales]
+    np.testing.assert_allclose(got, want, atol=0.02)  # other samples of the same path: close, not equal
+    assert got[0] == pytest.approx(feasibility(fast, limits).margin, abs=1e-12)
+    assert got[0] < 0 < got[-1] and np.all(np.diff(got) > 0)
 
 
 @pytest.mark.parametrize(

@@ -103,6 +103,14 @@ def test_path_becomes_a_trajectory_through_the_waypoints(link) -> None:
     np.testing.assert_allclose(pos[-1], WAYPOINTS[-1], atol=1e-6)
     assert np.all(np.diff(t) > 0) and t[0] == 0.0 and t[-1] == pytest.approx(status["total_time"], abs=1e-9)
     assert np.allclose(np.diff(t)[:-1], 0.05, atol=1e-9)  # every sample_dt, then the exact end
+    # The plan id is the trajectory's stamp in ns; the status carries the plan that a flight log pairs with.
+    assert status["plan_id"] == traj.header.stamp.sec * 1_000_000_000 + traj.header.stamp.nanosec > 0
+    plan = status["plan"]
+    assert plan["id"] == status["plan_id"] and np.allclose(plan["waypoints"], WAYPOINTS)
+    assert len(plan["durations"]) == 3 and sum(plan["durations"]) == pytest.approx(status["total_time"])
+    op.send(WAYPOINTS)
+    wait_for(lambda: len(op.statuses) > 1, 10, "a second status")
+    assert op.statuses[1]["plan_id"] > status["plan_id"]  # one id per published plan
     # Every waypoint lies on the sampled path (the samples are 5 cm of time apart, so within a few cm).
     gaps = np.linalg.norm(pos[None, :, :] - WAYPOINTS[:, None, :], axis=2).min(axis=1)
     assert gaps.max() < 0.1
@@ -130,6 +138,7 @@ def test_bad_or_unflyable_waypoints_publish_no_trajectory(link) -> None:
         wait_for(lambda i=i: len(op.statuses) > i, 10, f"the status of bad case {i}")
         status = op.statuses[i]
         assert not status["feasible"] and not status["published"] and reason in status["message"], status
+        assert status["plan_id"] is None and "plan" not in status
     assert "do not fly it" in op.statuses[-1]["message"]
     op.send(WAYPOINTS)  # the node is still serving: the next good Path gets its trajectory
     wait_for(lambda: op.trajectories, 10, "a trajectory after the bad ones")

@@ -72,6 +72,20 @@ def test_results_do_not_depend_on_batching() -> None:
     assert fly(splines[:1], seed=4) != fly(splines[:1], seed=5)  # the seed drives the randomisation
 
 
+def test_logged_flights_hold_what_a_motion_capture_log_would() -> None:
+    d = heuristic_durations(WAYPOINTS, LIMITS)
+    splines = [min_snap(WAYPOINTS, d), min_snap(WAYPOINTS, d * 0.2)]
+    logs: list[tuple[np.ndarray, np.ndarray]] = []
+    res = fly(splines, NOMINAL, seed=1, logs=logs)
+    assert res == fly(splines, NOMINAL, seed=1)  # logging changes nothing
+    (t0, p0), (t1, p1) = logs
+    assert np.allclose(np.diff(t0), 0.01) and t0[-1] == pytest.approx(splines[0].total_time + NOMINAL.settle_s, abs=0.01)
+    err = np.linalg.norm(p0 - splines[0].evaluate(t0), axis=1)
+    assert err.max() == pytest.approx(res[0].max_pos_error, abs=0.01) and np.isfinite(p0).all()
+    if res[1].crashed:  # the too-fast plan: NaN (lost) from the crash on, logged to its end
+        assert np.isnan(p1[-1]).all() and t1[-1] == pytest.approx(splines[1].total_time + NOMINAL.settle_s, abs=0.01)
+
+
 def test_hover_is_still() -> None:
     s = min_snap([[0, 0, 1.0], [0, 0, 1.01]], [1.0])
     (r,) = fly([s], NOMINAL)

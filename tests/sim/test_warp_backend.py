@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 pytest.importorskip("mujoco_warp")
-from s2r.sim.backends import BackendConfig, FieldRandomization, make_backend  # noqa: E402
+from s2r.sim.backends import BackendConfig, FieldRandomization, make_backend
 
 DEVICE = os.environ.get("S2R_WARP_TEST_DEVICE", "cpu")
 
@@ -98,7 +98,7 @@ def test_task_runs_on_the_warp_backend() -> None:
     try:
         obs = env.reset(seed=0)
         for _ in range(5):
-            obs, rew, term, trunc, _info = env.step(np.zeros((2, env.spec.action_dim), np.float32))
+            obs, rew, _term, _trunc, _info = env.step(np.zeros((2, env.spec.action_dim), np.float32))
         assert all(np.isfinite(v).all() for v in obs.values()) and np.isfinite(rew).all()
     finally:
         env.close()

@@ -5,7 +5,13 @@ feasibility check and stretch) and, when the plan is feasible, published on `tra
 trajectory_msgs/MultiDOFJointTrajectory sampled every `sample_dt` seconds (position, velocity and
 acceleration of one "base_link" joint; yaw fixed or along the path). A bad Path or an infeasible plan
 publishes no trajectory. Either way a std_msgs/String on `planner_status` holds a JSON object:
-{"feasible", "stretched", "message", "total_time", "plan_ms", "waypoints", "published"}.
+{"feasible", "stretched", "message", "total_time", "plan_ms", "waypoints", "published", "plan_id", "plan"}.
+
+Plan ids: every published trajectory's `header.stamp` (the time the plan starts) is its id, as integer
+nanoseconds `sec * 10**9 + nanosec`, unique per node. The status of a published plan repeats it as "plan_id"
+with "plan": {"id", "waypoints": [[x, y, z], ...], "durations": [s, ...]}, so a recording of `planner_status`
+holds every plan flown, and flight logs tagged with the id pair with it (`s2r.policies.mfrl.flights`,
+`s2r train --resume RUN --flights DIR`). Unpublished plans have "plan_id": null and no "plan".
 
 The node loads and checks the planner at start; a planner that does not fit its settings stops the node
 with one line naming the mismatch.
@@ -93,6 +99,7 @@ class PlannerNode(Node):
         self._traj_pub = self.create_publisher(MultiDOFJointTrajectory, str(p["trajectory_topic"]), qos("reliable", 10))
         self._status_pub = self.create_publisher(String, str(p["status_topic"]), qos("reliable", 10))
         self._sub = self.create_subscription(Path, str(p["waypoints_topic"]), self._on_path, qos("reliable", 10))
+        self._last_id = 0  # the last plan id (ns), so ids stay strictly increasing
         s = self.planner.settings
         self.get_logger().info(f"planner ready: {self.planner.meta.task_id}, up to {s.max_waypoints} waypoints, "
                                f"feasibility every {self.planner.dt * 1e3:.0f} ms; listening on "
@@ -115,18 +122,26 @@ class PlannerNode(Node):
         traj = to_trajectory(res, self.sample_dt, self.joint, self.yaw_mode)
         # The trajectory lives in the waypoints' frame; the parameter only names a frame the Path left empty.
         traj.header.frame_id = msg.header.frame_id or self.frame_id
-        traj.header.stamp = self.get_clock().now().to_msg()
+        stamp = self.get_clock().now().to_msg()
+        if stamp.sec * 1_000_000_000 + stamp.nanosec <= self._last_id:  # ids stay unique on a coarse or paused clock
+            ns = self._last_id + 1
+            stamp.sec, stamp.nanosec = ns // 1_000_000_000, ns % 1_000_000_000
+        traj.header.stamp = stamp
+        self._last_id = plan_id = stamp.sec * 1_000_000_000 + stamp.nanosec
         self._traj_pub.publish(traj)
+        plan = {"id": plan_id, "waypoints": waypoints.tolist(), "durations": res.durations.tolist()}
         self._status(True, res.stretched, res.message, res.total_time, t0, len(waypoints), published=True,
-                     plan_ms=res.total_s * 1e3)
+                     plan_ms=res.total_s * 1e3, plan=plan)
         if res.stretched or res.used_heuristic:
             self.get_logger().info(res.message)
 
     def _status(self, feasible: bool, stretched: bool, message: str, total_time: float | None, t0: float, n: int,
-                published: bool, plan_ms: float | None = None) -> None:
+                published: bool, plan_ms: float | None = None, plan: dict | None = None) -> None:
         status = {"feasible": feasible, "stretched": stretched, "message": message, "total_time": total_time,
                   "plan_ms": plan_ms if plan_ms is not None else (time.perf_counter() - t0) * 1e3,
-                  "waypoints": n, "published": published}
+                  "waypoints": n, "published": published, "plan_id": plan["id"] if plan else None}
+        if plan:
+            status["plan"] = plan
         self._status_pub.publish(String(data=json.dumps(status)))
 
 
