@@ -141,7 +141,8 @@ def test_bad_or_unflyable_waypoints_publish_no_trajectory(link) -> None:
         assert status["plan_id"] is None and "plan" not in status
     assert "do not fly it" in op.statuses[-1]["message"]
     op.send(WAYPOINTS)  # the node is still serving: the next good Path gets its trajectory
-    wait_for(lambda: op.trajectories, 10, "a trajectory after the bad ones")
+    # Trajectory and status are two topics: DDS orders messages within a topic only, so wait for both.
+    wait_for(lambda: op.trajectories and len(op.statuses) > len(cases), 10, "a trajectory and its status after the bad ones")
     assert len(op.trajectories) == 1 and op.statuses[-1]["published"]
 
 
