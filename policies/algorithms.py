@@ -15,4 +15,5 @@ MODULES: dict[str, str] = {
     "mfrl": "s2r.policies.mfrl",
     "sac": "s2r.policies.sac",
     "td3": "s2r.policies.sac",
+    "hil": "s2r.policies.hil",
 }
