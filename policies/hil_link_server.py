@@ -41,7 +41,6 @@ from typing import Any
 
 import grpc
 import numpy as np
-
 from s2r.real.hil_wire import (
     KIND_ACTOR,
     KIND_REFUSED,

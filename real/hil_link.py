@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from s2r.real.hil_spool import Spool
 from s2r.real.hil_wire import (
     TOKEN_METADATA_KEY,

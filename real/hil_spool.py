@@ -14,6 +14,7 @@ record (the one whose `append` never returned); it is cut off and its number is 
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import threading
@@ -169,7 +170,7 @@ class Spool:
         write_atomic(self.root / "acked", str(acked))
         with self._lock:
             segments = list(self.segments)
-        for first, nxt in zip(segments[:-1], segments[1:], strict=False):
+        for first, nxt in itertools.pairwise(segments):
             if nxt - 1 <= acked:
                 _segment(self.root, first).unlink(missing_ok=True)
                 with self._lock:
