@@ -481,6 +481,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", help="sweep folder (default runs/<task>/sweep_<stamp>/)")
     t.set_defaults(func=cmd_sweep)
 
+    from s2r.policies.hil_cli import add_parser as add_hil_parser
+
+    add_hil_parser(sub)
+
     t = sub.add_parser("deploy", help="start a deployment manifest's ROS 2 nodes (e.g. policy + MuJoCo sim bridge)",
                        add_help=False)  # s2r_ros.deploy answers --help itself, with the manifest's arguments
     try:

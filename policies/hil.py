@@ -52,12 +52,18 @@ class HilConfig:
         interventions_to_demos: Add operator-driven steps to the demo buffer too (HIL-SERL); False keeps
             them in the online buffer only.
         rlif: Reward -1 on the policy step before each takeover and nothing else (RLIF), instead of success.
+        bc_weight: Weight of a behaviour-cloning step on demo/operator actions after each actor update
+            (0: plain HIL-SERL; > 0 pulls the actor towards what the operator did, as HG-DAgger does).
         learning_starts: Online transitions before the first update.
         buffer_capacity: Online transitions kept.
         steps_per_iteration: Lockstep env steps per logged row.
         window: Env steps over which the intervention rate is measured (and finished episodes averaged).
         eval_every: Env steps between evaluations of the deterministic policy without an operator.
         eval_episodes: Episodes per evaluation (one per eval env).
+        link: Serve actors elsewhere over gRPC on this "host:port" instead of stepping envs here
+            (`s2r hil learner`); a non-loopback address needs the token in the environment variable `token_env`.
+        token_env: Environment variable holding the link's shared token.
+        publish_every_s: Seconds between weight pushes to the actors (remote mode).
         learner: The off-policy learner (HIL-SERL: 2 LayerNorm critics, batch 256, gamma 0.97, actor every
             second critic update).
     """
@@ -72,12 +78,16 @@ class HilConfig:
     operator_cfg: SimulatedOperatorConfig = field(default_factory=SimulatedOperatorConfig)
     interventions_to_demos: bool = True
     rlif: bool = False
+    bc_weight: float = 0.0
     learning_starts: int = 500
     buffer_capacity: int = 1_000_000
     steps_per_iteration: int = 50
     window: int = 2_000
     eval_every: int = 5_000
     eval_episodes: int = 50
+    link: str = ""
+    token_env: str = "S2R_HIL_TOKEN"
+    publish_every_s: float = 2.0
     learner: OffPolicyConfig = field(default_factory=lambda: OffPolicyConfig(
         actor="stochastic", num_critics=2, critic_subset=2, batch_size=256, utd_ratio=1.0, gamma=0.97, tau=0.005,
         actor_lr=3e-4, critic_lr=3e-4, alpha_lr=3e-4, init_alpha=0.1, policy_delay=2, n_step=1))
@@ -139,8 +149,10 @@ class HilRL(Algorithm):
             # Every transition keeps what the policy proposed and whether the operator drove, beside the
             # executed action the critic learns from; the learner reads only `policy`.
             self.record_dims = {**self.dims, PROPOSED: a_dim, INTERVENED: 1}
+            # Remote mode: the link's inbox is the durable record; buffers are rebuilt from it at start.
+            remote = bool(cfg.link)
             self.demo_buffer = ReplayBuffer(self.record_dims, a_dim, cfg.buffer_capacity, num_envs=1,
-                                            directory=run.path / "interventions")
+                                            directory=None if remote else run.path / "interventions")
             if len(self.demo_buffer) == 0:
                 for ep in self._load_demos():
                     self.demo_buffer.add_episode(_as_operator_steps(ep))
@@ -148,11 +160,16 @@ class HilRL(Algorithm):
             # Input statistics fixed from the demos (online statistics drift as the policy improves).
             stats = {"policy": (x.mean(0), x.std(0) + 1e-3)}
             self.learner = OffPolicyLearner(self.dims, a_dim, cfg.learner, obs_stats=stats)
-            self.buffer = ReplayBuffer(self.record_dims, a_dim, cfg.buffer_capacity, num_envs=cfg.num_envs,
-                                       directory=run.replay)
+            self.buffer = ReplayBuffer(self.record_dims, a_dim, cfg.buffer_capacity, num_envs=1 if remote else cfg.num_envs,
+                                       directory=None if remote else run.replay)
             self.mixer = InterventionMixer(cfg.num_envs, a_dim)
             self.operator = (SimulatedOperator(ctx.task_id, cfg.num_envs, cfg.operator_cfg, seed=cfg.seed,
-                                               task_cfg=ctx.task_cfg) if cfg.operator else None)
+                                               task_cfg=ctx.task_cfg) if cfg.operator and not remote else None)
+            self.source = None
+            if remote:
+                from s2r.policies.hil_remote import RemoteSource
+
+                self.source = RemoteSource(self)
         except BaseException:
             self.close()
             raise
@@ -186,6 +203,9 @@ class HilRL(Algorithm):
 
     def _start(self) -> None:
         cfg = self.cfg
+        if self.source is not None:
+            # Every transition the actors ever sent is back in the buffers: that is the progress made.
+            self.progress = self.source.start()
         start = cfg.seed + self.progress
         self.gen = torch.Generator().manual_seed(start)
         self._obs = self.env.reset(seed=start)
@@ -200,10 +220,13 @@ class HilRL(Algorithm):
             if self.progress == 0:
                 return self.evaluate()  # the curve starts at the untrained policy
         next_eval = (self.progress // cfg.eval_every + 1) * cfg.eval_every
-        for _ in range(cfg.steps_per_iteration):
-            self._collect_step()
-            if self.progress >= min(next_eval, self.ctx.total or 2**62):
-                break
+        if self.source is not None:
+            self._receive()
+        else:
+            for _ in range(cfg.steps_per_iteration):
+                self._collect_step()
+                if self.progress >= min(next_eval, self.ctx.total or 2**62):
+                    break
         out = {**self._metrics, "transitions": float(len(self.buffer)), "demo_buffer": float(len(self.demo_buffer)),
                "intervention_rate": float(np.mean(self._intervened)) if self._intervened else 0.0,
                "takeovers": float(self._takeovers_total)}
@@ -217,7 +240,9 @@ class HilRL(Algorithm):
         cfg, env = self.cfg, self.env
         obs = {"policy": self._obs["policy"]}
         proposed = self.learner.act(obs).numpy()
-        op = (self.operator(self._obs, proposed) if self.operator is not None
+        # The operator judges what the policy means to do (its mean action), not one noisy sample of it.
+        intent = self.learner.act(obs, deterministic=True).numpy() if self.operator is not None else None
+        op = (self.operator(self._obs, intent) if self.operator is not None
               else OperatorInput.idle(cfg.num_envs, env.spec.action_dim))
         mix = self.mixer.step(proposed, op)
         nxt, rew, term, trunc, info = env.step(mix.executed)
@@ -236,18 +261,48 @@ class HilRL(Algorithm):
         self._takeovers_total += int(mix.started.sum())
         if "episode" in info:
             self._episodes.extend(np.asarray(info["episode"]["success"], dtype=float).tolist())
+        self._progress_and_learn(cfg.num_envs)
         if done.any():
             ids = np.flatnonzero(done)
             if self.operator is not None:
                 self.operator.reset(ids)
             self.mixer.reset(ids)
         self._obs = nxt
-        self.progress += cfg.num_envs
-        if len(self.buffer) >= cfg.learning_starts:
-            self._owed += cfg.learner.utd_ratio * cfg.num_envs
+
+    def _progress_and_learn(self, new: int) -> None:
+        """Count `new` env steps and do the updates they owe once enough data is in."""
+        self.progress += new
+        if len(self.buffer) >= self.cfg.learning_starts:
+            self._owed += self.cfg.learner.utd_ratio * new
             while self._owed >= 1.0:
                 self._metrics = self.learner.update_from(self.buffer, self.demo_buffer, 1, self.gen)
+                if self.cfg.bc_weight > 0:
+                    self._metrics["bc_loss"] = self._bc_step()
                 self._owed -= 1.0
+
+    def _bc_step(self) -> float:
+        """One step of the actor's mean action towards demo/operator actions (a batch from the demo buffer)."""
+        learner = self.learner
+        batch = self.demo_buffer.sample(learner.cfg.batch_size // 2, generator=self.gen)
+        mean, _ = learner.policy({"policy": batch.obs["policy"]}, sample=False)
+        loss = self.cfg.bc_weight * (mean - batch.action).square().mean()
+        learner.actor_optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        learner.actor_optimizer.step()
+        return float(loss.detach())
+
+    def _receive(self) -> None:
+        """Remote mode: store what the actors sent, learn from it, push weights when due."""
+        cfg = self.cfg
+        got = self.source.receive(max_wait_s=1.0, want=cfg.steps_per_iteration)
+        self._progress_and_learn(got)
+        self.source.publish()
+
+    def note_transition(self, intervened: bool, t: dict[str, Any]) -> None:
+        """Statistics of one remote transition (the local loop keeps its own)."""
+        self._intervened.append(float(intervened))
+        if t.get("terminated") or t.get("truncated"):
+            self._episodes.append(float(bool(t.get("terminated")) and float(t.get("reward", 0.0)) > 0))
 
     def _store(self, s: dict[str, Any]) -> None:
         self.buffer.add(s["obs"], s["action"], s["reward"], s["next"], s["term"], s["trunc"])
@@ -319,6 +374,8 @@ class HilRL(Algorithm):
                                    self.ctx.run.path, {"obs": parity}, meta)
 
     def close(self) -> None:
+        if getattr(self, "source", None) is not None:
+            self.source.stop()
         for b in (self.buffer, self.demo_buffer):
             if b is not None:
                 b.close()
