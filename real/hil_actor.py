@@ -70,9 +70,13 @@ class HilActor:
         link: an `s2r.real.hil_link.HilActorLink` (anything with `send(dict) -> int` and `latest_weights()`).
         action_dim: The policy's action size (end-effector delta + gripper for the arm).
         hold_action: What the arm does before any weights arrive (default zeros with the gripper open).
+        fallback: (1, obs_dim) -> (1, action_dim) proposals until the first weights arrive (e.g. the exported
+            policy the robot started with); without one the arm holds and only the operator moves it.
     """
 
-    def __init__(self, link: Any, action_dim: int, hold_action: np.ndarray | None = None) -> None:
+    def __init__(self, link: Any, action_dim: int, hold_action: np.ndarray | None = None,
+                 fallback: Any = None) -> None:
+        self.fallback = fallback
         self.link = link
         self.weights = OnnxWeights()
         self.mixer = InterventionMixer(1, action_dim)
@@ -93,7 +97,7 @@ class HilActor:
         self._obs = np.asarray(obs, np.float32).reshape(1, -1)
         proposed = self.weights(self._obs)
         if proposed is None:
-            proposed = self.hold_action
+            proposed = self.fallback(self._obs) if self.fallback is not None else self.hold_action
         self._mix = self.mixer.step(np.clip(proposed, -1.0, 1.0), op)
         return self._mix.executed[0]
 
