@@ -52,8 +52,10 @@ class HilConfig:
         interventions_to_demos: Add operator-driven steps to the demo buffer too (HIL-SERL); False keeps
             them in the online buffer only.
         rlif: Reward -1 on the policy step before each takeover and nothing else (RLIF), instead of success.
-        bc_weight: Weight of a behaviour-cloning step on demo/operator actions after each actor update
-            (0: plain HIL-SERL; > 0 pulls the actor towards what the operator did, as HG-DAgger does).
+        bc_weight: Weight of a behaviour-cloning step on demo/operator actions after each update (0: plain
+            HIL-SERL). With our few thousand steps it is what makes the difference (bench/results/README.md).
+        rl: Learn with RL; False leaves only the behaviour-cloning step on demos + operator steps, i.e.
+            HG-DAgger (the policy acts, the operator corrects, BC on every correction), the issue's baseline.
         learning_starts: Online transitions before the first update.
         buffer_capacity: Online transitions kept.
         steps_per_iteration: Lockstep env steps per logged row.
@@ -78,7 +80,8 @@ class HilConfig:
     operator_cfg: SimulatedOperatorConfig = field(default_factory=SimulatedOperatorConfig)
     interventions_to_demos: bool = True
     rlif: bool = False
-    bc_weight: float = 0.0
+    bc_weight: float = 1.0
+    rl: bool = True
     learning_starts: int = 500
     buffer_capacity: int = 1_000_000
     steps_per_iteration: int = 50
@@ -93,6 +96,8 @@ class HilConfig:
         actor_lr=3e-4, critic_lr=3e-4, alpha_lr=3e-4, init_alpha=0.1, policy_delay=2, n_step=1))
 
     def __post_init__(self) -> None:
+        if not self.rl and self.bc_weight <= 0:
+            raise ValueError("hil with rl=false learns only from its behaviour-cloning step: set bc_weight > 0")
         if self.learner.n_step != 1:
             # Operator steps reach the demo buffer one env at a time, interleaved: n-step sums would run
             # across envs there.
@@ -275,7 +280,8 @@ class HilRL(Algorithm):
         if len(self.buffer) >= self.cfg.learning_starts:
             self._owed += self.cfg.learner.utd_ratio * new
             while self._owed >= 1.0:
-                self._metrics = self.learner.update_from(self.buffer, self.demo_buffer, 1, self.gen)
+                if self.cfg.rl:
+                    self._metrics = self.learner.update_from(self.buffer, self.demo_buffer, 1, self.gen)
                 if self.cfg.bc_weight > 0:
                     self._metrics["bc_loss"] = self._bc_step()
                 self._owed -= 1.0
