@@ -203,7 +203,8 @@ def test_weights_versions_only_increase_and_survive_learner_death(tmp_path: Path
         wait_for(lambda: a.stats().weights_version == 5, 10, "version 5")
         seen += [5] if seen[-1] != 5 else []
         assert seen == sorted(set(seen)) and seen[-1] == 5  # only ever newer versions
-        version, data, meta = a.latest_weights()
+        assert a.latest_weights()[0] == 5
+        _, data, meta = a.latest_weights()
         assert data == big and meta == {"version": 5}
         with pytest.raises(ValueError, match="not above"):
             srv.publish_weights(5, b"x", {})
