@@ -211,6 +211,8 @@ def test_weights_versions_only_increase_and_survive_learner_death(tmp_path: Path
         srv.stop(0)
         time.sleep(0.5)
         assert a.latest_weights()[0] == 5 and a.latest_weights()[1] == big  # the last good version stays
+    with actor(port, tmp_path / "spool") as a:  # restarted while the learner is away: starts with version 5
+        assert a.latest_weights()[0] == 5 and a.latest_weights()[1] == big
         srv2 = HilLearnerLink(f"127.0.0.1:{port}", inbox_dir=inbox)
         srv2.start()
         try:
@@ -220,3 +222,4 @@ def test_weights_versions_only_increase_and_survive_learner_death(tmp_path: Path
             assert a.latest_weights()[1:] == (b"new", {"version": 6})
         finally:
             srv2.stop(0)
+    assert [p.name for p in (tmp_path / "spool").glob("weights_*.onnx")] == ["weights_000000000006.onnx"]

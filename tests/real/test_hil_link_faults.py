@@ -79,8 +79,14 @@ def test_spool_cuts_a_torn_tail_and_skips_a_damaged_record(tmp_path: Path) -> No
     batch, _ = third_time.read_batch(100, 1 << 20)
     assert [s for s, _ in batch] == [0, 1, 2, 4, 5, 6, 7, 8, 9]
     third_time.close()
+    assert third_time.corrupt >= 1
     with pytest.raises(LinkFormatError, match="belongs to actor 'arm'"):
         Spool(tmp_path, "other")
+    held = Spool(tmp_path, "arm")
+    with pytest.raises(LinkFormatError, match="in use by another HilActorLink"):
+        Spool(tmp_path, "arm")
+    held.close()
+    Spool(tmp_path, "arm").close()  # the lock went with the close
 
 
 def test_malformed_requests_are_refused_and_the_server_stays_up(tmp_path: Path) -> None:
