@@ -139,7 +139,7 @@ def test_actor_sigkilled_and_restarted_continues_its_sequence(learner: HilLearne
     assert exactly_once(learner.inbox_dir, first + 50)  # nothing lost, nothing twice, no gap
 
 
-@pytest.mark.parametrize("outage_s", [0.3, 1.5])
+@pytest.mark.parametrize("outage_s", [0.3, 1.5, pytest.param(30.0, marks=pytest.mark.slow)])
 def test_link_dropped_then_back(tmp_path: Path, outage_s: float) -> None:
     inbox = tmp_path / "inbox"
     first = HilLearnerLink(inbox_dir=inbox)
