@@ -205,7 +205,11 @@ class HilLearnerLink:
             self._cond.notify_all()
 
     def drain(self) -> list[tuple[str, int, Payload]]:
-        """(actor_id, seq, transition) stored since the last drain, in arrival order. Arrays are read-only."""
+        """(actor_id, seq, transition) stored since the last drain, in arrival order. Arrays are read-only.
+
+        They are held in memory until drained: a learner that stops draining should stop the link (the inbox
+        keeps everything anyway, and `replay_inbox` reads it back).
+        """
         with self._lock:
             out, self._new = self._new, []
         return out

@@ -42,8 +42,10 @@ _ENVELOPE_BYTES = 4096  # room for a batch's header around its transitions
 
 def _grpc() -> Any:
     # Imported on first use, not at the top: s2r.real must import on a robot installed without the `hil` extra.
-    import grpc
-
+    try:
+        import grpc
+    except ImportError:
+        raise ImportError("the HIL link needs grpcio: pip install 's2r[hil]' on this computer") from None
     return grpc
 
 

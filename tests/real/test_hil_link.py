@@ -79,6 +79,7 @@ def test_learner_restarted_in_process_mid_run(tmp_path: Path) -> None:
             a.send(transition(i))
             time.sleep(0.001)
             if i == 100:
+                wait_for(lambda: len(inbox_counts(inbox)) > 0, 5, "the first upload")
                 first.stop(0)  # mid-upload: some batches acknowledged, some not
         assert 0 < len(inbox_counts(inbox)) < 200
         second = HilLearnerLink(f"127.0.0.1:{port}", inbox_dir=inbox)
@@ -106,6 +107,7 @@ def test_learner_sigkilled_mid_run(tmp_path: Path) -> None:
                 a.send(transition(i))
                 time.sleep(0.001)
                 if i == 200:
+                    wait_for(lambda: len(inbox_counts(inbox)) > 0, 5, "the first upload")
                     os.kill(proc.pid, signal.SIGKILL)
             proc.wait(5)
             assert 0 < len(inbox_counts(inbox)) < 400  # the kill came mid-run
