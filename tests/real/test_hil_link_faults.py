@@ -200,3 +200,31 @@ def test_same_actor_id_from_another_spool_is_refused(tmp_path: Path) -> None:
         assert exactly_once(srv.inbox_dir, 1)
     finally:
         srv.stop(0)
+
+
+def test_inbox_torn_tail_is_cut_and_a_headless_inbox_is_named(tmp_path: Path) -> None:
+    inbox = tmp_path / "inbox"
+    srv = HilLearnerLink(inbox_dir=inbox)
+    port = srv.start()
+    with actor(port, tmp_path / "spool") as a:
+        for i in range(20):
+            a.send(transition(i))
+        assert a.flush(5)
+        srv.stop(0)
+        path = inbox / f"arm{INBOX_SUFFIX}"
+        size = path.stat().st_size
+        with open(path, "ab") as f:  # what a learner killed mid-write leaves behind
+            f.write(record(1, 20, encode(transition(20)))[:40])
+        srv2 = HilLearnerLink(f"127.0.0.1:{port}", inbox_dir=inbox)
+        srv2.start()
+        try:
+            assert path.stat().st_size == size
+            for i in range(20, 30):
+                a.send(transition(i))
+            assert a.flush(5)
+        finally:
+            srv2.stop(0)
+    assert exactly_once(inbox, 30)
+    (inbox / f"ghost{INBOX_SUFFIX}").write_bytes(b"\0" * 100)
+    with pytest.raises(LinkFormatError, match=r"ghost\.inbox has no intact actor record"):
+        HilLearnerLink(inbox_dir=inbox).start()
