@@ -165,8 +165,9 @@ class HilLearnerLink:
             self._server.stop(grace_s).wait()
         with self._lock:
             for inbox in self._inboxes.values():
-                with inbox.lock:
+                with inbox.lock:  # a handler still writing (grace over) finishes its write first
                     os.close(inbox.fd)
+                    inbox.fd = -1
             self._inboxes.clear()
 
     def _open_inbox(self, path: Path) -> None:
@@ -204,7 +205,11 @@ class HilLearnerLink:
             self._cond.notify_all()
 
     def drain(self) -> list[tuple[str, int, Payload]]:
-        """(actor_id, seq, transition) stored since the last drain, in arrival order. Arrays are read-only."""
+        """(actor_id, seq, transition) stored since the last drain, in arrival order. Arrays are read-only.
+
+        They are held in memory until drained: a learner that stops draining should stop the link (the inbox
+        keeps everything anyway, and `replay_inbox` reads it back).
+        """
         with self._lock:
             out, self._new = self._new, []
         return out
@@ -243,6 +248,8 @@ class HilLearnerLink:
 
     def _inbox_for(self, actor_id: str, spool_id: str, context: grpc.ServicerContext) -> _Inbox:
         with self._lock:
+            if self._stopping:
+                context.abort(grpc.StatusCode.UNAVAILABLE, "the learner is shutting down; send again later")
             inbox = self._inboxes.get(actor_id)
             if inbox is None:
                 path = self.inbox_dir / f"{actor_id}{INBOX_SUFFIX}"
@@ -275,6 +282,8 @@ class HilLearnerLink:
         raw = blob.tobytes() if len(seqs) else b""
         out, new, dup, refused = [], [], 0, 0
         with inbox.lock:
+            if inbox.fd < 0:  # the server stopped while this call waited: not stored, so not acknowledged
+                context.abort(grpc.StatusCode.UNAVAILABLE, "the learner is shutting down; send again later")
             high = inbox.high
             for seq, a, b in zip(seqs.tolist(), [0, *ends][:len(ends)], ends, strict=True):
                 if seq <= high:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import threading
 import time
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from s2r.real.hil_spool import Spool
+from s2r.real.hil_spool import Spool, write_atomic
 from s2r.real.hil_wire import (
     TOKEN_METADATA_KEY,
     UPLOAD_METHOD,
@@ -41,8 +42,10 @@ _ENVELOPE_BYTES = 4096  # room for a batch's header around its transitions
 
 def _grpc() -> Any:
     # Imported on first use, not at the top: s2r.real must import on a robot installed without the `hil` extra.
-    import grpc
-
+    try:
+        import grpc
+    except ImportError:
+        raise ImportError("the HIL link needs grpcio: pip install 's2r[hil]' on this computer") from None
     return grpc
 
 
@@ -115,7 +118,7 @@ class HilActorLink:
         self._weights_rpc = self._channel.unary_stream(WEIGHTS_METHOD)
         self._stop = threading.Event()
         self._stream: Any = None  # the open weights stream, cancelled by close()
-        self._weights: tuple[int, bytes, dict] | None = None
+        self._weights: tuple[int, bytes, dict] | None = self._load_weights()
         self._pending_meta = (-1, "{}")  # (version, metadata JSON) of the weights being reassembled
         self._connected = False
         self._ever_connected = False
@@ -222,6 +225,7 @@ class HilActorLink:
                 reply = decode(self._upload(msg, timeout=self.deadline_s, metadata=self._metadata))
             except grpc.RpcError as e:
                 code, detail = e.code(), e.details()
+                repeated = self._last_error == f"{code.name}: {detail}"
                 self._link_state(code == grpc.StatusCode.RESOURCE_EXHAUSTED, f"{code.name}: {detail}")
                 if code == grpc.StatusCode.RESOURCE_EXHAUSTED and len(batch) > 1:
                     items = max(1, len(batch) // 2)  # the learner's limit is below ours: smaller batches
@@ -232,7 +236,7 @@ class HilActorLink:
                     self._spool.commit(batch[0][0], cursor)
                     continue
                 if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.FAILED_PRECONDITION,
-                            grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.PERMISSION_DENIED):
+                            grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.PERMISSION_DENIED) and not repeated:
                     log.error("the learner at %s refuses this actor: %s", self.address, detail)
                 self._stop.wait(backoff * (0.5 + random.random()))
                 backoff = min(2 * backoff, cfg.backoff_s[1])
@@ -292,4 +296,26 @@ class HilActorLink:
             log.error("weights version %d arrived damaged (size or CRC); keeping the last good version", version)
         elif current is None or version > current[0]:
             self._weights = (version, data, json.loads(self._pending_meta[1]))
+            self._save_weights()
         return []
+
+    # The newest weights are kept in the spool directory too, so an actor restarted while the learner is away
+    # starts with the last good policy instead of none.
+    def _save_weights(self) -> None:
+        version, data, meta = self._weights
+        root = self._spool.root
+        name = f"weights_{version:012d}.onnx"  # the JSON names its file: a kill between the two writes is harmless
+        (root / (name + ".tmp")).write_bytes(data)
+        os.replace(root / (name + ".tmp"), root / name)
+        write_atomic(root / "weights.json", json.dumps({"version": version, "file": name, "metadata": meta}))
+        for old in root.glob("weights_*.onnx"):
+            if old.name != name:
+                old.unlink(missing_ok=True)
+
+    def _load_weights(self) -> tuple[int, bytes, dict] | None:
+        root = self._spool.root
+        try:
+            head = json.loads((root / "weights.json").read_text())
+            return int(head["version"]), (root / head["file"]).read_bytes(), dict(head["metadata"])
+        except (OSError, ValueError, KeyError, TypeError):  # none yet, or half of a pair: wait for the learner
+            return None

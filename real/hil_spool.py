@@ -14,6 +14,7 @@ record (the one whose `append` never returned); it is cut off and its number is 
 
 from __future__ import annotations
 
+import fcntl
 import itertools
 import json
 import os
@@ -57,7 +58,26 @@ class Spool:
     def __init__(self, root: Path, actor_id: str, *, segment_bytes: int = 16 << 20) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
+        self.segment_bytes = segment_bytes
         check_actor_id(actor_id)
+        self._lock_fd = os.open(self.root / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:  # two links on one spool would hand out the same numbers; the lock dies with its process
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._lock_fd)
+            raise LinkFormatError(f"spool_dir {self.root} is in use by another HilActorLink; give each actor its own "
+                                  "spool_dir, or close the other link first") from None
+        try:
+            self._open(actor_id)
+        except BaseException:
+            os.close(self._lock_fd)
+            raise
+        self._lock = threading.Lock()
+        self.cursor = (self.segments[0], 0)  # where the uploader reads next
+        self.closed = False
+
+    def _open(self, actor_id: str) -> None:
+        """Read or create spool.json, find the next number, cut a torn tail, open the newest segment."""
         meta_path = self.root / "spool.json"
         if meta_path.exists():
             meta = json.loads(meta_path.read_text())
@@ -69,7 +89,6 @@ class Spool:
                     "spool_id": uuid.uuid4().hex}
             write_atomic(meta_path, json.dumps(meta))
         self.spool_id: str = meta["spool_id"]
-        self.segment_bytes = segment_bytes
         acked_path = self.root / "acked"
         self.acked = int(acked_path.read_text()) if acked_path.exists() else -1
         self.segments = sorted(int(p.stem[4:]) for p in self.root.glob("seg_*.bin"))
@@ -87,9 +106,6 @@ class Spool:
             self.segments = [self.next_seq]
         self.size = _segment(self.root, self.segments[-1]).stat().st_size if self._exists(-1) else 0
         self._fd = os.open(_segment(self.root, self.segments[-1]), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        self._lock = threading.Lock()
-        self.cursor = (self.segments[0], 0)  # where the uploader reads next
-        self.closed = False
 
     def _exists(self, i: int) -> bool:
         return _segment(self.root, self.segments[i]).exists()
@@ -195,3 +211,4 @@ class Spool:
             self.closed = True
             os.fsync(self._fd)
             os.close(self._fd)
+            os.close(self._lock_fd)  # releases the flock
