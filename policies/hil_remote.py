@@ -38,12 +38,13 @@ class RemoteSource:
         self.version = int(self.version_file.read_text()) if self.version_file.is_file() else 0
         self.last_publish = -np.inf
         self.refused = 0
+        self.was_intervened: dict[str, bool] = {}  # per actor, to count takeovers (rising edges)
 
     def start(self) -> int:
         """Rebuild the buffers from the inbox, start serving, publish the current weights; returns the port."""
         n = 0
-        for _actor, _seq, t in self.link.replay_inbox():
-            n += self._add(t)
+        for actor, _seq, t in self.link.replay_inbox():
+            n += self._add(t, actor)
         self.port = self.link.start()
         host = self.algo.cfg.link.rsplit(":", 1)[0]
         print(f"s2r hil: learner listening on {host}:{self.port} ({n} transitions already in the inbox)",
@@ -55,13 +56,13 @@ class RemoteSource:
         """Store what arrived (waiting up to `max_wait_s` for at least `want` transitions); returns the count."""
         got, deadline = 0, time.monotonic() + max_wait_s
         while True:
-            for _actor, _seq, t in self.link.drain():
-                got += self._add(t)
+            for actor, _seq, t in self.link.drain():
+                got += self._add(t, actor)
             if got >= want or time.monotonic() >= deadline:
                 return got
             time.sleep(0.005)
 
-    def _add(self, t: dict[str, Any]) -> int:
+    def _add(self, t: dict[str, Any], actor: str) -> int:
         """One actor transition into the online buffer (and the demo buffer when the operator drove)."""
         from s2r.policies.hil import INTERVENED, PROPOSED
 
@@ -84,7 +85,10 @@ class RemoteSource:
         algo.buffer.add(o, act, rew, n, term, trunc)
         if flag[0, 0] and algo.cfg.interventions_to_demos:
             algo.demo_buffer.add(o, act, rew, n, term, trunc)
-        algo.note_transition(bool(flag[0, 0]), t)
+        flag_now = bool(flag[0, 0])
+        algo._takeovers_total += int(flag_now and not self.was_intervened.get(actor, False))
+        self.was_intervened[actor] = flag_now and not (term[0] or trunc[0])
+        algo.note_transition(flag_now, t)
         return 1
 
     def publish(self, force: bool = False) -> bool:
