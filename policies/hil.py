@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -196,6 +197,7 @@ class HilRL(Algorithm):
         folder = cfg.demos
         if not folder:
             folder = str(self.ctx.run.path / "demos")
+        if not cfg.demos and not any(Path(folder).glob("episode_*.npz")):  # collected once per run, kept on resume
             collect_demos(self.task_id, folder, cfg.num_demos, noise=cfg.demo_noise, num_envs=min(8, cfg.num_demos),
                           seed=cfg.seed + 50_000, progress=False,
                           task_overrides=None)
