@@ -18,6 +18,8 @@ from s2r.policies.mfrl.sets import sample_sets
 from s2r.real.trajectory import min_snap
 from s2r.sim import task_config
 
+from tests.mcap_schemas import POSE_STAMPED, STRING
+
 TASK = task_config(TASK_ID)
 SETTLE = 0.5
 
@@ -78,33 +80,6 @@ def test_malformed_truncated_and_unpaired_logs_are_skipped_whole(tmp_path: Path)
         read_flight_folder(tmp_path / "nope")
 
 
-STRING = "string data\n"
-POSE_STAMPED = """std_msgs/Header header
-geometry_msgs/Pose pose
-================================================================================
-MSG: std_msgs/Header
-builtin_interfaces/Time stamp
-string frame_id
-================================================================================
-MSG: builtin_interfaces/Time
-int32 sec
-uint32 nanosec
-================================================================================
-MSG: geometry_msgs/Pose
-Point position
-Quaternion orientation
-================================================================================
-MSG: geometry_msgs/Point
-float64 x
-float64 y
-float64 z
-================================================================================
-MSG: geometry_msgs/Quaternion
-float64 x 0
-float64 y 0
-float64 z 0
-float64 w 1
-"""
 
 
 def _recording(path: Path, plans: list[LoggedPlan], offset: float, replaced: LoggedPlan | None = None) -> Path:

@@ -15,6 +15,8 @@ from s2r.sim.quadrotor.allocation import heuristic_durations, optimise_durations
 from s2r.sim.quadrotor.control import QuadrotorParams, SE3Controller, params_from_model
 from s2r.sim.quadrotor.flight import FlightConfig, FlightResult, fly, read_flight_log
 
+from tests.mcap_schemas import POSE_STAMPED
+
 WAYPOINTS = np.array([[0, 0, 1.0], [1.0, 0.5, 1.4], [1.6, -0.4, 1.0], [0.8, -0.8, 1.5]])
 LIMITS = QuadLimits(min_height=0.1)
 NOMINAL = FlightConfig(mass_range=(1.0, 1.0), drag_range=(1.0, 1.0), motor_range=(1.0, 1.0))
@@ -180,32 +182,6 @@ def test_flight_log_mcap_json(tmp_path: Path) -> None:
     assert r.success and r.max_pos_error == pytest.approx(0.02)
 
 
-POSE_STAMPED = """std_msgs/Header header
-geometry_msgs/Pose pose
-================================================================================
-MSG: std_msgs/Header
-builtin_interfaces/Time stamp
-string frame_id
-================================================================================
-MSG: builtin_interfaces/Time
-int32 sec
-uint32 nanosec
-================================================================================
-MSG: geometry_msgs/Pose
-Point position
-Quaternion orientation
-================================================================================
-MSG: geometry_msgs/Point
-float64 x
-float64 y
-float64 z
-================================================================================
-MSG: geometry_msgs/Quaternion
-float64 x 0
-float64 y 0
-float64 z 0
-float64 w 1
-"""
 
 
 def test_flight_log_mcap_ros2(tmp_path: Path) -> None:
