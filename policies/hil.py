@@ -138,6 +138,10 @@ class HilRL(Algorithm):
         self.ctx = ctx
         self.cfg = cfg = ctx.cfg
         self.task_id = ctx.task_id
+        if cfg.link:
+            from s2r.policies.hil_remote import link_token
+
+            link_token(cfg)  # refuse an exposed address without a token before building anything
         if ctx.task_id not in expert_task_ids():
             raise AlgorithmTaskMismatch(f"task '{ctx.task_id}' has no scripted expert for the simulated operator and "
                                         f"demos; hil runs in simulation on: {', '.join(expert_task_ids())}")

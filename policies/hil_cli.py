@@ -82,6 +82,8 @@ def cmd_actor(args: argparse.Namespace) -> int:
         env = make(task, 1, seed=args.seed)
     except UnknownTaskError as exc:
         return _fail(str(exc))
+    if args.operator != "sim" and args.operator not in DEVICES.factories:
+        return _fail(f"unknown --operator '{args.operator}'; choose sim, {', '.join(sorted(DEVICES.factories))}")
     device = None
     try:
         sim_op = SimulatedOperator(task, 1, seed=args.seed) if args.operator == "sim" else None

@@ -32,7 +32,7 @@ class RemoteSource:
 
         self.algo = algo
         cfg = algo.cfg
-        token = os.environ.get(cfg.token_env) or None
+        token = link_token(cfg)
         self.link = HilLearnerLink(cfg.link, inbox_dir=algo.ctx.run.path / "inbox", token=token)
         self.version_file = algo.ctx.run.path / "weights_version"
         self.version = int(self.version_file.read_text()) if self.version_file.is_file() else 0
@@ -107,6 +107,17 @@ class RemoteSource:
 
     def stop(self) -> None:
         self.link.stop()
+
+
+def link_token(cfg: Any) -> str | None:
+    """The shared token from `$<cfg.token_env>`; refuses a non-loopback address without one (one sentence)."""
+    from s2r.policies.hil_link_server import is_loopback
+
+    token = os.environ.get(cfg.token_env) or None
+    if token is None and not is_loopback(cfg.link):
+        raise ValueError(f"refusing to serve actors on {cfg.link} without a token: set ${cfg.token_env} (the actors "
+                         "need the same value) or bind to 127.0.0.1")
+    return token
 
 
 def onnx_bytes(algo: Any) -> bytes:

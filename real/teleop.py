@@ -190,7 +190,7 @@ class KeyboardDevice:
         self.fd = fd if fd is not None else 0
         if not os.isatty(self.fd):
             raise TeleopError("the keyboard teleop device needs a terminal on stdin; run it in a terminal, or use "
-                              "--device joy/gamepad/spacemouse")
+                              "another device (gamepad, spacemouse, a sensor_msgs/Joy source)")
         self.key_hold_s = key_hold_s
         self.clock = clock
         self.to_command = AxesToCommand(replace(KEYBOARD_MAPPING, scale=scale))

@@ -95,3 +95,10 @@ def test_task_without_an_operator_is_refused(tmp_path) -> None:
     with pytest.raises(AlgorithmTaskMismatch, match="no scripted expert"):
         train(new_run_spec("hil", "Puck-Velocity-Flat", algo_overrides={"torch_threads": 1}, budget=Budget(steps=10)),
               tmp_path / "run", progress=False)
+
+
+def test_exposed_learner_without_a_token_is_refused(tmp_path, monkeypatch) -> None:
+    monkeypatch.delenv("S2R_HIL_TOKEN", raising=False)
+    with pytest.raises(ValueError, match=r"without a token: set \$S2R_HIL_TOKEN"):
+        train(new_run_spec("hil", TASK, algo_overrides={"link": "0.0.0.0:0"}, budget=Budget(steps=10)), tmp_path / "r",
+              progress=False)
