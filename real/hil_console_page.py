@@ -75,7 +75,8 @@ function loadFrame(seq) {
   return new Promise((resolve) => {
     const img = new Image();
     img.onload = () => {
-      $("camera").src = img.src; s2r.shown = seq; $("frame-seq").textContent = seq;
+      img.id = "camera"; img.alt = "camera"; $("camera").replaceWith(img);  // no second fetch (no-store)
+      s2r.shown = seq; $("frame-seq").textContent = seq;
       s2r.frames.push([seq, performance.timeOrigin + performance.now()]);
       if (s2r.frames.length > 5000) s2r.frames.splice(0, 1000);
       resolve();
