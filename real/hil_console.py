@@ -61,7 +61,7 @@ class ConsoleCommand(TeleopCommand):
     Attributes:
         paused: The operator paused the run (the actor should hold the arm and stop stepping).
         labelling: The labelling mode is on.
-        label: The hold-to-label success button is down (labelling mode).
+        label: The hold-to-label success button is down (labelling mode), or was pressed since the last read.
         presses: Events applied by this read, in order (for logs and tests).
     """
 
@@ -210,6 +210,7 @@ class OperatorConsole:
         applied: list[str] = []
         end = {b: False for b in EPISODE_BUTTONS}
         with self._cond:
+            tapped = False  # a hold shorter than one control step still labels this step's frame
             while self._events:
                 _, button = self._events[0]
                 if button in EPISODE_BUTTONS:
@@ -225,6 +226,7 @@ class OperatorConsole:
                     self.label = False
                 else:
                     self.label = button == "label_down" and self.labelling
+                    tapped |= self.label
                 self._events.popleft()
                 applied.append(button)
             self.applied += len(applied)
@@ -233,7 +235,7 @@ class OperatorConsole:
             if self.action_dim:
                 action[-1] = -1.0  # gripper open: the console does not steer
             return ConsoleCommand(action=action, intervene=self.intervene, connected=True, paused=self.paused,
-                                  labelling=self.labelling, label=self.label, presses=tuple(applied), **end)
+                                  labelling=self.labelling, label=self.label or tapped, presses=tuple(applied), **end)
 
     # -- server side ------------------------------------------------------------------------------------------
 

@@ -99,6 +99,9 @@ def test_labelling_hold_button(console: OperatorConsole) -> None:
     assert held.labelling and held.label
     console.press("label_up", "l3")
     assert not console.read().label
+    console.press("label_down", "l4")  # a tap shorter than a control step labels that step's frame
+    console.press("label_up", "l5")
+    assert console.read().label and not console.read().label
 
 
 def test_bad_input_is_one_sentence(console: OperatorConsole) -> None:
