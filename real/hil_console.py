@@ -40,6 +40,7 @@ from urllib.parse import parse_qs, urlparse
 
 import numpy as np
 from s2r.real.hil_console_page import PAGE
+from s2r.real.intervention import OperatorInput
 from s2r.real.teleop import TeleopCommand
 
 EPISODE_BUTTONS = ("success", "failure", "reset")
@@ -76,6 +77,46 @@ def merge_commands(device: TeleopCommand, console: ConsoleCommand) -> TeleopComm
     return TeleopCommand(action=device.action, intervene=device.intervene or console.intervene,
                          success=device.success or console.success, failure=device.failure or console.failure,
                          reset=device.reset or console.reset, connected=device.connected)
+
+
+def with_console(op: OperatorInput, cmd: ConsoleCommand) -> OperatorInput:
+    """The console's buttons on top of another operator's input (a device, or the simulated operator).
+
+    Either may take over (the other operator's action is executed: the console does not steer) and either's
+    success/failure/reset counts; applied to every env of `op`.
+    """
+    n = len(op.intervene)
+    on = lambda v: np.full(n, bool(v))  # noqa: E731
+    return OperatorInput(action=op.action, intervene=op.intervene | on(cmd.intervene), connected=op.connected,
+                         success=op.success | on(cmd.success), failure=op.failure | on(cmd.failure),
+                         reset=op.reset | on(cmd.reset))
+
+
+class EpisodeRates:
+    """Success and intervention rates over the last `window` episodes, as `publish_stats` takes them."""
+
+    def __init__(self, window: int = 20) -> None:
+        self.window = window
+        self.episodes = 0
+        self._recent: deque[tuple[bool, float]] = deque(maxlen=window)
+        self._steps = self._intervened = 0
+
+    def step(self, intervened: bool) -> None:
+        self._steps += 1
+        self._intervened += int(intervened)
+
+    def end_episode(self, success: bool) -> dict[str, float]:
+        """Close an episode; returns the stats to publish."""
+        self._recent.append((bool(success), self._intervened / max(1, self._steps)))
+        self.episodes += 1
+        self._steps = self._intervened = 0
+        return self.stats()
+
+    def stats(self) -> dict[str, float]:
+        rec = list(self._recent)
+        return {"episode": self.episodes,
+                "success_rate": float(np.mean([s for s, _ in rec])) if rec else 0.0,
+                "intervention_rate": float(np.mean([i for _, i in rec])) if rec else 0.0}
 
 
 def encode_png(rgb: np.ndarray) -> bytes:

@@ -10,7 +10,7 @@ import urllib.request
 
 import numpy as np
 import pytest
-from s2r.real.hil_console import ConsoleError, OperatorConsole, encode_png, merge_commands
+from s2r.real.hil_console import ConsoleError, EpisodeRates, OperatorConsole, encode_png, merge_commands, with_console
 from s2r.real.intervention import OperatorInput
 from s2r.real.teleop import TeleopCommand
 
@@ -88,6 +88,16 @@ def test_console_is_a_teleop_source(console: OperatorConsole) -> None:
     device = TeleopCommand(action=np.array([0.5, 0, 0, 1.0]), intervene=False)
     merged = merge_commands(device, cmd)
     assert merged.intervene and merged.action[0] == 0.5 and not merged.success
+    console.press("failure", "f1")
+    sim_op = OperatorInput.idle(3, 4)  # e.g. the simulated operator's input for 3 envs
+    both = with_console(sim_op, console.read())
+    assert both.failure.all() and both.intervene.all() and not both.success.any()
+    rates = EpisodeRates(window=2)
+    for s in (True, False, True):
+        rates.step(True)
+        rates.step(False)
+        stats = rates.end_episode(s)
+    assert stats == {"episode": 3, "success_rate": 0.5, "intervention_rate": 0.5}
 
 
 def test_labelling_hold_button(console: OperatorConsole) -> None:
