@@ -69,7 +69,13 @@ def main() -> int:
             for i in range(n):
                 clf.prob(image=labels.image[i] if labels.image is not None else None,
                          state=labels.state[i] if labels.state is not None else None)
+            sweep = []
+            for target in (0.05, 0.02, 0.01, 0.005, 0.002):  # the same net, thresholds for other targets
+                thr, _, test = trained.at_target(target)
+                sweep.append({"target_fpr": target, "threshold": thr, **{k: test[k] for k in (
+                    "precision", "recall", "fpr_failure_episodes", "failure_episodes_ended_by_false_positive")}})
             runs.append({"inputs": inputs, "seed": seed, "threshold": trained.threshold, "train_s": round(train_s, 1),
+                         "target_sweep_test": sweep,
                          "final_loss": float(sum(trained.losses[-20:]) / 20), "test": trained.test,
                          "calib": trained.calib, "onnx_ms_per_frame": 1000 * (time.perf_counter() - t) / n,
                          "onnx": str(onnx_path.relative_to(REPO))})

@@ -167,6 +167,15 @@ class TrainedClassifier:
     meta: dict[str, Any]
     cfg: ClassifierConfig
     losses: list[float]
+    held_out: dict[str, dict[str, np.ndarray]] = dataclasses.field(default_factory=dict)  # scores + labels per split
+
+    def at_target(self, target_fpr: float) -> tuple[float, dict[str, float], dict[str, float]]:
+        """(threshold, calib, test) for another target false-positive rate, without retraining."""
+        cal = self.held_out["calib"]
+        threshold = pick_threshold(cal["scores"][cal["failure"]], target_fpr)
+        out = [metrics(h["scores"], h["label"], h["failure"], h["episode"], threshold)
+               for h in (self.held_out["calib"], self.held_out["test"])]
+        return threshold, out[0], out[1]
 
 
 def train_classifier(labels: LabelSet, cfg: ClassifierConfig = ClassifierConfig(),
@@ -250,8 +259,10 @@ def train_classifier(labels: LabelSet, cfg: ClassifierConfig = ClassifierConfig(
     meta = {"task": labels.task, "cameras": labels.meta.get("cameras", []) if use_image else [],
             "image_size": list(image_size) if image_size else None,
             "state_dim": int(labels.state.shape[1]) if use_state else None, "inputs": cfg.inputs}
+    held_out = {part: {"scores": sc, "label": y[idx], "failure": failure_frames[idx], "episode": labels.episode[idx]}
+                for part, (idx, sc) in results.items()}
     return TrainedClassifier(net=net, threshold=threshold, calib=out["calib"], test=out["test"], meta=meta, cfg=cfg,
-                             losses=losses)
+                             losses=losses, held_out=held_out)
 
 
 class _Exported(nn.Module):
