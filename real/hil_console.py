@@ -18,7 +18,8 @@ in arrival order under one lock, ignores a repeated id (a retried request is app
 them in that order: toggles all at once, but at most one episode-ending press (success/failure/reset) per read,
 so two operators pressing "success" and "failure" in the same step give two consecutive episode ends in arrival
 order instead of one episode labelled both ways. A press needs the `X-S2R-Console` header, which a page from
-another origin cannot send without a CORS preflight that this server never grants.
+another origin cannot send without a CORS preflight that this server never grants. Bound beyond loopback, the
+console needs a token (opened once as /?token=..., then kept in a same-site cookie).
 
 Frames are encoded when a browser asks (JPEG through OpenCV when it is installed, else PNG with zlib), so the
 control loop only copies the array. The page shows how old the newest frame is and says when the camera stopped.
@@ -27,6 +28,7 @@ No torch, no simulator: numpy + the standard library.
 
 from __future__ import annotations
 
+import hmac
 import json
 import struct
 import threading
@@ -150,6 +152,17 @@ def _encoder(encoding: str) -> tuple[str, Any]:
     return "image/png", encode_png
 
 
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name: assume it resolves beyond this machine
+
+
 def parse_bind(bind: str) -> tuple[str, int]:
     """'host:port' -> (host, port), with one sentence on a bad address."""
     host, sep, port = bind.rpartition(":")
@@ -162,8 +175,13 @@ class OperatorConsole:
     """The console's state, shared by the actor's loop and the HTTP server threads (one lock)."""
 
     def __init__(self, bind: str = "127.0.0.1:0", *, encoding: str = "auto", action_dim: int = 4,
-                 title: str = "s2r operator console", stale_after_s: float = 1.0) -> None:
+                 title: str = "s2r operator console", stale_after_s: float = 1.0, token: str | None = None) -> None:
         self.host, self.port = parse_bind(bind)
+        if not _is_loopback(self.host) and not token:
+            raise ConsoleError(f"console bind address {self.host} is reachable from other computers and its buttons move "
+                               "the robot; set a token (e.g. $S2R_CONSOLE_TOKEN) and open the page as /?token=<token>, "
+                               "or bind 127.0.0.1 and use an ssh tunnel")
+        self.token = token or None
         self.content_type, self._encode = _encoder(encoding)
         self.action_dim = action_dim
         self.title = title
@@ -359,12 +377,26 @@ class _Handler(BaseHTTPRequestHandler):
     def _json(self, code: int, obj: Any) -> None:
         self._send(code, json.dumps(obj).encode(), "application/json")
 
+    def _authorised(self, q: dict[str, list[str]]) -> bool:
+        """With a token: the page URL carries it once (?token=), then a same-site cookie does."""
+        token = self.console.token
+        if token is None:
+            return True
+        cookies = dict(part.strip().split("=", 1) for part in self.headers.get("Cookie", "").split(";") if "=" in part)
+        if hmac.compare_digest(q.get("token", [""])[0], token) or hmac.compare_digest(cookies.get("s2r_console", ""), token):
+            return True
+        self._json(401, {"error": "this console needs its token: open /?token=<token> (the actor's $S2R_CONSOLE_TOKEN)"})
+        return False
+
     def do_GET(self) -> None:
         url = urlparse(self.path)
         q = parse_qs(url.query)
         c = self.console
+        if not self._authorised(q):
+            return
         if url.path == "/":
-            self._send(200, PAGE.replace("__TITLE__", c.title).encode(), "text/html; charset=utf-8")
+            cookie = {"Set-Cookie": f"s2r_console={c.token}; HttpOnly; SameSite=Strict; Path=/"} if c.token else {}
+            self._send(200, PAGE.replace("__TITLE__", c.title).encode(), "text/html; charset=utf-8", cookie)
         elif url.path == "/state":
             try:
                 after = int(q.get("after", ["-1"])[0])
@@ -386,6 +418,8 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         if urlparse(self.path).path != "/press":
             self._json(404, {"error": "POST only to /press"})
+            return
+        if not self._authorised({}):
             return
         if self.headers.get("X-S2R-Console") != "1":
             self._json(403, {"error": "a press needs the header X-S2R-Console: 1 (the console page sends it)"})

@@ -132,6 +132,25 @@ def test_bad_input_is_one_sentence(console: OperatorConsole) -> None:
     assert console.state()["events_received"] == 0
 
 
+def test_beyond_loopback_needs_a_token() -> None:
+    with pytest.raises(ConsoleError, match="set a token"):
+        OperatorConsole(bind="0.0.0.0:0")
+    # Loopback with a token: exercises the same check on one machine.
+    with OperatorConsole(bind="127.0.0.1:0", token="s3cret") as c:
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(c.url + "state", timeout=5)
+        assert err.value.code == 401
+        status, _ = _post(c.url, {"button": "success", "id": "t"})
+        assert status == 401 and c.state()["events_received"] == 0
+        with urllib.request.urlopen(c.url + "?token=s3cret", timeout=5) as r:
+            cookie = r.headers["Set-Cookie"].split(";")[0]
+        req = urllib.request.Request(c.url + "press", data=b'{"button": "success", "id": "t"}', method="POST",
+                                     headers={"X-S2R-Console": "1", "Cookie": cookie})
+        with urllib.request.urlopen(req, timeout=5) as r:
+            assert r.status == 200
+        assert c.read().success
+
+
 def test_png_encoder_round_trips_and_a_stopped_camera_is_reported() -> None:
     cv2 = pytest.importorskip("cv2")
     rgb = np.random.default_rng(0).integers(0, 255, (17, 23, 3), dtype=np.uint8)
