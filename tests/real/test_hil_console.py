@@ -212,4 +212,37 @@ def test_page_in_headless_chromium_shows_frames_and_presses_reach_the_actor() ->
             time.sleep(0.02)
         assert c.read().failure
         page.wait_for("document.getElementById('stalled').textContent === 'camera stopped'", timeout_s=5)
+        # Labelling mode: the hold button appears; holding it labels frames until it is released.
+        page.evaluate("document.getElementById('b-labelling').click()")
+        deadline = time.monotonic() + 5
+        while not c.labelling and time.monotonic() < deadline:
+            c.read()
+            time.sleep(0.02)
+        page.wait_for("getComputedStyle(document.getElementById('b-label')).display !== 'none'")
+        page.evaluate("document.getElementById('b-label').dispatchEvent(new PointerEvent('pointerdown'))")
+        page.wait_for("window.s2r.sent >= 5")
+        deadline = time.monotonic() + 5
+        while not c.read().label and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert c.label
+        page.evaluate("document.getElementById('b-label').dispatchEvent(new PointerEvent('pointerup'))")
+        deadline = time.monotonic() + 5
+        while c.read().label and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not c.label
+
+        # Two browsers pressing at once: every press is applied exactly once.
+        other = browser.new_page()
+        other.navigate(c.url)
+        before = c.state()["events_received"]
+        page.evaluate("for (let i = 0; i < 20; i++) press('pause')")
+        other.evaluate("for (let i = 0; i < 20; i++) press('reset')")
+        page.wait_for("window.s2r.chain.then(() => true)")
+        other.wait_for("window.s2r.chain.then(() => true)")
+        assert c.state()["events_received"] == before + 40
+        got: list[str] = []
+        while c.state()["events_queued"]:
+            got.extend(c.read().presses)
+        assert got.count("pause") == 20 and got.count("reset") == 20 and not c.paused
+        other.close()
         page.close()
