@@ -55,7 +55,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--rate-hz", type=float, default=0.0, help="pace the loop like the robot (0: as fast as possible)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--wait", type=float, default=30.0, help="seconds to wait for the first weights (default 30)")
+    t.add_argument("--console", metavar="HOST:PORT", help="serve the operator console (live camera, rates, buttons) "
+                   "here, e.g. 127.0.0.1:8080 (another host needs $S2R_CONSOLE_TOKEN)")
+    t.add_argument("--classifier", metavar="ONNX", help="reward from this success classifier (`s2r hil classifier`) "
+                   "instead of the simulator's success; the operator's buttons still win")
     t.set_defaults(func=cmd_actor)
+
+    from s2r.policies.hil_label_cli import add_parsers as add_label_parsers
+
+    add_label_parsers(hsub)
 
 
 def cmd_learner(args: argparse.Namespace) -> int:
@@ -73,14 +81,21 @@ def cmd_actor(args: argparse.Namespace) -> int:
     from s2r.real.hil_actor import HilActor
     from s2r.real.hil_link import HilActorLink
     from s2r.real.intervention import OperatorInput
+    from s2r.real.reward_classifier import ClassifierError, RewardClassifier, classifier_reward
     from s2r.real.teleop import DEVICES, TeleopError
-    from s2r.sim import UnknownTaskError, canonical_task_id, make
+    from s2r.sim import UnknownTaskError, canonical_task_id, make, task_config
     from s2r.sim.operator import SimulatedOperator
 
     try:
         task = canonical_task_id(args.task)
-        env = make(task, 1, seed=args.seed)
-    except UnknownTaskError as exc:
+        overrides: dict = {"image": True} if (args.console or args.classifier) else {}
+        clf = None
+        if args.classifier:
+            clf = RewardClassifier.load(args.classifier, task=task, cameras=(task_config(task).image_camera,))
+            if "image" in clf.inputs:  # render at the size the classifier was trained on
+                overrides["image_size"] = tuple(clf.image_size)
+        env = make(task, 1, cfg=task_config(task, overrides or None), seed=args.seed)
+    except (UnknownTaskError, ClassifierError) as exc:
         return _fail(str(exc))
     if args.operator != "sim" and args.operator not in DEVICES.factories:
         return _fail(f"unknown --operator '{args.operator}'; choose sim, {', '.join(sorted(DEVICES.factories))}")
@@ -96,7 +111,15 @@ def cmd_actor(args: argparse.Namespace) -> int:
     link = HilActorLink(args.learner, spool_dir=spool, actor_id=args.actor_id,
                         token=os.environ.get("S2R_HIL_TOKEN") or None)
     actor = HilActor(link, env.spec.action_dim)
+    console = rates = None
     try:
+        if args.console:
+            from s2r.real.hil_console import EpisodeRates, OperatorConsole
+
+            console = OperatorConsole(bind=args.console, token=os.environ.get("S2R_CONSOLE_TOKEN") or None)
+            console.start()
+            rates = EpisodeRates()
+            print(f"s2r hil: operator console at {console.url}", file=sys.stderr, flush=True)
         deadline = time.monotonic() + args.wait
         while link.latest_weights() is None and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -115,16 +138,33 @@ def cmd_actor(args: argparse.Namespace) -> int:
                 op = sim_op(obs, proposal if proposal is not None else actor.hold_action)
             else:
                 op = OperatorInput.from_command(device.read())
+            if console is not None:
+                from s2r.real.hil_console import with_console
+
+                c = console.read()
+                if c.paused:
+                    time.sleep(0.05)
+                    continue
+                op = with_console(op, c)
+                console.publish_frame(obs["image"][0])
+                rates.step(bool(op.intervene[0]))
             action = actor.act(obs["policy"][0], op)
             nxt, rew, term, trunc, info = env.step(action[None])
             reward, terminated, truncated = float(rew[0]), bool(term[0]), bool(trunc[0])
-            if op.success[0] or op.failure[0]:  # the operator's buttons win over the simulator
+            final_obs = info.get("final_obs", nxt)
+            if clf is not None:  # the classifier replaces the simulator's success; the buttons still win
+                reward, terminated = classifier_reward(clf, bool(op.success[0]), bool(op.failure[0]),
+                                                       image=final_obs["image"][0], state=final_obs["policy"][0])
+                terminated = terminated or bool(term[0])
+            elif op.success[0] or op.failure[0]:  # the operator's buttons win over the simulator
                 reward, terminated = float(op.success[0]), True
-            final = info.get("final_obs", nxt)["policy"][0]
+            final = final_obs["policy"][0]
             actor.record(final, reward, terminated, truncated)
             if terminated or truncated or op.reset[0]:
                 episodes += 1
                 successes += int(reward > 0)
+                if console is not None:
+                    console.publish_stats(rates.end_episode(reward > 0))
                 if not (term[0] or trunc[0]):
                     nxt = env.reset()
                 if sim_op is not None:
@@ -140,6 +180,8 @@ def cmd_actor(args: argparse.Namespace) -> int:
               f"weights version {actor.weights.version}", file=sys.stderr)
         return 0
     finally:
+        if console is not None:
+            console.close()
         link.close()
         env.close()
         if device is not None:
