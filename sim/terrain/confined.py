@@ -13,10 +13,12 @@ Seeds in `EVAL_SEEDS` are held out for evaluation; `train_seed` never returns on
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import mujoco
 import numpy as np
+from s2r.real.confined_planner import ConfinedPlanner, UnreachableGoal
 from s2r.sim.models import model_path
 
 FEATURES = ("open", "ceiling", "corridor", "overhang", "step", "voids")
@@ -56,7 +58,7 @@ class ConfinedConfig:
     resolution: float = 0.05
     wall: float = 0.1
     start_free: float = 1.0
-    segment: tuple[float, float] = (1.0, 2.0)
+    segment: tuple[float, float] = (1.2, 2.2)
     ceiling: tuple[float, float] = (0.62, 0.30)
     gap: tuple[float, float] = (1.2, 0.45)
     step: tuple[float, float] = (0.03, 0.12)
@@ -152,15 +154,19 @@ def generate(seed: int, difficulty: float, cfg: ConfinedConfig | None = None) ->
         elif kind == "corridor":
             gap = _lerp(cfg.gap, d) + 0.1 * u[0]
             c = y0 + gap / 2 + u[1] * max(y1 - y0 - gap, 0.0)
-            new += [_box((x, y0, 0), (x1, c - gap / 2, H)), _box((x, c + gap / 2, 0), (x1, y1, H))]
+            # Walls stop 0.3 m short of both ends: two corridors in a row with offset gaps stay joined.
+            xa, xb = x + 0.3, x1 - 0.3
+            new += [_box((xa, y0, 0), (xb, c - gap / 2, H)), _box((xa, c + gap / 2, 0), (xb, y1, H))]
         elif kind == "overhang":
             cover = _lerp(cfg.overhang, d) * (y1 - y0)
             lo = y0 if u[1] < 0.5 else y1 - cover
             new.append(_box((x, lo, ceil), (x1, lo + cover, H)))
         elif kind == "step":
             step = _lerp(cfg.step, d) * (0.8 + 0.4 * u[2])
-            xs = x + 0.3 * seg * u[3]
-            new += [_box((xs, y0, 0), (x1, y1, step)), _box((x, y0, step + ceil), (x1, y1, H))]
+            # Flat ground under the step's own (higher) ceiling before and after it: the body never straddles
+            # the step and a lower ceiling of a neighbouring segment at once.
+            xs = x + 0.45 + 0.1 * seg * u[3]
+            new += [_box((xs, y0, 0), (x1 - 0.45, y1, step)), _box((x, y0, step + ceil), (x1, y1, H))]
         elif kind == "voids":
             count = round(_lerp(cfg.voids, d))
             for b in blocks[:count]:
@@ -178,9 +184,30 @@ def generate(seed: int, difficulty: float, cfg: ConfinedConfig | None = None) ->
     res = cfg.resolution
     shape = (round(L / res), round(W / res), round(H / res))
     mid = (cfg.start_free / 2, 0.0, 0.0)
-    return ConfinedMap(boxes=np.array(boxes), kinds=tuple(kinds), origin=np.array([0.0, -W / 2, 0.0]), shape=shape,
+    cmap = ConfinedMap(boxes=np.array(boxes), kinds=tuple(kinds), origin=np.array([0.0, -W / 2, 0.0]), shape=shape,
                        resolution=res, start=np.array(mid), goal=np.array([L - mid[0], 0.0, 0.0]), seed=seed,
                        difficulty=d, features=tuple(features))
+    return _passable(cmap)
+
+
+def _passable(cmap: ConfinedMap) -> ConfinedMap:
+    """The map with void blocks removed (last first) until the default body can walk from start to goal.
+
+    Random blocks can seal a corridor's exit; a map the robot cannot cross teaches nothing and scores nothing.
+    """
+    voids = [i for i, k in enumerate(cmap.kinds) if k == "voids"]
+    while True:
+        try:
+            ConfinedPlanner(cmap.voxels(), cmap.resolution, cmap.origin).plan(cmap.start, cmap.goal)
+            return cmap
+        except UnreachableGoal:
+            if not voids:
+                raise RuntimeError(f"confined map seed {cmap.seed} at difficulty {cmap.difficulty} has no walkable "
+                                   "path even without void blocks; widen ConfinedConfig.gap or raise ceiling") from None
+        keep = np.ones(len(cmap.kinds), dtype=bool)
+        keep[voids.pop()] = False
+        cmap = dataclasses.replace(cmap, boxes=cmap.boxes[keep], kinds=tuple(np.array(cmap.kinds)[keep]))
+        voids = [i - (i > int(np.flatnonzero(~keep)[0])) for i in voids]
 
 
 def add_to_spec(spec: mujoco.MjSpec, cmap: ConfinedMap, prefix: str = "confined") -> None:
