@@ -28,15 +28,73 @@ import numpy as np
 
 
 def _scipy() -> tuple[Any, Any, Any]:
-    """SciPy's ndimage, coo_matrix and dijkstra, imported on first use: importing s2r.real stays numpy-only
+    """SciPy's ndimage, csr_matrix and dijkstra, imported on first use: importing s2r.real stays numpy-only
     (tests/real/test_import_rule.py), and only a robot that plans needs SciPy installed."""
     try:
         from scipy import ndimage
-        from scipy.sparse import coo_matrix
+        from scipy.sparse import csr_matrix
         from scipy.sparse.csgraph import dijkstra
     except ImportError as exc:
         raise ImportError("the confined planner needs SciPy; install it with `pip install scipy`") from exc
-    return ndimage, coo_matrix, dijkstra
+    return ndimage, csr_matrix, dijkstra
+
+
+_DIRS = ((1, 0), (0, 1), (1, 1), (1, -1))  # each undirected neighbour pair once
+_STRUCTURES: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+
+
+def _pair_slices(nx: int, ny: int, dx: int, dy: int) -> tuple[tuple[slice, slice], tuple[slice, slice]]:
+    """Slices of the cells a and their neighbours b = a + (dx, dy) that are both on the grid."""
+    return ((slice(0, nx - dx), slice(max(0, -dy), ny - max(0, dy))),
+            (slice(dx, nx), slice(max(0, dy), ny - max(0, -dy))))
+
+
+def _grid_structure(nx: int, ny: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """CSR indices and indptr of all neighbour pairs of an nx x ny grid, and the permutation from the
+    pairs in `_DIRS` order to CSR order (cached: building it is most of the cost of a graph)."""
+    key = (nx, ny)
+    if key not in _STRUCTURES:
+        idx = np.arange(nx * ny).reshape(nx, ny)
+        pairs = [_pair_slices(nx, ny, dx, dy) for dx, dy in _DIRS]
+        rows = np.concatenate([idx[a].ravel() for a, _ in pairs])
+        cols = np.concatenate([idx[b].ravel() for _, b in pairs])
+        order = np.lexsort((cols, rows))
+        indptr = np.searchsorted(rows[order], np.arange(nx * ny + 1)).astype(np.int32)
+        _STRUCTURES.clear()  # one map size at a time on a robot; do not grow without bound
+        _STRUCTURES[key] = (cols[order].astype(np.int32), indptr, order)
+    return _STRUCTURES[key]
+
+
+def floor_and_ceiling(occ: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per column of (nx, ny, nz) voxels: the floor index k0 (voxels stacked on the ground; nz for a solid
+    column) and the ceiling index k1 (first occupied voxel above k0; nz + 1000 for open sky, nz when solid)."""
+    nx, ny, nz = occ.shape
+    if nz > 62:
+        occ8 = occ.view(np.uint8)
+        k0 = np.argmin(occ8, axis=2)
+        k0[np.take_along_axis(occ8, k0[..., None], 2)[..., 0] > 0] = nz
+        above = occ8 * (np.arange(nz) >= k0[..., None])
+        k1 = np.argmax(above, axis=2)
+        k1 = np.where(np.take_along_axis(above, k1[..., None], 2)[..., 0] > 0, k1, nz + 1000)
+    else:
+        # Each column as the bits of one integer (bit k = voxel k): the lowest set bit is found with
+        # x & -x and log2, on nx * ny integers instead of nx * ny * nz voxels.
+        packed = np.packbits(occ, axis=2, bitorder="little")
+        buf = np.zeros((nx, ny, 8), dtype=np.uint8)
+        buf[..., : packed.shape[2]] = packed
+        bits = buf.view("<u8")[..., 0]
+        free = ~bits & np.uint64((1 << nz) - 1)
+        k0 = np.where(free > 0, _lowest_bit(free), nz)
+        above = bits & ~(np.left_shift(np.uint64(1), k0.astype(np.uint64)) - np.uint64(1))
+        k1 = np.where(above > 0, _lowest_bit(above), nz + 1000)
+    k1[k0 >= nz] = nz  # the top of a solid column is no floor: nothing above the map is known
+    return k0, k1
+
+
+def _lowest_bit(x: np.ndarray) -> np.ndarray:
+    """Index of the lowest set bit of each non-zero uint64 (garbage for zeros: mask them)."""
+    with np.errstate(divide="ignore"):
+        return np.log2((x & (~x + np.uint64(1))).astype(np.float64)).clip(0).astype(np.int64)
 
 
 class ConfinedPlanError(ValueError):
@@ -131,15 +189,7 @@ class ConfinedPlanner:
     def _build_columns(self, occ: np.ndarray) -> None:
         cfg, res = self.cfg, self.res
         ndimage = _scipy()[0]
-        nz = occ.shape[2]
-        # Floor: voxels stacked on the ground; the ceiling is the first occupied voxel above them.
-        occ8 = occ.view(np.uint8)
-        k0 = np.argmin(occ8, axis=2)
-        k0[occ[..., 0] & occ.all(2)] = nz  # a solid column has no floor to stand on
-        above = occ8 * (np.arange(nz, dtype=np.uint8) >= k0[..., None])
-        k1 = np.argmax(above, axis=2)
-        k1 = np.where(np.take_along_axis(above, k1[..., None], 2)[..., 0] > 0, k1, nz + 1000)  # open sky
-        k1[k0 >= nz] = nz  # the top of a solid column is no floor: nothing above the map is known
+        k0, k1 = floor_and_ceiling(occ)
         floor, ceil = k0 * res, k1 * res
         # The footprint disc as a union of centred rectangles: separable filters, a few times faster than a disc.
         rects = disc_rectangles(max(1, round(cfg.body_radius / res)))
@@ -157,22 +207,21 @@ class ConfinedPlanner:
         self._graph = self._edges(walk, floor_hi, cost)
 
     def _edges(self, walk: np.ndarray, floor: np.ndarray, cost: np.ndarray) -> Any:
-        """8-connected edges between walkable cells with a floor change <= max_step; weight = length x mean cost."""
-        coo_matrix = _scipy()[1]
+        """8-connected edges between walkable cells with a floor change <= max_step; weight = length x mean cost.
+
+        Every neighbour pair of the grid is an entry of one sparse structure cached per grid shape; a pair
+        that is no edge weighs inf (which the search never relaxes), so a new map only fills in weights.
+        """
         nx, ny = walk.shape
-        idx = np.arange(nx * ny).reshape(nx, ny)
-        rows, cols, w = [], [], []
-        for dx, dy in ((1, 0), (0, 1), (1, 1), (1, -1)):
-            a = (slice(0, nx - dx), slice(max(0, -dy), ny - max(0, dy)))
-            b = (slice(dx, nx), slice(max(0, dy), ny - max(0, -dy)))
+        indices, indptr, perm = _grid_structure(nx, ny)
+        w = []
+        for dx, dy in _DIRS:
+            a, b = _pair_slices(nx, ny, dx, dy)
             ok = walk[a] & walk[b] & (np.abs(floor[a] - floor[b]) <= self.cfg.max_step + 1e-9)
             if dx and dy:  # no corner cutting: both cells beside a diagonal move must be walkable too
                 ok &= walk[(slice(dx, nx), a[1])] & walk[(a[0], b[1])]
-            rows.append(idx[a][ok])
-            cols.append(idx[b][ok])
-            w.append(np.hypot(dx, dy) * self.res * 0.5 * (cost[a][ok] + cost[b][ok]))
-        n = nx * ny
-        return coo_matrix((np.concatenate(w), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n)).tocsr()
+            w.append(np.where(ok, np.hypot(dx, dy) * self.res * 0.5 * (cost[a] + cost[b]), np.inf).ravel())
+        return _scipy()[1]((np.concatenate(w)[perm], indices, indptr), shape=(nx * ny, nx * ny))
 
     # ---- queries -----------------------------------------------------------------------------------
 
