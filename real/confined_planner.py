@@ -358,3 +358,26 @@ def distance_to_polyline(p: np.ndarray, line: np.ndarray) -> float:
     t = np.clip(((p - a) * ab).sum(1) / np.maximum((ab * ab).sum(1), 1e-12), 0.0, 1.0)
     d = a + t[:, None] * ab - p
     return float(np.sqrt((d * d).sum(1).min()))
+
+
+def save_voxel_map(path: str, occupancy: np.ndarray, resolution: float, origin: np.ndarray | tuple[float, ...]) -> None:
+    """Write a voxel map as .npz (`occupancy` bool (nx, ny, nz), `resolution` m, `origin` xyz m), bit-packed."""
+    occ = np.asarray(occupancy, dtype=bool)
+    np.savez_compressed(path, occupancy_bits=np.packbits(occ.ravel()), shape=np.array(occ.shape),
+                        resolution=np.float64(resolution), origin=np.asarray(origin, dtype=np.float64))
+
+
+def load_voxel_map(path: str) -> tuple[np.ndarray, float, np.ndarray]:
+    """Read a map written by `save_voxel_map`; raises ConfinedPlanError naming the file and what is wrong."""
+    try:
+        with np.load(path) as f:
+            missing = {"occupancy_bits", "shape", "resolution", "origin"} - set(f.files)
+            if missing:
+                raise ConfinedPlanError(f"voxel map {path} lacks {sorted(missing)}; write it with save_voxel_map")
+            shape = tuple(int(v) for v in f["shape"])
+            occ = np.unpackbits(f["occupancy_bits"], count=int(np.prod(shape))).astype(bool).reshape(shape)
+            return occ, float(f["resolution"]), np.asarray(f["origin"], dtype=np.float64).reshape(3)
+    except (OSError, ValueError) as exc:
+        if isinstance(exc, ConfinedPlanError):
+            raise
+        raise ConfinedPlanError(f"voxel map {path} cannot be read ({exc}); give an .npz from save_voxel_map") from None
