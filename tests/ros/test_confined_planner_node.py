@@ -17,10 +17,12 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 from s2r.real.confined_planner import distance_to_polyline, save_voxel_map
 from s2r_ros.common import qos
-from s2r_ros.confined_planner_node import ConfinedPlannerNode
+from s2r_ros.confined_planner_node import PARAMS, ConfinedPlannerNode
+from s2r_ros.deploy import Deployment
+from s2r_ros.manifest import load_manifest, node_list
 from std_msgs.msg import String
 
-from tests.ros.conftest import Ros, Spinner, wait_for
+from tests.ros.conftest import REPO, Ros, Spinner, wait_for
 
 RES = 0.05
 
@@ -139,3 +141,23 @@ def test_bad_map_file_or_goal_parameter_stops_the_node_with_one_sentence(ros: Ro
     for params, message in cases:
         with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
             ConfinedPlannerNode(context=ros.context, parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
+
+
+def test_deployed_from_the_manifest(ros: Ros, map_file: Path, tmp_path: Path) -> None:
+    """`s2r deploy`'s machinery starts the node from launch/confined.yaml as its own process."""
+    m = load_manifest(REPO / "launch" / "confined.yaml")
+    nodes = node_list(m, {"map_file": str(map_file), "goal": "[6.5, 0.5, 0.0]"})
+    assert [n.executable for n in nodes] == ["confined_planner_node"]
+    assert set(nodes[0].parameters) <= set(PARAMS)  # no misspelt parameters
+    assert "confined_planner_node" in (REPO / "ros_ws" / "src" / "s2r_ros" / "setup.py").read_text()
+    robot = Robot(ros.context)
+    spinner = Spinner(ros.context, robot)
+    try:
+        with Deployment(nodes, tmp_path / "logs", env={"ROS_DOMAIN_ID": str(ros.domain_id)}) as d:
+            wait_for(lambda: robot.linked() or d.failed(), 20, "the deployed planner")
+            assert not d.failed(), (tmp_path / "logs" / "confined_planner.log").read_text()
+            wait_for(lambda: robot.at(1.5, 0.5) or robot.paths, 10, "a path from the deployed planner")
+            np.testing.assert_allclose(points(robot.paths[0])[-1, :2], (6.5, 0.5), atol=RES)
+    finally:
+        spinner.close()
+        robot.destroy_node()
