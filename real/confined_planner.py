@@ -79,9 +79,12 @@ def floor_and_ceiling(occ: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     else:
         # Each column as the bits of one integer (bit k = voxel k): the lowest set bit is found with
         # x & -x and log2, on nx * ny integers instead of nx * ny * nz voxels.
-        packed = np.packbits(occ, axis=2, bitorder="little")
+        nb = -(-nz // 8)
+        if nz % 8:  # whole bytes per column, so one flat packbits (10x faster than along an axis) keeps columns
+            occ = np.concatenate([occ, np.zeros((nx, ny, 8 * nb - nz), dtype=bool)], axis=2)
+        packed = np.packbits(np.ascontiguousarray(occ).reshape(-1), bitorder="little").reshape(nx, ny, nb)
         buf = np.zeros((nx, ny, 8), dtype=np.uint8)
-        buf[..., : packed.shape[2]] = packed
+        buf[..., :nb] = packed
         bits = buf.view("<u8")[..., 0]
         free = ~bits & np.uint64((1 << nz) - 1)
         k0 = np.where(free > 0, _lowest_bit(free), nz)
@@ -194,11 +197,14 @@ class ConfinedPlanner:
         # The footprint disc as a union of centred rectangles: separable filters, a few times faster than a disc.
         rects = disc_rectangles(max(1, round(cfg.body_radius / res)))
         floor_hi = np.maximum.reduce([ndimage.maximum_filter(floor, size=sz, mode="nearest") for sz in rects])
-        floor_lo = np.minimum.reduce([ndimage.minimum_filter(floor, size=sz, mode="nearest") for sz in rects])
         ceil_lo = np.minimum.reduce([ndimage.minimum_filter(ceil, size=sz, mode="nearest") for sz in rects])
         free = ceil_lo - floor_hi
-        walk = (free >= cfg.crouch_height - 1e-9) & (floor_hi - floor_lo <= cfg.max_step + 1e-9)
-        near = ndimage.distance_transform_edt(walk) * res
+        # Under the footprint nothing may rise more than a step above the cell's own floor (walls, pillars and
+        # tall steps are out); the ground never drops below z = 0, so no lower bound is needed.
+        walk = (free >= cfg.crouch_height - 1e-9) & (floor_hi - floor <= cfg.max_step + 1e-9)
+        # Chessboard distance (up to 29 % short of Euclidean on diagonals) is enough for a soft clearance cost,
+        # at a third of the time of the exact transform.
+        near = ndimage.distance_transform_cdt(walk, metric="chessboard") * res
         cost = 1.0 + cfg.clearance_cost * np.clip(1.0 - near / cfg.clearance, 0.0, 1.0)
         crouch = free < cfg.stand_height - 1e-9
         cost = np.where(crouch, cost * cfg.crouch_cost, cost)
