@@ -315,19 +315,24 @@ class ConfinedPlanner:
         ctg = self._ctg.reshape(self.shape[:2])[ij[:, 0], ij[:, 1]]
         look = max(2, int(self.cfg.shortcut_length / self.res))
         out, a = [0], 0
+        ny = self.shape[1]
+        cost, floor = self.cell_cost.ravel(), self.floor.ravel()
         # About one sample per cell along the longest line: the footprint inflation already keeps a margin.
-        t = np.linspace(0.0, 1.0, look + 2)
+        t = np.linspace(0.0, 1.0, look + 2)[None, :]
+        step = self.cfg.max_step + 1e-9
         while a < m - 1:
-            # Every second cell as a candidate end (and the next cell, always a valid one-cell step).
-            js = np.unique(np.r_[a + 1, np.arange(a + 2, min(m, a + look + 1), 2), min(m - 1, a + look)])
+            # Every second cell as a candidate end (the next cell first: always a valid one-cell step).
+            hi = min(m, a + look + 1)
+            js = np.arange(a + 1, hi, 2)
+            if js[-1] != hi - 1:
+                js = np.append(js, hi - 1)
             seg = ij[js] - ij[a]  # (k, 2)
-            pts = np.rint(ij[a] + t[None, :, None] * seg[:, None, :]).astype(int)  # (k, samples, 2)
-            c = self.cell_cost[pts[..., 0], pts[..., 1]]
-            f = self.floor[pts[..., 0], pts[..., 1]]
-            ok = np.isfinite(c).all(1) & (np.abs(np.diff(f, axis=1)) <= self.cfg.max_step + 1e-9).all(1)
-            length = np.hypot(seg[:, 0], seg[:, 1]) * self.res
-            line_cost = np.where(ok, c.mean(1), np.inf) * length
-            ok &= line_cost <= (ctg[a] - ctg[js]) * (1 + 1e-3) + 1e-9
+            rows = np.rint(ij[a, 0] + t * seg[:, :1]).astype(np.int64)  # (k, samples)
+            cols = np.rint(ij[a, 1] + t * seg[:, 1:]).astype(np.int64)
+            flat = rows * ny + cols
+            c, f = cost[flat], floor[flat]
+            line_cost = c.mean(1) * (np.hypot(seg[:, 0], seg[:, 1]) * self.res)  # inf where a sample is blocked
+            ok = (np.abs(np.diff(f, axis=1)) <= step).all(1) & (line_cost <= (ctg[a] - ctg[js]) * (1 + 1e-3) + 1e-9)
             good = np.flatnonzero(ok)
             a = int(js[good[-1]]) if len(good) else a + 1
             out.append(a)
