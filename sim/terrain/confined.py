@@ -224,8 +224,23 @@ def add_to_spec(spec: mujoco.MjSpec, cmap: ConfinedMap, prefix: str = "confined"
         g.rgba = [0.45, 0.42, 0.38, 0.5 if kind in ("ceiling", "overhang") else 1.0]
 
 
-def load_confined_model(cmap: ConfinedMap, model: str = "go1.xml") -> mujoco.MjModel:
-    """A bundled robot scene (flat ground) with the map's boxes added."""
+def load_confined_model(cmap: ConfinedMap, model: str = "go1.xml", limb_contacts: bool = True) -> mujoco.MjModel:
+    """A bundled robot scene (flat ground) with the map's boxes added.
+
+    Args:
+        cmap: The map.
+        model: Robot scene file.
+        limb_contacts: Let the robot's non-colliding geoms (Go1's hips, thighs and calves) collide with the map.
+            On open ground only feet and trunk need contacts, but in a corridor a leg through a wall is a
+            cheat the policy would learn. Limbs get contype bit 2 and the map conaffinity bit 2, so limbs
+            still pass through the ground plane, the trunk and each other (no new contacts there).
+    """
     spec = mujoco.MjSpec.from_string(model_path(model).read_text())
     add_to_spec(spec, cmap)
+    if limb_contacts:
+        for g in spec.geoms:
+            if g.name.startswith("confined_"):
+                g.conaffinity = 1 | 2
+            elif g.contype == 0 and g.conaffinity == 0 and g.group == 2:
+                g.contype = 2
     return spec.compile()

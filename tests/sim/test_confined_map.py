@@ -86,3 +86,25 @@ def test_voxels_match_mjcf_geoms_under_ray_casts(seed: int) -> None:
             else:
                 assert dist < 0
     assert checked > 50
+
+
+def test_limbs_collide_with_the_map_but_not_the_ground_or_the_body() -> None:
+    cmap = generate(1, 0.5)
+    model = load_confined_model(cmap)
+    data = mujoco.MjData(model)
+    # Stand the robot against the side wall (inner face at y = -width/2 + wall): the right legs cross into it.
+    data.qpos[:3] = (cmap.start[0], -ConfinedConfig().width / 2 + 0.1 + 0.1, 0.3)
+    data.qpos[3] = 1.0
+    data.qpos[7:] = (0.0, 0.9, -1.8) * 4
+    mujoco.mj_forward(model, data)
+    pairs = {(model.geom(c.geom1).name, model.body(model.geom_bodyid[c.geom2]).name) for c in data.contact[: data.ncon]}
+    pairs |= {(model.geom(c.geom2).name, model.body(model.geom_bodyid[c.geom1]).name) for c in data.contact[: data.ncon]}
+    limbs = {body for geom, body in pairs if geom.startswith("confined_") and body.endswith(("hip", "thigh", "calf"))}
+    assert limbs, pairs
+    # Limbs never touch the floor plane or the trunk: feet and trunk are still the only ground contacts.
+    assert not any(g == "floor" and b.endswith(("hip", "thigh")) for g, b in pairs)
+    off = load_confined_model(cmap, limb_contacts=False)
+    d2 = mujoco.MjData(off)
+    d2.qpos[:] = data.qpos
+    mujoco.mj_forward(off, d2)
+    assert d2.ncon < data.ncon
