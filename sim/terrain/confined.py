@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import mujoco
 import numpy as np
-from s2r.real.confined_planner import ConfinedPlanner, UnreachableGoal
+from s2r.real.confined_planner import ConfinedPlanner, UnreachableGoal, save_voxel_map
 from s2r.sim.models import model_path
 
 FEATURES = ("open", "ceiling", "corridor", "overhang", "step", "voids")
@@ -244,3 +244,29 @@ def load_confined_model(cmap: ConfinedMap, model: str = "go1.xml", limb_contacts
             elif g.contype == 0 and g.conaffinity == 0 and g.group == 2:
                 g.contype = 2
     return spec.compile()
+
+
+def write_voxel_map(cmap: ConfinedMap, path: str) -> None:
+    """Save the map's voxels as the .npz `confined_planner_node` reads (its `map_file` parameter)."""
+    save_voxel_map(path, cmap.voxels(), cmap.resolution, cmap.origin)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m s2r.sim.terrain.confined --seed 900000 --difficulty 1 --out map.npz`: a map file for the robot side."""
+    import argparse
+
+    p = argparse.ArgumentParser(description="Write a confined map's voxels (.npz) for confined_planner_node.")
+    p.add_argument("--seed", type=int, default=EVAL_SEEDS[0])
+    p.add_argument("--difficulty", type=float, default=1.0)
+    p.add_argument("--length", type=float, default=ConfinedConfig().length)
+    p.add_argument("--width", type=float, default=ConfinedConfig().width)
+    p.add_argument("--out", required=True)
+    args = p.parse_args(argv)
+    cmap = generate(args.seed, args.difficulty, ConfinedConfig(length=args.length, width=args.width))
+    write_voxel_map(cmap, args.out)
+    print(f"{args.out}: {cmap.shape} voxels at {cmap.resolution} m, start {cmap.start.tolist()}, goal {cmap.goal.tolist()}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

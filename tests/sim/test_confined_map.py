@@ -108,3 +108,17 @@ def test_limbs_collide_with_the_map_but_not_the_ground_or_the_body() -> None:
     d2.qpos[:] = data.qpos
     mujoco.mj_forward(off, d2)
     assert d2.ncon < data.ncon
+
+
+def test_map_file_for_the_robot_side_round_trips(tmp_path) -> None:
+    from s2r.real.confined_planner import ConfinedPlanner, load_voxel_map
+    from s2r.sim.terrain.confined import main
+
+    out = tmp_path / "map.npz"
+    assert main(["--seed", str(EVAL_SEEDS[1]), "--difficulty", "1", "--out", str(out)]) == 0
+    occ, res, origin = load_voxel_map(str(out))
+    cmap = generate(EVAL_SEEDS[1], 1.0)
+    np.testing.assert_array_equal(occ, cmap.voxels())
+    assert res == cmap.resolution and np.array_equal(origin, cmap.origin)
+    path = ConfinedPlanner(occ, res, origin).plan(cmap.start, cmap.goal)
+    assert np.hypot(*(path.waypoints[-1, :2] - cmap.goal[:2])) < 0.05
