@@ -35,7 +35,7 @@ def _scipy() -> tuple[Any, Any, Any]:
         from scipy.sparse import csr_matrix
         from scipy.sparse.csgraph import dijkstra
     except ImportError as exc:
-        raise ImportError("the confined planner needs SciPy; install it with `pip install scipy`") from exc
+        raise ImportError("the confined planner needs SciPy; install it with `pip install s2r[confined]` (or scipy)") from exc
     return ndimage, csr_matrix, dijkstra
 
 

@@ -48,7 +48,7 @@ class Robot(Node):
         self.goal = self.create_publisher(PoseStamped, "goal", qos("reliable", 10))
         self.paths: list[PathMsg] = []
         self.statuses: list[dict] = []
-        self.create_subscription(PathMsg, "path", self.paths.append, qos("reliable", 10))
+        self.path_sub = self.create_subscription(PathMsg, "path", self.paths.append, qos("reliable", 10))
         self.status_sub = self.create_subscription(String, "planner_status",
                                                    lambda m: self.statuses.append(json.loads(m.data)), qos("reliable", 10))
 
@@ -63,8 +63,10 @@ class Robot(Node):
         self.goal.publish(msg)
 
     def linked(self) -> bool:
+        # Both ways, paths included: a path sent before its subscription matched is lost (volatile durability),
+        # and the planner sends the next one only on a new goal or a stray.
         return (self.odom.get_subscription_count() > 0 and self.goal.get_subscription_count() > 0
-                and self.status_sub.get_publisher_count() > 0)
+                and self.status_sub.get_publisher_count() > 0 and self.path_sub.get_publisher_count() > 0)
 
 
 @pytest.fixture
