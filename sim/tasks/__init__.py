@@ -3,6 +3,7 @@
 from dataclasses import replace
 
 from s2r.sim.registry import register_task
+from s2r.sim.tasks.confined import ConfinedWaypointConfig, ConfinedWaypointEnv
 from s2r.sim.tasks.locomotion import LocomotionConfig, LocomotionEnv
 from s2r.sim.tasks.manipulation import InsertConfig, InsertEnv, LiftConfig, LiftEnv, PickPlaceConfig, PickPlaceEnv
 from s2r.sim.tasks.puck import PuckConfig, PuckEnv
@@ -64,4 +65,11 @@ register_task(
     ReplanConfig(),
     "Crazyflie time allocation through 3-6 random waypoints (one-step bandit); reward = time saved over the "
     "heuristic when the minimum-snap plan passes the flatness check.",
+)
+register_task(
+    "Go1-Waypoints-Confined",
+    ConfinedWaypointEnv,
+    ConfinedWaypointConfig(),
+    "Go1-class quadruped follows planner waypoints through a procedural tunnel (low ceilings, narrow corridors, "
+    "overhangs, steps, voids); observes waypoints, proprioception and a ray-cast floor/ceiling map.",
 )

@@ -153,7 +153,7 @@ class LocomotionEnv(VelocityEnv):
     """Batched legged velocity tracking; the step's order of events is `VelocityEnv.step`."""
 
     def __init__(self, cfg: LocomotionConfig, num_envs: int = 1, seed: int = 0) -> None:
-        model = load_model(cfg.model, terrain=cfg.terrain, terrain_height=cfg.terrain_height, terrain_seed=seed)
+        model = self._load_model(cfg, seed)
         if cfg.randomization.calibration:
             from s2r.sim.calibrated import apply_actuator_calibration
 
@@ -194,6 +194,10 @@ class LocomotionEnv(VelocityEnv):
         self.last_contact = np.zeros((n, self._nfeet), dtype=bool)
         self.ground_z = np.zeros(n)
         self.dr_params = np.zeros((n, 4))
+
+    def _load_model(self, cfg: LocomotionConfig, seed: int) -> mujoco.MjModel:
+        """The scene: the robot on flat or rough ground (subclasses add obstacles)."""
+        return load_model(cfg.model, terrain=cfg.terrain, terrain_height=cfg.terrain_height, terrain_seed=seed)
 
     # ---- public API -------------------------------------------------------------------------------
 

@@ -4,7 +4,7 @@ from setuptools import setup
 
 PACKAGE = "s2r_ros"
 NODES = ("policy_node", "sim_bridge_node", "teleop_node", "recorder_node", "planner_node", "arm_policy_node",
-         "arm_sim_bridge_node", "hil_actor_node")
+         "arm_sim_bridge_node", "hil_actor_node", "confined_planner_node")
 
 setup(
     name=PACKAGE,

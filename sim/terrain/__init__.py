@@ -1,0 +1,1 @@
+"""Procedural terrain and obstacle maps added to robot scenes."""

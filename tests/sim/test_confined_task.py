@@ -1,0 +1,126 @@
+"""Go1-Waypoints-Confined: ray-cast height map, waypoints in the body frame, waypoint switching, re-planning
+on straying, the `waypoints` command kind in the export, and one tiny PPO iteration end to end."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from s2r.sim import make, task_config
+from s2r.sim.tasks.locomotion import _quat_rotate_inv
+from s2r.sim.terrain.confined import EVAL_SEEDS, ConfinedMap, load_confined_model
+from s2r.sim.terrain.heightmap import RayHeightMap
+
+TASK = "Go1-Waypoints-Confined"
+
+
+def test_height_map_sees_the_ceiling_and_the_step_and_only_the_map() -> None:
+    # A ceiling 0.5 m up over x in [0.5, 1.5] and a 0.1 m step over x in [1, 2]; the robot stands at the origin.
+    boxes = np.array([[1.0, 0.0, 0.55, 0.5, 1.0, 0.05], [1.5, 0.0, 0.05, 0.5, 1.0, 0.05]])
+    cmap = ConfinedMap(boxes=boxes, kinds=("ceiling", "step"), origin=np.zeros(3), shape=(40, 40, 20),
+                       resolution=0.05, start=np.zeros(3), goal=np.ones(3), seed=0, difficulty=0.0)
+    h = RayHeightMap(load_confined_model(cmap))
+    k = h.cfg.points
+    sensor = np.array([[0.8, 0.0, 0.3], [0.8, 0.0, 0.3], [0.8, 0.0, 0.3]])
+    out = h.cast(sensor, np.array([0.0, np.pi, 0.0]))
+    ahead = 0.8 + h.offsets[:, 0]
+    drop, head = out[0, :k], out[0, k:]
+    # Down rays aimed at the nominal floor: 0.3 m drop to the ground, 0.2 m onto the step (x >= 1).
+    np.testing.assert_allclose(drop[ahead < 1.0], 0.3, atol=1e-6)
+    np.testing.assert_allclose(drop[ahead > 1.1], 0.2, atol=1e-6)
+    np.testing.assert_allclose(head, 0.2, atol=1e-6)  # every up ray meets the ceiling's underside
+    # Facing back (-x), up rays aimed at x < 0.3 rise to z = 0.5 only beyond the ceiling's end (x < 0.5): they
+    # read open sky (max_range); the robot's own body is never hit.
+    behind = 0.8 - h.offsets[:, 0]
+    assert np.all(out[1, k:][behind < 0.3] == h.cfg.max_range)
+    np.testing.assert_allclose(out[1, k:][behind > 0.6], 0.2, atol=1e-6)
+    np.testing.assert_allclose(out[1, :k], 0.3, atol=1e-6)
+    noisy = h.cast(sensor, np.array([0.0, np.pi, 0.0]), np.random.default_rng(0))
+    assert 0 < np.abs(noisy - out).max() <= h.cfg.noise
+
+
+@pytest.fixture()
+def env():
+    cfg = task_config(TASK)
+    cfg = replace(cfg, map_seed=EVAL_SEEDS[0], difficulty=1.0,
+                  randomization=replace(cfg.randomization, observation_noise=0.0, push_velocity=0.0))
+    e = make(TASK, 3, cfg=cfg, seed=0)
+    yield e
+    e.close()
+
+
+def test_observes_the_next_waypoints_in_the_body_frame(env) -> None:
+    obs = env.reset(seed=0)
+    terms = env.spec.obs_terms["policy"]
+    names = [t.name for t in terms]
+    assert "waypoints" in names and "height_map" in names and "velocity_command" not in names
+    start = sum(t.size for t in terms[: names.index("waypoints")])
+    seen = obs["policy"][:, start : start + 9].reshape(3, 3, 3) / 0.5
+    q = env.backend.qpos
+    for e in range(3):
+        rel = env.waypoints[e, :3] - q[e, :3]
+        want = _quat_rotate_inv(np.repeat(q[e : e + 1, 3:7], 3, axis=0), rel)
+        np.testing.assert_allclose(seen[e], want, atol=1e-5)
+    # The map is a held-out one at the hardest level, and the plan goes from the spawn to the goal.
+    assert env.cmap.seed == EVAL_SEEDS[0]
+    last = env.waypoints[np.arange(3), env.wp_count - 1, :2]
+    np.testing.assert_allclose(last, np.broadcast_to(env.cmap.goal[:2], (3, 2)), atol=0.05)
+
+
+def test_reaching_a_waypoint_pays_once_and_switches_to_the_next(env) -> None:
+    env.reset(seed=0)
+    zero = np.zeros((3, 12))
+    env.step(zero)
+    q = env.backend.qpos
+    q[0, :2] = env.waypoints[0, 0, :2]  # env 0 is put on its current waypoint
+    _, r, *_ = env.step(zero)
+    assert env.wp_index[0] == 1 and (env.wp_index[1:] == 0).all()
+    bonus = env.cfg.rewards.waypoint_reached.weight
+    assert r[0] > r[1] + 0.5 * bonus
+    _, r, *_ = env.step(zero)
+    assert env.wp_index[0] == 1  # the next one is 0.4 m away: no second bonus
+    assert r[0] < 0.5 * bonus
+
+
+def test_an_env_that_strays_gets_a_new_plan_from_where_it_is(env) -> None:
+    env.reset(seed=0)
+    zero = np.zeros((3, 12))
+    env.step(zero)
+    old = env.waypoints[1, : env.wp_count[1]].copy()
+    q = env.backend.qpos
+    q[1, 1] = 0.6 if q[1, 1] < 0 else -0.6  # 0.6 m sideways
+    before = env.replans
+    env.step(zero)
+    assert env.replans == before + 1
+    assert np.hypot(*(env.polylines[1][0] - q[1, :2])) < 0.35
+    assert not np.array_equal(old, env.waypoints[1, : env.wp_count[1]])
+
+
+def test_export_names_the_waypoints_command(env) -> None:
+    from s2r.policies.export import command_spec
+    from s2r.real.metadata import WaypointsCommand
+
+    assert isinstance(command_spec(env.spec, TASK), WaypointsCommand)
+
+
+def test_one_ppo_iteration_trains_and_exports(tmp_path: Path) -> None:
+    import torch
+    from s2r.policies.driver import RunDriver
+
+    from tests.training_runs import tiny_run_spec
+
+    torch.set_num_threads(1)
+    spec = tiny_run_spec(iterations=1, task=TASK, num_envs=4)
+    driver = RunDriver(spec, tmp_path, progress=False)
+    try:
+        result = driver.learn()
+    finally:
+        driver.close()
+    assert not result["interrupted"] and result["export"]["max_abs_diff"] <= 1e-5
+    meta = json.loads((tmp_path / "policy.json").read_text())
+    assert meta["task_id"] == TASK and meta["command"]["kind"] == "waypoints"
+    (policy_input,) = [o for o in meta["observation"] if o["group"] == "policy"]
+    assert {"waypoints", "height_map"} <= {t["name"] for t in policy_input["terms"]}
