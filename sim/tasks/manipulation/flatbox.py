@@ -57,8 +57,9 @@ class FlatBoxLiftEnv(PandaEnv):
     OBJECT_BODY = "flatbox"
     FIXTURE_GEOMS = ("ledge",)
     PARAM_NAMES = ("box_half_width", "box_half_thickness", "object_friction", "object_mass")
-    POLICY_TERMS = ROBOT_TERMS
-    PRIVILEGED_TERMS = (*OBJECT_STATE_TERMS, *(ObsTerm(name=p, size=1) for p in PARAM_NAMES))
+    # The box's orientation is part of what the robot tracks (a pose estimate): pivoting depends on it.
+    POLICY_TERMS = (*ROBOT_TERMS, ObsTerm(name="object_quat", size=4))
+    PRIVILEGED_TERMS = (*OBJECT_STATE_TERMS[1:], *(ObsTerm(name=p, size=1) for p in PARAM_NAMES))
 
     def __init__(self, cfg: FlatBoxLiftConfig, num_envs: int = 1, seed: int = 0) -> None:
         super().__init__(cfg, num_envs, seed)

@@ -77,7 +77,7 @@ class TableCollisionOff:
 
 @dataclass(frozen=True, kw_only=True)
 class WiderJointLimits:
-    """Joint limits widened by scale * extra rad on each side (clipped to +-pi).
+    """Joint limits (and the servo target box) widened by scale * extra rad on each side.
 
     Attributes:
         kind: Registry name.
@@ -200,10 +200,10 @@ class Privileges:
         lo, hi, rng = self._q_nominal
         p = self.items.get("wider_joint_limits")
         widen = p.extra * self.scales[p.kind] if p is not None else 0.0
-        self.q_lo[:] = np.maximum(lo - widen, -np.pi)
-        self.q_hi[:] = np.minimum(hi + widen, np.pi)
+        self.q_lo[:] = lo - widen
+        self.q_hi[:] = hi + widen
         if p is not None:
-            r = np.stack([np.maximum(rng[:, 0] - widen, -np.pi), np.minimum(rng[:, 1] + widen, np.pi)], axis=1)
+            r = np.stack([rng[:, 0] - widen, rng[:, 1] + widen], axis=1)
             for m in self.models:
                 m.jnt_range[: len(lo)] = r
 
