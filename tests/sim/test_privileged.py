@@ -31,7 +31,7 @@ def _env(privileged: tuple, n: int = 2, seed: int = 0):
 
 
 def test_virtual_force_lifts_the_box_at_scale_one_and_not_at_zero() -> None:
-    env = _env((VirtualWrench(max_force=3.0),))
+    env = _env((VirtualWrench(max_force=3.0, reach_radius=0.0),))
     try:
         assert env.spec.action_dim == 10 and env.spec.action_names[4:] == ("priv_fx", "priv_fy", "priv_fz",
                                                                             "priv_tx", "priv_ty", "priv_tz")
@@ -50,6 +50,20 @@ def test_virtual_force_lifts_the_box_at_scale_one_and_not_at_zero() -> None:
             # A box that reached the success height ends its episode (and is reset): count that as risen.
             rose = np.maximum(rose, np.where(info["success"], 1.0, env.backend.qpos[:, 11] - z0))
         assert (rose > 0.03).all(), rose  # 3 N against ~1 N of weight: it rises
+    finally:
+        env.close()
+
+
+def test_virtual_force_acts_only_near_the_hand() -> None:
+    env = _env((VirtualWrench(max_force=3.0, reach_radius=0.08),))
+    try:
+        act = np.zeros((2, 10))
+        act[:, 6] = 1.0
+        z0 = env.backend.qpos[:, 11].copy()
+        assert (np.linalg.norm(env.backend.qpos[:, 9:12] - env.ee_pos, axis=1) > 0.15).all()  # hand starts high
+        for _ in range(5):
+            env.step(act)
+        assert np.abs(env.backend.qpos[:, 11] - z0).max() < 2e-3  # out of reach: no force
     finally:
         env.close()
 

@@ -161,7 +161,8 @@ class PandaEnv(VecEnv):
         a = np.clip(np.nan_to_num(a, nan=0.0, posinf=clip, neginf=-clip), -clip, clip)
         self.actions[:] = a
         prev = self._ctrl.copy()
-        xfrc = self.priv.wrench(a[:, self.task_action_dim:])
+        obj = self.backend.qpos[:, OBJ_POS]
+        xfrc = self.priv.wrench(a[:, self.task_action_dim:], np.linalg.norm(obj - self.ee_pos, axis=1))
         return self._advance(prev, self._joint_targets(a), xfrc)
 
     def step_cartesian(self, ee_targets: Any, finger_targets: Any) -> tuple[Obs, np.ndarray, np.ndarray, np.ndarray,

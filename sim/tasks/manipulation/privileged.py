@@ -11,7 +11,8 @@ an empty tuple is the deployable task. What scale 1 and 0 mean for each:
 
 - `VirtualWrench`: six extra action dimensions (force xyz, torque xyz in [-1, 1]) applied to the object's
   centre of mass in the world frame through the backend's `xfrc_applied`, bounded by scale * max_force /
-  max_torque. These are the only privileged *action dimensions*; exports drop them from the graph.
+  max_torque, while the hand is within `reach_radius` of the object. These are the only privileged
+  *action dimensions*; exports drop them from the graph.
 - `TableCollisionOff`: each episode, with probability `scale`, the hand and finger pads do not collide with
   the table (their contact bits are moved off the table's) and the TCP may go `floor_drop` below the table.
 - `WiderJointLimits`: joint limits (and the servo target box) widened by scale * extra rad per side.
@@ -50,12 +51,16 @@ class VirtualWrench:
         scale: Starting scale in [0, 1].
         max_force: Force per axis at |action| = 1 and scale 1 (N).
         max_torque: Torque per axis at |action| = 1 and scale 1 (N m).
+        reach_radius: The wrench acts only while the TCP is within this distance of the object's centre (m),
+            as if the hand pushed it: the policy must still bring the hand to the object, the behaviour that
+            survives the curriculum. 0 applies it anywhere.
     """
 
     kind: str = "virtual_wrench"
     scale: float = 1.0
     max_force: float = 6.0
     max_torque: float = 0.3
+    reach_radius: float = 0.08
     action_dims: ClassVar[int] = 6
 
 
@@ -226,11 +231,12 @@ class Privileges:
             if self.relaxed[i]:
                 self.ws_lo[i, 2] -= p.floor_drop
 
-    def wrench(self, extra: np.ndarray) -> np.ndarray | None:
+    def wrench(self, extra: np.ndarray, hand_distance: np.ndarray | None = None) -> np.ndarray | None:
         """(n, nbody, 6) applied forces for one control step from the extra action columns; None when none apply.
 
         Args:
             extra: (n, extra_dims) privileged action columns in [-clip, clip] (the wrench's six).
+            hand_distance: (n,) TCP-to-object distance (m), for the wrench's `reach_radius`; None: no gating.
         """
         self.xfrc[:] = 0.0
         used = False
@@ -238,6 +244,8 @@ class Privileges:
         if w is not None and self.scales[w.kind] > 0:
             s = self.scales[w.kind]
             a = np.clip(extra[:, :6], -1.0, 1.0)
+            if w.reach_radius > 0 and hand_distance is not None:
+                a = a * (hand_distance < w.reach_radius)[:, None]
             self.xfrc[:, self.body, :3] += a[:, :3] * (s * w.max_force)
             self.xfrc[:, self.body, 3:] += a[:, 3:] * (s * w.max_torque)
             used = True
