@@ -113,3 +113,22 @@ def test_export_has_no_privileged_dims_and_runs_on_the_plain_task(tmp_path) -> N
         plain.step(sess.run(None, {"obs": o["policy"]})[0])
     finally:
         plain.close()
+
+
+def test_off_policy_core_runs_the_curriculum_and_exports_task_columns_only(tmp_path) -> None:
+    torch.manual_seed(0)
+    overrides = {"torch_threads": 1, "learning_starts": 64, "steps_per_iteration": 16, "eval_episodes": 2,
+                 "eval_every": 0, "curriculum.window": 4, "curriculum.advance_at": 0.3}
+    spec = new_run_spec("sac-privileged", "Panda-Lift-FlatBox-Privileged", task_overrides={"backend.num_threads": 1},
+                        algo_overrides=overrides, num_envs=4, seed=0, budget=Budget(steps=4 * 16 * 3))
+    tcfg = spec.task_cfg
+    spec = replace(spec, task_cfg=replace(tcfg, privileged=(VirtualWrench(reach_radius=0.0), *tcfg.privileged[1:])))
+    run = tmp_path / "run"
+    summary = train(spec, run, progress=False)
+    assert summary["steps_to_stage_1"] > 0 and "eval_return" in summary
+    rows = [r for r in json.loads((run / "history.json").read_text()) if "privilege_scale" in r]
+    assert rows and rows[-1]["privilege_scale"] < 1.0
+    graph = onnx.load(str(run / "policy.onnx")).graph
+    assert [d.dim_value or d.dim_param for d in graph.output[0].type.tensor_type.shape.dim] == ["batch", 4]
+    assert not any(d in (10, 20) for t in graph.initializer for d in t.dims)  # neither 10 means nor 10+10 rows
+    assert load_metadata(run / "policy.json").action_names == ("ee_dx", "ee_dy", "ee_dz", "gripper")
