@@ -9,6 +9,8 @@ from __future__ import annotations
 
 MODULES: dict[str, str] = {
     "ppo": "s2r.policies.ppo",
+    "ppo-privileged": "s2r.policies.curriculum",
+    "sac-privileged": "s2r.policies.curriculum",
     "bc": "s2r.policies.bc",
     "residual": "s2r.policies.residual",
     "finetune": "s2r.policies.residual",

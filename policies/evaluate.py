@@ -287,7 +287,10 @@ def play(run_dir: Path, video: Path | None, seconds: float = 10.0, command: tupl
     import mujoco
 
     policy = OnnxPolicy(run_dir)
-    overrides: dict[str, Any] = {"randomization.push_velocity": 0.0}
+    _, plain = run_task_config(run_dir)
+    # Pushes are off where the task has them (legged tasks); a manipulation task has none to turn off.
+    pushes = hasattr(getattr(plain, "randomization", None), "push_velocity")
+    overrides: dict[str, Any] = {"randomization.push_velocity": 0.0} if pushes else {}
     if command is not None:
         overrides.update(fixed_command(command))
     task_id, cfg = run_task_config(run_dir, overrides)
@@ -308,14 +311,20 @@ def play(run_dir: Path, video: Path | None, seconds: float = 10.0, command: tupl
     obs = env.reset(seed=seed)
     start = env.backend.qpos[0, :2].copy()
     steps = round(seconds / env.spec.control_dt)
-    falls = 0
+    # The robot-following camera where the model has one, else the task's fixed camera (manipulation).
+    model0 = env.backend.models[0]
+    camera = "track" if mujoco.mj_name2id(model0, mujoco.mjtObj.mjOBJ_CAMERA, "track") >= 0 else getattr(
+        cfg, "image_camera", -1)
+    falls = successes = 0
     for _ in range(steps):
-        obs, _, term, _, _ = env.step(policy(obs["policy"]))
-        falls += int(term[0])
+        obs, _, term, _, info = env.step(policy(obs["policy"]))
+        success = bool(np.asarray(info.get("success", [False]))[0])
+        successes += int(success)
+        falls += int(term[0]) - int(success)
         if renderer is not None:
             mujoco.mj_setState(env.backend.models[0], data, env.backend.state[0], mujoco.mjtState.mjSTATE_FULLPHYSICS)
             mujoco.mj_forward(env.backend.models[0], data)
-            renderer.update_scene(data, camera="track")
+            renderer.update_scene(data, camera=camera)
             frames.append(renderer.render().copy())
     dist = float(np.linalg.norm(env.backend.qpos[0, :2] - start))
     env.close()
@@ -325,7 +334,8 @@ def play(run_dir: Path, video: Path | None, seconds: float = 10.0, command: tupl
         video.parent.mkdir(parents=True, exist_ok=True)
         imageio.mimsave(str(video), frames, fps=round(1 / env.spec.control_dt), macro_block_size=1)
         renderer.close()
-    return {"steps": steps, "falls": falls, "distance_m": dist, "video": str(video) if video else None}
+    return {"steps": steps, "falls": falls, "successes": successes, "distance_m": dist,
+            "video": str(video) if video else None}
 
 
 class RenderUnavailable(RuntimeError):

@@ -241,6 +241,7 @@ class PPOTrainer(Algorithm):
             alg.process_step(torch.as_tensor(rew), torch.as_tensor(term), torch.as_tensor(trunc), final)
             for key, values in _episode_rows(info.get("episode")):
                 self._episodes.setdefault(key, deque(maxlen=200)).extend(values)
+            self._on_episodes(info.get("episode"))
         t_collect = time.perf_counter() - t0
         alg.compute_returns(self._obs)
         stats = alg.update()
@@ -255,6 +256,9 @@ class PPOTrainer(Algorithm):
         for key, values in self._episodes.items():
             stats[names.get(key, f"mean_{key}")] = float(np.mean(values))
         return stats
+
+    def _on_episodes(self, episode: dict[str, Any] | None) -> None:
+        """Called after every env step with `info["episode"]` (None when none ended); subclasses hook in here."""
 
     def state_dict(self) -> dict[str, Any]:
         return {"algo": self.alg.state_dict(), "iteration": self.iteration}

@@ -175,6 +175,7 @@ class _OffPolicyAlgorithm(Algorithm):
                 returns = np.asarray(info["episode"]["return"], dtype=np.float64)
                 self.recent.extend(returns.tolist())
                 self.episodes += len(returns)
+            self._on_episodes(info.get("episode"))
             self._obs = nxt
             self.progress += n
             if len(buf) >= cfg.learning_starts:
@@ -191,6 +192,9 @@ class _OffPolicyAlgorithm(Algorithm):
             self.next_eval += cfg.eval_every
             stats.update(self.evaluate())
         return stats
+
+    def _on_episodes(self, episode: dict[str, Any] | None) -> None:
+        """Called after every env step with `info["episode"]` (None when none ended); subclasses hook in here."""
 
     def evaluate(self) -> dict[str, float]:
         """Deterministic actor, one episode in each of `eval_episodes` envs: mean return and length."""

@@ -56,6 +56,10 @@ def task_config_for_run(policy_path: str | Path, overrides: dict[str, Any] | Non
     run_cfg = path.parent / "config.json"
     if run_cfg.is_file():
         cfg = from_dict(type(cfg), json.loads(run_cfg.read_text())["task"])
+    # An exported policy never has privileged (sim-only) action dimensions: it runs on the task without them.
+    strip = getattr(cfg, "without_privileges", None)
+    if strip is not None:
+        cfg = strip()
     return task_id, apply_overrides(cfg, overrides or {})
 
 

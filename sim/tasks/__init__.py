@@ -5,7 +5,17 @@ from dataclasses import replace
 from s2r.sim.registry import register_task
 from s2r.sim.tasks.confined import ConfinedWaypointConfig, ConfinedWaypointEnv
 from s2r.sim.tasks.locomotion import LocomotionConfig, LocomotionEnv
-from s2r.sim.tasks.manipulation import InsertConfig, InsertEnv, LiftConfig, LiftEnv, PickPlaceConfig, PickPlaceEnv
+from s2r.sim.tasks.manipulation import (
+    ALL_PRIVILEGES,
+    FlatBoxLiftConfig,
+    FlatBoxLiftEnv,
+    InsertConfig,
+    InsertEnv,
+    LiftConfig,
+    LiftEnv,
+    PickPlaceConfig,
+    PickPlaceEnv,
+)
 from s2r.sim.tasks.puck import PuckConfig, PuckEnv
 from s2r.sim.tasks.quadrotor import ReplanConfig, ReplanEnv
 
@@ -58,6 +68,19 @@ register_task(
     InsertEnv,
     InsertConfig(),
     "Panda arm pushes a grasped square peg 2 cm into a randomly placed socket with 1-2 mm clearance.",
+)
+register_task(
+    "Panda-Lift-FlatBox",
+    FlatBoxLiftEnv,
+    FlatBoxLiftConfig(),
+    "Panda arm lifts a flat box too wide to grasp from above, lying against a ledge (pivot or push it first).",
+)
+register_task(
+    "Panda-Lift-FlatBox-Privileged",
+    FlatBoxLiftEnv,
+    FlatBoxLiftConfig(privileged=ALL_PRIVILEGES),
+    "Panda-Lift-FlatBox with every privileged action (virtual wrench, no table collision, wider joints, lighter "
+    "box) at scale 1, for `--algo ppo-privileged` (sim only; exports drop them).",
 )
 register_task(
     "Crazyflie-Replan-Waypoints",

@@ -1,4 +1,4 @@
-"""Panda arm manipulation: lift a cube, pick-and-place it, insert a peg. Sparse rewards, task-space actions.
+"""Panda arm manipulation: lift a cube, pick-and-place it, insert a peg, lift a flat box. Sparse rewards, task-space actions.
 
 A Panda-class 7-DoF arm (`panda.xml`) stands at the edge of a table. The policy commands the end effector,
 not the joints: each action row is (dx, dy, dz, grip) in [-1, 1], a translation of the tool centre point
@@ -18,21 +18,35 @@ and clearance for the insertion task). `info["success"]` is the (num_envs,) succ
 
 The package splits the jobs: `configs` (task configs), `kinematics` (TCP kinematics and IK), `terms`
 (state, observation terms, success tests), `geometry` (run-time model edits), `base` (the env and its step),
-`tasks` (the three tasks). Everything is importable from `s2r.sim.tasks.manipulation` as before.
+`tasks` (the three tasks), `flatbox` (the flat-box lift), `privileged` (sim-only privileged actions).
+Everything is importable from `s2r.sim.tasks.manipulation` as before.
 """
 
 from s2r.sim.tasks.manipulation.base import ACTION_NAMES, PandaEnv
 from s2r.sim.tasks.manipulation.configs import (
+    ALL_PRIVILEGES,
     ArmControlConfig,
     CubeRandomizationConfig,
+    FlatBoxLiftConfig,
+    FlatBoxRandomizationConfig,
+    FlatBoxRewardConfig,
     InsertConfig,
     LiftConfig,
     PandaTaskConfig,
     PegRandomizationConfig,
     PickPlaceConfig,
 )
+from s2r.sim.tasks.manipulation.flatbox import FlatBoxLiftEnv, lowest_corner_height
 from s2r.sim.tasks.manipulation.geometry import refit_bvh, set_box
 from s2r.sim.tasks.manipulation.kinematics import ARM_DOF, FINGER_MAX, HOME_Q, R_DOWN, quat_z_axis, yaw_quat
+from s2r.sim.tasks.manipulation.privileged import (
+    PrivilegedAction,
+    ReducedGravity,
+    TableCollisionOff,
+    VirtualWrench,
+    WiderJointLimits,
+    parse_privileged,
+)
 from s2r.sim.tasks.manipulation.tasks import InsertEnv, LiftEnv, PickPlaceEnv
 from s2r.sim.tasks.manipulation.terms import (
     OBS_TERMS,
@@ -47,6 +61,7 @@ from s2r.sim.tasks.manipulation.terms import (
 
 __all__ = [
     "ACTION_NAMES",
+    "ALL_PRIVILEGES",
     "ARM_DOF",
     "FINGER_MAX",
     "HOME_Q",
@@ -56,6 +71,10 @@ __all__ = [
     "TABLE_HALF",
     "ArmControlConfig",
     "CubeRandomizationConfig",
+    "FlatBoxLiftConfig",
+    "FlatBoxLiftEnv",
+    "FlatBoxRandomizationConfig",
+    "FlatBoxRewardConfig",
     "InsertConfig",
     "InsertEnv",
     "LiftConfig",
@@ -66,9 +85,16 @@ __all__ = [
     "PegRandomizationConfig",
     "PickPlaceConfig",
     "PickPlaceEnv",
+    "PrivilegedAction",
+    "ReducedGravity",
+    "TableCollisionOff",
+    "VirtualWrench",
+    "WiderJointLimits",
     "insert_success",
     "lift_success",
+    "lowest_corner_height",
     "obs_slices",
+    "parse_privileged",
     "quat_z_axis",
     "reach_success",
     "refit_bvh",

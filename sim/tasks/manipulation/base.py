@@ -21,6 +21,7 @@ from s2r.sim.tasks.manipulation.kinematics import (
     dls_step,
     rot_error,
 )
+from s2r.sim.tasks.manipulation.privileged import Privileges, privileged_action_names
 from s2r.sim.tasks.manipulation.terms import OBS_TERMS, TABLE_CENTER, TABLE_HALF, PandaState
 
 ACTION_NAMES = ("ee_dx", "ee_dy", "ee_dz", "gripper")
@@ -45,6 +46,8 @@ class PandaEnv(VecEnv):
     POLICY_TERMS: ClassVar[tuple[ObsTerm, ...]] = ()
     PRIVILEGED_TERMS: ClassVar[tuple[ObsTerm, ...]] = ()
     PARAM_NAMES: ClassVar[tuple[str, ...]] = ()
+    #: Geoms besides the object that a hand with the table relaxation must still touch (fixtures).
+    FIXTURE_GEOMS: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, cfg: Any, num_envs: int = 1, seed: int = 0) -> None:
         if num_envs < 1:
@@ -68,6 +71,13 @@ class PandaEnv(VecEnv):
         self._q_lo = model.jnt_range[:ARM_DOF, 0] + cfg.arm.joint_margin
         self._q_hi = model.jnt_range[:ARM_DOF, 1] - cfg.arm.joint_margin
         self._ws_lo, self._ws_hi = np.asarray(cfg.arm.workspace_low), np.asarray(cfg.arm.workspace_high)
+        q_lo_nominal, q_hi_nominal = self._q_lo, self._q_hi
+        fixtures = tuple(mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_GEOM, g) for g in self.FIXTURE_GEOMS)
+        # Privileged actions (sim only): extra action columns after the task's four, and per-world relaxations.
+        self.priv = Privileges(cfg.privileged, self.backend.models, self._body, (self._geom, *fixtures),
+                               self._q_lo, self._q_hi, self._ws_lo)
+        self._q_lo, self._q_hi, self._ws_lo = self.priv.q_lo, self.priv.q_hi, self.priv.ws_lo  # (n, 7), (n, 7), (n, 3)
+        self.task_action_dim = len(ACTION_NAMES)
 
         groups = {"policy": GroupSpec(terms=self.POLICY_TERMS, history=cfg.history_length),
                   "privileged": GroupSpec(terms=self.PRIVILEGED_TERMS, history=cfg.privileged_history_length)}
@@ -79,7 +89,7 @@ class PandaEnv(VecEnv):
             groups["image"] = GroupSpec(image=ImageSpec(camera=cfg.image_camera, height=h, width=w))
         self.spec = EnvSpec(
             groups=groups,
-            action_names=ACTION_NAMES,
+            action_names=(*ACTION_NAMES, *privileged_action_names(cfg.privileged)),
             control_dt=cfg.control_dt,
             max_episode_steps=cfg.max_episode_steps,
             # Actions are task-space deltas, not joint targets: no per-joint offset or scale applies.
@@ -87,7 +97,9 @@ class PandaEnv(VecEnv):
                     "default_joint_pos": [0.0] * 4, "joint_lower": [-cfg.action_clip] * 4,
                     "joint_upper": [cfg.action_clip] * 4, "kp": [0.0] * 4, "kv": [0.0] * 4,
                     "arm_joint_names": [f"joint{i + 1}" for i in range(ARM_DOF)], "home_joint_pos": HOME_Q.tolist(),
-                    "tcp_rotation": R_DOWN.tolist(), "camera": cfg.image_camera, "param_names": list(self.PARAM_NAMES),
+                    "tcp_rotation": R_DOWN.tolist(),
+                    "privileged_action_dims": self.priv.extra_dims, "camera": cfg.image_camera,
+                    "param_names": list(self.PARAM_NAMES),
                     **({"image_shape": (*cfg.image_size, 3)} if cfg.image else {})},
         )
         self.ee_pos = np.zeros((n, 3))
@@ -97,7 +109,7 @@ class PandaEnv(VecEnv):
         self.finger_target = np.full(n, FINGER_MAX)
         self.target = np.zeros((n, 3))
         self.params = np.zeros((n, len(self.PARAM_NAMES)))
-        self.actions = np.zeros((n, 4))
+        self.actions = np.zeros((n, self.spec.action_dim))
         self.episode_step = np.zeros(n, dtype=np.int64)
         self.episode_return = np.zeros(n)
         self.nan_resets = 0
@@ -109,7 +121,8 @@ class PandaEnv(VecEnv):
                              "of one control period")
         self._renderer: mujoco.Renderer | None = None
         self._history = ObsHistory(self.spec.groups, n)
-        self._q_start = self.kin.solve(np.asarray(cfg.arm.start_ee), HOME_Q, 100, self._q_lo, self._q_hi)
+        self._q_start = self.kin.solve(np.asarray(cfg.arm.start_ee), HOME_Q, 100, q_lo_nominal, q_hi_nominal)
+        self._q_nominal = (q_lo_nominal, q_hi_nominal)  # start poses do not depend on privileges
 
     # ---- public API -------------------------------------------------------------------------------
 
@@ -122,25 +135,35 @@ class PandaEnv(VecEnv):
         self._history.clear()
         return self._observe(self._state())
 
+    def set_privilege_scale(self, scale: float | dict[str, float]) -> None:
+        """Scale every declared privileged action (or {kind: scale} for some); relaxations drawn per episode
+        take the new scale at each world's next reset."""
+        self.priv.set_scale(scale)
+
     def randomize_episode_start(self) -> None:
         """Spread time-outs over the batch so resets do not arrive all at once (used by trainers)."""
         self.episode_step[:] = self.rng.integers(0, self.cfg.max_episode_steps, size=self.num_envs)
 
     def step(self, actions: Any) -> tuple[Obs, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
-        """Apply (num_envs, 4) task-space actions for one control period (see `VecEnv.step`).
+        """Apply (num_envs, action_dim) task-space actions for one control period (see `VecEnv.step`).
+
+        Columns: (dx, dy, dz, gripper), then the privileged ones the task config declares (a virtual wrench).
 
         info holds, besides the `VecEnv` keys, "success": (num_envs,) bool, True on the step an env
         succeeded (that env then also reports terminated and reward 1).
         """
         cfg = self.cfg
         a = np.asarray(actions, dtype=np.float64).reshape(self.num_envs, -1)
-        if a.shape[1] != 4:
-            raise ValueError(f"actions have {a.shape[1]} columns; Panda tasks take 4 (dx, dy, dz, gripper)")
+        if a.shape[1] != self.spec.action_dim:
+            raise ValueError(f"actions have {a.shape[1]} columns; this Panda task takes {self.spec.action_dim} "
+                             f"({', '.join(self.spec.action_names)})")
         clip = cfg.action_clip
         a = np.clip(np.nan_to_num(a, nan=0.0, posinf=clip, neginf=-clip), -clip, clip)
         self.actions[:] = a
         prev = self._ctrl.copy()
-        return self._advance(prev, self._joint_targets(a))
+        obj = self.backend.qpos[:, OBJ_POS]
+        xfrc = self.priv.wrench(a[:, self.task_action_dim:], np.linalg.norm(obj - self.ee_pos, axis=1))
+        return self._advance(prev, self._joint_targets(a), xfrc)
 
     def step_cartesian(self, ee_targets: Any, finger_targets: Any) -> tuple[Obs, np.ndarray, np.ndarray, np.ndarray,
                                                                              dict[str, Any]]:
@@ -164,15 +187,16 @@ class PandaEnv(VecEnv):
         prev = self._ctrl.copy()
         return self._advance(prev, self._servo_targets(np.clip(f, 0.0, FINGER_MAX)))
 
-    def _advance(self, prev: np.ndarray, new: np.ndarray) -> tuple[Obs, np.ndarray, np.ndarray, np.ndarray,
-                                                                   dict[str, Any]]:
-        """Ramp the servos from `prev` to `new` over one control period, then score, observe and reset."""
+    def _advance(self, prev: np.ndarray, new: np.ndarray, xfrc: np.ndarray | None = None) -> tuple[
+            Obs, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        """Ramp the servos from `prev` to `new` over one control period (with privileged forces `xfrc`, if any),
+        then score, observe and reset."""
         cfg = self.cfg
         # Servo targets move in a ramp across the control period, like a robot controller's interpolator: a
         # step change every 50 ms would jerk the arm at ~8 g and shake light objects out of the hand.
         chunks = self._chunks
         for k in range(1, chunks + 1):
-            self.backend.step(prev + (new - prev) * (k / chunks), self.substeps // chunks)
+            self.backend.step(prev + (new - prev) * (k / chunks), self.substeps // chunks, xfrc_applied=xfrc)
         self.episode_step += 1
         bad = self.backend.diverged()
         if bad.any():
@@ -187,7 +211,7 @@ class PandaEnv(VecEnv):
         fell = ((s.obj_pos[:, 2] < cfg.fall_height) | off_table) & ~success
         terminated = success | fell | bad
         truncated = (self.episode_step >= cfg.max_episode_steps) & ~terminated
-        reward = success.astype(np.float32)
+        reward = self._reward(s, success)
         self.episode_return += reward
 
         obs = self._observe(s)
@@ -253,6 +277,10 @@ class PandaEnv(VecEnv):
     def _success(self, s: PandaState) -> np.ndarray:
         """(n,) bool success of the current state."""
         raise NotImplementedError
+
+    def _reward(self, s: PandaState, success: np.ndarray) -> np.ndarray:
+        """(n,) float32 reward; sparse by default: 1 on the success step."""
+        return success.astype(np.float32)
 
     def _goal_distance(self, s: PandaState) -> np.ndarray:
         """(n,) how far from success (m), for episode statistics."""
@@ -328,11 +356,12 @@ class PandaEnv(VecEnv):
         if arm.start_ee_noise > 0:
             start = np.asarray(arm.start_ee)
             for i, dx in zip(ids, noise, strict=True):
-                self.backend.qpos[i, :ARM_DOF] = self.kin.solve(start + dx, self._q_start, 20, self._q_lo, self._q_hi)
+                self.backend.qpos[i, :ARM_DOF] = self.kin.solve(start + dx, self._q_start, 20, *self._q_nominal)
         self.backend.qpos[ids, FINGERS] = FINGER_MAX
         self._kinematics(ids)
         self.ee_target[ids] = self.ee_pos[ids]
         self.finger_target[ids] = FINGER_MAX
+        self.priv.reset(ids, rng)
         self._reset_task(ids)
         # Servo targets (and their low-pass filter states, the actuators' activations) equal to the start
         # pose: the first physics steps hold still instead of jumping.

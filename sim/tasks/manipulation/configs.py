@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from s2r.sim.backends import BackendConfig
+from s2r.sim.tasks.manipulation.privileged import (
+    PrivilegedAction,
+    ReducedGravity,
+    TableCollisionOff,
+    VirtualWrench,
+    WiderJointLimits,
+    parse_privileged,
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -113,6 +123,8 @@ class PandaTaskConfig:
         privileged_history_length: Frames of the `privileged` group.
         arm: Task-space control.
         backend: Which physics backend, and its threading.
+        privileged: Privileged actions granted in simulation only (`privileged.py`); empty is the deployable
+            task. Exported policies never carry them (`without_privileges`).
     """
 
     control_dt: float = 0.05
@@ -126,6 +138,24 @@ class PandaTaskConfig:
     privileged_history_length: int = 1
     arm: ArmControlConfig = field(default_factory=ArmControlConfig)
     backend: BackendConfig = field(default_factory=BackendConfig)
+    privileged: tuple[PrivilegedAction, ...] = ()
+
+    def __post_init__(self) -> None:
+        parse_privileged(self.privileged, f"{type(self).__name__}.privileged")  # raises on a bad entry
+        if self.privileged and self.backend.name != "cpu":
+            raise ValueError(f"{type(self).__name__}.privileged needs per-world models: set backend.name to 'cpu' "
+                             f"(got '{self.backend.name}') or declare no privileged actions")
+
+    @classmethod
+    def upgrade_dict(cls, data: dict[str, Any]) -> dict[str, Any]:
+        """config.json holds the privileged actions as dicts with a `kind`: make them typed again."""
+        if data.get("privileged"):
+            data = {**data, "privileged": list(parse_privileged(data["privileged"], f"{cls.__name__}.privileged"))}
+        return data
+
+    def without_privileges(self) -> PandaTaskConfig:
+        """The same task with no privileged actions: what an exported policy is evaluated and deployed on."""
+        return dataclasses.replace(self, privileged=())
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -181,3 +211,70 @@ class InsertConfig(PandaTaskConfig):
     peg_half_length: float = 0.04
     arm: ArmControlConfig = field(default_factory=lambda: ArmControlConfig(start_ee=(0.5, 0.0, 0.18)))
     randomization: PegRandomizationConfig = field(default_factory=PegRandomizationConfig)
+
+
+@dataclass(frozen=True, kw_only=True)
+class FlatBoxRandomizationConfig:
+    """Per-episode randomisation of the flat box and where it lies against the ledge (uniform ranges).
+
+    Attributes:
+        x: Range of the box centre's x (m).
+        gap: Range of the gap between the box's side and the ledge (m).
+        yaw: Yaw range (rad).
+        half_width: Half of the box's two wide sides (m): over 0.04, so the 8 cm hand cannot span it from above.
+        half_thickness: Half of its thickness (m): what the fingers close on once it stands on edge.
+        friction: Sliding friction coefficient.
+        mass: Mass (kg).
+    """
+
+    x: tuple[float, float] = (0.47, 0.53)
+    gap: tuple[float, float] = (0.0, 0.005)
+    yaw: tuple[float, float] = (-0.1, 0.1)
+    half_width: tuple[float, float] = (0.05, 0.055)
+    half_thickness: tuple[float, float] = (0.012, 0.015)
+    friction: tuple[float, float] = (0.6, 1.0)
+    mass: tuple[float, float] = (0.05, 0.12)
+
+
+@dataclass(frozen=True, kw_only=True)
+class FlatBoxRewardConfig:
+    """A few reward terms, as in the paper: reach the box, lift it, succeed.
+
+    Attributes:
+        reach: Weight of 1 - tanh(reach_sharpness * TCP-to-box distance), per step.
+        reach_sharpness: 1/m.
+        lift: Weight of the lowest corner's height as a fraction of `lift_height` (clipped to [0, 1]), per step.
+        success: Reward on the success step (which ends the episode).
+    """
+
+    reach: float = 0.1
+    reach_sharpness: float = 10.0
+    lift: float = 0.5
+    success: float = 10.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class FlatBoxLiftConfig(PandaTaskConfig):
+    """Panda-Lift-FlatBox: lift a box too wide to grasp from above, lying flat against a low ledge.
+
+    The hand (8 cm stroke) cannot span the box's wide sides; the way up is to pivot it on edge against the
+    ledge (push down on the far side, drag it towards the ledge) and grasp its thickness.
+
+    Attributes:
+        lift_height: Success height of the box's lowest corner above the table (m).
+        ledge_y: y of the ledge's inner face (m); the box lies on its -y side.
+        ledge_half: Half extents (x, y, z) of the ledge (m).
+        randomization: Box randomisation.
+        reward: Reward terms.
+    """
+
+    max_episode_steps: int = 100
+    lift_height: float = 0.04
+    ledge_y: float = 0.08
+    ledge_half: tuple[float, float, float] = (0.15, 0.01, 0.012)
+    randomization: FlatBoxRandomizationConfig = field(default_factory=FlatBoxRandomizationConfig)
+    reward: FlatBoxRewardConfig = field(default_factory=FlatBoxRewardConfig)
+
+
+# Every privilege at full scale: the training variant of the flat-box lift.
+ALL_PRIVILEGES = (VirtualWrench(), TableCollisionOff(), WiderJointLimits(), ReducedGravity())

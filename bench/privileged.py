@@ -1,0 +1,121 @@
+"""Privileged-action curriculum vs no privileges vs privileges removed all at once, on the flat-box lift.
+
+    OMP_NUM_THREADS=1 python bench/privileged.py --minutes 12 --seeds 0 --out bench/results/privileged
+
+Three arms, the same PPO learner, reward and wall-clock budget per seed:
+(a) curriculum: `ppo-privileged` on Panda-Lift-FlatBox-Privileged, the default stage schedule;
+(b) none: plain `ppo` on Panda-Lift-FlatBox (no privileged actions at any time);
+(c) all at once: `ppo-privileged` with stages (1.0, 0.0), every privilege removed in one step.
+Each run's exported ONNX policy (no privileged dims) is evaluated at scale 0 on `--episodes` episodes of
+Panda-Lift-FlatBox. Writes <out>.json (command line, git commit, load average, wall time, per arm: success,
+env steps, env steps to each curriculum stage, final stage) and <out>.png (training success / scale curves).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ARMS = {
+    "curriculum": ("ppo-privileged", "Panda-Lift-FlatBox-Privileged", {}),
+    "none": ("ppo", "Panda-Lift-FlatBox", {}),
+    "all_at_once": ("ppo-privileged", "Panda-Lift-FlatBox-Privileged", {"curriculum.stages": "1.0,0.0"}),
+}
+
+
+def run_arm(arm: str, seed: int, args: argparse.Namespace, root: Path) -> dict:
+    """Train one arm for the budget, then evaluate its export at scale 0."""
+    from s2r.policies.driver import Budget, new_run_spec, train
+    from s2r.policies.evaluate import evaluate_success
+
+    algo, task, extra = ARMS[arm]
+    overrides = {"torch_threads": 1, "algo.steps_per_env": args.steps_per_env, "algo.entropy_coef": args.entropy,
+                 "algo.learning_rate": 3e-4, **extra}
+    spec = new_run_spec(algo, task, task_overrides={"backend.num_threads": 1}, algo_overrides=overrides,
+                        num_envs=args.num_envs, seed=seed,
+                        budget=Budget(minutes=args.minutes, steps=args.steps or None))
+    run_dir = root / f"{arm}_s{seed}"
+    t0 = time.perf_counter()
+    summary = train(spec, run_dir, progress=False)
+    wall = time.perf_counter() - t0
+    ev = evaluate_success(run_dir, episodes=args.episodes, seed=1000 + seed)
+    hist = json.loads((run_dir / "history.json").read_text())
+    last = next((r for r in reversed(hist) if "mean_return" in r), hist[-1])  # the last training row
+    stage_steps = {k: v for k, v in summary.items() if k.startswith("steps_to_stage_")}
+    return {"arm": arm, "seed": seed, "algo": algo, "task": task, "overrides": overrides, "run_dir": str(run_dir),
+            "env_steps": summary["progress"], "train_wall_s": round(wall, 1),
+            "success_at_scale0": ev["success_rate"], "eval_episodes": ev["episodes"],
+            "final_privilege_scale": last.get("privilege_scale", 0.0),
+            "final_stage": last.get("curriculum_stage"), "fall_backs": last.get("curriculum_fall_backs"),
+            "final_training_success": last.get("mean_success"), "steps_to_stage": stage_steps,
+            "curve": [{"env_steps": r["progress"], "success": r.get("mean_success"),
+                       "scale": r.get("privilege_scale", 0.0)} for r in hist]}
+
+
+def plot(results: list[dict], path: Path) -> None:
+    """Training success (solid) and privilege scale (dashed) of every run against env steps."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for r in results:
+        x = [c["env_steps"] for c in r["curve"]]
+        line = ax.plot(x, [c["success"] if c["success"] is not None else float("nan") for c in r["curve"]],
+                       label=f"{r['arm']} s{r['seed']}: scale-0 eval {r['success_at_scale0']:.0%}")[0]
+        if r["algo"] == "ppo-privileged":
+            ax.plot(x, [c["scale"] for c in r["curve"]], ls="--", color=line.get_color(), alpha=0.7)
+    ax.set_xlabel("env steps")
+    ax.set_ylabel("training success (solid), privilege scale (dashed)")
+    ax.set_ylim(-0.02, 1.02)
+    ax.legend(fontsize=8)
+    ax.set_title("Panda-Lift-FlatBox: privileged-action curriculum vs baselines")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--minutes", type=float, default=12.0, help="wall-clock budget per arm and seed")
+    p.add_argument("--steps", type=int, default=0, help="env-step budget per arm and seed (0: minutes only)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
+    p.add_argument("--num-envs", type=int, default=64)
+    p.add_argument("--steps-per-env", type=int, default=32)
+    p.add_argument("--entropy", type=float, default=0.002)
+    p.add_argument("--episodes", type=int, default=100)
+    p.add_argument("--out", default="bench/results/privileged")
+    p.add_argument("--runs", default="/tmp/s2r_privileged_runs")
+    args = p.parse_args()
+
+    import torch
+
+    torch.set_num_threads(1)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    t0 = time.perf_counter()
+    load_before = os.getloadavg()
+    results = []
+    for seed in args.seeds:
+        for arm in args.arms:
+            results.append(run_arm(arm, seed, args, Path(args.runs)))
+            print(json.dumps({k: v for k, v in results[-1].items() if k != "curve"}), flush=True)
+            doc = {"command": " ".join([sys.executable, *sys.argv]), "git_commit": commit,
+                   "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
+                   "wall_s": round(time.perf_counter() - t0, 1), "cpu_threads": 1,
+                   "note": "shared 2-core machine with other jobs running; one torch thread, one physics thread",
+                   "goal": ">= 80% at scale 0 with the curriculum, baselines near 0%", "results": results}
+            out.with_suffix(".json").write_text(json.dumps(doc, indent=1))
+            plot(results, out.with_suffix(".png"))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,258 @@
+"""Privileged actions: powers a Panda task grants the policy in simulation only, each with a scale in [0, 1].
+
+After Mao et al. 2025 ("Learning Long-Horizon Robot Manipulation Skills via Privileged Action"): a policy that
+may push the object with a virtual hand, pass its fingers through the table, bend its joints further or lift
+a lighter object finds its way to success on a long contact-rich task with a plain reward; a curriculum
+(`s2r.policies.curriculum`) then lowers the scales until the policy succeeds without them. The design here is
+ours (the paper publishes no code or schedule).
+
+A task config declares them as a composable tuple, `privileged=(VirtualWrench(), TableCollisionOff(), ...)`;
+an empty tuple is the deployable task. What scale 1 and 0 mean for each:
+
+- `VirtualWrench`: six extra action dimensions (force xyz, torque xyz in [-1, 1]) applied to the object's
+  centre of mass in the world frame through the backend's `xfrc_applied`, bounded by scale * max_force /
+  max_torque, while the hand is within `reach_radius` of the object. These are the only privileged
+  *action dimensions*; exports drop them from the graph.
+- `TableCollisionOff`: each episode, with probability `scale`, the hand and finger pads do not collide with
+  the table (their contact bits are moved off the table's) and the TCP may go `floor_drop` below the table.
+- `WiderJointLimits`: joint limits (and the servo target box) widened by scale * extra rad per side.
+- `ReducedGravity`: an upward force of scale * max_reduction * m * g on the object.
+
+The runtime side (`Privileges`) is built by the env; the curriculum sets the scales through
+`PandaEnv.set_privilege_scale`. Only the CPU backend (per-world models) is supported.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import mujoco
+import numpy as np
+
+WRENCH_NAMES = ("priv_fx", "priv_fy", "priv_fz", "priv_tx", "priv_ty", "priv_tz")
+# Contact bit a relaxed hand uses: the objects' conaffinity carries it, the table's does not.
+RELAXED_BIT = 4
+HAND_GEOM_PREFIXES = ("hand", "pad_left_", "pad_right_")
+
+
+def _check_scale(kind: str, scale: float) -> None:
+    if not 0.0 <= scale <= 1.0:
+        raise ValueError(f"privileged action '{kind}' has scale {scale}; a scale lies in [0, 1]")
+
+
+@dataclass(frozen=True, kw_only=True)
+class VirtualWrench:
+    """A bounded virtual force and torque on the object (six extra action dimensions).
+
+    Attributes:
+        kind: Registry name (written to config.json so the list reads back typed).
+        scale: Starting scale in [0, 1].
+        max_force: Force per axis at |action| = 1 and scale 1 (N).
+        max_torque: Torque per axis at |action| = 1 and scale 1 (N m).
+        reach_radius: The wrench acts only while the TCP is within this distance of the object's centre (m),
+            as if the hand pushed it: the policy must still bring the hand to the object, the behaviour that
+            survives the curriculum. 0 applies it anywhere.
+    """
+
+    kind: str = "virtual_wrench"
+    scale: float = 1.0
+    max_force: float = 6.0
+    max_torque: float = 0.3
+    reach_radius: float = 0.08
+    action_dims: ClassVar[int] = 6
+
+
+@dataclass(frozen=True, kw_only=True)
+class TableCollisionOff:
+    """Hand and finger pads pass through the table in a `scale` fraction of the episodes.
+
+    Attributes:
+        kind: Registry name.
+        scale: Starting scale in [0, 1] (the probability that an episode has the relaxation).
+        floor_drop: How far below the table the TCP target may go in a relaxed episode (m).
+    """
+
+    kind: str = "table_collision_off"
+    scale: float = 1.0
+    floor_drop: float = 0.03
+    action_dims: ClassVar[int] = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class WiderJointLimits:
+    """Joint limits (and the servo target box) widened by scale * extra rad on each side.
+
+    Attributes:
+        kind: Registry name.
+        scale: Starting scale in [0, 1].
+        extra: Widening per side at scale 1 (rad).
+    """
+
+    kind: str = "wider_joint_limits"
+    scale: float = 1.0
+    extra: float = 0.3
+    action_dims: ClassVar[int] = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReducedGravity:
+    """An upward force cancelling scale * max_reduction of the object's weight.
+
+    Attributes:
+        kind: Registry name.
+        scale: Starting scale in [0, 1].
+        max_reduction: Fraction of the weight cancelled at scale 1.
+    """
+
+    kind: str = "reduced_gravity"
+    scale: float = 1.0
+    max_reduction: float = 0.8
+    action_dims: ClassVar[int] = 0
+
+
+PrivilegedAction = VirtualWrench | TableCollisionOff | WiderJointLimits | ReducedGravity
+# `kind` is a plain dataclass default, so the class attribute holds it.
+KINDS: dict[str, type] = {c.kind: c for c in (VirtualWrench, TableCollisionOff, WiderJointLimits, ReducedGravity)}
+
+
+def parse_privileged(items: Any, where: str = "privileged") -> tuple[PrivilegedAction, ...]:
+    """Typed privileged actions from dataclasses or from their config.json dicts; checks kinds, scales, duplicates.
+
+    Raises:
+        ValueError: An unknown kind, a scale outside [0, 1], a duplicate kind or an unknown key (one sentence).
+    """
+    out = []
+    for item in items:
+        if isinstance(item, dict):
+            kind = item.get("kind")
+            if kind not in KINDS:
+                raise ValueError(f"{where} entry {item!r} has kind {kind!r}; known kinds: {', '.join(KINDS)}")
+            names = {f.name for f in dataclasses.fields(KINDS[kind])}
+            unknown = set(item) - names
+            if unknown:
+                raise ValueError(f"{where} entry of kind '{kind}' has unknown keys {sorted(unknown)}; it takes {sorted(names)}")
+            item = KINDS[kind](**item)
+        if not isinstance(item, tuple(KINDS.values())):
+            raise ValueError(f"{where} entry {item!r} is not a privileged action; use one of {', '.join(KINDS)}")
+        _check_scale(item.kind, item.scale)
+        out.append(item)
+    kinds = [p.kind for p in out]
+    dup = sorted({k for k in kinds if kinds.count(k) > 1})
+    if dup:
+        raise ValueError(f"{where} declares {', '.join(dup)} more than once; keep one entry per kind")
+    return tuple(out)
+
+
+def privileged_action_names(items: tuple[PrivilegedAction, ...]) -> tuple[str, ...]:
+    """The extra action names the declared privileges add (after the task's own)."""
+    return WRENCH_NAMES if any(isinstance(p, VirtualWrench) for p in items) else ()
+
+
+class Privileges:
+    """The runtime of the declared privileged actions for a batch of worlds.
+
+    Args:
+        items: Declared privileged actions (already parsed).
+        models: The backend's per-world models (edited in place: contact bits, joint ranges).
+        object_body: Body id of the task's object.
+        object_geoms: Geom ids of things the relaxed hand must still touch (the object, fixtures).
+        q_lo: (7,) nominal lower servo target limits; `q_hi` the upper ones.
+        ws_lo: (3,) nominal lowest TCP target.
+    """
+
+    def __init__(self, items: tuple[PrivilegedAction, ...], models: list[mujoco.MjModel], object_body: int,
+                 object_geoms: tuple[int, ...], q_lo: np.ndarray, q_hi: np.ndarray, ws_lo: np.ndarray) -> None:
+        self.items = {p.kind: p for p in items}
+        self.scales = {p.kind: float(p.scale) for p in items}
+        self.models = models
+        self.n = n = len(models)
+        self.body = object_body
+        self.extra_dims = sum(p.action_dims for p in items)
+        m0 = models[0]
+        self.hand_geoms = np.array([g for g in range(m0.ngeom)
+                                    if (mujoco.mj_id2name(m0, mujoco.mjtObj.mjOBJ_GEOM, g) or "").startswith(HAND_GEOM_PREFIXES)])
+        self._hand_bits = (m0.geom_contype[self.hand_geoms].copy(), m0.geom_conaffinity[self.hand_geoms].copy())
+        if "table_collision_off" in self.items:
+            for m in models:
+                # The object and fixtures also accept the relaxed bit, so relaxed fingers still grasp and push.
+                m.geom_conaffinity[list(object_geoms)] |= RELAXED_BIT
+        self._q_nominal = (q_lo.copy(), q_hi.copy(), m0.jnt_range[: len(q_lo)].copy())
+        self.q_lo, self.q_hi = np.tile(q_lo, (n, 1)), np.tile(q_hi, (n, 1))
+        self._ws_lo = ws_lo.copy()
+        self.ws_lo = np.tile(ws_lo, (n, 1))
+        self.relaxed = np.zeros(n, dtype=bool)
+        self.xfrc = np.zeros((n, m0.nbody, 6))
+        self._apply_joint_limits()
+
+    @property
+    def active(self) -> bool:
+        """True while any declared privilege has a scale above zero."""
+        return any(s > 0 for s in self.scales.values())
+
+    def set_scale(self, scale: float | dict[str, float]) -> None:
+        """Set one scale for every declared privilege, or {kind: scale} for some of them."""
+        new = dict.fromkeys(self.scales, scale) if not isinstance(scale, dict) else scale
+        for kind, s in new.items():
+            if kind not in self.scales:
+                raise ValueError(f"privilege '{kind}' is not declared by this task (it declares {sorted(self.scales)})")
+            _check_scale(kind, float(s))
+            self.scales[kind] = float(s)
+        self._apply_joint_limits()
+
+    def _apply_joint_limits(self) -> None:
+        lo, hi, rng = self._q_nominal
+        p = self.items.get("wider_joint_limits")
+        widen = p.extra * self.scales[p.kind] if p is not None else 0.0
+        self.q_lo[:] = lo - widen
+        self.q_hi[:] = hi + widen
+        if p is not None:
+            r = np.stack([rng[:, 0] - widen, rng[:, 1] + widen], axis=1)
+            for m in self.models:
+                m.jnt_range[: len(lo)] = r
+
+    def reset(self, ids: np.ndarray, rng: np.random.Generator) -> None:
+        """Draw which of worlds `ids` run this episode with the table relaxation, and set their contact bits."""
+        p = self.items.get("table_collision_off")
+        if p is None or len(ids) == 0:
+            return
+        self.relaxed[ids] = rng.uniform(size=len(ids)) < self.scales[p.kind]
+        contype, conaff = self._hand_bits
+        for i in ids:
+            m = self.models[i]
+            if self.relaxed[i]:
+                m.geom_contype[self.hand_geoms] = RELAXED_BIT
+                m.geom_conaffinity[self.hand_geoms] = RELAXED_BIT
+            else:
+                m.geom_contype[self.hand_geoms] = contype
+                m.geom_conaffinity[self.hand_geoms] = conaff
+            self.ws_lo[i] = self._ws_lo
+            if self.relaxed[i]:
+                self.ws_lo[i, 2] -= p.floor_drop
+
+    def wrench(self, extra: np.ndarray, hand_distance: np.ndarray | None = None) -> np.ndarray | None:
+        """(n, nbody, 6) applied forces for one control step from the extra action columns; None when none apply.
+
+        Args:
+            extra: (n, extra_dims) privileged action columns in [-clip, clip] (the wrench's six).
+            hand_distance: (n,) TCP-to-object distance (m), for the wrench's `reach_radius`; None: no gating.
+        """
+        self.xfrc[:] = 0.0
+        used = False
+        w = self.items.get("virtual_wrench")
+        if w is not None and self.scales[w.kind] > 0:
+            s = self.scales[w.kind]
+            a = np.clip(extra[:, :6], -1.0, 1.0)
+            if w.reach_radius > 0 and hand_distance is not None:
+                a = a * (hand_distance < w.reach_radius)[:, None]
+            self.xfrc[:, self.body, :3] += a[:, :3] * (s * w.max_force)
+            self.xfrc[:, self.body, 3:] += a[:, 3:] * (s * w.max_torque)
+            used = True
+        g = self.items.get("reduced_gravity")
+        if g is not None and self.scales[g.kind] > 0:
+            mass = np.array([m.body_mass[self.body] for m in self.models])
+            weight = mass * -self.models[0].opt.gravity[2]
+            self.xfrc[:, self.body, 2] += self.scales[g.kind] * g.max_reduction * weight
+            used = True
+        return self.xfrc if used else None

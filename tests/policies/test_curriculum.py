@@ -1,0 +1,134 @@
+"""The privileged-action curriculum: its state machine on scripted success streams, and a short real PPO run
+whose exported ONNX graph provably has no privileged action dimensions and runs on the plain task."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from s2r.policies.algorithm import AlgorithmTaskMismatch
+from s2r.policies.curriculum import ADVANCE, FALL_BACK, HOLD, Curriculum, CurriculumConfig, task_actor
+from s2r.policies.driver import Budget, new_run_spec, train
+from s2r.real.metadata import load_metadata
+from s2r.sim import make
+from s2r.sim.robot_sim import task_config_for_run
+from s2r.sim.tasks.manipulation import VirtualWrench
+
+
+def test_curriculum_advances_holds_and_falls_back_on_a_scripted_stream() -> None:
+    cur = Curriculum(CurriculumConfig(stages=(1.0, 0.5, 0.0), window=10, advance_at=0.6, fall_back_below=0.1))
+    assert cur.scale == 1.0
+    assert cur.observe([True] * 9) == HOLD  # the window is not full yet: no decision
+    assert cur.observe([True]) == ADVANCE and cur.stage == 1 and cur.scale == 0.5
+    assert len(cur.window) == 0  # the new stage is judged on its own episodes
+    assert cur.observe([True, False] * 5) == HOLD and cur.stage == 1  # 50%: between the thresholds
+    assert cur.observe([False] * 10) == FALL_BACK and cur.stage == 0 and cur.scale == 1.0  # collapsed
+    assert cur.observe([False] * 30) == HOLD and cur.stage == 0  # nothing below the first stage
+    # One change per call, however many episodes arrive at once.
+    assert cur.observe([True] * 50) == ADVANCE and cur.stage == 1
+    assert cur.observe([True] * 10) == ADVANCE and cur.stage == 2 and cur.final and cur.scale == 0.0
+    assert cur.observe([True] * 10) == HOLD and cur.stage == 2  # the last stage holds
+    assert (cur.advances, cur.fall_backs) == (3, 1)
+    again = Curriculum(cur.cfg)
+    again.load_state_dict(json.loads(json.dumps(cur.state_dict())))
+    assert again.state_dict() == cur.state_dict()
+
+
+@pytest.mark.parametrize(("kw", "msg"), [
+    ({"stages": (0.5, 1.0)}, "must not increase"),
+    ({"stages": (1.5, 0.0)}, r"scales in \[0, 1\]"),
+    ({"stages": ()}, "one or more scales"),
+    ({"window": 0}, "window must be >= 1"),
+    ({"advance_at": 0.1, "fall_back_below": 0.2}, "fall_back_below"),
+])
+def test_bad_curriculum_configs_say_what_is_wrong(kw: dict, msg: str) -> None:
+    with pytest.raises(ValueError, match=msg):
+        CurriculumConfig(**kw)
+
+
+def test_task_without_privileges_is_refused(tmp_path) -> None:
+    spec = new_run_spec("ppo-privileged", "Panda-Lift-FlatBox", num_envs=2, budget=Budget(steps=10))
+    with pytest.raises(AlgorithmTaskMismatch, match="declares none: use a '-Privileged' task"):
+        train(spec, tmp_path / "run", progress=False)
+
+
+def test_export_has_no_privileged_dims_and_runs_on_the_plain_task(tmp_path) -> None:
+    torch.manual_seed(0)
+    overrides = {"torch_threads": 1, "algo.steps_per_env": 16, "curriculum.window": 8, "curriculum.advance_at": 0.3}
+    spec = new_run_spec("ppo-privileged", "Panda-Lift-FlatBox-Privileged", task_overrides={"backend.num_threads": 1},
+                        algo_overrides=overrides, num_envs=8, seed=0, budget=Budget(steps=8 * 16 * 3))
+    # An ungated wrench, so that random actions already lift the box and the curriculum moves within 3 iterations.
+    tcfg = spec.task_cfg
+    spec = replace(spec, task_cfg=replace(tcfg, privileged=(VirtualWrench(reach_radius=0.0), *tcfg.privileged[1:])))
+    run = tmp_path / "run"
+    summary = train(spec, run, progress=False)
+    hist = json.loads((run / "history.json").read_text())
+    rows = [r for r in hist if "privilege_scale" in r]
+    assert len(rows) == 3 and {"curriculum_stage", "window_success_rate", "curriculum_event"} <= set(rows[0])
+    # With every privilege at scale 1 a random policy lifts the box often: the curriculum moves on.
+    assert summary["steps_to_stage_1"] > 0 and rows[-1]["privilege_scale"] < 1.0
+
+    graph = onnx.load(str(run / "policy.onnx")).graph
+    out_dims = [d.dim_value or d.dim_param for d in graph.output[0].type.tensor_type.shape.dim]
+    assert out_dims == ["batch", 4]
+    # No weight in the graph has a row per privileged action: they were cut out, not zeroed.
+    widths = {tuple(t.dims) for t in graph.initializer}
+    assert not any(10 in dims for dims in widths) and any(4 in dims for dims in widths)
+    meta = load_metadata(run / "policy.json")
+    assert meta.action_names == ("ee_dx", "ee_dy", "ee_dz", "gripper")
+
+    # The exported graph computes the trained actor's task columns.
+    ckpt = torch.load(run / "checkpoint.pt", weights_only=False)
+    from s2r.policies.networks import ActorCritic
+    from s2r.policies.ppo import _critic_without_missing_privileged
+
+    env = make("Panda-Lift-FlatBox-Privileged", 4, cfg=spec.task_cfg, seed=3)
+    try:
+        algo_cfg = _critic_without_missing_privileged(spec.cfg.algo, env.obs_dims)
+        full = ActorCritic(env.obs_dims, 10, algo_cfg.policy)
+        full.load_state_dict(ckpt["state"]["algo"]["model"])
+        obs = env.reset(seed=3)["policy"]
+        cut = task_actor(full, env.obs_dims, 4)
+    finally:
+        env.close()
+    sess = ort.InferenceSession(str(run / "policy.onnx"), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {"obs": obs})[0]
+    with torch.no_grad():
+        want = full.act_mean(torch.as_tensor(obs))[:, :4].numpy()
+        np.testing.assert_allclose(cut.act_mean(torch.as_tensor(obs)).numpy(), want, atol=1e-6)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+
+    # Evaluation and deployment read the run's task without privileges: scale 0, four action columns.
+    task_id, cfg = task_config_for_run(run)
+    assert cfg.privileged == () and cfg == spec.task_cfg.without_privileges()
+    plain = make(task_id, 2, cfg=cfg, seed=0)
+    try:
+        o = plain.reset(seed=0)
+        assert plain.spec.action_dim == got.shape[1] == 4
+        plain.step(sess.run(None, {"obs": o["policy"]})[0])
+    finally:
+        plain.close()
+
+
+def test_off_policy_core_runs_the_curriculum_and_exports_task_columns_only(tmp_path) -> None:
+    torch.manual_seed(0)
+    overrides = {"torch_threads": 1, "learning_starts": 64, "steps_per_iteration": 16, "eval_episodes": 2,
+                 "eval_every": 0, "curriculum.window": 4, "curriculum.advance_at": 0.3}
+    spec = new_run_spec("sac-privileged", "Panda-Lift-FlatBox-Privileged", task_overrides={"backend.num_threads": 1},
+                        algo_overrides=overrides, num_envs=4, seed=0, budget=Budget(steps=4 * 16 * 3))
+    tcfg = spec.task_cfg
+    spec = replace(spec, task_cfg=replace(tcfg, privileged=(VirtualWrench(reach_radius=0.0), *tcfg.privileged[1:])))
+    run = tmp_path / "run"
+    summary = train(spec, run, progress=False)
+    assert summary["steps_to_stage_1"] > 0 and "eval_return" in summary
+    rows = [r for r in json.loads((run / "history.json").read_text()) if "privilege_scale" in r]
+    assert rows and rows[-1]["privilege_scale"] < 1.0
+    graph = onnx.load(str(run / "policy.onnx")).graph
+    assert [d.dim_value or d.dim_param for d in graph.output[0].type.tensor_type.shape.dim] == ["batch", 4]
+    assert not any(d in (10, 20) for t in graph.initializer for d in t.dims)  # neither 10 means nor 10+10 rows
+    assert load_metadata(run / "policy.json").action_names == ("ee_dx", "ee_dy", "ee_dz", "gripper")
