@@ -201,7 +201,7 @@ def demos_with_base(episodes: list[Episode], bc: ChunkedBC, ensemble_m: float, *
                 base.reset()
             acts = np.stack([base.step(ep.obs["policy"][t : t + 1])[0] for t in range(ep.length + 1)])  # (T+1, A)
         else:
-            acts = np.concatenate([ep.action, ep.action[-1:]])
+            acts = np.concatenate([ep.actions, ep.actions[-1:]])
         out.append(replace(ep, obs={**ep.obs, BASE_GROUP: acts.astype(np.float32)}))
     return out
 
