@@ -85,8 +85,8 @@ class ResidualConfig:
             1e-6 against critic 1e-4 (Adam steps every weight by ~lr whatever the gradient's size, so a noisy
             early critic moves a 1e-4 actor a long way); exploration std 0.05 and target smoothing std 0.05
             clipped at 0.3 (in residual units); gradient clip 1.0; critic-only warm-up 2,500 updates (the
-            paper's 10k over 300k+ steps scaled to our 100k-step budget: with 5k warm-up transitions the
-            actor starts at 15k env steps).
+            paper's 10k over 300k+ steps scaled to our 100k-step budget: with 5k warm-up transitions and
+            0.5 updates per transition the actor starts at 10k env steps, a tenth of the budget).
     """
 
     base: str = ""
