@@ -86,6 +86,8 @@ def main() -> None:
     p.add_argument("--episodes", type=int, default=100)
     p.add_argument("--eval-every", type=int, default=5000)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VAL", help="ResidualConfig override (both RL runs)")
+    p.add_argument("--tag", default="", help="suffix of the run keys and the output file (e.g. an ablation's name), "
+                   "so runs with other --set values never reuse each other")
     p.add_argument("--work", default="runs/bench_residual")
     p.add_argument("--out", default="bench/results/residual")
     p.add_argument("--threads", type=int, default=2)
@@ -112,22 +114,29 @@ def main() -> None:
             bc_cfg = replace(bc_cfg, ensemble_m=args.bc_ensemble_m)
         bc = train_bc(args.task, work / "demos", work / "bc", bc_cfg, progress=False)
     base = [evaluate_success(work / "bc", episodes=args.episodes, seed=s)["success_rate"] for s in (1, 2, 3)]
-    out: dict = {"task": args.task, "steps": args.steps, "command": " ".join(sys.argv),
+    import subprocess
+
+    here = Path(__file__).parent
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=here).stdout.strip()
+    out: dict = {"task": args.task, "steps": args.steps, "command": " ".join(sys.argv), "git_commit": commit,
+                 "loadavg_at_start": os.getloadavg(),
                  "demos": demos, "bc": {k: v for k, v in bc.items() if k != "export"},
                  "base_success": base, "base_success_mean": float(np.mean(base)), "episodes": args.episodes, "runs": {}}
     overrides = dict(kv.split("=", 1) for kv in args.set)
     for method in args.methods.split(","):
         for seed in (int(s) for s in args.seeds.split(",")):
-            key = f"{method}_seed{seed}"
+            key = f"{method}{'_' + args.tag if args.tag else ''}_seed{seed}"
             done = work / key / "history.json"
             rows = [r for r in json.loads(done.read_text()) if "success_rate" in r] if done.is_file() else []
             if args.reuse and method != "sac" and rows and rows[-1]["progress"] >= args.steps:
-                out["runs"][key] = {"final_success": rows[-1]["success_rate"], "curve": rows, "reused": True,
-                                    "wall_s": rows[-1]["wall_time"]}
+                curve = [{"env_steps": r["progress"], "wall_s": r["wall_time"], **r} for r in rows]
+                out["runs"][key] = {"final_success": curve[-1]["success_rate"], "curve": curve, "reused": True,
+                                    "wall_s": rows[-1]["wall_time"], "method": method, "seed": seed}
                 print(json.dumps({"progress": key, "reused": True, "final_success": rows[-1]["success_rate"]}), flush=True)
                 continue
             if method == "sac":
-                out["runs"][key] = sac_baseline(args.task, args.steps, seed, args.episodes, args.eval_every)
+                out["runs"][key] = {**sac_baseline(args.task, args.steps, seed, args.episodes, args.eval_every),
+                                    "method": method, "seed": seed}
             else:
                 cfg = ResidualConfig(base=str(work / "bc"), finetune=method == "finetune", seed=seed,
                                      eval_every=args.eval_every, eval_episodes=args.episodes, checkpoint_every=args.steps)
@@ -142,20 +151,61 @@ def main() -> None:
                 curve = [{"env_steps": r["progress"], "wall_s": r["wall_time"], **r} for r in driver.history
                          if "success_rate" in r]
                 onnx = evaluate_success(work / key, episodes=args.episodes, seed=1)["success_rate"]
+                lc = cfg.learner
                 out["runs"][key] = {"final_success": curve[-1]["success_rate"], "onnx_success_eval_seed1": onnx,
                                     "wall_s": res["wall_time_s"], "updates": driver.algo.learner.updates, "curve": curve,
-                                    "config": {"num_critics": cfg.learner.num_critics, "utd_ratio": cfg.learner.utd_ratio,
-                                               "scale": cfg.scale, "actor": cfg.learner.actor}}
+                                    "method": method, "seed": seed,
+                                    "actor_starts_at_env_step":
+                                        cfg.learning_starts + int(lc.critic_warmup_updates / lc.utd_ratio),
+                                    "updates_per_s": driver.algo.learner.updates / max(res["wall_time_s"], 1e-9),
+                                    "config": {"overrides": overrides, "num_critics": lc.num_critics, "utd_ratio": lc.utd_ratio,
+                                               "policy_delay": lc.policy_delay, "scale": cfg.scale, "actor": lc.actor,
+                                               "actor_lr": lc.actor_lr, "critic_lr": lc.critic_lr,
+                                               "critic_warmup_updates": lc.critic_warmup_updates,
+                                               "learning_starts": cfg.learning_starts, "warmup_noise": cfg.warmup_noise,
+                                               "exploration_noise": lc.exploration_noise}}
             print(json.dumps({"progress": key, "final_success": out["runs"][key]["final_success"]}), flush=True)
     out["total_wall_s"] = time.perf_counter() - t0
     out["loadavg"] = os.getloadavg()
+    out["summary"] = summarise(out)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    path = Path(f"{args.out}_{args.task}.json")
+    path = Path(f"{args.out}_{args.task}{'_' + args.tag if args.tag else ''}.json")
     path.write_text(json.dumps(out, indent=1))
     _plot(out, path.with_suffix(".png"))
     summary = {"task": args.task, "steps": args.steps, "base": out["base_success_mean"],
-               **{k: v["final_success"] for k, v in out["runs"].items()}, "total_wall_s": round(out["total_wall_s"])}
+               **{k: v["final_success"] for k, v in out["runs"].items()}, "total_wall_s": round(out["total_wall_s"]),
+               "summary": out["summary"]}
     print(json.dumps(summary))
+
+
+def summarise(out: dict) -> dict:
+    """Per method (and tag): final success over seeds (mean, min, max) and the worst dip below the base.
+
+    Dips count the evaluations after the actor's first update (for runs without a residual learner, every
+    evaluation after step 0), against two references: the run's own step-0 evaluation (the base alone on
+    the very same eval episodes) and the base's mean over eval seeds 1/2/3. The issue's "no collapse" goal is
+    a dip of at most 5 points on every seed.
+    """
+    groups: dict[str, list[dict]] = {}
+    for key, run in out["runs"].items():
+        groups.setdefault(key.rsplit("_seed", 1)[0], []).append(run)
+    res = {}
+    for name, runs in groups.items():
+        finals = [r["final_success"] for r in runs]
+        dips0, dips = [], []
+        for r in runs:
+            start = r.get("actor_starts_at_env_step", 0)
+            after = [c["success_rate"] for c in r["curve"] if c["env_steps"] > start and c["env_steps"] > 0]
+            if after:
+                dips0.append(r["curve"][0]["success_rate"] - min(after))
+                dips.append(out["base_success_mean"] - min(after))
+        res[name] = {"seeds": len(runs), "steps": [r["curve"][-1]["env_steps"] for r in runs],
+                     "final_mean": float(np.mean(finals)), "final_min": min(finals), "final_max": max(finals),
+                     "best_mean": float(np.mean([max(c["success_rate"] for c in r["curve"]) for r in runs])),
+                     "max_dip_below_step0": max(dips0, default=None),
+                     "max_dip_below_base_mean": max(dips, default=None),
+                     "wall_s_mean": float(np.mean([r["wall_s"] for r in runs]))}
+    return res
 
 
 def _plot(out: dict, path: Path) -> None:
@@ -166,8 +216,17 @@ def _plot(out: dict, path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(6, 3.6))
     ax.axhline(out["base_success_mean"], color="gray", ls="--", label="BC base")
+    ax.axhspan(out["base_success_mean"] - 0.05, out["base_success_mean"], color="gray", alpha=0.12, lw=0)
+    groups: dict[str, list[dict]] = {}
     for key, run in out["runs"].items():
-        ax.plot([c["env_steps"] for c in run["curve"]], [c["success_rate"] for c in run["curve"]], marker=".", label=key)
+        groups.setdefault(key.rsplit("_seed", 1)[0], []).append(run)
+    for name, runs in groups.items():
+        # Mean over seeds at the steps every seed evaluated, with the seeds' min-max band.
+        steps = sorted(set.intersection(*({c["env_steps"] for c in r["curve"]} for r in runs)))
+        vals = np.array([[next(c["success_rate"] for c in r["curve"] if c["env_steps"] == s) for s in steps] for r in runs])
+        line, = ax.plot(steps, vals.mean(0), marker=".", label=f"{name} ({len(runs)} seed{'s' if len(runs) > 1 else ''})")
+        if len(runs) > 1:
+            ax.fill_between(steps, vals.min(0), vals.max(0), color=line.get_color(), alpha=0.2, lw=0)
     ax.set_xlabel("env steps")
     ax.set_ylabel(f"success ({out['episodes']} episodes)")
     ax.set_ylim(-0.02, 1.02)

@@ -91,6 +91,10 @@ class OffPolicyConfig:
     # about (ones the data never showed them) look worse, not better.
     actor_penalty: float = 0.0
     actor_pessimism: float = 0.0
+    # What the actor climbs: "mean" of the ensemble (REDQ/RLPD and the residual RL paper; every critic's
+    # opinion counts) or "min" over all members (TD3-style pessimism, kept for the ablation).
+    actor_q: str = "mean"
+    demo_fraction: float = 0.5  # share of each batch drawn from the demo buffer, when one is given (RLPD: half)
     compile: bool = False  # torch.compile the loss functions (falls back to eager if compiling fails)
     keep_freed_memory: bool = True  # on the CPU, call `keep_freed_memory()` (process-wide; see there)
 
@@ -100,6 +104,10 @@ class OffPolicyConfig:
         if not 1 <= self.critic_subset <= self.num_critics:
             raise ValueError(f"OffPolicyConfig.critic_subset must be in [1, num_critics={self.num_critics}], "
                              f"got {self.critic_subset}")
+        if self.actor_q not in ("mean", "min"):
+            raise ValueError(f"OffPolicyConfig.actor_q must be 'mean' or 'min', got '{self.actor_q}'")
+        if not 0.0 <= self.demo_fraction <= 1.0:
+            raise ValueError(f"OffPolicyConfig.demo_fraction must be in [0, 1], got {self.demo_fraction}")
         if self.policy_delay < 1 or self.n_step < 1 or not self.utd_ratio > 0:
             raise ValueError("OffPolicyConfig.policy_delay and n_step must be >= 1 and utd_ratio > 0")
 
@@ -257,7 +265,7 @@ class OffPolicyLearner:
         a, logp = self.policy(obs, sample=True)
         x = torch.cat([self.critic_input(obs), self.compose(a, obs)], dim=-1)
         qs = self.critic(x).squeeze(-1)  # (E, batch)
-        q = qs.mean(0)  # ensemble mean, as REDQ/RLPD
+        q = qs.mean(0) if self.cfg.actor_q == "mean" else qs.amin(0)
         if self.cfg.actor_pessimism > 0.0:
             q = q - self.cfg.actor_pessimism * qs.std(0)
         if self.cfg.actor_penalty > 0.0:
@@ -316,7 +324,7 @@ class OffPolicyLearner:
         cfg = self.cfg
         metrics: dict[str, float] = {}
         for _ in range(num_updates or max(1, round(cfg.utd_ratio))):
-            batch = sample_mixed(online, demo, cfg.batch_size, cfg.n_step, cfg.gamma, generator)
+            batch = sample_mixed(online, demo, cfg.batch_size, cfg.n_step, cfg.gamma, generator, cfg.demo_fraction)
             metrics = self.update(batch)
         return metrics
 

@@ -443,17 +443,19 @@ class ReplayBuffer:
 
 
 def sample_mixed(online: ReplayBuffer, demo: ReplayBuffer | None, batch_size: int, n_step: int = 1,
-                 gamma: float = 0.99, generator: torch.Generator | None = None) -> Batch:
-    """Symmetric sampling (RLPD): half the batch from `online`, half from `demo`.
+                 gamma: float = 0.99, generator: torch.Generator | None = None, demo_fraction: float = 0.5) -> Batch:
+    """Symmetric sampling (RLPD): half the batch (`demo_fraction` of it) from `demo`, the rest from `online`.
 
     All of it comes from `online` when `demo` is None or empty (and all from `demo` while `online` is empty).
     """
-    has_demo = demo is not None and len(demo) > 0
+    has_demo = demo is not None and len(demo) > 0 and demo_fraction > 0.0
     if not has_demo or len(online) == 0:
         src = online if len(online) > 0 or not has_demo else demo
         return src.sample(batch_size, n_step, gamma, generator)
     assert demo is not None
-    n_on = batch_size - batch_size // 2
+    n_on = batch_size - int(batch_size * demo_fraction)
+    if n_on == 0:
+        return demo.sample(batch_size, n_step, gamma, generator)
     a = online.sample(n_on, n_step, gamma, generator)
     b = demo.sample(batch_size - n_on, n_step, gamma, generator)
     cat = torch.cat

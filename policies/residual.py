@@ -46,13 +46,32 @@ BASE_GROUP = "base_action"
 class ResidualConfig:
     """Residual RL run settings (the budget is the run driver's `--steps`, in env steps).
 
+    The defaults are the residual RL paper's safeguards against the first actor updates wrecking the base
+    (issue 13); each one can be switched off for an ablation, and the comment beside it says how. `--algo
+    finetune` runs the same learner on the BC network, so it gets the same safeguards (a fair baseline).
+
     Attributes:
         base: The behaviour-cloning run folder to start from (`--base`).
         scale: Largest residual per action dimension, in normalised action units (actions span [-1, 1], so
-            0.2 is 10% of the range).
+            0.1 is 5% of the range; the paper's default).
         num_envs: Envs stepped together while collecting.
-        learning_starts: Transitions collected (base + exploration noise) before the first update.
-        use_demos: Sample half of each batch from the base's demos.
+        learning_starts: Transitions collected before the first update (the env-step warm-up).
+        warmup_noise: During those first transitions the env gets the base action plus uniform noise in
+            [-warmup_noise, warmup_noise] (env action units), so the critics see the base's neighbourhood
+            before they are asked about it. None: the learner's own exploration (before issue 13).
+        progressive_steps: Policy Decorator's progressive exploration: after `learning_starts`, each env
+            applies the residual (with exploration noise) with a probability that ramps 0 -> 1 over this many
+            env steps; the others run the base alone. 0: off (every env applies it from the start).
+        use_demos: Sample part of each batch (`learner.demo_fraction`, half) from the base's demos.
+        relabel_demos: The demos' `base_action` is what the base itself proposes at each demo step (so
+            the critic learns residual = demo action - base action). False: the demo's own action (its
+            residual is zero).
+        reset_base_history: Reset the base's chunk history at every episode boundary, in collection and while
+            relabelling demos (a stale history ensembles the last episode's chunks into the first actions).
+        min_obs_std: Lower bound on the per-dimension std of the fixed observation normaliser (0: the old
+            `std + 1e-3`): a near-constant demo feature would otherwise be blown up by a tiny std.
+        min_action_range: The base action (an actor and critic input) is normalised by its demo range to
+            [-1, 1], the range bounded below by this. 0: the base action is fed raw (before issue 13).
         buffer_capacity: Online transitions kept.
         eval_every: Env steps between evaluations.
         eval_episodes: Episodes per evaluation (one per env, deterministic actor).
@@ -60,15 +79,27 @@ class ResidualConfig:
         finetune: Train the BC network itself instead of a residual (the baseline; `--algo finetune`).
         seed: Seed for envs, torch and sampling.
         torch_threads: torch intra-op threads (0: leave the default).
-        learner: The off-policy learner (TD3-style deterministic actor, as the paper); its `utd_ratio` is the
-            gradient updates per collected transition.
+        learner: The off-policy learner (TD3-style deterministic actor, as the paper). Its `utd_ratio` is the
+            gradient updates per collected transition: 0.5 with 8 envs is 4 critic updates per vectorised env
+            step, and `policy_delay=4` one actor update per step (the paper's 4 + 1 per iteration). Actor lr
+            1e-6 against critic 1e-4 (Adam steps every weight by ~lr whatever the gradient's size, so a noisy
+            early critic moves a 1e-4 actor a long way); exploration std 0.05 and target smoothing std 0.05
+            clipped at 0.3 (in residual units); gradient clip 1.0; critic-only warm-up 2,500 updates (the
+            paper's 10k over 300k+ steps scaled to our 100k-step budget: with 5k warm-up transitions and
+            0.5 updates per transition the actor starts at 10k env steps, a tenth of the budget).
     """
 
     base: str = ""
-    scale: float = 0.2
+    scale: float = 0.1
     num_envs: int = 8
-    learning_starts: int = 2_000
+    learning_starts: int = 5_000
+    warmup_noise: float | None = 0.2
+    progressive_steps: int = 0
     use_demos: bool = True
+    relabel_demos: bool = True
+    reset_base_history: bool = True
+    min_obs_std: float = 0.1
+    min_action_range: float = 0.1
     buffer_capacity: int = 1_000_000
     eval_every: int = 10_000
     eval_episodes: int = 50
@@ -78,8 +109,21 @@ class ResidualConfig:
     torch_threads: int = 0
     learner: OffPolicyConfig = field(default_factory=lambda: OffPolicyConfig(
         actor="deterministic", actor_obs=("policy", BASE_GROUP), critic_obs=("policy", "privileged", BASE_GROUP),
-        num_critics=10, critic_subset=2, n_step=3, gamma=0.99, utd_ratio=0.5, policy_delay=2, zero_init_actor=True,
-        critic_warmup_updates=1_000, exploration_noise=0.3, target_noise=0.2, actor_lr=1e-4, critic_lr=3e-4))
+        num_critics=10, critic_subset=2, n_step=3, gamma=0.99, utd_ratio=0.5, policy_delay=4, zero_init_actor=True,
+        critic_warmup_updates=2_500, exploration_noise=0.05, target_noise=0.05, target_noise_clip=0.3,
+        actor_lr=1e-6, critic_lr=1e-4, max_grad_norm=1.0, actor_q="mean", demo_fraction=0.5))
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.scale <= 2.0:
+            raise ValueError(f"ResidualConfig.scale must be in (0, 2] (normalised action units), got {self.scale}")
+        if self.warmup_noise is not None and not 0.0 <= self.warmup_noise <= 2.0:
+            raise ValueError(f"ResidualConfig.warmup_noise must be None or in [0, 2], got {self.warmup_noise}")
+        for name in ("learning_starts", "progressive_steps"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"ResidualConfig.{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("min_obs_std", "min_action_range"):
+            if getattr(self, name) < 0.0:
+                raise ValueError(f"ResidualConfig.{name} must be >= 0 (0 switches the bound off), got {getattr(self, name)}")
 
 
 class FirstActionActor(nn.Module):
@@ -137,14 +181,49 @@ class BasePolicy:
         self.history.reset(env_ids)
 
 
-def demos_with_base(episodes: list[Episode], bc: ChunkedBC, ensemble_m: float) -> list[Episode]:
-    """The demos with the base's action at every step added as observation group `base_action`."""
+def demos_with_base(episodes: list[Episode], bc: ChunkedBC, ensemble_m: float, *, relabel: bool = True,
+                    reset_history: bool = True) -> list[Episode]:
+    """The demos with observation group `base_action` added: the base's own action at every step.
+
+    Args:
+        episodes: The demos.
+        bc: The base.
+        ensemble_m: Its temporal-ensembling weight.
+        relabel: False: the demo's recorded action instead (the bootstrap step repeats the last one).
+        reset_history: Start each episode with an empty chunk history (False carries it over, the bug of
+            amazon-far/residual-offpolicy-rl#5, kept for the ablation).
+    """
     out = []
+    base = BasePolicy(bc, ensemble_m, 1)
     for ep in episodes:
-        base = BasePolicy(bc, ensemble_m, 1)
-        acts = np.stack([base.step(ep.obs["policy"][t : t + 1])[0] for t in range(ep.length + 1)])  # (T+1, A)
+        if relabel:
+            if reset_history:
+                base.reset()
+            acts = np.stack([base.step(ep.obs["policy"][t : t + 1])[0] for t in range(ep.length + 1)])  # (T+1, A)
+        else:
+            acts = np.concatenate([ep.actions, ep.actions[-1:]])
         out.append(replace(ep, obs={**ep.obs, BASE_GROUP: acts.astype(np.float32)}))
     return out
+
+
+def demo_stats(episodes: list[Episode], groups: list[str], cfg: ResidualConfig) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Fixed input normalisation from the demos, group -> (centre, spread), with the config's lower bounds.
+
+    Fixed, because the online data's statistics drift as the policy improves. Observation groups are
+    standardised, their std bounded below by `min_obs_std`; the base action is mapped from its demo range
+    to [-1, 1], the range bounded below by `min_action_range` (both bounds: the paper's safeguards against a
+    near-constant demo dimension turning into a huge input).
+    """
+    stats = {}
+    for g in groups:
+        x = np.concatenate([e.obs[g] for e in episodes])
+        std = np.maximum(x.std(0), cfg.min_obs_std) if cfg.min_obs_std > 0 else x.std(0) + 1e-3
+        stats[g] = (x.mean(0), std)
+    if cfg.min_action_range > 0 and episodes and BASE_GROUP in episodes[0].obs:
+        a = np.concatenate([e.obs[BASE_GROUP] for e in episodes])
+        lo, hi = a.min(0), a.max(0)
+        stats[BASE_GROUP] = ((lo + hi) / 2, np.maximum(hi - lo, cfg.min_action_range) / 2)
+    return stats
 
 
 @register_algorithm
@@ -209,14 +288,10 @@ class ResidualRL(Algorithm):
         if cfg.use_demos and demo_dir:
             dims = {g: d for g, d in self.obs_dims.items() if g != BASE_GROUP}
             _, eps = read_episodes(demo_dir, task=task_id, obs_dims=dims, action_dim=spec.action_dim)
-            eps = demos_with_base(eps, bc, self.bc_cfg.ensemble_m)
+            eps = demos_with_base(eps, bc, self.bc_cfg.ensemble_m, relabel=cfg.relabel_demos,
+                                  reset_history=cfg.reset_base_history)
             demos = ReplayBuffer.from_episodes(eps)
-            # Fixed input statistics from the demos: the online data's statistics drift as the policy improves.
-            stats = {}
-            for g in ("policy", "privileged"):
-                if g in self.obs_dims:
-                    x = np.concatenate([e.obs[g] for e in eps])
-                    stats[g] = (x.mean(0), x.std(0) + 1e-3)
+            stats = demo_stats(eps, [g for g in ("policy", "privileged") if g in self.obs_dims], cfg)
         self.demos = demos
         lcfg = cfg.learner
         if cfg.finetune:
@@ -284,6 +359,7 @@ class ResidualRL(Algorithm):
     def _start(self) -> None:
         cfg = self.cfg
         self.gen = torch.Generator().manual_seed(cfg.seed + self.progress)
+        self.rng = np.random.default_rng(cfg.seed + self.progress)
         self.base = BasePolicy(self.bc, self.bc_cfg.ensemble_m, cfg.num_envs)
         self._obs = self.env.reset(seed=cfg.seed + self.progress)
         self._b, self._chunk = self.base.propose(self._obs["policy"])
@@ -312,7 +388,7 @@ class ResidualRL(Algorithm):
         cfg, base, env = self.cfg, self.base, self.env
         base.history.push(self._chunk)
         o = self._with_base(self._obs, self._b)
-        action = self.learner.act(o).numpy()
+        action = self._explore(o)
         nxt, rew, term, trunc, info = env.step(action)
         done = np.logical_or(term, trunc)
         # The env keeps every env's observation before auto-reset in final_obs (the others' equal nxt).
@@ -322,7 +398,8 @@ class ResidualRL(Algorithm):
         self.buffer.add(o, action, rew, self._with_base(boot, self._b), term, trunc)
         if done.any():
             ids = np.flatnonzero(done)
-            base.reset(ids)
+            if cfg.reset_base_history:
+                base.reset(ids)
             self._b[ids], self._chunk[ids] = base.propose(nxt["policy"][ids], ids)
         self._obs = nxt
         self.progress += cfg.num_envs
@@ -331,6 +408,21 @@ class ResidualRL(Algorithm):
             while self._owed >= 1.0:
                 self._metrics = self.learner.update_from(self.buffer, self.demos, 1, self.gen)
                 self._owed -= 1.0
+
+    def _explore(self, o: dict[str, np.ndarray]) -> np.ndarray:
+        """The collection action: warm-up noise around the base first, then the learner (ramped in, if set)."""
+        cfg = self.cfg
+        b = o[BASE_GROUP]
+        if self.progress < cfg.learning_starts and cfg.warmup_noise is not None:
+            noise = self.rng.uniform(-cfg.warmup_noise, cfg.warmup_noise, size=b.shape)
+            return np.clip(b + noise, -1.0, 1.0).astype(np.float32)
+        action = self.learner.act(o).numpy()
+        if cfg.progressive_steps > 0 and not cfg.finetune:
+            # Each env applies the residual with probability p (else the base alone); p ramps 0 -> 1.
+            p = min(1.0, max(0.0, (self.progress - cfg.learning_starts) / cfg.progressive_steps))
+            off = self.rng.random(len(b)) >= p
+            action[off] = b[off]
+        return action
 
     def final_stats(self) -> dict[str, float]:
         return self.evaluate() if self._evaluated_at != self.progress else {}

@@ -228,12 +228,16 @@ def test_bad_inputs_are_refused_with_clear_messages(base, tmp_path):
 
 @pytest.mark.slow
 def test_residual_beats_its_base_on_lift(tmp_path):
-    """Learning: a weak base (10 noisy demos, ~80% success) plus 10k env steps of residual RL succeeds clearly more."""
+    """Learning: a weak base (10 noisy demos, ~80% success) plus 30k env steps of residual RL succeeds clearly more.
+
+    30k, not 10k as before issue 13: with the default safeguards the actor's first update comes at 10k steps
+    (5k env-step warm-up around the base, then 2.5k critic-only updates); its bench run reached 0.91 at 30k.
+    """
     collect_demos(TASK, tmp_path / "demos", 10, noise=0.3, progress=False)
     # ACT's older-first ensembling (m = 0.1) lags, which keeps this base weak enough to improve on.
     train_bc(TASK, tmp_path / "demos", tmp_path / "bc", BCConfig(updates=1000, ensemble_m=0.1), progress=False)
     cfg = ResidualConfig(base=str(tmp_path / "bc"), eval_every=10_000, eval_episodes=100, torch_threads=1)
-    spec = RunSpec(algo="residual", task_id=TASK, task_cfg=task_config(TASK), cfg=cfg, budget=Budget(steps=10_000))
+    spec = RunSpec(algo="residual", task_id=TASK, task_cfg=task_config(TASK), cfg=cfg, budget=Budget(steps=30_000))
     driver = RunDriver(spec, tmp_path / "run", progress=False)
     try:
         driver.learn()
