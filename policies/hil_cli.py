@@ -114,7 +114,7 @@ def cmd_actor(args: argparse.Namespace) -> int:
     console = rates = None
     try:
         if args.console:
-            from s2r.real.hil_console import EpisodeRates, OperatorConsole
+            from s2r.real.hil_console import EpisodeRates, OperatorConsole, with_console
 
             console = OperatorConsole(bind=args.console, token=os.environ.get("S2R_CONSOLE_TOKEN") or None)
             console.start()
@@ -139,8 +139,6 @@ def cmd_actor(args: argparse.Namespace) -> int:
             else:
                 op = OperatorInput.from_command(device.read())
             if console is not None:
-                from s2r.real.hil_console import with_console
-
                 c = console.read()
                 if c.paused:
                     time.sleep(0.05)
