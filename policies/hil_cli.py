@@ -17,8 +17,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 
 def _fail(msg: str) -> int:
     print(f"s2r hil: {msg}", file=sys.stderr)
@@ -133,11 +131,8 @@ def cmd_actor(args: argparse.Namespace) -> int:
         episodes = successes = 0
         next_t = time.monotonic()
         for _ in range(args.steps):
-            if sim_op is not None:
-                proposal = actor.weights(obs["policy"].astype(np.float32))
-                op = sim_op(obs, proposal if proposal is not None else actor.hold_action)
-            else:
-                op = OperatorInput.from_command(device.read())
+            proposal = actor.propose(obs["policy"][0])  # once per step: the operator judges what the actor runs
+            op = sim_op(obs, proposal) if sim_op is not None else OperatorInput.from_command(device.read())
             if console is not None:
                 c = console.read()
                 if c.paused:
@@ -146,7 +141,7 @@ def cmd_actor(args: argparse.Namespace) -> int:
                 op = with_console(op, c)
                 console.publish_frame(obs["image"][0])
                 rates.step(bool(op.intervene[0]))
-            action = actor.act(obs["policy"][0], op)
+            action = actor.act(obs["policy"][0], op, proposal)
             nxt, rew, term, trunc, info = env.step(action[None])
             reward, terminated, truncated = float(rew[0]), bool(term[0]), bool(trunc[0])
             final_obs = info.get("final_obs", nxt)

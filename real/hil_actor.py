@@ -89,16 +89,29 @@ class HilActor:
         self.steps = 0
         self.episode_steps = 0
 
-    def act(self, obs: np.ndarray, op: OperatorInput) -> np.ndarray:
-        """The (action_dim,) action to execute for `obs` (the policy group, (obs_dim,))."""
+    def propose(self, obs: np.ndarray) -> np.ndarray:
+        """(1, action_dim) the policy's proposal for `obs` ((obs_dim,)): newest weights, else the fallback or hold.
+
+        A simulated operator judges this proposal before `act`; pass it back to `act` so the policy runs once.
+        """
         w = self.link.latest_weights()
         if w is not None:
             self.weights.offer(w[0], w[1])
-        self._obs = np.asarray(obs, np.float32).reshape(1, -1)
-        proposed = self.weights(self._obs)
+        o = np.asarray(obs, np.float32).reshape(1, -1)
+        proposed = self.weights(o)
         if proposed is None:
-            proposed = self.fallback(self._obs) if self.fallback is not None else self.hold_action
-        self._mix = self.mixer.step(np.clip(proposed, -1.0, 1.0), op)
+            proposed = self.fallback(o) if self.fallback is not None else self.hold_action
+        return np.clip(proposed, -1.0, 1.0)
+
+    def act(self, obs: np.ndarray, op: OperatorInput, proposed: np.ndarray | None = None) -> np.ndarray:
+        """The (action_dim,) action to execute for `obs` (the policy group, (obs_dim,)).
+
+        `proposed`: this step's `propose(obs)` when the caller already has it.
+        """
+        self._obs = np.asarray(obs, np.float32).reshape(1, -1)
+        if proposed is None:
+            proposed = self.propose(obs)
+        self._mix = self.mixer.step(proposed, op)
         return self._mix.executed[0]
 
     def record(self, next_obs: np.ndarray, reward: float, terminated: bool, truncated: bool) -> int | None:

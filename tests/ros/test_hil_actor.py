@@ -102,3 +102,29 @@ def test_actor_without_a_learner_keeps_acting_and_spools(tmp_path: Path, ros: Ro
         spin.close()
         for n in (bridge, node):
             n.destroy_node()
+
+
+def test_action_chunking_export_is_refused_at_configure(tmp_path: Path, ros: Ros) -> None:
+    """The learner's weights are plain actor graphs: a chunking BC export cannot be the starting policy."""
+    import torch
+    from rclpy.lifecycle import TransitionCallbackReturn
+    from s2r.policies.bc import BCConfig, ChunkedBC, ChunkedPolicyGraph, export_chunked
+    from s2r.sim import make
+    from s2r.sim.env import sample_obs
+
+    env = make("Panda-Lift-Cube", 2, seed=0)
+    try:
+        torch.manual_seed(0)
+        model = ChunkedBC(env.obs_dims["policy"], env.spec.action_dim, BCConfig(chunk=3, hidden=(32,)))
+        export_chunked(ChunkedPolicyGraph(model, 0.1).eval(), env.spec, "Panda-Lift-Cube", tmp_path,
+                       sample_obs(env, 2, seed=0)["policy"])
+    finally:
+        env.close()
+    node = HilActorNode(context=ros.context, parameter_overrides=[Parameter(k, value=v) for k, v in {
+        "policy": str(tmp_path / "policy.onnx"), "robot": str(PANDA_ROBOT), "autostart": "unconfigured",
+        "learner": "127.0.0.1:1", "spool": str(tmp_path / "spool")}.items()])
+    try:
+        assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
+        assert getattr(node, "link", None) is None  # refused before any link thread starts
+    finally:
+        node.destroy_node()

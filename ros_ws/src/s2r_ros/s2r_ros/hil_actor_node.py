@@ -50,6 +50,11 @@ class HilActorNode(ArmPolicyNode):
         from s2r.real.hil_link import HilActorLink
 
         p = self.p
+        if self.ctl.runner.chunks is not None:
+            # The learner's weights are plain obs -> action graphs; a chunking export cannot stand in for them.
+            self.get_logger().error(f"refusing policy: {p('policy')} is an action-chunking export; start the HIL actor "
+                                    "from a `hil`/`sac` export of the task (e.g. the learner run's policy.onnx)")
+            return TransitionCallbackReturn.FAILURE
         mapping = AxesMapping(axes=(int(p("axis_x")), int(p("axis_y")), int(p("axis_z"))), deadzone=float(p("deadzone")),
                               scale=float(p("scale")), button_intervene=int(p("button_intervene")),
                               button_close=int(p("button_close")), button_open=int(p("button_open")),
