@@ -35,7 +35,6 @@ class EncoderConfig:
         channels: Channels of every conv layer.
         num_layers: 3x3 conv layers; the first has stride 2, the rest stride 1.
         pad: Random-shift augmentation in pixels on replay batches (0: none).
-        tau: Soft-update rate of the target encoder (None: the learner's `tau`).
     """
 
     image_groups: tuple[str, ...] = ()
@@ -43,7 +42,6 @@ class EncoderConfig:
     channels: int = 32
     num_layers: int = 4
     pad: int = 4
-    tau: float | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.image_groups, str):
@@ -56,8 +54,6 @@ class EncoderConfig:
                              f"{self.feature_dim}, {self.channels}, {self.num_layers}")
         if self.pad < 0:
             raise ValueError(f"EncoderConfig.pad must be >= 0 pixels, got {self.pad}")
-        if self.tau is not None and not 0.0 < self.tau <= 1.0:
-            raise ValueError(f"EncoderConfig.tau must be in (0, 1] or None, got {self.tau}")
 
     @property
     def enabled(self) -> bool:

@@ -358,9 +358,8 @@ class OffPolicyLearner:
                 metrics["entropy"] = -logp.mean()
         with torch.no_grad():
             torch._foreach_lerp_(self._target_params, self._critic_params, cfg.tau)
-            if self._encoder_params:
-                enc_tau = cfg.tau if cfg.encoder.tau is None else cfg.encoder.tau
-                torch._foreach_lerp_(self._encoder_target_params, self._encoder_params, enc_tau)
+            if self._encoder_params:  # the target encoder moves with the target critics it feeds
+                torch._foreach_lerp_(self._encoder_target_params, self._encoder_params, cfg.tau)
         self.updates += 1
         if self.stochastic:
             metrics["alpha"] = self.alpha

@@ -138,3 +138,10 @@ def test_bad_encoder_settings_are_refused_in_one_sentence() -> None:
         OffPolicyLearner(SHAPES, 2, OffPolicyConfig(encoder=EncoderConfig(image_groups=("policy",))), obs_dtypes=DTYPES)
     with pytest.raises(ValueError, match=r"encoder\.image_groups names 'wrist', which the env does not provide"):
         OffPolicyLearner(SHAPES, 2, OffPolicyConfig(encoder=EncoderConfig(image_groups=("wrist",))), obs_dtypes=DTYPES)
+
+
+def test_image_groups_come_from_a_command_line_string() -> None:
+    from s2r.sim.config import apply_overrides
+
+    cfg = apply_overrides(OffPolicyConfig(), {"encoder.image_groups": "image, wrist", "encoder.pad": "2"})
+    assert cfg.encoder.image_groups == ("image", "wrist") and cfg.encoder.pad == 2
