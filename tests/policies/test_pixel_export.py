@@ -128,6 +128,9 @@ def test_sac_from_pixels_through_the_run_driver_exports_the_camera(tmp_path: Pat
     assert res["export"]["max_abs_diff"] < 1e-5
     meta = load_metadata(tmp_path / "run" / "policy.json")
     assert [(o.name, o.camera) for o in meta.observation] == [("obs", None), ("image", "workspace")]
+    from s2r.policies.evaluate import evaluate_success
+
+    assert evaluate_success(tmp_path / "run", episodes=2)["episodes"] == 2  # the exported policy runs from the camera
 
 
 def test_sac_refuses_an_encoder_group_the_task_does_not_render() -> None:
@@ -141,3 +144,38 @@ def test_sac_refuses_an_encoder_group_the_task_does_not_render() -> None:
     with pytest.raises(AlgorithmTaskMismatch, match=r"names 'image', which is not an image group of task 'Panda-Lift-Cube' "
                                                     r"\(its image groups: none; enable its camera\)"):
         check_spec(PANDA_TASK, spec, cfg, "sac")
+
+
+def test_object_in_policy_false_leaves_the_object_to_the_camera() -> None:
+    cfg = task_config(PANDA_TASK, {"object_in_policy": False, "image": True, "image_size": SIZE})
+    env = make(PANDA_TASK, 1, cfg=cfg, seed=0)
+    names = [t.name for t in env.spec.obs_terms["policy"]]
+    env.close()
+    assert "object_pos" not in names and "object_rel_ee" not in names and "ee_pos" in names
+
+
+def test_the_evaluator_feeds_camera_inputs_from_the_obs_dict(exported: tuple) -> None:
+    from s2r.policies.evaluate import OnnxPolicy
+    from s2r.real.metadata import MetadataError
+
+    path, actor, parity = exported
+    policy = OnnxPolicy(path.parent)
+    assert policy.reads_groups
+    got = policy({"policy": parity["policy"], "image": parity["image"], "privileged": np.zeros((16, 3))})
+    with torch.no_grad():
+        want = actor(torch.from_numpy(parity["policy"]), torch.from_numpy(parity["image"])).numpy()
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    with pytest.raises(MetadataError, match=r"also reads cameras \['workspace'\]: call it with the env's observation"):
+        policy(parity["policy"])
+
+
+@pytest.mark.parametrize("algo", ["hil", "residual"])
+def test_loops_without_image_replay_refuse_the_encoder(algo: str, tmp_path: Path) -> None:
+    from s2r.policies.algorithm import AlgorithmTaskMismatch
+    from s2r.policies.driver import Budget, new_run_spec, train
+
+    spec = new_run_spec(algo, "Panda-PickPlace-Cube", algo_overrides={"learner.encoder.image_groups": "image"},
+                        budget=Budget(steps=10))
+    with pytest.raises(AlgorithmTaskMismatch, match=rf"^{algo} learns from vector groups only for now; "
+                                                    r"learner.encoder.image_groups \['image'\] is read by sac and td3"):
+        train(spec, tmp_path / "run", progress=False)
