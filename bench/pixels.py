@@ -87,6 +87,8 @@ def main() -> None:
     p.add_argument("--variants", nargs="+", default=["state", "pixels"])
     p.add_argument("--work", default="runs/bench_pixels")
     p.add_argument("--out", default="bench/results/pixels.json")
+    p.add_argument("--rates-only", type=int, nargs="*", metavar="SIZE",
+                   help="only time learner updates/s of the pixel learner at these image sizes (no training)")
     args = p.parse_args()
 
     import torch
@@ -100,6 +102,16 @@ def main() -> None:
                            "image_size": args.image_size, "batch_size": args.batch, "pad": args.pad,
                            "pretrained_encoder": False, "torch_threads": 1,
                            "loadavg_start": os.getloadavg(), "variants": {}}
+    if args.rates_only:
+        out["updates_per_s_random_batches"] = {}
+        for size in args.rates_only:
+            task_over, algo_over = variant_settings("pixels", size, args.batch, args.pad)
+            spec = new_run_spec("sac", TASK, task_overrides=task_over, algo_overrides=algo_over, seed=args.seed)
+            out["updates_per_s_random_batches"][f"{size}px"] = rate = update_rate(spec, args.update_iters)
+            print(f"[pixels {size}px] learner updates/s on random batches: {rate:.2f}", flush=True)
+        out["loadavg_end"] = os.getloadavg()
+        Path(args.out).write_text(json.dumps(out, indent=2))
+        return
     for name in args.variants:
         task_over, algo_over = variant_settings(name, args.image_size, args.batch, args.pad)
         algo_over.update({"torch_threads": 1, "learning_starts": args.learning_starts, "eval_every": 0,
