@@ -69,7 +69,7 @@ def pretrain(seed: int, steps: int) -> tuple[dict, float, float]:
         opt.zero_grad()
         loss.backward()
         opt.step()
-    return enc.state_dict(), float(loss), time.perf_counter() - t
+    return enc.state_dict(), float(loss.detach()), time.perf_counter() - t
 
 
 def updates_to_solve(seed: int, encoder_state: dict | None, check_every: int, max_updates: int) -> int | None:
