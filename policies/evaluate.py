@@ -50,6 +50,9 @@ def resolve_run(path: str | Path) -> Path:
 class OnnxPolicy:
     """onnxruntime session + metadata; `__call__(obs (n, obs_dim)) -> actions (n, action_dim)`.
 
+    A policy with camera inputs (an image encoder inside; `reads_groups` is True) is called with the env's whole
+    observation dict instead: its `policy` group and each camera input's group, uint8 images as they are.
+
     A chunking policy (policy.json's `chunking` section) keeps its past chunks per env the way the robot
     runtime does; call `reset(env_ids)` when episodes end so a new episode starts without stale chunks.
     """
@@ -64,9 +67,19 @@ class OnnxPolicy:
             raise MetadataError(f"{run_dir / 'policy.onnx'} takes {shape[-1]} inputs; policy.json says {self.meta.obs_dim}")
         self.chunk = self.meta.chunking
         self._history: ChunkHistory | None = None
+        self.cameras = tuple(o for o in self.meta.observation if o.is_image)
+        self.reads_groups = bool(self.cameras)
 
-    def __call__(self, obs: np.ndarray) -> np.ndarray:
-        feed = {self.meta.onnx_input: np.asarray(obs, dtype=np.float32)}
+    def __call__(self, obs: np.ndarray | dict[str, np.ndarray]) -> np.ndarray:
+        if isinstance(obs, dict):
+            feed = {o.name: np.asarray(obs[o.group], dtype=np.uint8) for o in self.cameras}
+            obs = obs[self.meta.obs.group]
+        elif self.cameras:
+            raise MetadataError(f"this policy also reads cameras {[o.camera for o in self.cameras]}: call it with the "
+                                "env's observation dict, not the policy vector alone")
+        else:
+            feed = {}
+        feed[self.meta.onnx_input] = np.asarray(obs, dtype=np.float32)
         if not self.chunk:
             return self.session.run([self.meta.onnx_output], feed)[0]
         if self._history is None or self._history.past.shape[0] != len(obs):
@@ -120,7 +133,7 @@ def success_episodes(act: Callable[[np.ndarray], np.ndarray], env: VecEnv, seed:
     """One episode per env of a sparse-success task: per-episode "success", "return" and "length".
 
     Args:
-        act: (num_envs, obs_dim) `policy` observations -> actions.
+        act: (num_envs, obs_dim) `policy` observations -> actions (the whole obs dict if `act.reads_groups`).
         env: A batched env whose step info carries "success" (num_envs,) bool.
         seed: Reset seed.
         reset: Called with the ids of envs whose episode just ended (a chunking policy forgets its chunks).
@@ -133,7 +146,7 @@ def success_episodes(act: Callable[[np.ndarray], np.ndarray], env: VecEnv, seed:
     out = {"success": np.zeros(n, dtype=bool), "return": np.zeros(n), "length": np.zeros(n)}
     ret, length = np.zeros(n), np.zeros(n)
     while not done.all():
-        obs, rew, term, trunc, info = env.step(act(obs["policy"]))
+        obs, rew, term, trunc, info = env.step(act(obs if getattr(act, "reads_groups", False) else obs["policy"]))
         ret += np.asarray(rew)
         length += 1
         ended = np.logical_or(term, trunc)

@@ -53,8 +53,24 @@ class _ExportedActor(nn.Module):
         return self.model.act_mean(obs)
 
 
+def image_inputs(spec: EnvSpec, groups: tuple[str, ...]) -> tuple[ObsInput, ...]:
+    """One uint8 (H, W, C) camera input per image group, named after the group (what an image encoder reads).
+
+    Raises:
+        ExportError: A group is not an image group of the spec.
+    """
+    out = []
+    for g in groups:
+        group = spec.groups.get(g)
+        if group is None or group.image is None:
+            raise ExportError(f"observation group '{g}' is not an image group of this task; the exported encoder reads "
+                              "camera images only")
+        out.append(ObsInput(name=g, group=g, shape=tuple(group.shape), dtype="uint8", camera=group.image.camera))
+    return tuple(out)
+
+
 def build_metadata(spec: EnvSpec, task_id: str, obs_dim: int, *, algo: str = "ppo", task_cfg: Any = None,
-                   onnx_input: str = "obs") -> PolicyMetadata:
+                   onnx_input: str = "obs", images: tuple[ObsInput, ...] = ()) -> PolicyMetadata:
     """The policy.json contract (schema version 2) for an actor reading the env's `policy` group.
 
     The action kind comes from `spec.extras["action_space"]` ("joint_position" when absent, "ee_delta",
@@ -69,6 +85,7 @@ def build_metadata(spec: EnvSpec, task_id: str, obs_dim: int, *, algo: str = "pp
         algo: Id of the algorithm that trained the policy.
         task_cfg: The task config the policy was trained with (for the command ranges).
         onnx_input: ONNX name of the observation input.
+        images: Camera inputs after the vector one (`image_inputs`), for a policy with an image encoder inside.
 
     Raises:
         ExportError: The spec names an unknown action space or lacks what its action kind needs.
@@ -81,7 +98,7 @@ def build_metadata(spec: EnvSpec, task_id: str, obs_dim: int, *, algo: str = "pp
     obs = ObsInput(name=onnx_input, group="policy", terms=tuple(terms), history_length=spec.history_length,
                    shape=(obs_dim,))
     meta = PolicyMetadata(task_id=task_id, robot=task_id.split("-")[0], algo=algo, control_dt=float(spec.control_dt),
-                          observation=(obs,), action=action_spec(spec), command=command_spec(spec, task_id, task_cfg))
+                          observation=(obs, *images), action=action_spec(spec), command=command_spec(spec, task_id, task_cfg))
     meta.validate()
     return meta
 

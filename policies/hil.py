@@ -28,7 +28,13 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from s2r.policies.algorithm import Algorithm, AlgorithmTaskMismatch, RunContext, register_algorithm
+from s2r.policies.algorithm import (
+    Algorithm,
+    AlgorithmTaskMismatch,
+    RunContext,
+    refuse_image_encoder,
+    register_algorithm,
+)
 from s2r.policies.evaluate import success_episodes
 from s2r.policies.offpolicy import ExportedActor, OffPolicyConfig, OffPolicyLearner
 from s2r.policies.replay import ReplayBuffer
@@ -137,6 +143,7 @@ class HilRL(Algorithm):
 
         self.ctx = ctx
         self.cfg = cfg = ctx.cfg
+        refuse_image_encoder(self.algo_id, cfg.learner)
         self.task_id = ctx.task_id
         if cfg.link:
             from s2r.policies.hil_remote import link_token

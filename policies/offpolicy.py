@@ -19,6 +19,16 @@ Hooks for methods built on top:
 - `critic_warmup_updates` keeps the actor fixed while the critics first fit.
 - `actor=` takes a pre-built actor module (full fine-tuning of a behaviour-cloning network).
 
+Learning from pixels (DrQ, as SERL's image agent), when `encoder.image_groups` names image groups: one conv
+encoder per camera (`s2r.policies.encoders`), its features put before the vector groups of both actor and critics.
+The encoder is the critics': the critic optimiser steps it with the critic loss. The actor reads its features
+with the gradient stopped, so the actor loss never moves it. The target critics read a target encoder, a soft
+(EMA) copy updated with the target critics: an online encoder there would move the bootstrap target with every
+critic step, which is what target networks exist to prevent (DrQ keeps one too). Replay batches get
+random-shift augmentation (obs and next obs independently); acting and the exported graph see frames as they are.
+The actor step reuses the features the critic step computed (before the critic stepped), as SERL's joint update
+does, which saves one encoder pass per update.
+
 Reads top to bottom: config, learner construction, `act` (collect), `update` (critic, actor, temperature,
 targets), persistence.
 """
@@ -29,10 +39,11 @@ import copy
 import ctypes
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from s2r.policies.encoders import EncoderConfig, PixelEncoder, augment, image_shapes
 from s2r.policies.networks import EnsembleMLP, mlp
 from s2r.policies.replay import Batch, ReplayBuffer, sample_mixed
 from torch import nn
@@ -97,6 +108,7 @@ class OffPolicyConfig:
     demo_fraction: float = 0.5  # share of each batch drawn from the demo buffer, when one is given (RLPD: half)
     compile: bool = False  # torch.compile the loss functions (falls back to eager if compiling fails)
     keep_freed_memory: bool = True  # on the CPU, call `keep_freed_memory()` (process-wide; see there)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)  # image groups to learn from; none by default
 
     def __post_init__(self) -> None:
         if self.actor not in ("stochastic", "deterministic"):
@@ -141,7 +153,8 @@ class OffPolicyLearner:
         obs_dtypes: group -> "float32" (default) or "uint8"; groups it does not read may be anything.
 
     Raises:
-        ValueError: a group it reads is missing, or is not a float32 vector (an image needs an encoder).
+        ValueError: a group it reads is missing; a vector group is not a float32 vector; an encoder group is
+            not a uint8 (H, W, C) image.
     """
 
     def __init__(self, obs_dims: Mapping[str, int | tuple[int, ...]], action_dim: int, cfg: OffPolicyConfig, *,
@@ -149,13 +162,19 @@ class OffPolicyLearner:
                  obs_stats: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
                  device: str | torch.device = "cpu", obs_dtypes: Mapping[str, str] | None = None) -> None:
         dims = _vector_dims(type(self).__name__, obs_dims, obs_dtypes or {}, (*cfg.actor_obs, *cfg.critic_obs))
+        images = image_shapes(obs_dims, obs_dtypes or {}, cfg.encoder.image_groups)
         self.cfg = cfg
         self.device = torch.device(device)
         self.action_dim = action_dim
         self.compose = compose or identity_compose
         self.stochastic = cfg.actor == "stochastic"
-        actor_dim = sum(dims[g] for g in cfg.actor_obs)
-        critic_dim = sum(dims[g] for g in cfg.critic_obs)
+        self.image_groups = cfg.encoder.image_groups
+        self.encoder = PixelEncoder(images, cfg.encoder).to(self.device) if images else None
+        self.encoder_target = copy.deepcopy(self.encoder).requires_grad_(False) if self.encoder else None
+        features = self.encoder.out_dim if self.encoder else 0
+        self.vector_dims = {g: dims[g] for g in cfg.actor_obs}  # the actor's vector inputs, in order (export)
+        actor_dim = features + sum(dims[g] for g in cfg.actor_obs)
+        critic_dim = features + sum(dims[g] for g in cfg.critic_obs)
         out = 2 * action_dim if self.stochastic else action_dim
         self.actor = actor if actor is not None else mlp(actor_dim, cfg.actor_hidden, out, cfg.activation, cfg.layer_norm)
         if cfg.zero_init_actor:
@@ -171,13 +190,16 @@ class OffPolicyLearner:
         self.actor_norm = _normalizer(cfg.actor_obs, dims, obs_stats, self.device)
         self.critic_norm = _normalizer(cfg.critic_obs, dims, obs_stats, self.device)
         self.actor_optimizer = _adam(self.actor.parameters(), cfg.actor_lr)
-        self.critic_optimizer = _adam(self.critic.parameters(), cfg.critic_lr)
+        encoder_params = list(self.encoder.parameters()) if self.encoder else []
+        self.critic_optimizer = _adam([*self.critic.parameters(), *encoder_params], cfg.critic_lr)
         self.log_alpha = torch.tensor(math.log(cfg.init_alpha), device=self.device, requires_grad=True)
         self.alpha_optimizer = _adam([self.log_alpha], cfg.alpha_lr)
         self.target_entropy = float(-action_dim if cfg.target_entropy is None else cfg.target_entropy)
         self.updates = 0
         self._critic_params = list(self.critic.parameters())
         self._target_params = list(self.critic_target.parameters())
+        self._encoder_params = encoder_params
+        self._encoder_target_params = list(self.encoder_target.parameters()) if self.encoder_target else []
         self._critic_loss = self._critic_loss_eager
         self._actor_loss = self._actor_loss_eager
         self.compiled = False
@@ -188,20 +210,41 @@ class OffPolicyLearner:
 
     # ---- observations and the policy -----------------------------------------------------------------------
 
-    def actor_input(self, obs: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """Concatenated (and normalised) actor groups, (batch, actor_dim)."""
-        return _apply_norm(torch.cat([obs[g] for g in self.cfg.actor_obs], dim=-1), self.actor_norm)
+    def features(self, obs: Mapping[str, torch.Tensor], target: bool = False) -> torch.Tensor | None:
+        """(batch, encoder.out_dim) image features from the online (or target) encoder; None without an encoder."""
+        if self.encoder is None:
+            return None
+        return (self.encoder_target if target else self.encoder)(obs)
 
-    def critic_input(self, obs: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """Concatenated (and normalised) critic groups, (batch, critic_dim)."""
-        return _apply_norm(torch.cat([obs[g] for g in self.cfg.critic_obs], dim=-1), self.critic_norm)
+    def _input(self, obs: Mapping[str, torch.Tensor], groups: tuple[str, ...],
+               norm: tuple[torch.Tensor, torch.Tensor] | None, features: torch.Tensor | None) -> torch.Tensor:
+        parts = [_apply_norm(torch.cat([obs[g] for g in groups], dim=-1), norm)] if groups else []
+        return torch.cat(parts if features is None else [features, *parts], dim=-1)
 
-    def policy(self, obs: Mapping[str, torch.Tensor], sample: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def actor_input(self, obs: Mapping[str, torch.Tensor], features: torch.Tensor | None = None) -> torch.Tensor:
+        """Image features (detached; computed here if not given) then the normalised actor groups, (batch, actor_dim)."""
+        if self.encoder is not None:
+            if features is None:
+                with torch.no_grad():
+                    features = self.features(obs)
+            features = features.detach()  # the actor never trains the encoder (DrQ)
+        return self._input(obs, self.cfg.actor_obs, self.actor_norm, features)
+
+    def critic_input(self, obs: Mapping[str, torch.Tensor], features: torch.Tensor | None = None) -> torch.Tensor:
+        """Image features (as given, or online without gradient) then the normalised critic groups, (batch, critic_dim)."""
+        if self.encoder is not None and features is None:
+            with torch.no_grad():
+                features = self.features(obs)
+        return self._input(obs, self.cfg.critic_obs, self.critic_norm, features)
+
+    def policy(self, obs: Mapping[str, torch.Tensor], sample: bool, features: torch.Tensor | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Actor output in [-1, 1] and, for the stochastic actor, its log-probability (batch,).
 
-        `sample=False` gives the deterministic action (tanh of the mean) and no log-probability.
+        `sample=False` gives the deterministic action (tanh of the mean) and no log-probability. `features` are
+        the image features of `obs` if already computed (they are detached here).
         """
-        raw = self.actor(self.actor_input(obs))
+        raw = self.actor(self.actor_input(obs, features))
         if not self.stochastic:
             return torch.tanh(raw), None
         mean, log_std = raw.chunk(2, dim=-1)
@@ -220,7 +263,9 @@ class OffPolicyLearner:
     @torch.no_grad()
     def act(self, obs: Mapping[str, torch.Tensor | np.ndarray], deterministic: bool = False) -> torch.Tensor:
         """Env actions (batch, action_dim) for collection (`deterministic=False`) or evaluation."""
-        obs = {g: torch.as_tensor(v, dtype=torch.float32, device=self.device) for g, v in obs.items()}
+        # Images stay uint8 (the encoder scales them); vectors become float32.
+        obs = {g: torch.as_tensor(v, device=self.device) if g in self.image_groups
+               else torch.as_tensor(v, dtype=torch.float32, device=self.device) for g, v in obs.items()}
         a, _ = self.policy(obs, sample=not deterministic)
         if not deterministic and not self.stochastic:
             a = (a + self.cfg.exploration_noise * torch.randn_like(a)).clamp(-1.0, 1.0)
@@ -241,29 +286,32 @@ class OffPolicyLearner:
         deterministic actor), mapped through `compose` like every action the critic sees.
         """
         cfg = self.cfg
-        a, logp = self.policy(batch.next_obs, sample=True)
+        a, logp = self.policy(batch.next_obs, sample=True)  # online encoder features (no gradient in here)
         if not self.stochastic:
             # Target policy smoothing (TD3): the target is averaged over nearby actions.
             noise = (cfg.target_noise * torch.randn_like(a)).clamp(-cfg.target_noise_clip, cfg.target_noise_clip)
             a = (a + noise).clamp(-1.0, 1.0)
-        x = torch.cat([self.critic_input(batch.next_obs), self.compose(a, batch.next_obs)], dim=-1)
+        target_features = self.features(batch.next_obs, target=True)
+        x = torch.cat([self.critic_input(batch.next_obs, target_features), self.compose(a, batch.next_obs)], dim=-1)
         next_q = self.critic_target(x, members).squeeze(-1).amin(0)  # (batch,)
         if logp is not None:
             next_q = next_q - (self.alpha if alpha is None else alpha) * logp
         return batch.reward + batch.discount * next_q
 
     def _critic_loss_eager(self, batch: Batch, members: torch.Tensor, alpha: torch.Tensor
-                           ) -> tuple[torch.Tensor, torch.Tensor]:
+                           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         target = self.td_target(batch, members, alpha)
-        q = self.critic(torch.cat([self.critic_input(batch.obs), batch.action], dim=-1)).squeeze(-1)  # (E, batch)
+        features = self.features(batch.obs)  # with gradient: the critic loss trains the encoder
+        q = self.critic(torch.cat([self.critic_input(batch.obs, features), batch.action], dim=-1)).squeeze(-1)  # (E, batch)
         # Each member regresses on the same target: the sum keeps every member's gradient its own MSE gradient.
         loss = (q - target).square().mean(1).sum()
-        return loss, q.detach().mean()
+        return loss, q.detach().mean(), None if features is None else features.detach()
 
-    def _actor_loss_eager(self, obs: Mapping[str, torch.Tensor], alpha: torch.Tensor
-                          ) -> tuple[torch.Tensor, torch.Tensor]:
-        a, logp = self.policy(obs, sample=True)
-        x = torch.cat([self.critic_input(obs), self.compose(a, obs)], dim=-1)
+    def _actor_loss_eager(self, obs: Mapping[str, torch.Tensor], alpha: torch.Tensor,
+                          features: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        features = None if features is None else features.detach()  # the actor loss never reaches the encoder
+        a, logp = self.policy(obs, sample=True, features=features)
+        x = torch.cat([self.critic_input(obs, features), self.compose(a, obs)], dim=-1)
         qs = self.critic(x).squeeze(-1)  # (E, batch)
         q = qs.mean(0) if self.cfg.actor_q == "mean" else qs.amin(0)
         if self.cfg.actor_pessimism > 0.0:
@@ -287,9 +335,11 @@ class OffPolicyLearner:
         cfg = self.cfg
         if batch.action.device != self.device:
             batch = _to(batch, self.device)
+        if self.encoder is not None and cfg.encoder.pad:
+            batch = augment(batch, self.image_groups, cfg.encoder.pad)
         alpha = self.alpha
         members = torch.randperm(cfg.num_critics, device=self.device)[: cfg.critic_subset]
-        critic_loss, q_mean = self._critic_loss(batch, members, alpha)
+        critic_loss, q_mean, features = self._critic_loss(batch, members, alpha)
         self._step(self.critic_optimizer, critic_loss, "critic", self._critic_params)
         metrics = {"critic_loss": critic_loss.detach() / cfg.num_critics, "q_mean": q_mean}
 
@@ -297,7 +347,7 @@ class OffPolicyLearner:
             # The critic is only a function of the action here: no weight gradients for it.
             self.critic.requires_grad_(False)
             try:
-                actor_loss, logp = self._actor_loss(batch.obs, alpha)
+                actor_loss, logp = self._actor_loss(batch.obs, alpha, features)
             finally:
                 self.critic.requires_grad_(True)
             self._step(self.actor_optimizer, actor_loss, "actor", self.actor.parameters())
@@ -308,6 +358,8 @@ class OffPolicyLearner:
                 metrics["entropy"] = -logp.mean()
         with torch.no_grad():
             torch._foreach_lerp_(self._target_params, self._critic_params, cfg.tau)
+            if self._encoder_params:  # the target encoder moves with the target critics it feeds
+                torch._foreach_lerp_(self._encoder_target_params, self._encoder_params, cfg.tau)
         self.updates += 1
         if self.stochastic:
             metrics["alpha"] = self.alpha
@@ -359,7 +411,9 @@ class OffPolicyLearner:
                 "actor_optimizer": self.actor_optimizer.state_dict(),
                 "critic_optimizer": self.critic_optimizer.state_dict(),
                 "log_alpha": self.log_alpha.detach().clone(), "alpha_optimizer": self.alpha_optimizer.state_dict(),
-                "actor_norm": self.actor_norm, "critic_norm": self.critic_norm, "updates": self.updates}
+                "actor_norm": self.actor_norm, "critic_norm": self.critic_norm, "updates": self.updates,
+                **({"encoder": self.encoder.state_dict(), "encoder_target": self.encoder_target.state_dict()}
+                   if self.encoder is not None else {})}
 
     def load_state_dict(self, state: dict) -> None:
         """Restore from `state_dict()`."""
@@ -373,27 +427,44 @@ class OffPolicyLearner:
         self.alpha_optimizer.load_state_dict(state["alpha_optimizer"])
         self.actor_norm, self.critic_norm = state["actor_norm"], state["critic_norm"]
         self.updates = int(state["updates"])
+        if self.encoder is not None:
+            if "encoder" not in state:
+                raise ValueError("the checkpoint has no image encoder but this learner encodes "
+                                 f"{list(self.image_groups)}; resume with the encoder settings it was trained with")
+            self.encoder.load_state_dict(state["encoder"])
+            self.encoder_target.load_state_dict(state["encoder_target"])
 
 
 class ExportedActor(nn.Module):
-    """The learner's deterministic action in [-1, 1] with its input normaliser inside: what gets exported.
+    """The learner's deterministic action in [-1, 1] with its input normaliser (and image encoder) inside.
 
     Its inputs are the actor's groups in `actor_obs` order, as separate tensors (e.g. obs and the base action of
-    residual RL); a stochastic actor exports tanh of its mean. A copy: later updates do not change it.
+    residual RL), then one uint8 (B, H, W, C) tensor per image group in `encoder.image_groups` order; a stochastic
+    actor exports tanh of its mean. A copy: later updates do not change it.
     """
 
     def __init__(self, learner: OffPolicyLearner) -> None:
         super().__init__()
         self.actor = copy.deepcopy(learner.actor).cpu().eval()
+        self.encoder = copy.deepcopy(learner.encoder).cpu().eval() if learner.encoder is not None else None
+        self.image_groups = learner.image_groups
+        self.num_vectors = len(learner.cfg.actor_obs)
         self.action_dim = learner.action_dim
-        width = next(m for m in self.actor.modules() if isinstance(m, nn.Linear)).in_features
+        width = sum(learner.vector_dims.values())
         norm = learner.actor_norm
         self.register_buffer("mean", norm[0].detach().cpu().clone() if norm is not None else torch.zeros(width))
         self.register_buffer("inv_std", norm[1].detach().cpu().clone() if norm is not None else torch.ones(width))
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
-        x = inputs[0] if len(inputs) == 1 else torch.cat(inputs, dim=-1)
-        return torch.tanh(self.actor((x - self.mean) * self.inv_std)[..., : self.action_dim])
+        vectors, images = inputs[: self.num_vectors], inputs[self.num_vectors:]
+        parts = []
+        if self.encoder is not None:
+            parts.append(self.encoder(dict(zip(self.image_groups, images, strict=True))))
+        if vectors:
+            x = vectors[0] if len(vectors) == 1 else torch.cat(vectors, dim=-1)
+            parts.append((x - self.mean) * self.inv_std)
+        x = parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
+        return torch.tanh(self.actor(x)[..., : self.action_dim])
 
 
 def keep_freed_memory() -> bool:

@@ -29,7 +29,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from s2r.policies.algorithm import Algorithm, AlgorithmTaskMismatch, RunContext, register_algorithm
+from s2r.policies.algorithm import (
+    Algorithm,
+    AlgorithmTaskMismatch,
+    RunContext,
+    refuse_image_encoder,
+    register_algorithm,
+)
 from s2r.policies.bc import BC_CHECKPOINT, ChunkedBC, ChunkedPolicyGraph, export_chunked, load_bc, temporal_ensemble
 from s2r.policies.evaluate import success_episodes
 from s2r.policies.offpolicy import ExportedActor, OffPolicyConfig, OffPolicyLearner, residual_compose
@@ -248,6 +254,7 @@ class ResidualRL(Algorithm):
 
         self.ctx = ctx
         self.cfg = cfg = ctx.cfg
+        refuse_image_encoder(self.algo_id, cfg.learner)
         self.task_id = ctx.task_id
         if not cfg.base:
             raise AlgorithmTaskMismatch(f"--algo {self.algo_id} needs --base <behaviour-cloning run> "

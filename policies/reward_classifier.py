@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from s2r.policies.encoders import conv_stack, random_shift
 from s2r.real.reward_classifier import CLASSIFIER_KIND, CLASSIFIER_VERSION
 from s2r.real.reward_labels import LabelRecorder, LabelSet
 from torch import nn
@@ -82,8 +83,7 @@ class SuccessNet(nn.Module):
         if self.use_image:
             # Flattened feature map into the dense layer: it keeps where things are (the cube above the table),
             # which a global pool would throw away. Sized from the image, so any size exports to ONNX.
-            self.conv = nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1), nn.ReLU(), nn.Conv2d(16, 32, 3, 2, 1), nn.ReLU(),
-                                      nn.Conv2d(32, 32, 3, 2, 1), nn.ReLU(), nn.Flatten())
+            self.conv = conv_stack(3, (16, 32, 32), (2, 2, 2), padding=1)  # the trunk the policy encoder uses too
             with torch.no_grad():
                 width += self.conv(torch.zeros(1, 3, *image_size)).shape[1]
         if self.use_state:
@@ -101,18 +101,6 @@ class SuccessNet(nn.Module):
         if self.use_state:
             feats.append(self.state_mlp((state - self.state_mean) / self.state_std))
         return self.head(torch.cat(feats, dim=1)).squeeze(1)
-
-
-def random_shift(images: torch.Tensor, pad: int, gen: torch.Generator) -> torch.Tensor:
-    """(B, H, W, 3) uint8 -> the same, each shifted by up to `pad` pixels (edge-padded), as DrQ."""
-    if pad == 0:
-        return images
-    b, h, w, _ = images.shape
-    padded = torch.nn.functional.pad(images.permute(0, 3, 1, 2).float(), (pad, pad, pad, pad), mode="replicate")
-    dx = torch.randint(0, 2 * pad + 1, (b,), generator=gen)
-    dy = torch.randint(0, 2 * pad + 1, (b,), generator=gen)
-    out = torch.stack([padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(b)])
-    return out.permute(0, 2, 3, 1).to(torch.uint8)
 
 
 def split_episodes(labels: LabelSet, split: tuple[float, float], seed: int) -> dict[str, np.ndarray]:

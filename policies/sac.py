@@ -15,6 +15,11 @@ recorded in policy.json).
 
     s2r train gym:Pendulum-v1 --algo sac --steps 20000
     s2r train Puck-Velocity-Flat --algo td3 --num-envs 8
+
+From pixels: name the task's image groups in `learner.encoder.image_groups` (and give the task its camera, e.g.
+`Panda-Lift-Cube` with `image=True`). The replay buffer then keeps them as uint8, the shared encoder learns
+through the critic loss (see `s2r.policies.offpolicy`), and the export takes each image group as a uint8
+(1, H, W, C) ONNX input named after its group, with its camera and shape in policy.json.
 """
 
 from __future__ import annotations
@@ -91,6 +96,11 @@ def check_spec(task_id: str, spec: EnvSpec, cfg: OffPolicyRunConfig, algo_id: st
         raise AlgorithmTaskMismatch(f"task '{task_id}' has no action to learn; {algo_id} needs at least one continuous "
                                     "action")
     require_vector_groups(algo_id, task_id, spec, (*lc.actor_obs, *lc.critic_obs))
+    for g in lc.encoder.image_groups:
+        if g not in spec.groups or not spec.groups[g].is_image:
+            images = [name for name, s in spec.groups.items() if s.is_image]
+            raise AlgorithmTaskMismatch(f"learner.encoder.image_groups names '{g}', which is not an image group of task "
+                                        f"'{task_id}' (its image groups: {images or 'none; enable its camera'})")
     if tuple(lc.actor_obs) != ("policy",):
         raise AlgorithmTaskMismatch(f"{algo_id}'s actor must read the 'policy' group alone (policy.json describes that "
                                     f"input), not {list(lc.actor_obs)}; an asymmetric critic may read more "
@@ -123,12 +133,13 @@ class _OffPolicyAlgorithm(Algorithm):
         try:
             check_spec(ctx.task_id, self.env.spec, cfg, self.algo_id)
             lc = cfg.learner
-            self.groups = tuple(dict.fromkeys((*lc.actor_obs, *lc.critic_obs)))
-            dims = {g: self.env.obs_dims[g] for g in self.groups}
-            self.learner = OffPolicyLearner(dims, self.env.spec.action_dim, lc)
+            self.groups = tuple(dict.fromkeys((*lc.actor_obs, *lc.critic_obs, *lc.encoder.image_groups)))
+            dims = {g: self.env.obs_shapes[g] for g in self.groups}
+            dtypes = {g: self.env.obs_dtypes[g] for g in self.groups}
+            self.learner = OffPolicyLearner(dims, self.env.spec.action_dim, lc, obs_dtypes=dtypes)
             # Re-opening the folder restores every transition on disk (the durable part of the run).
             self.buffer = ReplayBuffer(dims, self.env.spec.action_dim, cfg.buffer_capacity, num_envs=cfg.num_envs,
-                                       directory=ctx.run.replay)
+                                       directory=ctx.run.replay, obs_dtypes=dtypes)
         except BaseException:
             self.close()
             raise
@@ -251,22 +262,25 @@ class _OffPolicyAlgorithm(Algorithm):
         return f"with {len(self.buffer):,} transitions already on disk"
 
     def export(self) -> dict[str, Any]:
-        """policy.onnx (deterministic actor, normaliser inside) + policy.json, parity-checked with onnxruntime."""
-        from s2r.policies.export import build_metadata, export_onnx_checked
+        """policy.onnx (deterministic actor, normaliser and image encoder inside) + policy.json, parity-checked."""
+        from s2r.policies.export import build_metadata, export_onnx_checked, image_inputs
         from s2r.sim import make
         from s2r.sim.env import sample_obs
 
         spec = self.env.spec
         actor = ExportedActor(self.learner)
         obs_dim = self.env.obs_dims["policy"]
+        images = self.learner.image_groups
         env = make(self.ctx.task_id, 4, cfg=self.ctx.task_cfg, seed=self.ctx.seed + 20_000)
         try:
-            parity = sample_obs(env, 16, seed=self.ctx.seed)["policy"]
+            sampled = sample_obs(env, 16, seed=self.ctx.seed)
         finally:
             env.close()
-        meta = build_metadata(spec, self.ctx.task_id, obs_dim, algo=self.algo_id, task_cfg=self.ctx.task_cfg)
-        return export_onnx_checked(actor, (torch.zeros(1, obs_dim),), ["obs"], ["actions"], self.ctx.run.path,
-                                   {"obs": parity}, meta)
+        meta = build_metadata(spec, self.ctx.task_id, obs_dim, algo=self.algo_id, task_cfg=self.ctx.task_cfg,
+                              images=image_inputs(spec, images))
+        example = (torch.zeros(1, obs_dim), *(torch.zeros(1, *spec.groups[g].shape, dtype=torch.uint8) for g in images))
+        feed = {"obs": sampled["policy"], **{g: sampled[g] for g in images}}
+        return export_onnx_checked(actor, example, ["obs", *images], ["actions"], self.ctx.run.path, feed, meta)
 
     def close(self) -> None:
         if self.buffer is not None:

@@ -17,7 +17,14 @@ from s2r.real.arm import ARM_TERMS, ArmConfig, ArmKinematics
 from s2r.real.metadata import EeDeltaAction, MetadataError, PolicyMetadata, load_metadata
 from s2r.real.observation import ObservationBuilder
 from s2r.real.robot import RobotConfig
-from s2r.real.runner import PolicyMismatchError, PolicyRunner, RunnerConfig, _last_dim, check_robot_kind
+from s2r.real.runner import (
+    PolicyMismatchError,
+    PolicyRunner,
+    RunnerConfig,
+    _last_dim,
+    check_observation_inputs,
+    check_robot_kind,
+)
 
 
 def check_arm_compatibility(meta: PolicyMetadata, arm: ArmConfig, onnx_inputs: dict[str, list[object]],
@@ -37,9 +44,7 @@ def check_arm_compatibility(meta: PolicyMetadata, arm: ArmConfig, onnx_inputs: d
     check_robot_kind(meta, arm, where)
     src, action = arm.source, meta.action
     assert isinstance(action, EeDeltaAction)
-    if len(meta.observation) != 1 or meta.obs.is_image:
-        raise PolicyMismatchError(f"{where} takes observation inputs {[o.name for o in meta.observation]}; the arm "
-                                  "runner feeds one float32 vector (camera inputs are not wired yet)")
+    check_observation_inputs(meta, onnx_inputs, where, "arm runner")
     if meta.robot.lower() != arm.name.lower():
         raise PolicyMismatchError(f"{where} was trained for robot '{meta.robot}' but {src} describes '{arm.name}'")
     if abs(meta.control_dt - arm.control_dt) > 1e-9:

@@ -125,3 +125,67 @@ class ObservationBuilder:
             self._history[-1] = f
         self._input[0] = self._history.reshape(-1)
         return self._input
+
+
+class CameraError(MetadataError):
+    """A camera frame the policy cannot use: wrong size or encoding, none yet, or too old (the camera stopped)."""
+
+
+class ImageInputs:
+    """The policy's camera inputs, fed from the latest frame of each camera, checked against policy.json.
+
+    One uint8 (1, H, W, C) array per image input of the metadata, named by its ONNX input; the policy's
+    encoder (inside the graph) scales and encodes it, so nothing here needs torch.
+
+    Args:
+        meta: The policy's metadata; its image inputs (`ObsInput.camera` set) are the ones fed here.
+        max_age_s: A frame older than this (by the caller's clock) is refused (None: never).
+    """
+
+    def __init__(self, meta: PolicyMetadata, max_age_s: float | None = None) -> None:
+        self.inputs = {o.camera: o for o in meta.observation if o.is_image}
+        self.max_age_s = max_age_s
+        self._frames = {cam: np.zeros((1, *o.shape), dtype=np.uint8) for cam, o in self.inputs.items()}
+        self._stamps: dict[str, float | None] = {}
+
+    @property
+    def cameras(self) -> tuple[str, ...]:
+        """Camera names the policy reads, in input order."""
+        return tuple(self.inputs)
+
+    def set(self, camera: str, frame: np.ndarray, stamp: float | None = None) -> None:
+        """Take the newest (H, W, C) uint8 frame of `camera` (RGB, as the simulator renders), taken at `stamp`.
+
+        Raises:
+            CameraError: An unknown camera, or a frame of another shape or dtype than policy.json says.
+        """
+        if camera not in self.inputs:
+            raise CameraError(f"camera '{camera}' is not an input of this policy; it reads {list(self.inputs) or 'none'}")
+        want = self.inputs[camera].shape
+        img = np.asarray(frame)
+        if img.dtype != np.uint8 or img.shape != tuple(want):
+            raise CameraError(f"camera '{camera}' gave a {img.dtype} frame of shape {img.shape}; the policy takes uint8 "
+                              f"{tuple(want)} (H, W, C) RGB: resize or convert the image to that before feeding it")
+        self._frames[camera][0] = img
+        self._stamps[camera] = stamp
+
+    def current(self) -> dict[str, np.ndarray]:
+        """ONNX input name -> the last frame held (zeros before the first), unchecked: for warm-up runs only."""
+        return {o.name: self._frames[cam] for cam, o in self.inputs.items()}
+
+    def feed(self, now: float | None = None) -> dict[str, np.ndarray]:
+        """ONNX input name -> (1, H, W, C) uint8, for every camera.
+
+        Raises:
+            CameraError: A camera has given no frame yet, or its last frame is older than `max_age_s` at `now`.
+        """
+        out = {}
+        for cam, o in self.inputs.items():
+            if cam not in self._stamps:
+                raise CameraError(f"camera '{cam}' has given no frame yet; the policy needs one before it can act")
+            stamp = self._stamps[cam]
+            if self.max_age_s is not None and now is not None and stamp is not None and now - stamp > self.max_age_s:
+                raise CameraError(f"camera '{cam}' last gave a frame {now - stamp:.3f} s ago (allowed {self.max_age_s} s); "
+                                  "the camera has stopped: check its driver and topic")
+            out[o.name] = self._frames[cam]
+        return out

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from s2r.real.chunking import ChunkHistory
 from s2r.real.metadata import JointPositionAction, MetadataError, PolicyMetadata, load_metadata
-from s2r.real.observation import ObservationBuilder, RobotState
+from s2r.real.observation import ImageInputs, ObservationBuilder, RobotState
 from s2r.real.robot import RobotConfig
 
 
@@ -31,17 +31,40 @@ class RunnerConfig:
         action_clip: Actions are clipped to +-this before use, as the training env does
             (LocomotionConfig.action_clip), so the fed-back `last_action` matches training.
         threads: onnxruntime intra-op threads; 1 keeps latency steady on a busy robot computer.
+        max_image_age_s: A camera frame older than this when the policy runs is refused (the camera stopped).
     """
 
     ramp_s: float = 1.0
     action_clip: float = 10.0
     threads: int = 1
+    max_image_age_s: float = 0.5
 
 
 def _last_dim(shape: list[object]) -> int | None:
     """The last dimension of an ONNX shape if it is a fixed number (symbolic names give None)."""
     dim = shape[-1] if shape else None
     return dim if isinstance(dim, int) else None
+
+
+def check_observation_inputs(meta: PolicyMetadata, onnx_inputs: dict[str, list[object]], where: str, runner: str) -> None:
+    """One float32 vector first, then only camera inputs, each in the graph with the shape policy.json gives.
+
+    Raises:
+        PolicyMismatchError: One sentence naming the input.
+    """
+    extra = meta.observation[1:]
+    if meta.obs.is_image or any(not o.is_image for o in extra):
+        raise PolicyMismatchError(f"{where} takes observation inputs {[o.name for o in meta.observation]} "
+                                  f"({', '.join(o.dtype for o in meta.observation)}); the {runner} feeds one float32 "
+                                  "vector first, then camera images")
+    for o in extra:
+        if o.name not in onnx_inputs:
+            raise PolicyMismatchError(f"{where} has no graph input '{o.name}' for camera '{o.camera}' (inputs "
+                                      f"{list(onnx_inputs)})")
+        fixed = [d for d in onnx_inputs[o.name][1:]]
+        if all(isinstance(d, int) for d in fixed) and tuple(fixed) != tuple(o.shape):
+            raise PolicyMismatchError(f"camera input '{o.name}' of {where} takes {tuple(fixed)} images but policy.json "
+                                      f"says {tuple(o.shape)}")
 
 
 def check_robot_kind(meta: PolicyMetadata, robot: object, where: str) -> None:
@@ -82,10 +105,7 @@ def check_compatibility(meta: PolicyMetadata, robot: RobotConfig, onnx_inputs: d
     if not isinstance(action, JointPositionAction):
         raise PolicyMismatchError(f"{where} has action kind '{action.kind}' but the joint policy runner drives "
                                   f"'{JointPositionAction.kind}' policies only")
-    if len(meta.observation) != 1 or meta.obs.is_image:
-        raise PolicyMismatchError(f"{where} takes observation inputs {[o.name for o in meta.observation]} "
-                                  f"({', '.join(o.dtype for o in meta.observation)}); the joint policy runner feeds "
-                                  "one float32 vector")
+    check_observation_inputs(meta, onnx_inputs, where, "joint policy runner")
     if meta.robot.lower() != robot.name.lower():
         raise PolicyMismatchError(f"{where} was trained for robot '{meta.robot}' but {src} describes '{robot.name}'")
     names, want = list(meta.action_names), list(robot.joint_names)
@@ -159,6 +179,8 @@ class PolicyRunner:
         self.last_action = np.zeros(n)
         self._setup()
         self._feed = {self.meta.onnx_input: None}
+        # Camera inputs (a policy with an image encoder inside): the caller sets frames with `set_image`.
+        self.images = ImageInputs(self.meta, self.cfg.max_image_age_s)
         self._fetch = [self.meta.onnx_output]
         # An action-chunking policy takes its own past chunks as inputs (s2r.real.chunking); the runner keeps
         # them, so the graph itself stays stateless and the same file runs in sim and here.
@@ -198,8 +220,18 @@ class PolicyRunner:
         self._ramp_start = np.array(current_pos, dtype=np.float64)
         self._ramp_k = 0
 
-    def infer(self, state: RobotState, command: np.ndarray) -> np.ndarray:
-        """Run the policy on the current state; returns its raw output (unchecked: any shape or value)."""
+    def set_image(self, camera: str, frame: np.ndarray, stamp: float | None = None) -> None:
+        """Give the newest (H, W, C) uint8 RGB frame of a camera the policy reads (see `ImageInputs.set`)."""
+        self.images.set(camera, frame, stamp)
+
+    def infer(self, state: RobotState, command: np.ndarray, now: float | None = None) -> np.ndarray:
+        """Run the policy on the current state (and camera frames); returns its raw output (unchecked).
+
+        Raises:
+            CameraError: The policy reads a camera that has given no frame, or none since `max_image_age_s`.
+        """
+        if self.images.inputs:
+            self._feed.update(self.images.feed(now))
         self._feed[self.meta.onnx_input] = self.builder.build(state, command, self.last_action)
         if self.chunks is None:
             return self.session.run(self._fetch, self._feed)[0]
@@ -211,6 +243,8 @@ class PolicyRunner:
         """Compute a frame and run the graph on the last input, changing nothing (keeps caches warm)."""
         self.builder.frame(state, command, self.last_action)
         feed = {self.meta.onnx_input: self.builder.current_input}
+        if self.images.inputs:
+            feed.update(self.images.current())
         if self.chunks is not None:
             feed.update(self.chunks.feed())
         self.session.run(self._fetch, feed)

@@ -46,7 +46,8 @@ def _replace_path(cfg: Any, path: list[str], value: Any, full: str) -> Any:
     current = getattr(cfg, head)
     if len(path) > 1:
         return dataclasses.replace(cfg, **{head: _replace_path(current, path[1:], value, full)})
-    return dataclasses.replace(cfg, **{head: _coerce(current, value, full, _fixed_length(type(cfg), head))})
+    return dataclasses.replace(cfg, **{head: _coerce(current, value, full, _fixed_length(type(cfg), head),
+                                                     _tuple_kind(type(cfg), head))})
 
 
 def _fixed_length(cls: type, name: str) -> int | None:
@@ -61,7 +62,16 @@ def _fixed_length(cls: type, name: str) -> int | None:
     return None
 
 
-def _coerce(current: Any, value: Any, full: str, length: int | None = None) -> Any:
+def _tuple_kind(cls: type, name: str) -> type | None:
+    """The element type of a field annotated `tuple[X, ...]` (so an empty default still coerces to X, e.g. str)."""
+    try:
+        args = typing.get_args(typing.get_type_hints(cls)[name])
+    except Exception:  # unresolvable annotations: the caller falls back to the current value's type
+        return None
+    return args[0] if len(args) == 2 and args[1] is Ellipsis and isinstance(args[0], type) else None
+
+
+def _coerce(current: Any, value: Any, full: str, length: int | None = None, kind: type | None = None) -> Any:
     if dataclasses.is_dataclass(current):
         shorthand = getattr(type(current), "SHORTHAND_FIELD", None)
         if shorthand and not isinstance(value, dict):
@@ -87,7 +97,7 @@ def _coerce(current: Any, value: Any, full: str, length: int | None = None) -> A
         if isinstance(current, tuple):
             if isinstance(value, str):
                 value = [v.strip() for v in value.strip("()[] ").split(",") if v.strip()]
-            kind = type(current[0]) if current else float
+            kind = type(current[0]) if current else kind or float
             out = tuple(kind(v) for v in value)
         else:
             return value

@@ -189,14 +189,17 @@ def test_a_policy_that_is_not_joint_position_is_refused_by_the_runner(go1_policy
         PolicyRunner(bad, robot)
 
 
-def test_a_policy_with_an_image_input_is_refused_by_the_runner(go1_policy: Path, robot: RobotConfig,
-                                                               tmp_path: Path) -> None:
+def test_a_camera_input_the_graph_lacks_or_an_image_first_is_refused_by_the_runner(
+        go1_policy: Path, robot: RobotConfig, tmp_path: Path) -> None:
     meta = load_metadata(go1_policy.with_suffix(".json"))
     image = ObsInput(name="image", group="image", shape=(64, 64, 3), dtype="uint8", camera="front")
     bad = with_metadata(tmp_path / "image", go1_policy, observation=(*meta.observation, image))
-    with pytest.raises(PolicyMismatchError, match=r"takes observation inputs \['obs', 'image'\] \(float32, uint8\); "
-                                                  r"the joint policy runner feeds one float32 vector"):
+    with pytest.raises(PolicyMismatchError, match=r"has no graph input 'image' for camera 'front' \(inputs \['obs'\]\)"):
         PolicyRunner(bad, robot)
+    first = with_metadata(tmp_path / "first", go1_policy, observation=(image, *meta.observation))
+    with pytest.raises(PolicyMismatchError, match=r"takes observation inputs \['image', 'obs'\] \(uint8, float32\); "
+                                                  r"the joint policy runner feeds one float32 vector first, then camera"):
+        PolicyRunner(first, robot)
 
 
 def test_ee_delta_gripper_fields_go_together(tmp_path: Path) -> None:

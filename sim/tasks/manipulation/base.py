@@ -79,7 +79,9 @@ class PandaEnv(VecEnv):
         self._q_lo, self._q_hi, self._ws_lo = self.priv.q_lo, self.priv.q_hi, self.priv.ws_lo  # (n, 7), (n, 7), (n, 3)
         self.task_action_dim = len(ACTION_NAMES)
 
-        groups = {"policy": GroupSpec(terms=self.POLICY_TERMS, history=cfg.history_length),
+        policy_terms = self.POLICY_TERMS if cfg.object_in_policy else tuple(
+            t for t in self.POLICY_TERMS if t.name not in ("object_pos", "object_rel_ee"))
+        groups = {"policy": GroupSpec(terms=policy_terms, history=cfg.history_length),
                   "privileged": GroupSpec(terms=self.PRIVILEGED_TERMS, history=cfg.privileged_history_length)}
         if cfg.image:
             if mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, cfg.image_camera) < 0:

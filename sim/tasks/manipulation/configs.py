@@ -119,6 +119,8 @@ class PandaTaskConfig:
         image: Add an `image` group (num_envs, H, W, 3) uint8 from the `image_camera` camera.
         image_size: (height, width) of the image group.
         image_camera: MJCF camera the image group renders.
+        object_in_policy: False drops the object terms (`object_pos`, `object_rel_ee`) from the policy group: the
+            object is then seen only through the image group, as on a robot that does not track it.
         history_length: Frames of the `policy` group stacked into one observation.
         privileged_history_length: Frames of the `privileged` group.
         arm: Task-space control.
@@ -134,6 +136,7 @@ class PandaTaskConfig:
     image: bool = False
     image_size: tuple[int, int] = (84, 84)
     image_camera: str = "workspace"
+    object_in_policy: bool = True
     history_length: int = 1
     privileged_history_length: int = 1
     arm: ArmControlConfig = field(default_factory=ArmControlConfig)
