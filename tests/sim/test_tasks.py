@@ -130,6 +130,8 @@ def test_reset_of_some_envs_leaves_the_others_alone(task: str) -> None:
                 for group in obs:
                     np.testing.assert_array_equal(obs[group][~done], info["final_obs"][group][~done])
                 checked += 1
+                if checked == 3:  # three partial-reset steps make the point; stepping on only costs time
+                    break
         assert checked > 0
     finally:
         env.close()
