@@ -173,6 +173,17 @@ def test_ood_ranges_lie_outside_the_training_ranges() -> None:
     assert task_config("Go1-Velocity-Terrain-OOD").randomization.ranges() == ood
     with pytest.raises(ValueError, match=r"randomization\.kp .* low > high"):
         dataclasses.replace(WideRandomizationConfig(), kp=(1.2, 0.8))
+    with pytest.raises(ValueError, match=r"randomization\.model_pool is not supported"):
+        WideRandomizationConfig(model_pool=8)
+
+
+def test_bad_grid_settings_name_the_field() -> None:
+    with pytest.raises(ValueError, match=r"TerrainGridConfig\.types .* must name one or more of slope_up"):
+        TerrainGridConfig(types=("stairs",))
+    with pytest.raises(ValueError, match=r"TerrainGridConfig\.tile_size \(4\.03\) must be a multiple of resolution"):
+        TerrainGridConfig(tile_size=4.03)
+    with pytest.raises(ValueError, match=r"unknown config key 'grid\.levelz'"):
+        task_config(TASK, {"grid.levelz": 4})
 
 
 def test_ood_task_builds_and_draws_held_out_dynamics() -> None:
