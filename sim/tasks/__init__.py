@@ -18,6 +18,8 @@ from s2r.sim.tasks.manipulation import (
 )
 from s2r.sim.tasks.puck import PuckConfig, PuckEnv
 from s2r.sim.tasks.quadrotor import ReplanConfig, ReplanEnv
+from s2r.sim.tasks.terrain import TerrainVelocityConfig, TerrainVelocityEnv
+from s2r.sim.tasks.wide_randomization import ood_config
 
 register_task(
     "Go1-Velocity-Flat",
@@ -43,6 +45,19 @@ register_task(
         ),
     ),
     "Flat-ground velocity tracking with no domain randomisation (for debugging and quick tests).",
+)
+register_task(
+    "Go1-Velocity-Terrain",
+    TerrainVelocityEnv,
+    TerrainVelocityConfig(),
+    "Go1-class quadruped velocity tracking on a curriculum of slopes, stairs, rough ground and stepping gaps "
+    "(8 levels), wide dynamics randomisation; privileged group has the 16 dynamics draws and an 11x7 height scan.",
+)
+register_task(
+    "Go1-Velocity-Terrain-OOD",
+    TerrainVelocityEnv,
+    replace(TerrainVelocityConfig(), randomization=ood_config(TerrainVelocityConfig().randomization)),
+    "Go1-Velocity-Terrain with held-out dynamics ranges outside the training ones (evaluation only).",
 )
 register_task(
     "Puck-Velocity-Flat",

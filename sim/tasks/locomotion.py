@@ -271,11 +271,9 @@ class LocomotionEnv(VelocityEnv):
             air_at_td = np.zeros(touch.shape)
         q = qpos[:, self._qadr]
         qd = qvel[:, self._vadr]
-        strength = self.dr_params[rows, 2:3]
         targets = getattr(self, "_targets", None)
         targets = np.broadcast_to(self.default_q, q.shape) if targets is None else targets[rows]
-        torques = np.clip((self._kp * (targets - q) - self._kv * qd) * strength,
-                          self._force[:, 0] * strength, self._force[:, 1] * strength)
+        torques = self._torques(q, qd, targets, rows)
         return T.LocoState(
             xp=np,
             base_lin_vel=_quat_rotate_inv(quat, qvel[:, 0:3]),
@@ -298,6 +296,12 @@ class LocomotionEnv(VelocityEnv):
             foot_vel_xy=norm_xy(foot_vel),
             dt=self.cfg.control_dt,
         )
+
+    def _torques(self, q: np.ndarray, qd: np.ndarray, targets: np.ndarray, rows: np.ndarray | slice) -> np.ndarray:
+        """(m, nu) servo torques of the envs `rows` (what the torque penalty reads), with their motor strength."""
+        strength = self.dr_params[rows, 2:3]
+        return np.clip((self._kp * (targets - q) - self._kv * qd) * strength,
+                       self._force[:, 0] * strength, self._force[:, 1] * strength)
 
     def _frame(self, s: T.LocoState, rows: np.ndarray | slice = slice(None)) -> tuple[np.ndarray, np.ndarray]:
         """One frame of the `policy` terms (scaled, with noise) and of the `privileged` terms, for `rows`."""
@@ -347,26 +351,35 @@ class LocomotionEnv(VelocityEnv):
         self.backend.use_pool(ids, pick)
         self.dr_params[ids, :3] = self._pool_params[pick]
 
-    def _reset_state(self, ids: np.ndarray) -> None:
-        """Latency draw, initial pose and per-episode buffers for `ids`."""
-        cfg, r, rng = self.cfg, self.cfg.randomization, self.rng
-        k = len(ids)
-        lo, hi = r.action_latency_steps
-        self.latency[ids] = rng.integers(lo, hi + 1, size=k)
+    def _draw_latency(self, ids: np.ndarray) -> None:
+        """Action latency (control steps) of the envs `ids` for their next episode."""
+        lo, hi = self.cfg.randomization.action_latency_steps
+        self.latency[ids] = self.rng.integers(lo, hi + 1, size=len(ids))
         self.dr_params[ids, 3] = self.latency[ids]
-        st = self.backend.state
-        st[ids] = 0.0
-        qpos = self.backend.qpos
-        qvel = self.backend.qvel
-        xy = np.zeros((k, 2))
-        if cfg.terrain == "rough":
-            xy = rng.uniform(-3.0, 3.0, (k, 2))
+
+    def _spawn_points(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(k, 2) spawn xy of the envs `ids` and (k,) the ground height the body starts above."""
+        k = len(ids)
+        rough = self.cfg.terrain == "rough"
+        xy = self.rng.uniform(-3.0, 3.0, (k, 2)) if rough else np.zeros((k, 2))
         ground = terrain_height_at(self.model, xy)
-        if cfg.terrain == "rough":
+        if rough:
             # Highest ground under the body footprint, so no foot starts inside a bump.
             for dx in (-0.25, 0.25):
                 for dy in (-0.15, 0.15):
                     ground = np.maximum(ground, terrain_height_at(self.model, xy + [dx, dy]))
+        return xy, ground
+
+    def _reset_state(self, ids: np.ndarray) -> None:
+        """Latency draw, initial pose and per-episode buffers for `ids`."""
+        cfg, rng = self.cfg, self.rng
+        k = len(ids)
+        self._draw_latency(ids)
+        st = self.backend.state
+        st[ids] = 0.0
+        qpos = self.backend.qpos
+        qvel = self.backend.qvel
+        xy, ground = self._spawn_points(ids)
         self.ground_z[ids] = ground
         yaw = rng.uniform(-np.pi, np.pi, k)
         qpos[ids, 0:2] = xy
