@@ -46,6 +46,8 @@ class PPOConfig:
     schedule: str = "adaptive"  # "adaptive" (by KL) or "fixed"
     desired_kl: float = 0.01
     max_grad_norm: float = 1.0
+    # Iterations that update only the critic (a warm-started actor keeps its gait while values catch up).
+    critic_warmup: int = 0
     policy: ActorCriticConfig = field(default_factory=ActorCriticConfig)
 
 
@@ -64,6 +66,7 @@ class PPO:
                                       action_dim)
         self._pending: tuple[torch.Tensor, ...] | None = None
         self.dist = dist  # a DistInfo: gradients, KL and normaliser batches are shared over its ranks
+        self.updates = 0
 
     @torch.no_grad()
     def act(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -101,6 +104,7 @@ class PPO:
         cfg = self.cfg
         stats = {"value_loss": 0.0, "surrogate_loss": 0.0, "entropy": 0.0, "kl": 0.0}
         n = 0
+        critic_only = self.updates < cfg.critic_warmup
         for b in self.storage.minibatches(cfg.minibatches, cfg.epochs):
             dist = self.model.distribution(b["actor_obs"])
             logp = dist.log_prob(b["actions"]).sum(-1)
@@ -111,7 +115,7 @@ class PPO:
                       + (b["sigma"] ** 2 + (b["mu"] - dist.mean) ** 2) / (2 * dist.stddev**2) - 0.5).sum(-1).mean()
                 if self.dist is not None:  # every rank must pick the same learning rate
                     kl = ddp.average(kl, self.dist.world_size)
-            if cfg.schedule == "adaptive":
+            if cfg.schedule == "adaptive" and not critic_only:
                 if kl > cfg.desired_kl * 2.0:
                     self.learning_rate = max(1e-5, self.learning_rate / 1.5)
                 elif 0.0 < kl < cfg.desired_kl / 2.0:
@@ -128,6 +132,8 @@ class PPO:
             else:
                 value_loss = ((value - b["returns"]) ** 2).mean()
             loss = surrogate + cfg.value_coef * value_loss - cfg.entropy_coef * entropy
+            if critic_only:  # the actor (and its std) get no gradient
+                loss = cfg.value_coef * value_loss
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if self.dist is not None:
@@ -147,6 +153,7 @@ class PPO:
             ax, cx = ddp.gather_rows(ax), ddp.gather_rows(cx)
         self.model.update_normalizers(ax, cx)
         self.storage.clear()
+        self.updates += 1
         out = {k: v / max(n, 1) for k, v in stats.items()}
         out["learning_rate"] = self.learning_rate
         out["action_std"] = self.model.log_std.exp().mean().item()
@@ -155,13 +162,14 @@ class PPO:
     def state_dict(self) -> dict:
         """Everything needed to resume."""
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "learning_rate": self.learning_rate}
+                "learning_rate": self.learning_rate, "updates": self.updates}
 
     def load_state_dict(self, state: dict) -> None:
         """Restore from `state_dict()`."""
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.learning_rate = state["learning_rate"]
+        self.updates = int(state.get("updates", 0))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -173,6 +181,7 @@ class TrainConfig:
     save_every: int = 50  # iterations between checkpoints (the driver also checkpoints every few minutes)
     export_parity_steps: int = 20
     torch_threads: int = 0  # 0: leave torch's default
+    init_policy: str = ""  # an exported policy.onnx whose actor initialises this one (policies/warm_start.py)
     algo: PPOConfig = field(default_factory=PPOConfig)
 
 
@@ -207,6 +216,12 @@ class PPOTrainer(Algorithm):
             algo_cfg = _critic_without_missing_privileged(cfg.algo, self.env.obs_dims)
             require_vector_groups("ppo", ctx.task_id, self.env.spec, (*algo_cfg.policy.actor_obs, *algo_cfg.policy.critic_obs))
             self.alg = PPO(self.env.obs_dims, self.env.spec.action_dim, cfg.num_envs, algo_cfg, dist=ctx.dist)
+            if cfg.init_policy:
+                from s2r.policies.warm_start import warm_start_actor
+
+                group = self.env.spec.groups["policy"]
+                warm_start_actor(self.alg.model, cfg.init_policy, [(t.name, t.size) for t in group.terms],
+                                 group.history)
         except BaseException:
             self.env.close()
             raise

@@ -16,6 +16,7 @@ import numpy as np
 from s2r.real.observation import RobotState
 from s2r.real.runner import PolicyRunner
 from s2r.real.safety import LATCHED, Mode, SafetyLayer
+from s2r.real.waypoint_follow import WaypointInputs
 
 
 class PolicyController:
@@ -26,9 +27,12 @@ class PolicyController:
         safety: The safety layer for the same robot.
         sync_imu: Step only when the IMU sample carries the same stamp as the joint state (lockstep
             simulation, where both come from one physics state); off on hardware with separate drivers.
+        waypoints: For a `waypoints`-command policy: the path and pose inputs that fill its waypoint (and
+            height-map) terms each step (`on_path`, `on_pose`).
     """
 
-    def __init__(self, runner: PolicyRunner, safety: SafetyLayer, sync_imu: bool = False) -> None:
+    def __init__(self, runner: PolicyRunner, safety: SafetyLayer, sync_imu: bool = False,
+                 waypoints: WaypointInputs | None = None) -> None:
         self.runner = runner
         self.safety = safety
         self.sync_imu = sync_imu
@@ -49,6 +53,9 @@ class PolicyController:
         self._restart = False
         self._active_since = -np.inf
         self.last_target: np.ndarray | None = None
+        self.waypoints = waypoints
+        if waypoints is not None:
+            waypoints.fill(self.state)
 
     @property
     def mode(self) -> Mode:
@@ -84,6 +91,16 @@ class PolicyController:
             self.command[:] = cmd
             self._cmd_rx = now
             self._cmd_timed_out = False
+
+    def on_path(self, waypoints: np.ndarray) -> None:
+        """A new path (n, 3) world x, y and body z for a `waypoints`-command policy; its first point is next."""
+        if self.waypoints is not None and self.safety.inputs_finite(np.asarray(waypoints), what="path"):
+            self.waypoints.tracker.set_path(waypoints)
+
+    def on_pose(self, position: np.ndarray, quat_wxyz: np.ndarray) -> None:
+        """The base pose in the path's frame (odometry), for a `waypoints`-command policy."""
+        if self.waypoints is not None and self.safety.inputs_finite(position, quat_wxyz, what="pose"):
+            self.waypoints.on_pose(position, quat_wxyz)
 
     def due(self) -> bool:
         """True if the newest joint state should get a control step (paced by the sensor's stamps)."""
@@ -178,6 +195,8 @@ class PolicyController:
         """
         if self.mode is not Mode.RUN or self.joint_stamp is None:
             return
+        if self.waypoints is not None:
+            self.waypoints.fill(self.state)
         self.runner.dry_run(self.state, self.command)
         if self.last_target is not None:
             np.clip(self.last_target, self.safety.lower, self.safety.upper)
@@ -217,6 +236,8 @@ class PolicyController:
             r.reset(self.state.joint_pos)
             self.last_target = None
             self._restart = False
+        if self.waypoints is not None:
+            self.waypoints.fill(self.state)
         try:
             action = np.asarray(r.infer(self.state, self.command))
         except Exception as exc:  # onnxruntime errors are not a common type; any of them must stop the policy

@@ -9,7 +9,7 @@ simulator's own observation for the same MuJoCo states.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from s2r.real.metadata import MetadataError, PolicyMetadata
@@ -24,12 +24,16 @@ class RobotState:
         joint_vel: (num_joints,) joint speeds (rad/s).
         orientation: (4,) IMU orientation quaternion w, x, y, z (body to world).
         gyro: (3,) IMU angular velocity in the body frame (rad/s).
+        waypoints: Next waypoints in the body frame, for a `waypoints`-command policy (`s2r.real.waypoint_follow`).
+        height_map: Drops and headrooms around the body, for a policy with a `height_map` term.
     """
 
     joint_pos: np.ndarray
     joint_vel: np.ndarray
     orientation: np.ndarray
     gyro: np.ndarray
+    waypoints: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    height_map: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
 
 def projected_gravity(quat_wxyz: np.ndarray) -> np.ndarray:
@@ -40,15 +44,18 @@ def projected_gravity(quat_wxyz: np.ndarray) -> np.ndarray:
     return -np.array([2.0 * (x * z - w * y), 2.0 * (y * z + w * x), 1.0 - 2.0 * (x * x + y * y)])
 
 
-# name -> (size given num_joints, function(state, command, last_action) -> values)
+# name -> (size given num_joints, or None: as policy.json says; function(state, command, last_action) -> values)
 TermFn = Callable[[RobotState, np.ndarray, np.ndarray], np.ndarray]
-OBS_TERMS: dict[str, tuple[Callable[[int], int], TermFn]] = {
+OBS_TERMS: dict[str, tuple[Callable[[int], int | None], TermFn]] = {
     "base_ang_vel": (lambda nj: 3, lambda s, c, a: s.gyro),
     "projected_gravity": (lambda nj: 3, lambda s, c, a: projected_gravity(s.orientation)),
     "velocity_command": (lambda nj: 3, lambda s, c, a: c),
     "joint_pos": (lambda nj: nj, lambda s, c, a: s.joint_pos),
     "joint_vel": (lambda nj: nj, lambda s, c, a: s.joint_vel),
     "last_action": (lambda nj: nj, lambda s, c, a: a),
+    # Sized by the policy (waypoints observed, height-map grid); `s2r.real.waypoint_follow` fills them.
+    "waypoints": (lambda nj: None, lambda s, c, a: s.waypoints),
+    "height_map": (lambda nj: None, lambda s, c, a: s.height_map),
 }
 
 
@@ -66,7 +73,7 @@ class ObservationBuilder:
     """
 
     def __init__(self, meta: PolicyMetadata, num_joints: int,
-                 terms: dict[str, tuple[Callable[[int], int], TermFn]] | None = None) -> None:
+                 terms: dict[str, tuple[Callable[[int], int | None], TermFn]] | None = None) -> None:
         self.meta = meta
         obs = meta.obs
         default = getattr(meta.action, "default_pos", None)  # joint_position policies only
@@ -81,7 +88,7 @@ class ObservationBuilder:
                                     f"robot; known terms: {', '.join(table)}")
             size_fn, fn = table[t.name]
             want = size_fn(num_joints)
-            if t.size != want:
+            if want is not None and t.size != want:
                 raise MetadataError(f"observation size mismatch: term '{t.name}' has {t.size} values in "
                                     f"policy.json but this robot provides {want}")
             sl = slice(t.start, t.start + t.size)

@@ -29,7 +29,7 @@ class RobotSimConfig:
     Attributes:
         task: Registered task whose model, terrain, default pose and control period are used.
         settle_s: Seconds of holding the default pose after spawning, so it stands when a policy starts.
-        spawn_xy: Start position on the ground (m).
+        spawn_xy: Start position on the ground (m); in a confined task's map, relative to the map's start.
         spawn_yaw: Start heading (rad).
         terrain_seed: Seed of rough terrain (unused on flat ground).
     """
@@ -75,8 +75,21 @@ class RobotSim:
         self.cfg = cfg or RobotSimConfig()
         tc = task_cfg if task_cfg is not None else task_config(self.cfg.task)
         self.task_cfg = tc
-        self.model = load_model(tc.model, terrain=tc.terrain, terrain_height=tc.terrain_height,
-                                terrain_seed=self.cfg.terrain_seed)
+        self.cmap = None
+        self._spawn_xy = np.asarray(self.cfg.spawn_xy, dtype=np.float64)
+        if hasattr(tc, "map_seeds"):  # a confined task: one of its maps (a held-out one unless it names one)
+            from s2r.sim.terrain.confined import EVAL_SEEDS, generate, load_confined_model
+
+            seed = tc.map_seeds[0] if tc.map_seeds else tc.map_seed if tc.map_seed >= 0 else EVAL_SEEDS[0]
+            self.cmap = generate(seed, tc.difficulty, tc.map)
+            self.model = load_confined_model(self.cmap, tc.model)
+            from s2r.sim.tasks.confined import SPAWN_AHEAD
+
+            # spawn_xy is an offset from where the task spawns (clear of the back wall).
+            self._spawn_xy = self.cmap.start[:2] + (np.mean(SPAWN_AHEAD), 0.0) + self._spawn_xy
+        else:
+            self.model = load_model(tc.model, terrain=tc.terrain, terrain_height=tc.terrain_height,
+                                    terrain_seed=self.cfg.terrain_seed)
         m = self.model
         self.data = mujoco.MjData(m)
         self.control_dt = float(tc.control_dt)
@@ -101,7 +114,7 @@ class RobotSim:
         """Spawn at the default pose above the ground and settle for `settle_s` holding it."""
         m, d, cfg = self.model, self.data, self.cfg
         mujoco.mj_resetData(m, d)
-        xy = np.asarray(cfg.spawn_xy, dtype=np.float64)
+        xy = self._spawn_xy
         ground = float(terrain_height_at(m, xy[None])[0])
         d.qpos[0:2] = xy
         d.qpos[2] = ground + self.task_cfg.spawn_height

@@ -3,7 +3,7 @@
 from dataclasses import replace
 
 from s2r.sim.registry import register_task
-from s2r.sim.tasks.confined import ConfinedWaypointConfig, ConfinedWaypointEnv
+from s2r.sim.tasks.confined import ConfinedWaypointConfig, ConfinedWaypointEnv, WaypointRewardConfig
 from s2r.sim.tasks.locomotion import LocomotionConfig, LocomotionEnv
 from s2r.sim.tasks.manipulation import (
     ALL_PRIVILEGES,
@@ -110,4 +110,24 @@ register_task(
     ConfinedWaypointConfig(),
     "Go1-class quadruped follows planner waypoints through a procedural tunnel (low ceilings, narrow corridors, "
     "overhangs, steps, voids); observes waypoints, proprioception and a ray-cast floor/ceiling map.",
+)
+
+_R = WaypointRewardConfig()
+register_task(
+    "Go1-Goal-Confined",
+    ConfinedWaypointEnv,
+    ConfinedWaypointConfig(command_mode="goal", waypoints_observed=1),
+    "Baseline of Go1-Waypoints-Confined, end to end: the policy sees only the global goal (no planner), rewarded "
+    "for progress towards it; same maps, proprioception and height map.",
+)
+register_task(
+    "Go1-Skills-Confined",
+    ConfinedWaypointEnv,
+    ConfinedWaypointConfig(command_mode="skills", rewards=replace(
+        _R, waypoint_progress=replace(_R.waypoint_progress, weight=0.0),
+        waypoint_reached=replace(_R.waypoint_reached, weight=0.0),
+        track_lin_vel_xy=replace(_R.track_lin_vel_xy, weight=1.5), track_ang_vel_z=replace(_R.track_ang_vel_z, weight=0.75),
+        track_body_height=replace(_R.track_body_height, weight=1.0))),
+    "Baseline of Go1-Waypoints-Confined, parameterised skills: the planner's path becomes velocity and body-height "
+    "commands the policy is rewarded for tracking.",
 )

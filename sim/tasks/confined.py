@@ -10,8 +10,13 @@ is rewarded for progress towards the current waypoint, a bonus when one is reach
 target), smooth actions, and headroom under the ceiling. No velocity or body-height command: how to crouch
 and squeeze is the policy's to find.
 
-All envs of one instance share one map (one MJCF scene); the map seed is a training seed derived from the env
-seed unless `map_seed` names one (e.g. a held-out `EVAL_SEEDS` map).
+One scene holds `maps_per_scene` training maps side by side (`s2r.sim.tasks.confined_maps`) and every reset
+puts the env on one drawn at random, so the envs of one instance do not all learn one tunnel; `map_seeds` (or
+`map_seed`) names the maps instead (e.g. held-out `EVAL_SEEDS`), env e then always on map e mod their number.
+
+`command_mode` gives the two baselines of the same budget: "goal" (end to end: the only waypoint is the global
+goal, no planner) and "skills" (a parameterised-skill policy: the planner's path becomes a velocity and a
+body-height command, rewarded for tracking them, as a velocity walker is).
 """
 
 from __future__ import annotations
@@ -20,15 +25,20 @@ from dataclasses import dataclass, field
 
 import mujoco
 import numpy as np
-from s2r.real.confined_planner import ConfinedPlanner, ConfinedPlannerConfig, floor_and_ceiling
+from s2r.real.confined_planner import ConfinedPlannerConfig
 from s2r.sim.env import Obs, ObsTerm
 from s2r.sim.tasks import terms as T
+from s2r.sim.tasks.confined_maps import SceneMaps
 from s2r.sim.tasks.locomotion import LocomotionConfig, LocomotionEnv, _quat_rotate_inv
 from s2r.sim.tasks.terms import RewardTerm, reward_field
-from s2r.sim.terrain.confined import ConfinedConfig, ConfinedMap, generate, load_confined_model, train_seed
+from s2r.sim.terrain.confined import ConfinedConfig, ConfinedMap, generate, load_confined_scene, train_seed
 from s2r.sim.terrain.heightmap import HeightMapConfig, RayHeightMap
 
 TRUNK_HALF_HEIGHT = 0.057  # go1.xml trunk box half-size along z: headroom is measured from its top
+COMMAND_MODES = ("waypoints", "goal", "skills")
+# Spawn this far (m) ahead of the map's start point: from the start itself (0.4 m in front of the back wall)
+# the hind knees, which reach ~0.37 m behind the base, touched the wall and tipped the robot over.
+SPAWN_AHEAD = (0.1, 0.25)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -46,6 +56,10 @@ class WaypointRewardConfig:
     action_rate: RewardTerm = reward_field("action_rate", -0.01)
     joint_limits: RewardTerm = reward_field("joint_limits", -10.0)
     feet_air_time: RewardTerm = reward_field("feet_air_time", 0.5, target=0.3)
+    # Tracking terms of the "skills" baseline (0 in the other modes).
+    track_lin_vel_xy: RewardTerm = reward_field("track_lin_vel_xy", 0.0, sigma=0.25)
+    track_ang_vel_z: RewardTerm = reward_field("track_ang_vel_z", 0.0, sigma=0.25)
+    track_body_height: RewardTerm = reward_field("track_body_height", 0.0, sigma=0.05)
     termination: float = -2.0
 
 
@@ -56,7 +70,13 @@ class ConfinedWaypointConfig(LocomotionConfig):
     Attributes:
         map: Map size and difficulty ranges.
         difficulty: Curriculum level in [0, 1].
-        map_seed: Map seed; -1 derives a training seed from the env seed.
+        difficulties: Levels of the scene's maps in turn (a spread to train over); empty: all at `difficulty`.
+        map_seed: One map's seed; -1 derives training seeds from the env seed (see `map_seeds`).
+        map_seeds: The scene's maps (env e on map e mod their number); empty: `maps_per_scene` training maps
+            (or `map_seed`), a random one per reset.
+        maps_per_scene: Training maps side by side in one scene.
+        command_mode: "waypoints" (the planner's next waypoints), "goal" (only the global goal) or "skills"
+            (velocity and body-height commands from the planner's path).
         planner: Body size and costs of the planner (the robot side uses the same config).
         height_map: Ray-cast grid around the body.
         waypoints_observed: Waypoints in the observation (the current one first; the last repeats at the end).
@@ -66,7 +86,11 @@ class ConfinedWaypointConfig(LocomotionConfig):
 
     map: ConfinedConfig = field(default_factory=ConfinedConfig)
     difficulty: float = 0.5
+    difficulties: tuple[float, ...] = ()
     map_seed: int = -1
+    map_seeds: tuple[int, ...] = ()
+    maps_per_scene: int = 4
+    command_mode: str = "waypoints"
     planner: ConfinedPlannerConfig = field(default_factory=ConfinedPlannerConfig)
     height_map: HeightMapConfig = field(default_factory=HeightMapConfig)
     waypoints_observed: int = 3
@@ -75,6 +99,15 @@ class ConfinedWaypointConfig(LocomotionConfig):
     episode_s: float = 30.0
     spawn_height: float = 0.3
     rewards: WaypointRewardConfig = field(default_factory=WaypointRewardConfig)
+
+    def __post_init__(self) -> None:
+        if self.command_mode not in COMMAND_MODES:
+            raise ValueError(f"command_mode '{self.command_mode}' is not one of {COMMAND_MODES}")
+        if self.maps_per_scene < 1:
+            raise ValueError(f"maps_per_scene must be >= 1, got {self.maps_per_scene}")
+        if not all(0.0 <= d <= 1.0 for d in (self.difficulty, *self.difficulties)):
+            raise ValueError(f"difficulty and difficulties must lie in [0, 1], got {self.difficulty} and "
+                             f"{list(self.difficulties)}")
 
 
 @dataclass
@@ -86,6 +119,7 @@ class WaypointState(T.LocoState):
     progress: T.Array = None  # (n,) m/s towards the current waypoint this step
     reached: T.Array = None  # (n,) bool: a waypoint was reached this step
     headroom: T.Array = None  # (n,) ceiling above the trunk's top (m)
+    height_command: T.Array = None  # (n,) body height the planner wants here ("skills" mode; m above the floor)
 
 
 def obs_waypoints(s: WaypointState) -> T.Array:
@@ -96,6 +130,16 @@ def obs_waypoints(s: WaypointState) -> T.Array:
 def obs_height_map(s: WaypointState) -> T.Array:
     """Floor drop and ceiling headroom around the body from ray casts (m)."""
     return s.height_map
+
+
+def obs_body_height_command(s: WaypointState) -> T.Array:
+    """The body height command of the "skills" baseline (m above the floor)."""
+    return s.height_command[:, None]
+
+
+def rew_track_body_height(s: WaypointState, sigma: float = 0.05) -> T.Array:
+    """exp(-(height error / sigma)^2) for the "skills" baseline's body-height command."""
+    return s.xp.exp(-((s.base_height - s.height_command) / sigma) ** 2)
 
 
 def rew_waypoint_progress(s: WaypointState, max_speed: float = 1.0) -> T.Array:
@@ -114,20 +158,26 @@ def rew_headroom(s: WaypointState, margin: float = 0.04) -> T.Array:
 
 
 for _name, _fn in (("waypoint_progress", rew_waypoint_progress), ("waypoint_reached", rew_waypoint_reached),
-                   ("headroom", rew_headroom)):
+                   ("headroom", rew_headroom), ("track_body_height", rew_track_body_height)):
     if _name in T.REWARD_TERMS:
         raise RuntimeError(f"reward term '{_name}' is registered twice")
     T.REWARD_TERMS[_name] = _fn
 T.OBS_TERMS.setdefault("waypoints", obs_waypoints)
 T.OBS_TERMS.setdefault("height_map", obs_height_map)
+T.OBS_TERMS.setdefault("body_height_command", obs_body_height_command)
 
 
 def policy_terms(cfg: ConfinedWaypointConfig) -> tuple[ObsTerm, ...]:
-    """The `policy` group: waypoints, proprioception and the height map (no velocity command)."""
+    """The `policy` group: waypoints (or the skill commands), proprioception and the height map."""
+    if cfg.command_mode == "skills":
+        command = (ObsTerm(name="velocity_command", size=3, scale=(2.0, 2.0, 0.25)),
+                   ObsTerm(name="body_height_command", size=1, scale=(4.0,)))
+    else:  # "goal" has one waypoint: the goal (waypoints_observed 1 in its registered config)
+        command = (ObsTerm(name="waypoints", size=3 * cfg.waypoints_observed, scale=(0.5,)),)
     return (
         ObsTerm(name="base_ang_vel", size=3, scale=(0.25,), noise=0.05),
         ObsTerm(name="projected_gravity", size=3, noise=0.05),
-        ObsTerm(name="waypoints", size=3 * cfg.waypoints_observed, scale=(0.5,)),
+        *command,
         ObsTerm(name="joint_pos", size=12, offset_from_default=True, noise=0.01),
         ObsTerm(name="joint_vel", size=12, scale=(0.05,), noise=0.075),
         ObsTerm(name="last_action", size=12),
@@ -145,29 +195,40 @@ PRIVILEGED_TERMS = (
 
 
 class ConfinedWaypointEnv(LocomotionEnv):
-    """Go1 follows planner waypoints through a confined map (see the module docstring)."""
-
-    cmap: ConfinedMap
+    """Go1 follows planner waypoints through confined maps (see the module docstring)."""
 
     def _load_model(self, cfg: ConfinedWaypointConfig, seed: int) -> mujoco.MjModel:
-        seed_map = cfg.map_seed if cfg.map_seed >= 0 else train_seed(seed)
-        self.cmap = generate(seed_map, cfg.difficulty, cfg.map)
-        return load_confined_model(self.cmap, cfg.model)
+        if cfg.map_seeds:
+            seeds = list(cfg.map_seeds)
+        elif cfg.map_seed >= 0:
+            seeds = [cfg.map_seed]
+        else:
+            seeds = [train_seed(seed * cfg.maps_per_scene + k) for k in range(cfg.maps_per_scene)]
+        levels = cfg.difficulties or (cfg.difficulty,)
+        maps = [generate(s, levels[k % len(levels)], cfg.map) for k, s in enumerate(seeds)]
+        self.maps = SceneMaps(maps, cfg.planner)
+        self._resample_maps = not cfg.map_seeds and cfg.map_seed < 0
+        return load_confined_scene(self.maps.maps, cfg.model)
+
+    @property
+    def cmap(self) -> ConfinedMap:
+        """The scene's first map (the only one when `map_seed` names one)."""
+        return self.maps.maps[0]
+
+    @property
+    def planner(self) -> object:
+        """The first map's planner."""
+        return self.maps.planners[0]
 
     def __init__(self, cfg: ConfinedWaypointConfig, num_envs: int = 1, seed: int = 0) -> None:
         super().__init__(cfg, num_envs, seed)
-        occ = self.cmap.voxels()
-        k0, k1 = floor_and_ceiling(occ)
-        res = self.cmap.resolution
-        self._floor_z = k0 * res + self.cmap.origin[2]  # raw columns (no footprint) for heights under the body
-        self._ceil_z = np.minimum(k1, occ.shape[2] + 20) * res + self.cmap.origin[2]
-        self.planner = ConfinedPlanner(occ, res, self.cmap.origin, cfg.planner)
-        self.planner.set_goal(self.cmap.goal)
         self.heights = RayHeightMap(self.model, cfg.height_map)
         # Waypoints per env, padded with the last one; room for paths three times the tunnel's length.
         self._wp_cap = int(np.ceil(3 * cfg.map.length / cfg.planner.waypoint_spacing)) + 1
         n = num_envs
+        self.env_map = self._arange % len(self.maps)  # (n,) the scene map each env is on
         self.waypoints = np.zeros((n, self._wp_cap, 3))
+        self.wp_body_z = np.zeros((n, self._wp_cap))  # body height above the floor the planner wants there
         self.wp_count = np.ones(n, dtype=np.int64)
         self.wp_index = np.zeros(n, dtype=np.int64)
         self.polylines: list[np.ndarray] = [np.zeros((1, 2))] * n
@@ -175,9 +236,10 @@ class ConfinedWaypointEnv(LocomotionEnv):
         self._progress = np.zeros(n)
         self._reached = np.zeros(n, dtype=bool)
         self._prev_dist = np.zeros(n)
-        self._declare(policy_terms(cfg), PRIVILEGED_TERMS, self.joint_names, {**self.spec.extras,
-                      "map_seed": self.cmap.seed, "difficulty": cfg.difficulty})
         self._policy_terms = policy_terms(cfg)
+        self._declare(self._policy_terms, PRIVILEGED_TERMS, self.joint_names, {
+            **self.spec.extras, "map_seed": self.cmap.seed, "map_seeds": [m.seed for m in self.maps.maps],
+            "difficulty": cfg.difficulty, "command_mode": cfg.command_mode})
 
     # ---- hooks ------------------------------------------------------------------------------------
 
@@ -185,37 +247,52 @@ class ConfinedWaypointEnv(LocomotionEnv):
         """No operator command: `command` is the implicit approach velocity set each step."""
         self.command[ids] = 0.0
 
-    def _column(self, xy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        ij = np.floor((xy - self.cmap.origin[:2]) / self.cmap.resolution).astype(int)
-        i = np.clip(ij[:, 0], 0, self._floor_z.shape[0] - 1)
-        j = np.clip(ij[:, 1], 0, self._floor_z.shape[1] - 1)
-        return i, j
+    def _yaw(self, rows: np.ndarray | slice = slice(None)) -> np.ndarray:
+        w, x, y, z = self.backend.qpos[rows, 3:7].T
+        return np.arctan2(2.0 * (w * z + x * y), 1.0 - 2.0 * (y * y + z * z))
 
     def _reset_state(self, ids: np.ndarray) -> None:
         super()._reset_state(ids)
         cfg, k = self.cfg, len(ids)
+        if self._resample_maps:
+            self.env_map[ids] = self.rng.integers(0, len(self.maps), k)
+        slots = self.env_map[ids]
         qpos = self.backend.qpos
-        xy = self.cmap.start[:2] + self.rng.uniform(-0.15, 0.15, (k, 2))
+        xy = self.maps.starts[slots, :2] + np.c_[self.rng.uniform(*SPAWN_AHEAD, k), self.rng.uniform(-0.15, 0.15, k)]
         yaw = self.rng.uniform(-0.3, 0.3, k)
-        i, j = self._column(xy)
-        # Footprint-wide floor: the planner's filtered floor, so no foot starts inside a step.
-        ground = self.planner.floor[i, j] + self.cmap.origin[2]
+        # On the floor at the map's start: the feet just touch the lowest floor under the footprint.
+        ground = self.maps.lowest_floor(slots, xy, yaw)
         self.ground_z[ids] = ground
         qpos[ids, 0:2] = xy
         qpos[ids, 2] = ground + cfg.spawn_height
         qpos[ids, 3:7] = np.stack([np.cos(yaw / 2), 0 * yaw, 0 * yaw, np.sin(yaw / 2)], axis=1)
         self.backend.forward_sensors(ids)
         for e, p in zip(ids.tolist(), xy, strict=True):
-            self._set_path(e, self.planner.plan(p))
+            self._plan(e, p)
         self._progress[ids] = 0.0
         self._reached[ids] = False
         self._prev_dist[ids] = self._target_dist(ids)
 
-    def _set_path(self, e: int, path: object) -> None:
+    def _plan(self, e: int, xy: np.ndarray) -> None:
+        """A fresh path for env e from `xy`: the planner's, or the goal alone in "goal" mode."""
+        slot = self.env_map[e]
+        if self.cfg.command_mode == "goal":
+            goal = self.maps.goals[slot]
+            stand = self.cfg.planner.stand_body_z
+            self.waypoints[e] = goal + np.array([0.0, 0.0, stand])
+            self.wp_body_z[e] = stand
+            self.wp_count[e], self.wp_index[e] = 1, 0
+            self.polylines[e] = goal[None, :2]
+            return
+        path = self.maps.planners[slot].plan(xy)
         wps = path.waypoints[: self._wp_cap]
-        self.waypoints[e, : len(wps)] = wps
-        self.waypoints[e, len(wps):] = wps[-1]
-        self.wp_count[e] = len(wps)
+        m = len(wps)
+        self.waypoints[e, :m] = wps
+        self.waypoints[e, m:] = wps[-1]
+        body_z = np.where(path.crouch[:m], self.cfg.planner.crouch_body_z, self.cfg.planner.stand_body_z)
+        self.wp_body_z[e, :m] = body_z
+        self.wp_body_z[e, m:] = body_z[-1]
+        self.wp_count[e] = m
         self.wp_index[e] = 0
         self.polylines[e] = path.polyline
 
@@ -227,26 +304,30 @@ class ConfinedWaypointEnv(LocomotionEnv):
     def _step_state(self) -> T.LocoState:
         cfg = self.cfg
         qpos = self.backend.qpos
-        # Re-plan for envs that strayed from their path (rare; one tree walk each).
-        for e in range(self.num_envs):
-            new = self.planner.replan(qpos[e, :2], _Path(self.polylines[e]))
-            if new is not None:
-                self._set_path(e, new)
-                self._prev_dist[e] = self._target_dist(np.array([e]))[0]
-                self.replans += 1
+        if cfg.command_mode != "goal":
+            # Re-plan for envs that strayed from their path (rare; one tree walk each).
+            for e in range(self.num_envs):
+                planner = self.maps.planners[self.env_map[e]]
+                if planner.replan(qpos[e, :2], _Path(self.polylines[e])) is not None:
+                    self._plan(e, qpos[e, :2])
+                    self._prev_dist[e] = self._target_dist(np.array([e]))[0]
+                    self.replans += 1
         dist = self._target_dist()
         self._progress[:] = (self._prev_dist - dist) / cfg.control_dt
         last = self.wp_index >= self.wp_count - 1
         self._reached[:] = (dist < cfg.reach_radius) & ~(last & (self._prev_dist < cfg.reach_radius))
         self.wp_index[:] = np.where(self._reached & ~last, self.wp_index + 1, self.wp_index)
         self._prev_dist[:] = self._target_dist()
-        i, j = self._column(qpos[:, :2])
-        self.ground_z[:] = self._floor_z[i, j]
+        self.ground_z[:] = self.maps.lowest_floor(self.env_map, qpos[:, :2], self._yaw())
         # The implicit command: approach_speed towards the current waypoint, in the body frame.
         to = self.waypoints[self._arange, self.wp_index] - qpos[:, :3]
         to[:, 2] = 0.0
         to *= (cfg.approach_speed / np.maximum(np.hypot(to[:, 0], to[:, 1]), 1e-6))[:, None]
-        self.command[:, :2] = _quat_rotate_inv(qpos[:, 3:7], to)[:, :2] * ~last[:, None]
+        body = _quat_rotate_inv(qpos[:, 3:7], to)
+        self.command[:, :2] = body[:, :2] * ~last[:, None]
+        if cfg.command_mode == "skills":
+            # Turn towards the waypoint (a yaw-rate skill parameter), at most 1 rad/s.
+            self.command[:, 2] = np.clip(np.arctan2(body[:, 1], body[:, 0]), -1.0, 1.0) * ~last
         return super()._step_state()
 
     def _loco_state(self, sensors: np.ndarray, touch: np.ndarray, first: np.ndarray | None = None,
@@ -259,15 +340,13 @@ class ConfinedWaypointEnv(LocomotionEnv):
         idx = np.minimum(self.wp_index[rows, None] + np.arange(k), self.wp_count[rows, None] - 1)  # (m, k)
         rel = self.waypoints[rows[:, None], idx] - qpos[:, None, :3]  # (m, k, 3)
         body = _quat_rotate_inv(np.repeat(quat, k, axis=0), rel.reshape(-1, 3)).reshape(len(rows), 3 * k)
-        w, x, y, z = quat.T
-        yaw = np.arctan2(2.0 * (w * z + x * y), 1.0 - 2.0 * (y * y + z * z))
         noise = self.rng if self.cfg.randomization.observation_noise > 0 else None
-        hmap = self.heights.cast(qpos[:, :3], yaw, noise)
-        i, j = self._column(qpos[:, :2])
+        hmap = self.heights.cast(qpos[:, :3], self._yaw(rows), noise)
+        ceiling = self.maps.ceiling(self.env_map[rows], qpos[:, :2])
         fields = {f: getattr(s, f) for f in s.__dataclass_fields__}
         return WaypointState(**fields, waypoints=body, height_map=hmap, progress=self._progress[rows],
-                             reached=self._reached[rows],
-                             headroom=self._ceil_z[i, j] - (qpos[:, 2] + TRUNK_HALF_HEIGHT))
+                             reached=self._reached[rows], headroom=ceiling - (qpos[:, 2] + TRUNK_HALF_HEIGHT),
+                             height_command=self.wp_body_z[rows, self.wp_index[rows]])
 
     def _frame(self, s: T.LocoState, rows: np.ndarray | slice = slice(None)) -> tuple[np.ndarray, np.ndarray]:
         pol = np.concatenate([T.OBS_TERMS[t.name](s) for t in self._policy_terms], axis=1) * self._policy_scale

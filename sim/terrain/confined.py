@@ -224,11 +224,25 @@ def add_to_spec(spec: mujoco.MjSpec, cmap: ConfinedMap, prefix: str = "confined"
         g.rgba = [0.45, 0.42, 0.38, 0.5 if kind in ("ceiling", "overhang") else 1.0]
 
 
+def shifted(cmap: ConfinedMap, dy: float) -> ConfinedMap:
+    """The same map moved by `dy` along y (a scene holds several maps side by side)."""
+    d = np.array([0.0, dy, 0.0])
+    boxes = cmap.boxes.copy()
+    boxes[:, 1] += dy
+    return dataclasses.replace(cmap, boxes=boxes, origin=cmap.origin + d, start=cmap.start + d, goal=cmap.goal + d)
+
+
 def load_confined_model(cmap: ConfinedMap, model: str = "go1.xml", limb_contacts: bool = True) -> mujoco.MjModel:
-    """A bundled robot scene (flat ground) with the map's boxes added.
+    """A bundled robot scene (flat ground) with the map's boxes added (see `load_confined_scene`)."""
+    return load_confined_scene((cmap,), model, limb_contacts)
+
+
+def load_confined_scene(cmaps: tuple[ConfinedMap, ...] | list[ConfinedMap], model: str = "go1.xml",
+                        limb_contacts: bool = True) -> mujoco.MjModel:
+    """A bundled robot scene (flat ground) with the boxes of every map added (maps already placed apart).
 
     Args:
-        cmap: The map.
+        cmaps: The maps, in world coordinates (see `shifted`).
         model: Robot scene file.
         limb_contacts: Let the robot's non-colliding geoms (Go1's hips, thighs and calves) collide with the map.
             On open ground only feet and trunk need contacts, but in a corridor a leg through a wall is a
@@ -236,7 +250,8 @@ def load_confined_model(cmap: ConfinedMap, model: str = "go1.xml", limb_contacts
             still pass through the ground plane, the trunk and each other (no new contacts there).
     """
     spec = mujoco.MjSpec.from_string(model_path(model).read_text())
-    add_to_spec(spec, cmap)
+    for k, cmap in enumerate(cmaps):
+        add_to_spec(spec, cmap, "confined" if k == 0 else f"confined_m{k}")
     if limb_contacts:
         for g in spec.geoms:
             if g.name.startswith("confined_"):

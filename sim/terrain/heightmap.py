@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import mujoco
 import numpy as np
+from s2r.real.waypoint_follow import GRID_XS, GRID_YS
 from s2r.sim.terrain.confined import MAP_GEOM_GROUP
 
 
@@ -31,8 +32,9 @@ class HeightMapConfig:
         noise: Uniform noise half-width added to every height during training (m).
     """
 
-    xs: tuple[float, ...] = (-0.2, 0.1, 0.4, 0.7, 1.0)
-    ys: tuple[float, ...] = (-0.25, 0.0, 0.25)
+    # The robot side computes the same grid from a map (s2r.real.waypoint_follow): one definition for both.
+    xs: tuple[float, ...] = GRID_XS
+    ys: tuple[float, ...] = GRID_YS
     aim_down: float = 0.3
     aim_up: float = 0.3
     max_range: float = 1.0

@@ -91,7 +91,10 @@ def test_an_env_that_strays_gets_a_new_plan_from_where_it_is(env) -> None:
     env.step(zero)
     old = env.waypoints[1, : env.wp_count[1]].copy()
     q = env.backend.qpos
-    q[1, 1] = 0.6 if q[1, 1] < 0 else -0.6  # 0.6 m sideways
+    from s2r.real.confined_planner import distance_to_polyline
+
+    # 0.6 m sideways from the middle, on the side farther from the path (the path may bend towards one side).
+    q[1, 1] = max((0.6, -0.6), key=lambda y: distance_to_polyline(np.array([q[1, 0], y]), env.polylines[1]))
     before = env.replans
     env.step(zero)
     assert env.replans == before + 1

@@ -25,6 +25,7 @@ import numpy as np
 from geometry_msgs.msg import PoseStamped
 from nav_msgs.msg import Odometry, Path
 from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from s2r.real.confined_planner import (
     ConfinedPath,
     ConfinedPlanError,
@@ -78,8 +79,9 @@ class ConfinedPlannerNode(Node):
         self.path: ConfinedPath | None = None
         self.position: np.ndarray | None = None
         self._has_goal = False
-        # Reliable and kept: a path is a one-off message that a late follower must still get.
-        self._path_pub = self.create_publisher(Path, str(p["path_topic"]), qos("reliable", 10))
+        # Reliable and latched (transient local): a path is a one-off message that a late follower must still get.
+        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self._path_pub = self.create_publisher(Path, str(p["path_topic"]), latched)
         self._status_pub = self.create_publisher(String, str(p["status_topic"]), qos("reliable", 10))
         self.create_subscription(Odometry, str(p["odom_topic"]), self._on_odom, qos("best_effort", 10))
         self.create_subscription(PoseStamped, str(p["goal_topic"]), self._on_goal, qos("reliable", 10))

@@ -6,8 +6,11 @@ runs as soon as the joint state it answers arrives (paced to the policy period b
 the command leaves with the least delay; a steady-clock timer at the policy rate runs the watchdog.
 
 Subscribes: sensor_msgs/JointState, sensor_msgs/Imu, geometry_msgs/Twist, std_msgs/Bool (e-stop),
-std_msgs/Empty (e-stop reset). Publishes: std_msgs/Float64MultiArray joint targets (for a ros2_control
-forward command controller) and diagnostic_msgs/DiagnosticArray with the safety layer's counters.
+std_msgs/Empty (e-stop reset). A policy whose command kind is `waypoints` (the confined follower) takes a
+nav_msgs/Path (the planner node's, latched) and nav_msgs/Odometry (the base pose in the path's frame) instead
+of the Twist; its height map comes from the voxel map file `map_file` (`s2r.real.waypoint_follow`).
+Publishes: std_msgs/Float64MultiArray joint targets (for a ros2_control forward command controller) and
+diagnostic_msgs/DiagnosticArray with the safety layer's counters.
 """
 
 from __future__ import annotations
@@ -20,14 +23,18 @@ from pathlib import Path
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Twist
+from nav_msgs.msg import Odometry
+from nav_msgs.msg import Path as PathMsg
 from rclpy.clock import Clock, ClockType
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from s2r.real.arm import ArmConfig, load_any_robot_config
 from s2r.real.controller import PolicyController
 from s2r.real.metadata import MetadataError, load_metadata
 from s2r.real.robot import RobotConfigError
 from s2r.real.runner import PolicyRunner, RunnerConfig, check_robot_kind
 from s2r.real.safety import Mode, SafetyConfig, SafetyLayer
+from s2r.real.waypoint_follow import MapHeights, WaypointInputs
 from sensor_msgs.msg import Imu, JointState
 from std_msgs.msg import Bool, Empty, Float64MultiArray
 
@@ -40,6 +47,7 @@ PARAMS = {
     "joint_states_topic": "/joint_states", "imu_topic": "/imu/data", "cmd_vel_topic": "/cmd_vel",
     "estop_topic": "/estop", "estop_reset_topic": "/estop/reset",
     "command_topic": "/forward_position_controller/commands", "diagnostics_topic": "/diagnostics",
+    "path_topic": "/path", "odom_topic": "/odom", "map_file": "", "reach_radius": 0.25,
 }
 LATENCY_BIN_S, LATENCY_BINS = 2e-6, 10_000
 LEVEL = {Mode.RUN: DiagnosticStatus.OK, Mode.INACTIVE: DiagnosticStatus.OK, Mode.DAMPING: DiagnosticStatus.WARN,
@@ -88,7 +96,11 @@ class PolicyNode(LifecycleNode):
                 raise RobotConfigError(f"{robot.source} describes an arm (kind: arm); policy_node drives joint-position "
                                        "robots, start arm_policy_node (launch/arm.yaml, launch/arm_sim.yaml) for it")
             runner = PolicyRunner(str(self.p("policy")), robot, RunnerConfig(ramp_s=float(self.p("ramp_s"))))
-        except (MetadataError, RobotConfigError) as exc:
+            waypoints = None
+            if runner.meta.command.kind == "waypoints":
+                heights = MapHeights.from_file(str(self.p("map_file"))) if self.p("map_file") else None
+                waypoints = WaypointInputs(runner.meta, heights, float(self.p("reach_radius")))
+        except (MetadataError, RobotConfigError, ValueError) as exc:
             self.get_logger().error(f"refusing policy: {exc}")
             return TransitionCallbackReturn.FAILURE
         if int(self.p("realtime_priority")) > 0:
@@ -99,7 +111,7 @@ class PolicyNode(LifecycleNode):
         log.handlers = [self._log_handler]
         safety = SafetyLayer(robot, SafetyConfig(watchdog_timeout_s=float(self.p("watchdog_timeout_s")),
                                                  command_timeout_s=float(self.p("command_timeout_s"))), log)
-        self.ctl = PolicyController(runner, safety, sync_imu=bool(self.p("sync_imu")))
+        self.ctl = PolicyController(runner, safety, sync_imu=bool(self.p("sync_imu")), waypoints=waypoints)
         self._mapper = JointStateMapper(robot.joint_names)
         self._on_state = self.p("trigger") == "joint_state"  # else the timer steps
         self._cmd_msg = Float64MultiArray()
@@ -113,6 +125,11 @@ class PolicyNode(LifecycleNode):
             self.create_subscription(Bool, self.p("estop_topic"), self._on_estop, qos("reliable", 10)),
             self.create_subscription(Empty, self.p("estop_reset_topic"), self._on_reset, qos("reliable", 10)),
         ]
+        if waypoints is not None:
+            # Latched: a path published before this node subscribed still arrives.
+            latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+            self._subs += [self.create_subscription(PathMsg, self.p("path_topic"), self._on_path, latched),
+                           self.create_subscription(Odometry, self.p("odom_topic"), self._on_odom, sensor)]
         self._diag_timer = self.create_timer(float(self.p("diagnostics_period_s")), self._publish_diagnostics)
         meta = runner.meta
         self.get_logger().info(f"configured: {meta.task_id} {meta.algo} policy ({meta.command.kind} command) for '{robot.name}', "
@@ -206,6 +223,15 @@ class PolicyNode(LifecycleNode):
 
     def _on_twist(self, msg: Twist) -> None:
         self.ctl.on_command(msg.linear.x, msg.linear.y, msg.angular.z, time.monotonic())
+
+    def _on_path(self, msg: PathMsg) -> None:
+        if msg.poses:
+            self.ctl.on_path(np.array([(p.pose.position.x, p.pose.position.y, p.pose.position.z) for p in msg.poses]))
+            self.get_logger().info(f"path: {len(msg.poses)} waypoints")
+
+    def _on_odom(self, msg: Odometry) -> None:
+        p, o = msg.pose.pose.position, msg.pose.pose.orientation
+        self.ctl.on_pose(np.array([p.x, p.y, p.z]), np.array([o.w, o.x, o.y, o.z]))
 
     def _on_estop(self, msg: Bool) -> None:
         # Sent from inside the callback so the stop leaves within one control period.

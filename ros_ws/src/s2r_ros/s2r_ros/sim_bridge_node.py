@@ -4,6 +4,8 @@ Takes the joint targets a ros2_control forward command controller would (std_msg
 the robot config's joint order), runs PD at physics rate, and publishes sensor_msgs/JointState,
 sensor_msgs/Imu, nav_msgs/Odometry and rosgraph_msgs/Clock, all stamped with simulated time.
 
+In a confined task it loads one map: `map_seed` (e.g. a held-out one) at `difficulty`.
+
 Free-running (default) it steps one control period per wall-clock period. In lockstep it steps exactly
 one control period per command received and publishes the new state, so a run depends only on what the
 policy computes, never on scheduling; until the first command (and whenever none comes within
@@ -13,6 +15,7 @@ policy computes, never on scheduling; until the first command (and whenever none
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import numpy as np
 from nav_msgs.msg import Odometry
@@ -31,7 +34,7 @@ PARAMS = {
     "policy": "", "task": "Go1-Velocity-Flat", "robot": "", "lockstep": False, "lockstep_timeout_s": 0.1,
     "settle_s": 1.0, "spawn_yaw": 0.0, "executor": "events", "base_frame": "base", "odom_frame": "odom",
     "imu_frame": "imu", "joint_states_topic": "/joint_states", "imu_topic": "/imu/data", "odom_topic": "/odom",
-    "command_topic": "/forward_position_controller/commands",
+    "command_topic": "/forward_position_controller/commands", "map_seed": -1, "difficulty": -1.0,
 }
 
 
@@ -47,6 +50,13 @@ class SimBridge(Node):
             task, tcfg = task_config_for_run(policy) if policy else (str(p("task")), task_config(str(p("task"))))
         except (KeyError, FileNotFoundError) as exc:  # unknown task id, missing policy.json
             raise ValueError(f"sim bridge cannot pick its task: {exc}") from exc
+        if int(p("map_seed")) >= 0 or float(p("difficulty")) >= 0:
+            # A confined task: which map (e.g. a held-out EVAL_SEEDS one) at which difficulty.
+            if not hasattr(tcfg, "map_seeds"):
+                raise ValueError(f"parameters map_seed/difficulty need a confined task; '{task}' has no maps")
+            seeds = (int(p("map_seed")),) if int(p("map_seed")) >= 0 else tcfg.map_seeds
+            level = float(p("difficulty")) if float(p("difficulty")) >= 0 else tcfg.difficulty
+            tcfg = replace(tcfg, map_seeds=seeds, difficulty=level, difficulties=())
         self.sim = RobotSim(RobotSimConfig(task=task, settle_s=float(p("settle_s")), spawn_yaw=float(p("spawn_yaw"))),
                             tcfg)
         names = load_robot_config(str(p("robot"))).joint_names if p("robot") else self.sim.joint_names

@@ -1,0 +1,232 @@
+"""Confined 3D legged locomotion (issue 18): the hierarchical waypoint follower against two baselines.
+
+Trains three PPO policies on the same env-step budget, each warm-started from the shipped flat walker
+(tests/data/go1_walk) with a few critic-only iterations:
+  waypoints  Go1-Waypoints-Confined  planner waypoints (the hierarchy)
+  goal       Go1-Goal-Confined       only the global goal, end to end
+  skills     Go1-Skills-Confined     velocity + body-height commands derived from the planner's path
+then evaluates each on held-out maps (`EVAL_SEEDS`) at difficulty 0, 0.5 and 1: one episode per map, success
+= the base within reach_radius of the goal before the episode ends (30 s) and before a fall, time to goal.
+
+    OMP_NUM_THREADS=1 python bench/confined.py train --method waypoints --steps 1500000 --minutes 14
+    OMP_NUM_THREADS=1 python bench/confined.py eval --maps 25 --out bench/results/confined.json
+    MUJOCO_GL=egl python bench/confined.py video --method waypoints --level 1 --out bench/results/confined_follower.mp4
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+METHODS = {"waypoints": "Go1-Waypoints-Confined", "goal": "Go1-Goal-Confined", "skills": "Go1-Skills-Confined"}
+WALKER = REPO / "tests" / "data" / "go1_walk" / "policy.onnx"
+# Training maps per scene and their levels: a spread, so the last (hardest) level is seen from the start.
+TRAIN_DIFFICULTIES = (0.0, 0.25, 0.5, 0.75, 1.0, 0.5, 0.75, 1.0)
+
+
+def train(method: str, steps: int, minutes: float, runs: Path, num_envs: int, seed: int) -> dict:
+    """One PPO run of `method` for `steps` env steps (or `minutes`, whichever first); returns its summary."""
+    import torch
+    from s2r.policies.driver import Budget, RunDriver, RunSpec
+    from s2r.policies.ppo import PPOConfig, TrainConfig
+    from s2r.sim import task_config
+
+    torch.set_num_threads(1)
+    task = METHODS[method]
+    tcfg = task_config(task)
+    tcfg = replace(tcfg, maps_per_scene=len(TRAIN_DIFFICULTIES), difficulties=TRAIN_DIFFICULTIES)
+    base = PPOConfig()
+    algo = replace(base, critic_warmup=5, policy=replace(base.policy, init_std=0.4))
+    cfg = TrainConfig(num_envs=num_envs, seed=seed, save_every=20, torch_threads=1, init_policy=str(WALKER), algo=algo)
+    spec = RunSpec(algo="ppo", task_id=task, task_cfg=tcfg, cfg=cfg, seed=seed,
+                   budget=Budget(steps=steps, minutes=minutes))
+    out = runs / method
+    t0 = time.perf_counter()
+    driver = RunDriver(spec, out, progress=False)
+    try:
+        result = driver.learn()
+    finally:
+        driver.close()
+    summary = {"method": method, "task": task, "run": str(out), "wall_s": time.perf_counter() - t0,
+               "env_steps": int(result.get("progress", 0)), "budget_steps": steps, "budget_minutes": minutes,
+               "num_envs": num_envs, "seed": seed, "interrupted": bool(result.get("interrupted"))}
+    (out / "bench_train.json").write_text(json.dumps(summary, indent=2))
+    print(json.dumps(summary))
+    return summary
+
+
+def evaluate(run: Path, level: float, maps: int, seed: int = 0) -> dict:
+    """One episode per held-out map at `level`: success rate, time to goal, falls."""
+    from s2r.policies.evaluate import OnnxPolicy, run_task_config
+    from s2r.sim import make
+    from s2r.sim.terrain.confined import EVAL_SEEDS
+
+    policy = OnnxPolicy(run)
+    task, cfg = run_task_config(run)
+    cfg = replace(cfg, map_seeds=tuple(EVAL_SEEDS[:maps]), difficulty=level, difficulties=(),
+                  randomization=replace(cfg.randomization, push_velocity=0.0))
+    env = make(task, maps, cfg=cfg, seed=seed)
+    try:
+        obs = env.reset(seed=seed)
+        n = env.num_envs
+        reached_at = np.full(n, np.nan)
+        fell = np.zeros(n, dtype=bool)
+        progress = np.zeros(n)  # share of the start-goal distance covered at the end (or at the fall)
+        span = np.hypot(*(env.maps.goals[env.env_map, :2] - env.maps.starts[env.env_map, :2]).T)
+        for k in range(env.spec.max_episode_steps - 1):
+            obs, _, term, _, _ = env.step(policy(obs["policy"]))
+            live = np.isnan(reached_at) & ~fell
+            x = env.backend.qpos[:, 0] - env.maps.starts[env.env_map, 0]
+            progress[live & ~term] = np.clip(x / span, 0, 1)[live & ~term]
+            hit = live & env.goal_reached() & ~term
+            reached_at[hit] = (k + 1) * env.spec.control_dt
+            fell |= live & term
+            if not (np.isnan(reached_at) & ~fell).any():
+                break
+    finally:
+        env.close()
+    ok = ~np.isnan(reached_at)
+    return {"level": level, "maps": maps, "success": float(ok.mean()), "fall_rate": float(fell.mean()),
+            "time_to_goal_s": float(np.mean(reached_at[ok])) if ok.any() else None,
+            "mean_progress": float(np.where(ok, 1.0, progress).mean()), "per_map_success": ok.astype(int).tolist()}
+
+
+def eval_all(runs: Path, maps: int, levels: list[float], out: Path) -> dict:
+    """Evaluate every trained method; writes the JSON (after each method, so a cut-short run keeps what it has)."""
+    res: dict = {"bench": "confined", "maps_per_level": maps, "levels": levels, "episodes_per_map": 1,
+                 "training_seeds": 1, "machine": platform.processor() or platform.machine(), "methods": {}}
+    for method in METHODS:
+        run = runs / method
+        if not (run / "policy.onnx").is_file():
+            continue
+        t0 = time.perf_counter()
+        train_info = json.loads((run / "bench_train.json").read_text()) if (run / "bench_train.json").is_file() else {}
+        res["methods"][method] = {"task": METHODS[method], "train": train_info,
+                                  "levels": [evaluate(run, lv, maps) for lv in levels]}
+        res["methods"][method]["eval_wall_s"] = time.perf_counter() - t0
+        out.write_text(json.dumps(res, indent=2))
+        print(method, [(r["level"], r["success"], r["time_to_goal_s"]) for r in res["methods"][method]["levels"]])
+    plot(res, out.with_suffix(".png"))
+    return res
+
+
+def plot(res: dict, path: Path) -> None:
+    """Success and time to goal per level, one bar group per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    methods = list(res["methods"])
+    levels = res["levels"]
+    w = 0.8 / max(len(methods), 1)
+    for i, m in enumerate(methods):
+        rows = res["methods"][m]["levels"]
+        xs = np.arange(len(levels)) + i * w
+        axes[0].bar(xs, [r["success"] for r in rows], w, label=m)
+        axes[1].bar(xs, [r["time_to_goal_s"] or 0.0 for r in rows], w, label=m)
+    for ax, title in zip(axes, ("success on held-out maps", "mean time to goal (s), successes only"), strict=True):
+        ax.set_xticks(np.arange(len(levels)) + w * (len(methods) - 1) / 2, [f"difficulty {lv:g}" for lv in levels])
+        ax.set_title(title)
+    axes[0].set_ylim(0, 1)
+    axes[0].legend()
+    fig.suptitle(f"Confined locomotion, {res['maps_per_level']} held-out maps per level, 1 training seed")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def video(method: str, runs: Path, level: float, out: Path, seconds: float = 30.0) -> dict:
+    """The policy on the hardest held-out map (the one whose plan crouches most) as an MP4 and a frame strip."""
+    import mujoco
+    from s2r.policies.evaluate import OnnxPolicy, run_task_config
+    from s2r.sim import make
+    from s2r.sim.tasks.confined_maps import SceneMaps
+    from s2r.sim.terrain.confined import EVAL_SEEDS, generate
+
+    run = runs / method
+    policy = OnnxPolicy(run)
+    task, cfg = run_task_config(run)
+    # The hardest map: the most crouch-only cells on the plan of the first 25 held-out maps at this level.
+    crouch = []
+    for s in EVAL_SEEDS[:25]:
+        sm = SceneMaps([generate(s, level, cfg.map)], cfg.planner)
+        crouch.append(int(sm.planners[0].plan(sm.starts[0]).crouch.sum()))
+    seed = EVAL_SEEDS[int(np.argmax(crouch))]
+    cfg = replace(cfg, map_seeds=(seed,), difficulty=level, difficulties=(),
+                  randomization=replace(cfg.randomization, push_velocity=0.0))
+    env = make(task, 1, cfg=cfg, seed=0)
+    model = env.backend.models[0]
+    renderer = mujoco.Renderer(model, 360, 640)
+    data = mujoco.MjData(model)
+    cam = mujoco.MjvCamera()
+    cam.type = mujoco.mjtCamera.mjCAMERA_FREE
+    cam.distance, cam.elevation, cam.azimuth = 2.2, -30.0, 120.0
+    obs = env.reset(seed=0)
+    frames, reached, heights = [], None, []
+    for k in range(round(seconds / env.spec.control_dt)):
+        obs, _, term, _, _ = env.step(policy(obs["policy"]))
+        heights.append(float(env.backend.qpos[0, 2] - env.ground_z[0]))
+        mujoco.mj_setState(model, data, env.backend.state[0], mujoco.mjtState.mjSTATE_FULLPHYSICS)
+        mujoco.mj_forward(model, data)
+        cam.lookat[:] = data.qpos[:3]
+        renderer.update_scene(data, camera=cam)
+        if k % 2 == 0:
+            frames.append(renderer.render().copy())
+        if term[0]:
+            break
+        if env.goal_reached()[0]:
+            reached = (k + 1) * env.spec.control_dt
+            break
+    env.close()
+    renderer.close()
+    import imageio.v2 as imageio
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    imageio.mimsave(str(out), frames, fps=25, macro_block_size=1)
+    strip = np.concatenate([frames[i] for i in np.linspace(0, len(frames) - 1, 4).astype(int)], axis=1)
+    imageio.imwrite(str(out.with_suffix(".png")), strip)
+    info = {"method": method, "map_seed": seed, "level": level, "crouch_waypoints": max(crouch),
+            "reached_s": reached, "min_body_height_m": min(heights), "frames": len(frames)}
+    print(json.dumps(info))
+    return info
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    t = sub.add_parser("train")
+    t.add_argument("--method", choices=list(METHODS), required=True)
+    t.add_argument("--steps", type=int, default=1_500_000)
+    t.add_argument("--minutes", type=float, default=14.0)
+    t.add_argument("--num-envs", type=int, default=64)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--runs", type=Path, default=REPO / "runs" / "confined")
+    e = sub.add_parser("eval")
+    e.add_argument("--runs", type=Path, default=REPO / "runs" / "confined")
+    e.add_argument("--maps", type=int, default=25)
+    e.add_argument("--levels", default="0,0.5,1")
+    e.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "confined.json")
+    v = sub.add_parser("video")
+    v.add_argument("--method", choices=list(METHODS), default="waypoints")
+    v.add_argument("--runs", type=Path, default=REPO / "runs" / "confined")
+    v.add_argument("--level", type=float, default=1.0)
+    v.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "confined_follower.mp4")
+    a = p.parse_args()
+    if a.cmd == "train":
+        train(a.method, a.steps, a.minutes, a.runs, a.num_envs, a.seed)
+    elif a.cmd == "eval":
+        eval_all(a.runs, a.maps, [float(x) for x in a.levels.split(",")], a.out)
+    else:
+        video(a.method, a.runs, a.level, a.out)
+
+
+if __name__ == "__main__":
+    main()
