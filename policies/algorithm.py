@@ -167,11 +167,11 @@ def require_vector_groups(algo_id: str, task_id: str, spec: Any, groups: tuple[s
 
 
 def refuse_image_encoder(algo_id: str, learner_cfg: Any) -> None:
-    """Refuse `learner.encoder.image_groups` in an algorithm whose loop does not carry images yet (sac/td3 do)."""
+    """Refuse `learner.encoder.image_groups` in an algorithm whose loop does not carry images yet (sac/td3/hil do)."""
     groups = getattr(getattr(learner_cfg, "encoder", None), "image_groups", ())
     if groups:
         raise AlgorithmTaskMismatch(f"{algo_id} learns from vector groups only for now; learner.encoder.image_groups "
-                                    f"{list(groups)} is read by sac and td3: drop it, or train with --algo sac")
+                                    f"{list(groups)} is read by sac, td3 and hil: drop it, or train with --algo hil")
 
 
 _ALGORITHMS: dict[str, type[Algorithm]] = {}

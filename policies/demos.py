@@ -11,11 +11,12 @@ from s2r.real.episodes import EpisodeMeta, EpisodeRecorder, EpisodeWriter
 
 def collect_demos(task_id: str, out: str | Path, episodes: int, *, noise: float = 0.0, failure_rate: float = 0.0,
                   num_envs: int = 8, seed: int = 0, task_overrides: dict[str, Any] | None = None,
-                  progress: bool = True) -> dict[str, Any]:
+                  progress: bool = True, task_cfg: Any = None) -> dict[str, Any]:
     """Run the task's scripted expert until `episodes` more episodes are on disk under `out`.
 
     Every episode is written (failures too, flagged), so BC can choose to skip them and the success rate
-    of the demos is on record.
+    of the demos is on record. `task_cfg` (a task config, e.g. a run's, camera on) replaces the registered
+    config with `task_overrides` applied, so the demos carry exactly the groups the run's env has.
 
     Returns:
         {"episodes", "successes", "success_rate", "steps", "dir"}.
@@ -29,7 +30,7 @@ def collect_demos(task_id: str, out: str | Path, episodes: int, *, noise: float 
     if task_id not in expert_task_ids():
         # Checked before any env is built: a task without an expert fails at once, naming those with one.
         raise ValueError(f"task '{task_id}' has no scripted expert; tasks with one: {', '.join(expert_task_ids())}")
-    tcfg = task_config(task_id, task_overrides)
+    tcfg = task_cfg if task_cfg is not None else task_config(task_id, task_overrides)
     env = make(task_id, num_envs, cfg=tcfg, seed=seed)
     try:
         # The expert reads the same config (step size, peg length) the env was built with.

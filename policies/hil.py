@@ -14,7 +14,16 @@ when the policy strays), so the whole loop is testable and benchmarkable here:
     s2r train Panda-Lift-Cube --algo hil --train-set rlif=true           # reward = -1 at each takeover
 
 Rewards: the task's sparse success (the simulator, as the operator's success button on a robot), or with
-`rlif=true` only the takeovers: the policy step right before the operator takes over gets -1 (RLIF).
+`rlif=true` only the takeovers: the policy step right before the operator takes over gets -1 (RLIF), or with
+`classifier=<onnx>` a learned success classifier alone (`s2r.policies.hil_reward`: its success rewards and
+ends the episode, the simulator's success only counts its false positives).
+
+From pixels: name the task's image groups in `learner.encoder.image_groups` (and turn its camera on), as for
+sac: demos are recorded with the frames, both buffers keep them as uint8, the encoder learns through the
+critic loss, the behaviour-cloning step and evaluation read them, and the export takes the camera input:
+
+    s2r train Panda-PickPlace-Cube --algo hil --set image=true --set image_size=64 \
+        --train-set learner.encoder.image_groups=image
 The run folder holds `replay/` (online) and `interventions/` (demos + operator steps), both written as they
 arrive, so a killed run resumes with every transition.
 """
@@ -28,13 +37,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from s2r.policies.algorithm import (
-    Algorithm,
-    AlgorithmTaskMismatch,
-    RunContext,
-    refuse_image_encoder,
-    register_algorithm,
-)
+from s2r.policies.algorithm import Algorithm, AlgorithmTaskMismatch, RunContext, register_algorithm
+from s2r.policies.encoders import augment
 from s2r.policies.evaluate import success_episodes
 from s2r.policies.offpolicy import ExportedActor, OffPolicyConfig, OffPolicyLearner
 from s2r.policies.replay import ReplayBuffer
@@ -73,6 +77,8 @@ class HilConfig:
             (`s2r hil learner`); a non-loopback address needs the token in the environment variable `token_env`.
         token_env: Environment variable holding the link's shared token.
         publish_every_s: Seconds between weight pushes to the actors (remote mode).
+        classifier: ONNX reward classifier (`s2r hil classifier`) that is the only reward: its success
+            rewards and ends the episode; the simulator's success is only counted (`s2r.policies.hil_reward`).
         learner: The off-policy learner (HIL-SERL: 2 LayerNorm critics, batch 256, gamma 0.97, actor every
             second critic update).
     """
@@ -98,6 +104,7 @@ class HilConfig:
     link: str = ""
     token_env: str = "S2R_HIL_TOKEN"
     publish_every_s: float = 2.0
+    classifier: str = ""
     learner: OffPolicyConfig = field(default_factory=lambda: OffPolicyConfig(
         actor="stochastic", num_critics=2, critic_subset=2, batch_size=256, utd_ratio=1.0, gamma=0.97, tau=0.005,
         actor_lr=3e-4, critic_lr=3e-4, alpha_lr=3e-4, init_alpha=0.1, policy_delay=2, n_step=1))
@@ -109,6 +116,12 @@ class HilConfig:
             # Operator steps reach the demo buffer one env at a time, interleaved: n-step sums would run
             # across envs there.
             raise ValueError("hil needs learner.n_step=1 (interventions are stored one step at a time)")
+        if self.classifier and self.rlif:
+            raise ValueError("hil takes one reward: classifier= (a learned success) or rlif=true (takeovers), not both")
+        if self.link and (self.classifier or self.learner.encoder.image_groups):
+            # The link carries the policy vector and the actor's reward; images and the classifier stay on the actor.
+            raise ValueError("hil with link= learns from the policy vector the actors send: drop learner.encoder."
+                             "image_groups, and give the classifier to `s2r hil actor --classifier` instead of classifier=")
 
 
 PROPOSED, INTERVENED = "proposed_action", "intervened"
@@ -143,7 +156,6 @@ class HilRL(Algorithm):
 
         self.ctx = ctx
         self.cfg = cfg = ctx.cfg
-        refuse_image_encoder(self.algo_id, cfg.learner)
         self.task_id = ctx.task_id
         if cfg.link:
             from s2r.policies.hil_remote import link_token
@@ -155,33 +167,47 @@ class HilRL(Algorithm):
         if cfg.torch_threads:
             torch.set_num_threads(cfg.torch_threads)
         torch.manual_seed(cfg.seed)
-        self.env = make(ctx.task_id, cfg.num_envs, cfg=ctx.task_cfg, seed=cfg.seed)
+        self.reward_fn = None
+        train_cfg = ctx.task_cfg
+        if cfg.classifier:
+            from s2r.policies.hil_reward import ClassifierReward, classifier_task_config
+
+            train_cfg = classifier_task_config(ctx.task_cfg, ctx.task_id)
+            self.reward_fn = ClassifierReward(cfg.classifier, ctx.task_id, ctx.task_cfg, cfg.num_envs)
+        self.env = make(ctx.task_id, cfg.num_envs, cfg=train_cfg, seed=cfg.seed)
         self.eval_env = None
         self.buffer = self.demo_buffer = None
         try:
+            from s2r.policies.sac import check_spec
+
             spec = self.env.spec
-            self.dims = {"policy": self.env.obs_dims["policy"]}
+            check_spec(ctx.task_id, spec, cfg, self.algo_id)  # image groups the task has, actor on `policy`
+            self.images = tuple(cfg.learner.encoder.image_groups)
+            self.groups = ("policy", *self.images)
+            self.dims = {"policy": self.env.obs_dims["policy"], **{g: self.env.obs_shapes[g] for g in self.images}}
+            self.dtypes = {g: self.env.obs_dtypes[g] for g in self.groups}
             a_dim = spec.action_dim
             run = ctx.run
             # Every transition keeps what the policy proposed and whether the operator drove, beside the
-            # executed action the critic learns from; the learner reads only `policy`.
+            # executed action the critic learns from; the learner reads `policy` and the image groups.
             self.record_dims = {**self.dims, PROPOSED: a_dim, INTERVENED: 1}
             # Remote mode: the link's inbox is the durable record; buffers are rebuilt from it at start.
             remote = bool(cfg.link)
             self.demo_buffer = ReplayBuffer(self.record_dims, a_dim, cfg.buffer_capacity, num_envs=1,
-                                            directory=None if remote else run.path / "interventions")
+                                            directory=None if remote else run.path / "interventions",
+                                            obs_dtypes=self.dtypes)
             if len(self.demo_buffer) == 0:
                 for ep in self._load_demos():
                     self.demo_buffer.add_episode(_as_operator_steps(ep))
             x = self.demo_buffer._obs["policy"][: len(self.demo_buffer)]
             # Input statistics fixed from the demos (online statistics drift as the policy improves).
             stats = {"policy": (x.mean(0), x.std(0) + 1e-3)}
-            self.learner = OffPolicyLearner(self.dims, a_dim, cfg.learner, obs_stats=stats)
+            self.learner = OffPolicyLearner(self.dims, a_dim, cfg.learner, obs_stats=stats, obs_dtypes=self.dtypes)
             self.buffer = ReplayBuffer(self.record_dims, a_dim, cfg.buffer_capacity, num_envs=1 if remote else cfg.num_envs,
-                                       directory=None if remote else run.replay)
+                                       directory=None if remote else run.replay, obs_dtypes=self.dtypes)
             self.mixer = InterventionMixer(cfg.num_envs, a_dim)
             self.operator = (SimulatedOperator(ctx.task_id, cfg.num_envs, cfg.operator_cfg, seed=cfg.seed,
-                                               task_cfg=ctx.task_cfg) if cfg.operator and not remote else None)
+                                               task_cfg=train_cfg) if cfg.operator and not remote else None)
             self.source = None
             if remote:
                 from s2r.policies.hil_remote import RemoteSource
@@ -209,12 +235,16 @@ class HilRL(Algorithm):
         if not folder:
             folder = str(self.ctx.run.path / "demos")
         if not cfg.demos and not any(Path(folder).glob("episode_*.npz")):  # collected once per run, kept on resume
+            # The run's own task config (camera on, sizes): demos carry every group the learner reads.
             collect_demos(self.task_id, folder, cfg.num_demos, noise=cfg.demo_noise, num_envs=min(8, cfg.num_demos),
-                          seed=cfg.seed + 50_000, progress=False,
-                          task_overrides=None)
-        _, eps = read_episodes(folder, task=self.task_id, obs_dims=dict(self.env.obs_dims), action_dim=spec.action_dim)
+                          seed=cfg.seed + 50_000, progress=False, task_cfg=self.ctx.task_cfg)
+        _, eps = read_episodes(folder, task=self.task_id, obs_dims=dict(self.env.obs_dims), action_dim=spec.action_dim,
+                               obs_shapes={g: self.dims[g] for g in self.images},
+                               obs_dtypes={g: self.dtypes[g] for g in self.images})
         if not eps:
             raise AlgorithmTaskMismatch(f"demo folder {folder} holds no episodes; record some with `s2r demos collect`")
+        if self.reward_fn is not None:  # the classifier labels the demos too: no simulator reward anywhere
+            eps = [self.reward_fn.relabel(ep) for ep in eps]
         return eps
 
     # ---- acting and learning ------------------------------------------------------------------------------
@@ -248,6 +278,8 @@ class HilRL(Algorithm):
         out = {**self._metrics, "transitions": float(len(self.buffer)), "demo_buffer": float(len(self.demo_buffer)),
                "intervention_rate": float(np.mean(self._intervened)) if self._intervened else 0.0,
                "takeovers": float(self._takeovers_total)}
+        if self.reward_fn is not None:
+            out.update(self.reward_fn.metrics())
         if self._episodes:
             out["train_success"] = float(np.mean(self._episodes))
         if self.progress >= next_eval:
@@ -256,7 +288,7 @@ class HilRL(Algorithm):
 
     def _collect_step(self) -> None:
         cfg, env = self.cfg, self.env
-        obs = {"policy": self._obs["policy"]}
+        obs = {g: self._obs[g] for g in self.groups}
         proposed = self.learner.act(obs).numpy()
         # The operator judges what the policy means to do (its mean action), not one noisy sample of it.
         intent = self.learner.act(obs, deterministic=True).numpy() if self.operator is not None else None
@@ -264,9 +296,13 @@ class HilRL(Algorithm):
               else OperatorInput.idle(cfg.num_envs, env.spec.action_dim))
         mix = self.mixer.step(proposed, op)
         nxt, rew, term, trunc, info = env.step(mix.executed)
+        final = info.get("final_obs", nxt)
+        ended_by_classifier = None
+        if self.reward_fn is not None:
+            rew, term, trunc, ended_by_classifier, at_end = self.reward_fn.judge(final, info["success"], term, trunc)
         flags = {PROPOSED: proposed, INTERVENED: mix.intervened[:, None].astype(np.float32)}
         obs = {**obs, **flags}
-        boot = {"policy": info.get("final_obs", nxt)["policy"], **flags}
+        boot = {**{g: np.array(final[g]) for g in self.groups}, **flags}  # copies: `nxt` may be restarted below
         done = np.logical_or(term, trunc)
         step = {"obs": obs, "action": mix.executed, "reward": np.asarray(rew, np.float32), "next": boot,
                 "term": np.asarray(term), "trunc": np.asarray(trunc), "intervened": mix.intervened}
@@ -277,7 +313,14 @@ class HilRL(Algorithm):
             self._store(step)
         self._intervened.append(float(mix.intervened.mean()))
         self._takeovers_total += int(mix.started.sum())
-        if "episode" in info:
+        if ended_by_classifier is not None:
+            # Training success is the simulator's, at each episode's last frame, whoever ended it.
+            self._episodes.extend(at_end[done].astype(float).tolist())
+            if len(ended_by_classifier):
+                fresh = env.end_episodes(ended_by_classifier)  # the classifier ended them, the simulator did not
+                for g in nxt:
+                    nxt[g][ended_by_classifier] = fresh[g]
+        elif "episode" in info:
             self._episodes.extend(np.asarray(info["episode"]["success"], dtype=float).tolist())
         self._progress_and_learn(cfg.num_envs)
         if done.any():
@@ -303,7 +346,9 @@ class HilRL(Algorithm):
         """One step of the actor's mean action towards demo/operator actions (a batch from the demo buffer)."""
         learner = self.learner
         batch = self.demo_buffer.sample(learner.cfg.batch_size // 2, generator=self.gen)
-        mean, _ = learner.policy({"policy": batch.obs["policy"]}, sample=False)
+        if self.images and learner.cfg.encoder.pad:  # the frames the actor learns from are shifted, as the critic's
+            batch = augment(batch, self.images, learner.cfg.encoder.pad)
+        mean, _ = learner.policy({g: batch.obs[g] for g in self.groups}, sample=False)
         loss = self.cfg.bc_weight * (mean - batch.action).square().mean()
         learner.actor_optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -347,9 +392,10 @@ class HilRL(Algorithm):
         if self.eval_env is None:
             self.eval_env = make(self.task_id, self.cfg.eval_episodes, cfg=self.ctx.task_cfg, seed=self.cfg.seed + 10_000)
 
-        def act(policy_obs: np.ndarray) -> np.ndarray:
-            return self.learner.act({"policy": policy_obs}, deterministic=True).numpy()
+        def act(obs: dict[str, np.ndarray]) -> np.ndarray:
+            return self.learner.act({g: obs[g] for g in self.groups}, deterministic=True).numpy()
 
+        act.reads_groups = True  # success_episodes passes the whole observation dict (cameras too)
         ep = success_episodes(act, self.eval_env, seed=self.cfg.seed + 10_000)
         self._evaluated_at = self.progress
         return {"success_rate": float(ep["success"].mean()), "mean_length": float(ep["length"].mean())}
@@ -364,11 +410,14 @@ class HilRL(Algorithm):
         self.demo_buffer.sync()
 
     def state_dict(self) -> dict[str, Any]:
-        return {"learner": self.learner.state_dict(), "takeovers": self._takeovers_total}
+        return {"learner": self.learner.state_dict(), "takeovers": self._takeovers_total,
+                **({"classifier_counts": dict(self.reward_fn.counts)} if self.reward_fn is not None else {})}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.learner.load_state_dict(state["learner"])
         self._takeovers_total = int(state.get("takeovers", 0))
+        if self.reward_fn is not None:
+            self.reward_fn.counts.update(state.get("classifier_counts", {}))
 
     def on_resume(self) -> str:
         n = len(self.buffer)
@@ -377,20 +426,23 @@ class HilRL(Algorithm):
         return f"with {n:,} online and {len(self.demo_buffer):,} demo/intervention transitions on disk"
 
     def export(self) -> dict[str, Any]:
-        """policy.onnx (deterministic actor, normaliser inside) + policy.json, parity-checked."""
-        from s2r.policies.export import build_metadata, export_onnx_checked
+        """policy.onnx (deterministic actor, normaliser and image encoder inside) + policy.json, parity-checked."""
+        from s2r.policies.export import build_metadata, export_onnx_checked, image_inputs
         from s2r.sim import make
         from s2r.sim.env import sample_obs
 
-        obs_dim = self.dims["policy"]
+        obs_dim, spec, images = self.dims["policy"], self.env.spec, self.images
         env = make(self.task_id, 4, cfg=self.ctx.task_cfg, seed=self.cfg.seed + 20_000)
         try:
-            parity = sample_obs(env, 16, seed=self.cfg.seed)["policy"]
+            sampled = sample_obs(env, 16, seed=self.cfg.seed)
         finally:
             env.close()
-        meta = build_metadata(self.env.spec, self.task_id, obs_dim, algo=self.algo_id, task_cfg=self.ctx.task_cfg)
-        return export_onnx_checked(ExportedActor(self.learner), (torch.zeros(1, obs_dim),), ["obs"], ["actions"],
-                                   self.ctx.run.path, {"obs": parity}, meta)
+        meta = build_metadata(spec, self.task_id, obs_dim, algo=self.algo_id, task_cfg=self.ctx.task_cfg,
+                              images=image_inputs(spec, images))
+        example = (torch.zeros(1, obs_dim), *(torch.zeros(1, *spec.groups[g].shape, dtype=torch.uint8) for g in images))
+        feed = {"obs": sampled["policy"], **{g: sampled[g] for g in images}}
+        return export_onnx_checked(ExportedActor(self.learner), example, ["obs", *images], ["actions"],
+                                   self.ctx.run.path, feed, meta)
 
     def close(self) -> None:
         if getattr(self, "source", None) is not None:

@@ -146,13 +146,29 @@ class PandaEnv(VecEnv):
         """Spread time-outs over the batch so resets do not arrive all at once (used by trainers)."""
         self.episode_step[:] = self.rng.integers(0, self.cfg.max_episode_steps, size=self.num_envs)
 
+    def end_episodes(self, env_ids: Any) -> Obs:
+        """End the episodes of envs `env_ids` now and start new ones (a classifier's or an operator's call).
+
+        Returns:
+            Each observation group's first frame of the new episodes, rows in `env_ids` order:
+            (len(env_ids), dim) float32 vectors, (len(env_ids), H, W, 3) uint8 images. No episode statistics
+            are reported for the ended episodes: whoever ends them keeps their own.
+        """
+        ids = np.asarray(env_ids, dtype=np.int64).reshape(-1)
+        if len(ids) == 0:
+            return {k: np.zeros((0, *s.shape), s.dtype) for k, s in self.spec.groups.items()}
+        self._reset_envs(ids)
+        fresh = self._history.reset_rows(self._frames(self._state(), ids), ids)
+        return {k: np.asarray(v, dtype=np.uint8 if self.spec.groups[k].is_image else np.float32)
+                for k, v in fresh.items()}
+
     def step(self, actions: Any) -> tuple[Obs, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         """Apply (num_envs, action_dim) task-space actions for one control period (see `VecEnv.step`).
 
         Columns: (dx, dy, dz, gripper), then the privileged ones the task config declares (a virtual wrench).
 
         info holds, besides the `VecEnv` keys, "success": (num_envs,) bool, True on the step an env
-        succeeded (that env then also reports terminated and reward 1).
+        succeeded (that env then also reports terminated, unless `success_ends_episode` is off, and reward 1).
         """
         cfg = self.cfg
         a = np.asarray(actions, dtype=np.float64).reshape(self.num_envs, -1)
@@ -211,7 +227,7 @@ class PandaEnv(VecEnv):
         success = self._success(s) & ~bad
         off_table = (np.abs(s.obj_pos[:, :2] - TABLE_CENTER) > TABLE_HALF).any(axis=1)
         fell = ((s.obj_pos[:, 2] < cfg.fall_height) | off_table) & ~success
-        terminated = success | fell | bad
+        terminated = (success if cfg.success_ends_episode else np.zeros_like(success)) | fell | bad
         truncated = (self.episode_step >= cfg.max_episode_steps) & ~terminated
         reward = self._reward(s, success)
         self.episode_return += reward

@@ -127,6 +127,9 @@ class PandaTaskConfig:
         backend: Which physics backend, and its threading.
         privileged: Privileged actions granted in simulation only (`privileged.py`); empty is the deployable
             task. Exported policies never carry them (`without_privileges`).
+        success_ends_episode: False: success is still reported (`info["success"]`, and rewarded) but ends no
+            episode, which runs on to its time limit or a fall; something else ends it with `end_episodes`, as
+            a HIL run whose only reward is a learned classifier does (a robot has no simulator to say "done").
     """
 
     control_dt: float = 0.05
@@ -142,6 +145,7 @@ class PandaTaskConfig:
     arm: ArmControlConfig = field(default_factory=ArmControlConfig)
     backend: BackendConfig = field(default_factory=BackendConfig)
     privileged: tuple[PrivilegedAction, ...] = ()
+    success_ends_episode: bool = True
 
     def __post_init__(self) -> None:
         parse_privileged(self.privileged, f"{type(self).__name__}.privileged")  # raises on a bad entry
