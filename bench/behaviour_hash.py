@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 STEPS = {"Go1-Velocity-Flat": 300, "Go1-Velocity-Rough": 100, "Puck-Velocity-Flat": 300, "Panda-Lift-Cube": 100,
-         "Panda-Insert-Peg": 60, "Crazyflie-Replan-Waypoints": 3}
+         "Panda-Insert-Peg": 60, "Crazyflie-Replan-Waypoints": 3, "Go1-Velocity-Terrain": 100}
 
 
 def task_hash(task_id: str, steps: int, num_envs: int = 8, seed: int = 2) -> str:

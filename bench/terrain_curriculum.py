@@ -21,6 +21,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
@@ -49,6 +51,31 @@ def plot(history: list[dict], chunks: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def plot_grid(path: Path) -> None:
+    """Top view of the default terrain grid (heights in m), levels along x and types along y."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from s2r.sim.terrain.curriculum import TerrainGridConfig, build_grid
+
+    grid = build_grid(TerrainGridConfig())
+    c = grid.cfg
+    ny, nx = grid.heights.shape
+    extent = (grid.x0, grid.x0 + (nx - 1) * c.resolution, grid.y0, grid.y0 + (ny - 1) * c.resolution)
+    fig, ax = plt.subplots(figsize=(9, 6.5))
+    im = ax.imshow(grid.heights, origin="lower", extent=extent, cmap="terrain")
+    fig.colorbar(im, ax=ax, label="height (m)")
+    ticks = grid.tile_centre(np.arange(c.levels), np.zeros(c.levels, dtype=int))[:, 0]
+    ax.set_xticks(ticks, [f"level {i}" for i in range(c.levels)], rotation=45)
+    ticks = grid.tile_centre(np.zeros(len(c.types), dtype=int), np.arange(len(c.types)))[:, 1]
+    ax.set_yticks(ticks, list(c.types))
+    ax.set_title("Go1-Velocity-Terrain grid (tile 4 m, vertex spacing 5 cm)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--task", default="Go1-Velocity-Terrain")
@@ -60,7 +87,11 @@ def main() -> None:
     p.add_argument("--episodes", type=int, default=60, help="evaluation episodes (spread over the terrain types)")
     p.add_argument("--out", default="bench/results/terrain_curriculum")
     p.add_argument("--run-dir", default="")
+    p.add_argument("--grid-png", default="", help="only draw the terrain grid's top view to this PNG and exit")
     args = p.parse_args()
+    if args.grid_png:
+        plot_grid(Path(args.grid_png))
+        return
 
     import torch
 
