@@ -32,7 +32,6 @@ import numpy as np
 import torch
 from s2r.policies.networks import ActorCritic, EmpiricalNormalizer
 
-
 WALK_GAIN = 1.2  # (m/s) per m: a waypoint 0.4 m ahead asks ~0.5 m/s
 TURN_GAIN = 1.5  # (rad/s) per m sideways
 PSEUDO_COUNT = 1e6  # samples the copied statistics count for
