@@ -43,7 +43,8 @@ def train(method: str, steps: int, minutes: float, runs: Path, num_envs: int, se
     tcfg = task_config(task)
     tcfg = replace(tcfg, maps_per_scene=len(TRAIN_DIFFICULTIES), difficulties=TRAIN_DIFFICULTIES)
     base = PPOConfig()
-    algo = replace(base, critic_warmup=5, policy=replace(base.policy, init_std=0.4))
+    # A warm-started actor: small exploration noise around the walker's gait, a gentler first learning rate.
+    algo = replace(base, critic_warmup=5, learning_rate=3e-4, policy=replace(base.policy, init_std=0.3))
     cfg = TrainConfig(num_envs=num_envs, seed=seed, save_every=20, torch_threads=1, init_policy=str(WALKER), algo=algo)
     spec = RunSpec(algo="ppo", task_id=task, task_cfg=tcfg, cfg=cfg, seed=seed,
                    budget=Budget(steps=steps, minutes=minutes))

@@ -8,6 +8,17 @@ with zero weights for inputs the source never saw (waypoints, height map), so th
 old one with those inputs ignored. A source term the new task lacks (e.g. the velocity command) is dropped,
 which feeds the old network that term's running mean (normalised to 0).
 
+One exception makes a walker a follower from the first step: when the source reads a `velocity_command` and
+the new actor reads `waypoints` but none (and sees more than one waypoint, so the first is near), the command
+columns are re-expressed through the first waypoint (dx, dy in the body frame): vx = WALK_GAIN * dx and
+yaw rate = TURN_GAIN * dy (vy stays at its mean: the shipped walker was trained on forward commands only, its
+vy statistics have zero variance), linear in the inputs and so exact in the first layer. A
+goal-only actor (one far waypoint) gets no such map: a command proportional to a goal metres away is
+nothing the walker was trained on.
+
+The normaliser keeps the source's statistics with a large pseudo-count, so the copied first layer keeps
+meaning what it meant (new inputs are normalised with mean 0, variance 1 until real statistics accumulate).
+
 Only history length 1 on both sides and an MLP of the same hidden sizes are supported; anything else is
 refused with a message.
 """
@@ -20,6 +31,10 @@ from typing import Any
 import numpy as np
 import torch
 from s2r.policies.networks import ActorCritic, EmpiricalNormalizer
+
+WALK_GAIN = 1.2  # (m/s) per m: a waypoint 0.4 m ahead asks ~0.5 m/s
+TURN_GAIN = 1.5  # (rad/s) per m sideways
+PSEUDO_COUNT = 1e6  # samples the copied statistics count for
 
 
 class WarmStartError(ValueError):
@@ -106,8 +121,31 @@ def warm_start_actor(model: ActorCritic, onnx_path: str | Path, terms: list[tupl
             norm.var.fill_(1.0)
             norm.mean[cols_new] = torch.as_tensor(mean[cols_src], dtype=norm.mean.dtype)
             norm.var[cols_new] = torch.as_tensor(np.maximum(div[cols_src] ** 2 - norm.eps, 1e-6), dtype=norm.var.dtype)
-            # Count 0: the first rollout's statistics replace these at once, which gives the new inputs real
-            # statistics; the shared ones come from the same kind of states (walking), so they barely move.
-            norm.count.zero_()
+            norm.count.fill_(PSEUDO_COUNT)
+        mapped = _command_from_waypoints(model, layers[0], tensors[f"{names[0]}.weight"], mean, div, src_at, terms)
     dropped = [t.name for t in src.terms if t.name not in matched]
-    return {"init_policy": str(onnx_path), "matched": matched, "new": new, "dropped": dropped}
+    return {"init_policy": str(onnx_path), "matched": matched, "new": new, "dropped": dropped,
+            "command_from_waypoints": mapped}
+
+
+def _command_from_waypoints(model: ActorCritic, first: torch.nn.Linear, w_src: np.ndarray, mean: np.ndarray,
+                            div: np.ndarray, src_at: dict[str, tuple[int, int]], terms: list[tuple[str, int]]) -> bool:
+    """Feed the source's velocity-command columns from the first waypoint (see the module docstring)."""
+    names = dict(terms)
+    if "velocity_command" not in src_at or "velocity_command" in names or names.get("waypoints", 0) < 6:
+        return False
+    if not isinstance(model.actor_norm, EmpiricalNormalizer):
+        return False
+    col = sum(size for name, size in terms[: [n for n, _ in terms].index("waypoints")])
+    c0 = src_at["velocity_command"][0]
+    # Scales of the two terms in the observation (Go1 tasks): command (2, 2, 0.25), waypoints 0.5.
+    cmd_scale, wp_scale = np.array([2.0, 2.0, 0.25]), 0.5
+    norm = model.actor_norm
+    wp_std = float(torch.sqrt(norm.var[col] + norm.eps))  # the new columns' normaliser (mean 0)
+    first.bias -= torch.as_tensor(w_src[:, c0 + 1], dtype=first.weight.dtype) * (mean[c0 + 1] / div[c0 + 1])  # vy = 0
+    # command c_k = gain_k * waypoint_j; the source's normalised input u_k = (cmd_scale_k c_k - mean_k) / div_k.
+    for k, j, gain in ((0, col, WALK_GAIN), (2, col + 1, TURN_GAIN)):
+        w = torch.as_tensor(w_src[:, c0 + k], dtype=first.weight.dtype)
+        first.weight[:, j] += w * (cmd_scale[k] * gain / wp_scale * wp_std / div[c0 + k])
+        first.bias -= w * (mean[c0 + k] / div[c0 + k])
+    return True

@@ -12,7 +12,7 @@ import pytest
 import torch
 from s2r.policies.networks import ActorCritic, ActorCriticConfig
 from s2r.policies.ppo import PPO, PPOConfig
-from s2r.policies.warm_start import WarmStartError, warm_start_actor
+from s2r.policies.warm_start import TURN_GAIN, WALK_GAIN, WarmStartError, warm_start_actor
 
 WALK = Path(__file__).resolve().parents[1] / "data" / "go1_walk" / "policy.onnx"
 # The confined follower's policy terms (Go1-Waypoints-Confined: 3 waypoints, a 5 x 3 height map).
@@ -28,9 +28,10 @@ def test_actor_starts_as_the_walker_with_new_inputs_ignored() -> None:
     assert report["matched"] == ["base_ang_vel", "projected_gravity", "joint_pos", "joint_vel", "last_action"]
     assert report["new"] == ["waypoints", "height_map"] and report["dropped"] == ["velocity_command"]
     x = np.random.default_rng(0).normal(size=(16, dim)).astype(np.float32)
+    x[:, 6:15] *= 0.15  # waypoints within ~0.6 m (scaled by 0.5): commands inside the walker's range, unclipped
     with torch.no_grad():
         ours = model.act_mean(torch.as_tensor(x)).numpy()
-    # The walker on the same proprioception, with its velocity command at its running mean.
+    # The walker on the same proprioception.
     sess = ort.InferenceSession(str(WALK))
     meta = json.loads(WALK.with_suffix(".json").read_text())
     src = np.zeros((16, 45), dtype=np.float32)
@@ -38,17 +39,22 @@ def test_actor_starts_as_the_walker_with_new_inputs_ignored() -> None:
     for name, size in TERMS:
         at[name] = slice(col, col + size)
         col += size
-    import onnx
-    from onnx import numpy_helper
-
-    init = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(WALK)).graph.initializer}
+    # Its velocity command comes from the first waypoint (dx, dy in the body frame; the input holds 0.5 x metres).
+    dx, dy = x[:, at["waypoints"].start] / 0.5, x[:, at["waypoints"].start + 1] / 0.5
+    command = np.stack([WALK_GAIN * dx, 0 * dy, TURN_GAIN * dy], axis=1) * [2.0, 2.0, 0.25]
     for t in meta["obs_terms"]:
         dst = slice(t["start"], t["start"] + t["size"])
-        src[:, dst] = x[:, at[t["name"]]] if t["name"] in at else init["model.actor_norm.mean"][dst]
+        src[:, dst] = x[:, at[t["name"]]] if t["name"] in at else command
+    assert report["command_from_waypoints"]
     (theirs,) = sess.run(None, {"obs": src})
     np.testing.assert_allclose(ours, theirs, atol=1e-4)
     assert np.abs(ours).max() > 0.05  # a real gait, not the near-zero output of a fresh actor
     assert model.actor_norm.mean[at["height_map"]].abs().max() == 0
+    # A goal-only actor (one far waypoint) gets no command map: its goal input starts ignored.
+    goal_terms = [(n, 3 if n == "waypoints" else s) for n, s in TERMS]
+    goal = ActorCritic({"policy": dim - 6, "privileged": 12}, 12, ActorCriticConfig())
+    assert not warm_start_actor(goal, WALK, goal_terms)["command_from_waypoints"]
+    assert goal.actor[0].weight[:, 6:9].abs().max() == 0
 
 
 def test_a_source_that_does_not_fit_is_refused_with_the_fix(tmp_path: Path) -> None:
