@@ -1,7 +1,8 @@
 """HIL-SERL with a learned reward classifier as the only reward, against the same run rewarded by the simulator.
 
 1. Label episodes of the task's scripted expert (failing on purpose half the time) by the simulator's success:
-   `s2r hil label <task> --no-image` (state frames; a state classifier, the cheap variant the brief allows).
+   `s2r hil label <task> --no-image --after-success 10` (state frames, a state classifier: the cheap variant; each
+   episode runs 10 frames past its first success, so the labels show where success begins and ends).
 2. Train and export the classifier: `s2r hil classifier labels.npz --inputs state` (threshold picked for a
    target false-positive rate on held-out failure episodes; precision/recall/FPR on test episodes are kept).
 3. Train `hil` twice per seed, same demos, learner, operator and budget: `true` (reward = the simulator's
@@ -11,7 +12,7 @@
 
 Each run is an `s2r train` subprocess at one torch thread, `--parallel` at a time (bench/hil.py's runner).
 
-    python bench/hil_classifier.py --steps 6000 --seeds 0 1 --out bench/results/hil_classifier_pickplace
+    python bench/hil_classifier.py --steps 4000 --seeds 0 1 --out bench/results/hil_classifier_pickplace
 """
 
 from __future__ import annotations
@@ -55,13 +56,14 @@ def counters(run: Path) -> list[dict]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--task", default="Panda-PickPlace-Cube")
-    ap.add_argument("--steps", type=int, default=6000)
+    ap.add_argument("--steps", type=int, default=4000)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--evals", type=int, default=4)
     ap.add_argument("--eval-episodes", type=int, default=100)
     ap.add_argument("--parallel", type=int, default=2)
     ap.add_argument("--label-episodes", type=int, default=200)
-    ap.add_argument("--classifier-steps", type=int, default=400)
+    ap.add_argument("--classifier-steps", type=int, default=1000)
+    ap.add_argument("--after-success", type=int, default=10)
     ap.add_argument("--target-fpr", type=float, default=0.02)
     ap.add_argument("--classifier", help="use this exported classifier instead of labelling and training one")
     ap.add_argument("--arms", default="true,classifier")
@@ -79,11 +81,13 @@ def main() -> None:
     if not args.classifier:
         labels = work / "labels.npz"
         doc["label_s"] = s2r("hil", "label", args.task, "--no-image", "--episodes", str(args.label_episodes),
-                             "--out", str(labels), "--seed", "100", log=work / "label.log")
+                             "--after-success", str(args.after_success), "--out", str(labels), "--seed", "100",
+                             log=work / "label.log")
         doc["classifier_train_s"] = s2r("hil", "classifier", str(labels), "--inputs", "state", "--out", str(clf),
                                         "--steps", str(args.classifier_steps), "--target-fpr", str(args.target_fpr),
                                         log=work / "classifier.log")
         doc["label_log"] = (work / "label.log").read_text().strip().splitlines()[-1:]
+        doc["classifier_log"] = (work / "classifier.log").read_text().strip().splitlines()[-3:]
     meta = json.loads(clf.with_name(clf.name + ".json").read_text())
     doc["classifier"] = {k: meta[k] for k in ("inputs", "threshold", "target_fpr", "calib", "test") if k in meta}
     print(f"classifier: threshold {meta['threshold']:.3f}, test {meta.get('test')}", flush=True)

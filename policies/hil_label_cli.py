@@ -44,6 +44,8 @@ def add_parsers(hsub: argparse._SubParsersAction) -> None:
     t.add_argument("--no-image", action="store_true", help="record state only")
     t.add_argument("--no-state", action="store_true", help="record images only")
     t.add_argument("--failure-rate", type=float, default=0.5, help="episodes the expert fails on purpose (sim)")
+    t.add_argument("--after-success", type=int, default=0, help="frames recorded after an episode's first success, "
+                   "each labelled by the simulator (sim; default 0: the episode ends at its first success frame)")
     t.add_argument("--console", default="127.0.0.1:8765", metavar="HOST:PORT", help="console address (--source console)")
     t.add_argument("--rate-hz", type=float, default=10.0, help="control rate with an operator (default 10)")
     t.add_argument("--seed", type=int, default=0)
@@ -74,7 +76,7 @@ def cmd_label(args: argparse.Namespace) -> int:
     try:
         if args.source == "sim":
             rec = collect_sim_labels(task, args.episodes, image_size=size, state=not args.no_state,
-                                     failure_rate=args.failure_rate, seed=args.seed,
+                                     failure_rate=args.failure_rate, seed=args.seed, after_success=args.after_success,
                                      log=lambda m: print(m, file=sys.stderr))
         else:
             rec = _label_with_operator(args, task, size)

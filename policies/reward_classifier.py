@@ -307,11 +307,14 @@ def export_classifier(trained: TrainedClassifier, path: str | Path, labels_file:
 
 def collect_sim_labels(task: str, episodes: int, *, image_size: tuple[int, int] | None = (64, 64), state: bool = True,
                        num_envs: int = 4, failure_rate: float = 0.5, noise: float = 0.1, seed: int = 0,
-                       log: Callable[[str], None] | None = None) -> LabelRecorder:
+                       after_success: int = 0, log: Callable[[str], None] | None = None) -> LabelRecorder:
     """Run the task's scripted expert (failing on purpose in `failure_rate` of episodes) and label by the simulator.
 
     A frame is labelled success on the step the simulator reports success (that episode then ends); every other
     frame is a failure frame. Frames come from the `image` group (rendered by MuJoCo) and/or the `policy` group.
+    With `after_success` > 0 the episode runs on for that many frames after its first success, each labelled by
+    the simulator's success on that frame (the cube still in place, or not): one success frame per episode is
+    too few to learn where success begins, and an operator holding the label key would give several too.
     """
     from s2r.sim import make
     from s2r.sim.registry import get_task
@@ -322,6 +325,10 @@ def collect_sim_labels(task: str, episodes: int, *, image_size: tuple[int, int] 
         if not hasattr(cfg, "image"):
             raise ValueError(f"task {task} has no image group; label it with --no-image (state only)")
         cfg = dataclasses.replace(cfg, image=True, image_size=tuple(image_size))
+    if after_success > 0:
+        if not hasattr(cfg, "success_ends_episode"):
+            raise ValueError(f"task {task} always ends an episode at success; label it with after_success=0")
+        cfg = dataclasses.replace(cfg, success_ends_episode=False)
     env = make(task, num_envs, cfg=cfg, seed=seed)
     try:
         expert = make_expert(task, num_envs, noise=noise, failure_rate=failure_rate, seed=seed, cfg=cfg)
@@ -332,6 +339,8 @@ def collect_sim_labels(task: str, episodes: int, *, image_size: tuple[int, int] 
         obs = env.reset(seed=seed)
         expert.reset()
         done_eps = 0
+        since = np.full(num_envs, -1)  # frames since the episode's first success (-1: none yet)
+        reached = np.zeros(num_envs, dtype=bool)
 
         def add(rec: LabelRecorder, o: dict[str, np.ndarray], i: int, label: bool) -> None:
             rec.add(label=label, image=o["image"][i] if image_size is not None else None,
@@ -341,15 +350,27 @@ def collect_sim_labels(task: str, episodes: int, *, image_size: tuple[int, int] 
             add(recs[i], obs, i, False)
         while done_eps < episodes:
             nxt, _, term, trunc, info = env.step(expert.act(obs))
-            done = term | trunc
+            success = np.asarray(info["success"], dtype=bool)
+            reached |= success
+            since = np.where(reached, since + 1, -1)
+            cut = (since >= after_success) & ~(term | trunc) & reached  # held long enough: end it here
+            final = info.get("final_obs", nxt)
+            if cut.any():
+                nxt = {k: v.copy() for k, v in nxt.items()}
+                fresh = env.end_episodes(np.flatnonzero(cut))
+                for k in nxt:
+                    nxt[k][cut] = fresh[k]
+            done = term | trunc | cut
             for i in range(num_envs):
                 if done[i]:
-                    add(recs[i], info["final_obs"], i, bool(info["success"][i]))
-                    recs[i].end_episode(bool(info["success"][i]))
+                    add(recs[i], final, i, bool(success[i]))
+                    recs[i].end_episode(bool(reached[i]))
                     done_eps += 1
                     add(recs[i], nxt, i, False)  # the first frame of the next episode
                 else:
-                    add(recs[i], nxt, i, False)
+                    add(recs[i], nxt, i, bool(success[i]) if after_success > 0 else False)
+            reached[done] = False
+            since[done] = -1
             if done.any():
                 expert.reset(np.flatnonzero(done))
                 if log and done_eps % max(1, episodes // 5) < done.sum():

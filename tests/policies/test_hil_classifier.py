@@ -145,3 +145,15 @@ def test_bad_classifier_settings_are_refused(tmp_path) -> None:
     with pytest.raises(AlgorithmTaskMismatch, match=r"is missing; train one with `s2r hil classifier`"):
         train(new_run_spec("hil", TASK, algo_overrides={**TINY, "classifier": str(tmp_path / "none.onnx")},
                            budget=Budget(steps=10)), tmp_path / "r2", progress=False)
+
+
+def test_labels_after_success_hold_several_success_frames_per_episode(tmp_path) -> None:
+    from s2r.policies.reward_classifier import collect_sim_labels
+
+    rec = collect_sim_labels(TASK, 4, image_size=None, num_envs=2, failure_rate=0.0, noise=0.0, seed=1, after_success=4)
+    labels = load_labels(rec.save(tmp_path / "labels.npz"))
+    pos = labels.label == 1
+    per_episode = np.bincount(labels.episode[pos])
+    assert per_episode.max() > 1  # several success frames in an episode, not only its first
+    assert per_episode.max() <= 5  # the first success frame and at most `after_success` more, then it ends
+    assert labels.episode_success[pos].all()  # success frames only in episodes that succeeded
