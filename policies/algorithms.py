@@ -9,6 +9,8 @@ from __future__ import annotations
 
 MODULES: dict[str, str] = {
     "ppo": "s2r.policies.ppo",
+    "ppo-teacher": "s2r.policies.teacher",
+    "distill": "s2r.policies.distill",
     "ppo-privileged": "s2r.policies.curriculum",
     "sac-privileged": "s2r.policies.curriculum",
     "bc": "s2r.policies.bc",

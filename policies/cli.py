@@ -123,7 +123,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     if dist is not None and not dist.is_main:
         return 0
     print(json.dumps(result, default=str))
-    print(f"s2r: exported {run_dir / 'policy.onnx'} (+ policy.json, learning_curve.png)")
+    teacher = (result.get("export") or {}).get("teacher_checkpoint") if isinstance(result.get("export"), dict) else None
+    if teacher:  # a sim-only teacher has no ONNX file: its students load this
+        print(f"s2r: exported {teacher} for `--algo distill` students (+ learning_curve.png; no ONNX: it reads "
+              "privileged inputs)")
+    else:
+        print(f"s2r: exported {run_dir / 'policy.onnx'} (+ policy.json, learning_curve.png)")
     return 130 if result["interrupted"] else 0
 
 

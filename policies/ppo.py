@@ -10,6 +10,7 @@ robot senses.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,15 +52,26 @@ class PPOConfig:
     policy: ActorCriticConfig = field(default_factory=ActorCriticConfig)
 
 
+#: An extra loss added to PPO's on every minibatch: batch (storage keys) -> (loss, statistics to average).
+ExtraLoss = Callable[[dict[str, torch.Tensor]], tuple[torch.Tensor, dict[str, float]]]
+
+
 class PPO:
-    """Proximal policy optimisation over a `RolloutStorage`."""
+    """Proximal policy optimisation over a `RolloutStorage`.
+
+    `model` replaces the default `ActorCritic` with a ready-built one of the same interface (actor_input,
+    critic_input, distribution, value, update_normalizers, log_std, actor_dim, critic_dim): the privileged
+    teacher and the HIB student train through this class rather than a copy of it. `extra_loss` is added to
+    the PPO loss of every minibatch (HIB's bottleneck and regression terms).
+    """
 
     def __init__(self, obs_dims: dict[str, int], action_dim: int, num_envs: int, cfg: PPOConfig,
-                 dist: Any = None) -> None:
+                 dist: Any = None, *, model: nn.Module | None = None, extra_loss: ExtraLoss | None = None) -> None:
         if cfg.schedule not in ("adaptive", "fixed"):
             raise ValueError(f"PPOConfig.schedule must be 'adaptive' or 'fixed', got '{cfg.schedule}'")
         self.cfg = cfg
-        self.model = ActorCritic(obs_dims, action_dim, cfg.policy)
+        self.model = model if model is not None else ActorCritic(obs_dims, action_dim, cfg.policy)
+        self.extra_loss = extra_loss
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.learning_rate)
         self.learning_rate = cfg.learning_rate
         self.storage = RolloutStorage(cfg.steps_per_env, num_envs, self.model.actor_dim, self.model.critic_dim,
@@ -132,6 +144,11 @@ class PPO:
             else:
                 value_loss = ((value - b["returns"]) ** 2).mean()
             loss = surrogate + cfg.value_coef * value_loss - cfg.entropy_coef * entropy
+            if self.extra_loss is not None:
+                extra, extra_stats = self.extra_loss(b)
+                loss = loss + extra
+                for k, v in extra_stats.items():
+                    stats[k] = stats.get(k, 0.0) + v
             if critic_only:  # the actor (and its std) get no gradient
                 loss = cfg.value_coef * value_loss
             self.optimizer.zero_grad(set_to_none=True)
@@ -215,7 +232,7 @@ class PPOTrainer(Algorithm):
                     f"{self.env.spec.max_episode_steps}): use --algo mfrl for it")
             algo_cfg = _critic_without_missing_privileged(cfg.algo, self.env.obs_dims)
             require_vector_groups("ppo", ctx.task_id, self.env.spec, (*algo_cfg.policy.actor_obs, *algo_cfg.policy.critic_obs))
-            self.alg = PPO(self.env.obs_dims, self.env.spec.action_dim, cfg.num_envs, algo_cfg, dist=ctx.dist)
+            self.alg = self._make_ppo(algo_cfg)
             if cfg.init_policy:
                 from s2r.policies.warm_start import warm_start_actor
 
@@ -230,6 +247,10 @@ class PPOTrainer(Algorithm):
         self.iteration = 0
         self._obs: dict[str, torch.Tensor] | None = None
         self._episodes: dict[str, deque[float]] = {}
+
+    def _make_ppo(self, algo_cfg: PPOConfig) -> PPO:
+        """The PPO learner over this trainer's env (subclasses hand PPO a model of their own)."""
+        return PPO(self.env.obs_dims, self.env.spec.action_dim, self.cfg.num_envs, algo_cfg, dist=self.ctx.dist)
 
     def _reset(self) -> None:
         obs = self.env.reset(seed=self.env_seed + self.iteration)

@@ -1,0 +1,224 @@
+"""Privileged teacher vs its history-based students (RMA, DAgger, HIB), in distribution and out of it.
+
+    OMP_NUM_THREADS=1 python bench/hib.py --teacher-minutes 25 --student-minutes 5 --out bench/results/hib
+
+Stages (`--stages`, default all): `teacher` trains `ppo-teacher` on Go1-Velocity-Flat; `students` trains
+`distill` with student=rma, dagger and hib from it (policy history `--history` frames); `eval` runs the
+teacher (torch, it reads privileged inputs) and each student's exported ONNX file (onnxruntime, what the
+robot runs) for `--episodes` episodes each, with the task's commands, pushes and randomisation:
+- in distribution: the training ranges;
+- out of distribution: `OOD` below, friction, added trunk mass and motor strength all outside the training
+  ranges (held out: no run ever trains on them).
+Reports per policy: mean return, velocity-tracking error (m/s), fall rate. One seed. Writes <out>.json
+(command line, commit, load average, per-stage wall time, numbers, goals) and <out>.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+TASK = "Go1-Velocity-Flat"
+STUDENTS = ("rma", "dagger", "hib")
+# Training ranges (LocomotionConfig.randomization): friction (0.4, 1.25), added mass (-1, 2) kg, motor strength
+# (0.9, 1.1). The held-out range lies outside all three at once: slippery, heavy and weak.
+OOD = {"randomization.friction": (0.2, 0.35), "randomization.added_mass": (2.5, 4.0),
+       "randomization.motor_strength": (0.75, 0.85)}
+
+
+def teacher_episodes(run: Path, task_cfg: object, episodes: int, seed: int) -> dict[str, np.ndarray]:
+    """One episode per env with the teacher acting on its policy + privileged inputs (torch)."""
+    import torch
+    from s2r.policies.teacher import load_teacher
+    from s2r.sim import make
+
+    t = load_teacher(run)
+    env = make(TASK, episodes, cfg=task_cfg, seed=seed)
+    try:
+        obs = env.reset(seed=seed)
+        done = np.zeros(episodes, dtype=bool)
+        out = {"return": np.zeros(episodes), "vel_error": np.zeros(episodes), "fell": np.zeros(episodes, dtype=bool)}
+        while not done.all():
+            with torch.no_grad():
+                a = t.model.act_mean(t.actor_input({k: torch.as_tensor(v) for k, v in obs.items()})).numpy()
+            obs, _, _, _, info = env.step(a)
+            if "episode" in info:
+                e = info["episode"]
+                first = ~done[e["env_ids"]]
+                ids = e["env_ids"][first]
+                for key, arr in out.items():
+                    arr[ids] = e[key][first]
+                done[ids] = True
+    finally:
+        env.close()
+    return out
+
+
+def summary(ep: dict[str, np.ndarray]) -> dict[str, float]:
+    n = len(ep["return"])
+    return {"episodes": n, "mean_return": float(ep["return"].mean()),
+            "return_sem": float(ep["return"].std(ddof=1) / np.sqrt(n)),
+            "mean_vel_error": float(ep["vel_error"].mean()), "fall_rate": float(ep["fell"].mean())}
+
+
+def evaluate_all(root: Path, args: argparse.Namespace) -> dict[str, dict[str, dict[str, float]]]:
+    from s2r.policies.evaluate import OnnxPolicy, one_episode_each, run_task_config
+    from s2r.sim import make
+    from s2r.sim.config import apply_overrides
+
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for name, over in (("in_distribution", {}), ("out_of_distribution", OOD)):
+        seed = args.eval_seed
+        tcfg = _teacher_task_cfg(root / "teacher", over)
+        out.setdefault("teacher", {})[name] = summary(teacher_episodes(root / "teacher", tcfg, args.episodes, seed))
+        print(json.dumps({"eval": "teacher", name: out["teacher"][name]}), file=sys.stderr, flush=True)
+        for s in STUDENTS:
+            run = root / s
+            if not (run / "policy.onnx").is_file():
+                continue
+            _, cfg = run_task_config(run, {})
+            env = make(TASK, args.episodes, cfg=apply_overrides(cfg, over), seed=seed)
+            try:
+                out.setdefault(s, {})[name] = summary(one_episode_each(OnnxPolicy(run), env, seed))
+            finally:
+                env.close()
+            print(json.dumps({"eval": s, name: out[s][name]}), file=sys.stderr, flush=True)
+    return out
+
+
+def _teacher_task_cfg(run: Path, over: dict) -> object:
+    from s2r.sim import task_config
+    from s2r.sim.config import apply_overrides, from_dict
+
+    saved = json.loads((run / "config.json").read_text())["task"]
+    return apply_overrides(from_dict(type(task_config(TASK)), saved), over)
+
+
+def train_stage(algo: str, run: Path, minutes: float, args: argparse.Namespace, task_over: dict, algo_over: dict) -> dict:
+    from s2r.policies.driver import Budget, new_run_spec, train
+
+    spec = new_run_spec(algo, TASK, task_overrides={"backend.num_threads": 1, **task_over},
+                        algo_overrides={"torch_threads": 1, **algo_over}, num_envs=args.num_envs, seed=args.seed,
+                        budget=Budget(minutes=minutes))
+    t0 = time.perf_counter()
+    res = train(spec, run, progress=False)
+    hist = json.loads((run / "history.json").read_text())
+    last = next((r for r in reversed(hist) if "mean_return" in r), hist[-1])
+    keep = ("mean_return", "mean_vel_error", "fall_rate", "action_mse", "latent_mse", "latent_kl", "kl", "loss", "env_steps_per_s")
+    return {"algo": algo, "run_dir": str(run), "env_steps": res["progress"], "train_wall_s": round(time.perf_counter() - t0, 1),
+            "overrides": {**task_over, **algo_over}, "last_training_row": {k: last[k] for k in keep if k in last},
+            "curve": [{"env_steps": r["progress"], "mean_return": r.get("mean_return"), "action_mse": r.get("action_mse")}
+                      for r in hist]}
+
+
+def plot(result: dict, path: Path) -> None:
+    """Bars: return, velocity error and fall rate of every policy, in and out of distribution."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ev = result["eval"]
+    names = [n for n in ("teacher", *STUDENTS) if n in ev]
+    metrics = (("mean_return", "mean return"), ("mean_vel_error", "velocity error (m/s)"), ("fall_rate", "fall rate"))
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    x = np.arange(len(names))
+    for ax, (key, title) in zip(axes, metrics, strict=True):
+        splits = (("in_distribution", "in distribution"), ("out_of_distribution", "held-out dynamics"))
+        for k, (split, label) in enumerate(splits):
+            vals = [ev[n].get(split, {}).get(key, np.nan) for n in names]
+            ax.bar(x + (k - 0.5) * 0.38, vals, 0.38, label=label)
+        ax.set_xticks(x, names)
+        ax.set_title(title)
+        ax.grid(alpha=0.3, axis="y")
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"{TASK}: privileged teacher vs history students ({result['config']['episodes']} episodes each, 1 seed)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def goals(ev: dict) -> dict:
+    """The issue's two goals, from the evaluation numbers (None where a policy is missing)."""
+    out: dict[str, object] = {}
+    try:
+        t, h = ev["teacher"]["in_distribution"]["mean_return"], ev["hib"]["in_distribution"]["mean_return"]
+        out["hib_over_teacher_return_in_distribution"] = h / t
+        out["hib_within_10pct_of_teacher"] = bool(h >= 0.9 * t)
+    except KeyError:
+        out["hib_within_10pct_of_teacher"] = None
+    try:
+        r = {s: ev[s]["out_of_distribution"]["mean_return"] for s in STUDENTS}
+        out["hib_best_student_return_ood"] = bool(r["hib"] > max(r["rma"], r["dagger"]))
+        e = {s: ev[s]["out_of_distribution"]["mean_vel_error"] for s in STUDENTS}
+        out["hib_best_student_vel_error_ood"] = bool(e["hib"] < min(e["rma"], e["dagger"]))
+    except KeyError:
+        out["hib_best_student_return_ood"] = None
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--teacher-minutes", type=float, default=25.0)
+    p.add_argument("--student-minutes", type=float, default=5.0)
+    p.add_argument("--num-envs", type=int, default=256)
+    p.add_argument("--history", type=int, default=30)
+    p.add_argument("--beta", type=float, default=1e-3)
+    p.add_argument("--episodes", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--eval-seed", type=int, default=4242)
+    p.add_argument("--stages", default="teacher,students,eval")
+    p.add_argument("--run-root", default="runs/bench/hib")
+    p.add_argument("--out", default="bench/results/hib")
+    args = p.parse_args()
+
+    import torch
+
+    torch.set_num_threads(1)
+    root, out = Path(args.run_root), Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    json_path = out.with_suffix(".json")
+    result = json.loads(json_path.read_text()) if json_path.is_file() else {}
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    result.update({"command": " ".join(sys.argv), "commit": commit, "ood": {k: list(v) for k, v in OOD.items()},
+                   "config": {k: v for k, v in vars(args).items()}})
+    result.setdefault("train", {})
+    result.setdefault("load_average", {})
+
+    def save() -> None:
+        json_path.write_text(json.dumps(result, indent=1))
+
+    stages = args.stages.split(",")
+    if "teacher" in stages:
+        result["load_average"]["teacher_start"] = os.getloadavg()
+        result["train"]["teacher"] = train_stage("ppo-teacher", root / "teacher", args.teacher_minutes, args, {}, {})
+        result["load_average"]["teacher_end"] = os.getloadavg()
+        save()
+    if "students" in stages:
+        for s in STUDENTS:
+            algo_over = {"student": s, "teacher": str(root / "teacher"), "beta": args.beta}
+            result["load_average"][f"{s}_start"] = os.getloadavg()
+            result["train"][s] = train_stage("distill", root / s, args.student_minutes, args,
+                                             {"history_length": args.history}, algo_over)
+            save()
+    if "eval" in stages:
+        t0 = time.perf_counter()
+        result["load_average"]["eval_start"] = os.getloadavg()
+        result["eval"] = evaluate_all(root, args)
+        result["eval_wall_s"] = round(time.perf_counter() - t0, 1)
+        result["goals"] = goals(result["eval"])
+        save()
+        plot(result, out.with_suffix(".png"))
+    save()
+    print(json.dumps({k: result.get(k) for k in ("eval", "goals")}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
