@@ -65,15 +65,18 @@ def test_turn_reward_rises_as_the_box_turns() -> None:
 
 
 def _run(expert: FlatBoxExpert, env: FlatBoxLiftEnv, seed: int, steps: int = 100) -> tuple[np.ndarray, np.ndarray]:
-    """Up to one episode per env: success flags and the largest turn angle (deg)."""
+    """Up to one episode per env: success flags and the largest turn angle (deg); records `grasped` (ever held)."""
     n = env.num_envs
     obs = env.reset(seed=seed)
     done, success, turned = np.zeros(n, bool), np.zeros(n, bool), np.zeros(n)
+    env.ever_grasped = np.zeros(n, bool)
     for _ in range(min(steps, env.cfg.max_episode_steps)):
         obs, _, term, trunc, info = env.step(expert.act(obs))
         ended = term | trunc
         live = ~done & ~ended
-        turned[live] = np.maximum(turned[live], env.behaviour()["turn_deg"][live])
+        b = env.behaviour()
+        turned[live] = np.maximum(turned[live], b["turn_deg"][live])
+        env.ever_grasped[live] |= b["grasped"][live]
         success |= info["success"] & ~done
         done |= ended
         if done.all():
@@ -88,7 +91,7 @@ def test_expert_turns_the_box_then_lifts_it() -> None:
     finally:
         env.close()
     assert success.all(), f"expert failed on {np.flatnonzero(~success)}"
-    assert (turned >= 80.0).all()
+    assert (turned >= 80.0).all() and env.ever_grasped.all()
 
 
 def test_top_down_grasp_without_the_turn_fails() -> None:
@@ -100,6 +103,7 @@ def test_top_down_grasp_without_the_turn_fails() -> None:
     finally:
         env.close()
     assert not success.any() and (baseline.phase == baseline.LIFT).all()
+    assert not env.ever_grasped.any()  # it closed on the top of the long side, not across the short side
     assert (turned < 30.0).all()
 
 

@@ -261,6 +261,8 @@ class FlatBoxRewardConfig:
         reach_sharpness: 1/m.
         turn: Weight of the turn progress, |x component| of the box's long axis (0 pointing at the ledge,
             1 along the ledge: graspable), per step.
+        grasp: Weight of holding the box across its short side (`FlatBoxLiftEnv.behaviour`'s "grasped"), per
+            step. 0 by default, the paper's few terms; a benchmark arm tries it as a bridge from turn to lift.
         lift: Weight of the lowest corner's height as a fraction of `lift_height` (clipped to [0, 1]), per step.
         success: Reward on the success step (which ends the episode).
     """
@@ -268,6 +270,7 @@ class FlatBoxRewardConfig:
     reach: float = 0.1
     reach_sharpness: float = 10.0
     turn: float = 0.2
+    grasp: float = 0.0
     lift: float = 0.5
     success: float = 10.0
 

@@ -131,21 +131,26 @@ class FlatBoxLiftEnv(PandaEnv):
         rw = self.cfg.reward
         r = (rw.reach * reach_term(s.ee_pos, s.obj_pos, rw.reach_sharpness) + rw.turn * turn_term(s.obj_quat)
              + rw.lift * lift_term(self._lowest(s), self.cfg.lift_height) + rw.success * success)
+        if rw.grasp:
+            r = r + rw.grasp * self._grasped(s)
         return r.astype(np.float32)
+
+    def _grasped(self, s: PandaState) -> np.ndarray:
+        """(n,) bool: the box's centre between the finger pads (within 3 cm of the TCP across, 2 cm up or down) and
+        the hand closed on about its short side."""
+        rel = s.obj_pos - s.ee_pos
+        between = (np.linalg.norm(rel[:, :2], axis=1) < 0.03) & (np.abs(rel[:, 2]) < 0.02)
+        return between & (np.abs(s.gripper[:, 0] - 2 * self.half[:, 1]) < 0.008)
 
     def behaviour(self) -> dict[str, np.ndarray]:
         """How far each env's episode has got, now: for benchmarks that ask whether a policy turns, grasps, lifts.
 
         Returns:
-            "turn_deg": (n,) `turn_angle` of the box; "grasped": (n,) bool, the box's centre between the finger
-            pads (within 3 cm of the TCP across, 2 cm up or down) and the hand closed on about its short side;
-            "lift": (n,) height of its lowest corner above the table (m).
+            "turn_deg": (n,) `turn_angle` of the box; "grasped": (n,) bool, the hand holds it across its short side
+            (`_grasped`); "lift": (n,) height of its lowest corner above the table (m).
         """
         s = self._state()
-        rel = s.obj_pos - s.ee_pos
-        between = (np.linalg.norm(rel[:, :2], axis=1) < 0.03) & (np.abs(rel[:, 2]) < 0.02)
-        on_short_side = np.abs(s.gripper[:, 0] - 2 * self.half[:, 1]) < 0.008
-        return {"turn_deg": turn_angle(s.obj_quat), "grasped": between & on_short_side, "lift": self._lowest(s)}
+        return {"turn_deg": turn_angle(s.obj_quat), "grasped": self._grasped(s), "lift": self._lowest(s)}
 
     def _goal_distance(self, s: PandaState) -> np.ndarray:
         return np.maximum(0.0, self.cfg.lift_height - self._lowest(s))
