@@ -50,7 +50,7 @@ class CurriculumConfig:
 
     # Halving steps, finer near zero: on the flat-box lift a first run with (..., 0.25, 0.1, 0.0) advanced
     # to 0.1 quickly and then went back and forth between 0.1 and 0 (a 0.6 N wrench still lifts a light box).
-    stages: tuple[float, ...] = (1.0, 0.5, 0.25, 0.12, 0.06, 0.03, 0.0)
+    stages: tuple[float, ...] = (1.0, 0.5, 0.25, 0.12, 0.06, 0.03, 0.015, 0.0)
     window: int = 200
     advance_at: float = 0.6
     fall_back_below: float = 0.05

@@ -88,7 +88,7 @@ register_task(
     "Panda-Lift-FlatBox",
     FlatBoxLiftEnv,
     FlatBoxLiftConfig(),
-    "Panda arm lifts a flat box too wide to grasp from above, lying against a ledge (pivot or push it first).",
+    "Panda arm lifts a flat box whose long side points at a ledge: turn it >= 80 deg first (the fingers cannot span it).",
 )
 register_task(
     "Panda-Lift-FlatBox-Privileged",

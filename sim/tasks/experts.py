@@ -19,7 +19,16 @@ from typing import Any
 
 import numpy as np
 from s2r.sim.registry import get_task, task_config, task_ids
-from s2r.sim.tasks.manipulation import InsertEnv, LiftEnv, PickPlaceEnv, obs_slices, quat_z_axis
+from s2r.sim.tasks.manipulation import (
+    FlatBoxLiftEnv,
+    InsertEnv,
+    LiftEnv,
+    PickPlaceEnv,
+    long_axis,
+    obs_slices,
+    quat_z_axis,
+    turn_term,
+)
 
 # Failure modes (0 = none).
 _NONE, _AIM_OFF, _EARLY_RELEASE = 0, 1, 2
@@ -70,7 +79,8 @@ class _Expert:
         self.release_step[ids] = self.rng.integers(*self._release_window(), k)
 
     def act(self, obs: dict[str, np.ndarray]) -> np.ndarray:
-        """(num_envs, 4) actions in [-1, 1] for observation groups `obs` (`policy` and `privileged`)."""
+        """(num_envs, 4) actions in [-1, 1] for observation groups `obs` (`policy` and `privileged`), plus zeros for
+        any privileged action columns the task declares."""
         pol = np.asarray(obs["policy"], dtype=np.float64)
         priv = np.asarray(obs["privileged"], dtype=np.float64)
         goal, grip = self._plan(pol, priv)  # (n, 3) TCP goal, (n,) gripper command
@@ -87,7 +97,10 @@ class _Expert:
             act += self.rng.normal(0.0, self.noise, act.shape)
         self.t += 1
         self.count += 1
-        return np.clip(act, -1.0, 1.0).astype(np.float32)
+        act = np.clip(act, -1.0, 1.0).astype(np.float32)
+        # A task with privileged action columns (a virtual wrench) gets them at zero: the expert needs no powers.
+        extra = sum(p.action_dims for p in getattr(self.cfg, "privileged", ()))
+        return np.concatenate([act, np.zeros((self.num_envs, extra), np.float32)], axis=1) if extra else act
 
     def _set_phase(self, mask: np.ndarray, phase: int) -> None:
         self.phase[mask] = phase
@@ -213,10 +226,124 @@ class InsertExpert(_Expert):
         return goal, np.ones(self.num_envs)
 
 
+class FlatBoxExpert(_Expert):
+    """Flat-box lift: push the box's ledge-side end sideways until the box has turned, then grasp its short side.
+
+    The box starts with its long axis pointing at the ledge (+y). With the hand closed, the expert pushes the
+    end near the ledge in +x, perpendicular to the long axis, at a lever point `LEVER` of the half length
+    from the centre; the box turns about a point near its other end (yaw falls towards 0) and moves away
+    from the ledge. It tracks the turning face every step. Once the long axis is within `DONE_DEG` of world x,
+    it rises, opens, descends over the centre and closes across the 4.4-5.2 cm short side, then lifts.
+
+    `turn=False` skips the turn: the top-down grasp baseline, which closes on the long side and fails.
+    """
+
+    ABOVE, DOWN, PUSH, RISE, APPROACH, DESCEND, CLOSE, LIFT = range(8)
+    HOVER = 0.06  # m above the box's centre before descending to grasp
+    LEVER = 0.6  # push point along the long axis, as a fraction of the half length from the centre
+    CLEAR = 0.03  # m between the box's side face and the TCP before a push
+    HAND_HALF = 0.011  # m, half the closed hand's extent across the push direction
+    PUSH_DEPTH = 0.008  # m the push goal lies past the face
+    PUSH_SPEED = 0.008  # m per step at most while pushing (0.16 m/s): faster and the box slides instead of turning
+    LEDGE_CLEAR = 0.02  # m the TCP keeps off the ledge's face when it goes down for a push
+    DONE_DEG = 84.0  # turned this far, the fingers span the short side with room to spare
+    LIFT_HEIGHT = 0.12  # m, the box's centre at the end of a lift
+
+    def __init__(self, *args: Any, turn: bool = True, **kwargs: Any) -> None:
+        self.turn = turn
+        super().__init__(*args, **kwargs)
+
+    def reset(self, env_ids: Any = None) -> None:
+        super().reset(env_ids)
+        if not self.turn:
+            ids = slice(None) if env_ids is None else np.asarray(env_ids, dtype=np.int64).reshape(-1)
+            self.phase[ids] = self.APPROACH
+
+    def _aim_off_range(self) -> tuple[float, float]:
+        return 0.02, 0.04
+
+    def _release_window(self) -> tuple[int, int]:
+        return 30, 60
+
+    def _plan(self, pol: np.ndarray, priv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        ee = pol[:, self.pol["ee_pos"]]
+        box = pol[:, self.pol["object_pos"]] + np.where((self.failure == _AIM_OFF)[:, None], self.aim_offset, 0.0)
+        quat = pol[:, self.pol["object_quat"]]
+        opening = pol[:, self.pol["gripper_opening"]][:, 0]
+        grip_vel = pol[:, self.pol["gripper_vel"]][:, 0]
+        half_len = priv[:, self.priv["box_half_length"]][:, 0]
+        half_w = priv[:, self.priv["box_half_width"]][:, 0]
+        half_t = priv[:, self.priv["box_half_thickness"]][:, 0]
+
+        u = long_axis(quat)
+        u[:, 2] = 0.0
+        u /= np.maximum(np.linalg.norm(u, axis=1, keepdims=True), 1e-9)
+        u *= np.where(u[:, :1] + u[:, 1:2] >= 0.0, 1.0, -1.0)  # the end that started at the ledge
+        n = np.stack([u[:, 1], -u[:, 0], np.zeros(self.num_envs)], axis=1)  # push direction: turns yaw down
+        lever = box + (self.LEVER * half_len)[:, None] * u
+        pre = lever - (half_w + self.HAND_HALF + self.CLEAR)[:, None] * n
+        push_z = np.maximum(box[:, 2], 0.012)
+        pre[:, 1] = np.minimum(pre[:, 1], self.cfg.ledge_y - self.LEDGE_CLEAR)  # never come down on the ledge
+        pre[:, 2] = push_z
+        turned = turn_term(quat) >= np.sin(np.radians(self.DONE_DEG))
+
+        p = self.phase
+        err_pre = np.linalg.norm(pre[:, :2] - ee[:, :2], axis=1)
+        self._set_phase((p == self.ABOVE) & (err_pre < 0.008), self.DOWN)
+        self._set_phase((p == self.DOWN) & (np.abs(ee[:, 2] - push_z) < 0.005), self.PUSH)
+        # Slipped off the end or past the face: start the push again from above.
+        off = np.abs(((ee - lever) * u).sum(axis=1)) > 0.03
+        self._set_phase((p == self.PUSH) & off & ~turned, self.ABOVE)
+        self._set_phase((p <= self.PUSH) & turned, self.RISE)
+        self._set_phase((p == self.RISE) & (ee[:, 2] > box[:, 2] + 0.04), self.APPROACH)
+        err_xy = np.linalg.norm(box[:, :2] - ee[:, :2], axis=1)
+        hover = box + [0.0, 0.0, self.HOVER]
+        grasp_z = np.maximum(box[:, 2] - 0.005, 0.012)
+        self._set_phase((p == self.APPROACH) & (err_xy < 0.006) & (np.abs(hover[:, 2] - ee[:, 2]) < 0.02), self.DESCEND)
+        there = (np.abs(grasp_z - ee[:, 2]) < 0.004) & (err_xy < 0.005)
+        # Fingers standing on the box (an unturned box is wider than the hand): close anyway, as a script would.
+        self._set_phase((p == self.DESCEND) & (there | (self.count >= 15)), self.CLOSE)
+        closed = (opening < 2 * half_w + 0.004) & (np.abs(grip_vel) < 0.02) & (self.count >= 2)
+        self._set_phase((p == self.CLOSE) & (closed | (self.count >= 12)), self.LIFT)
+
+        p = self.phase
+        goal = ee.copy()
+        grip = np.ones(self.num_envs)
+        m = p == self.ABOVE
+        goal[m, :2] = pre[m, :2]
+        goal[m, 2] = np.maximum(box[m, 2] + half_t[m] + 0.04, ee[m, 2])  # over the box, never dragging across it
+        m = p == self.DOWN
+        goal[m] = pre[m]
+        m = p == self.PUSH
+        into = lever - (half_w + self.HAND_HALF - self.PUSH_DEPTH)[:, None] * n
+        # Command the speed, not a position: the TCP target moves by at most PUSH_SPEED per step (act() aims from
+        # where the TCP is heading, so add that lead back).
+        ahead = ee[:, :2] + self.LEAD_S * pol[:, self.pol["ee_vel"]][:, :2]
+        step = into[:, :2] - ahead
+        step *= np.minimum(1.0, self.PUSH_SPEED / np.maximum(np.linalg.norm(step, axis=1, keepdims=True), 1e-9))
+        goal[m, :2] = ahead[m] + step[m]
+        goal[m, 2] = push_z[m]
+        m = p == self.RISE
+        goal[m, 2] = box[m, 2] + 0.06
+        m = p == self.APPROACH
+        goal[m] = hover[m]
+        low = m & (err_xy > 0.02) & (ee[:, 2] < box[:, 2] + 0.03)
+        goal[low, :2] = ee[low, :2]
+        grip[(p == self.RISE) | m] = -1.0
+        m = p == self.DESCEND
+        goal[m, :2] = box[m, :2]
+        goal[m, 2] = grasp_z[m]
+        grip[m] = -1.0
+        m = p == self.LIFT
+        goal[m, 2] = ee[m, 2] + (self.LIFT_HEIGHT - box[m, 2])
+        return goal, grip
+
+
 _EXPERTS = {
     LiftEnv: lambda *a, **k: CubeExpert(*a, place=False, **k),
     PickPlaceEnv: lambda *a, **k: CubeExpert(*a, place=True, **k),
     InsertEnv: InsertExpert,
+    FlatBoxLiftEnv: FlatBoxExpert,
 }
 
 
@@ -230,8 +357,8 @@ def make_expert(task_id: str, num_envs: int, noise: float = 0.0, failure_rate: f
     """A scripted expert for a Panda manipulation task.
 
     Args:
-        task_id: Registered task id ("Panda-Lift-Cube", "Panda-PickPlace-Cube", "Panda-Insert-Peg", or
-            another id registered with one of their env classes).
+        task_id: Registered task id ("Panda-Lift-Cube", "Panda-PickPlace-Cube", "Panda-Insert-Peg",
+            "Panda-Lift-FlatBox", or another id registered with one of their env classes).
         num_envs: Envs the expert acts for (the env's batch size).
         noise: Standard deviation of Gaussian noise added to every action (before clipping to [-1, 1]).
         failure_rate: Probability per episode that the expert is perturbed into a plausible failure.
@@ -240,7 +367,8 @@ def make_expert(task_id: str, num_envs: int, noise: float = 0.0, failure_rate: f
             reads the action step size and the peg length from it).
 
     Returns:
-        An object with `reset(env_ids)` and `act(obs) -> (num_envs, 4)` float32 actions.
+        An object with `reset(env_ids)` and `act(obs) -> (num_envs, action_dim)` float32 actions (the task's four,
+        then zeros for its privileged columns).
 
     Raises:
         ValueError: The task has no scripted expert.

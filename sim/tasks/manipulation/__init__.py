@@ -36,7 +36,7 @@ from s2r.sim.tasks.manipulation.configs import (
     PegRandomizationConfig,
     PickPlaceConfig,
 )
-from s2r.sim.tasks.manipulation.flatbox import FlatBoxLiftEnv, lowest_corner_height
+from s2r.sim.tasks.manipulation.flatbox import FlatBoxLiftEnv, long_axis, lowest_corner_height, turn_angle, turn_term
 from s2r.sim.tasks.manipulation.geometry import refit_bvh, set_box
 from s2r.sim.tasks.manipulation.kinematics import ARM_DOF, FINGER_MAX, HOME_Q, R_DOWN, quat_z_axis, yaw_quat
 from s2r.sim.tasks.manipulation.privileged import (
@@ -92,6 +92,7 @@ __all__ = [
     "WiderJointLimits",
     "insert_success",
     "lift_success",
+    "long_axis",
     "lowest_corner_height",
     "obs_slices",
     "parse_privileged",
@@ -99,5 +100,7 @@ __all__ = [
     "reach_success",
     "refit_bvh",
     "set_box",
+    "turn_angle",
+    "turn_term",
     "yaw_quat",
 ]

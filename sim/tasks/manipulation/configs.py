@@ -224,48 +224,68 @@ class InsertConfig(PandaTaskConfig):
 class FlatBoxRandomizationConfig:
     """Per-episode randomisation of the flat box and where it lies against the ledge (uniform ranges).
 
+    The box's own x axis is its long side. It starts with that axis pointing at the ledge (yaw near 90 deg),
+    one end against the ledge: the hand's fingers close along world y, so from above they meet the 11-12 cm
+    long side, wider than the 8 cm stroke. Turned by >= 80 deg (long side along x) the fingers span its
+    4.4-5.2 cm short side instead.
+
     Attributes:
         x: Range of the box centre's x (m).
-        gap: Range of the gap between the box's side and the ledge (m).
-        yaw: Yaw range (rad).
-        half_width: Half of the box's two wide sides (m): over 0.04, so the 8 cm hand cannot span it from above.
-        half_thickness: Half of its thickness (m): what the fingers close on once it stands on edge.
+        gap: Range of the gap between the box's end and the ledge (m).
+        yaw: Yaw range of the box's long axis (rad); pi/2 points it at the ledge.
+        half_length: Half of the long side (m): over 0.04, so the 8 cm hand cannot span it.
+        half_width: Half of the short side (m): under 0.04, what the fingers close on once the box is turned.
+        half_thickness: Half of its thickness (m).
         friction: Sliding friction coefficient.
         mass: Mass (kg).
     """
 
     x: tuple[float, float] = (0.47, 0.53)
     gap: tuple[float, float] = (0.0, 0.005)
-    yaw: tuple[float, float] = (-0.1, 0.1)
-    half_width: tuple[float, float] = (0.05, 0.055)
+    yaw: tuple[float, float] = (np.pi / 2 - 0.1, np.pi / 2 + 0.1)
+    half_length: tuple[float, float] = (0.055, 0.06)
+    half_width: tuple[float, float] = (0.022, 0.026)
     half_thickness: tuple[float, float] = (0.012, 0.015)
     friction: tuple[float, float] = (0.6, 1.0)
     mass: tuple[float, float] = (0.05, 0.12)
 
+    def __post_init__(self) -> None:
+        if self.half_length[0] <= 0.04 or self.half_width[1] >= 0.04:
+            raise ValueError(f"FlatBoxRandomizationConfig: half_length {self.half_length} must stay above 0.04 m and "
+                             f"half_width {self.half_width} below 0.04 m (the hand's 8 cm stroke), or the task needs "
+                             "no turn or has no grasp at all")
+
 
 @dataclass(frozen=True, kw_only=True)
 class FlatBoxRewardConfig:
-    """A few reward terms, as in the paper: reach the box, lift it, succeed.
+    """A few reward terms, as in the paper: reach the box, turn it, lift it, succeed.
 
     Attributes:
         reach: Weight of 1 - tanh(reach_sharpness * TCP-to-box distance), per step.
         reach_sharpness: 1/m.
+        turn: Weight of the turn progress, |x component| of the box's long axis (0 pointing at the ledge,
+            1 along the ledge: graspable), per step.
+        grasp: Weight of holding the box across its short side (`FlatBoxLiftEnv.behaviour`'s "grasped"), per
+            step. 0 by default, the paper's few terms; a benchmark arm tries it as a bridge from turn to lift.
         lift: Weight of the lowest corner's height as a fraction of `lift_height` (clipped to [0, 1]), per step.
         success: Reward on the success step (which ends the episode).
     """
 
     reach: float = 0.1
     reach_sharpness: float = 10.0
+    turn: float = 0.2
+    grasp: float = 0.0
     lift: float = 0.5
     success: float = 10.0
 
 
 @dataclass(frozen=True, kw_only=True)
 class FlatBoxLiftConfig(PandaTaskConfig):
-    """Panda-Lift-FlatBox: lift a box too wide to grasp from above, lying flat against a low ledge.
+    """Panda-Lift-FlatBox: lift a flat box that lies with its long side pointing at a low ledge.
 
-    The hand (8 cm stroke) cannot span the box's wide sides; the way up is to pivot it on edge against the
-    ledge (push down on the far side, drag it towards the ledge) and grasp its thickness.
+    The hand's fixed yaw closes the fingers along world y, across the box's 11-12 cm long side: no grasp.
+    The way up is to push one end sideways so the box turns (>= 80 deg) about the other, then grasp the
+    4.4-5.2 cm short side and lift.
 
     Attributes:
         lift_height: Success height of the box's lowest corner above the table (m).
@@ -277,7 +297,7 @@ class FlatBoxLiftConfig(PandaTaskConfig):
 
     max_episode_steps: int = 100
     lift_height: float = 0.04
-    ledge_y: float = 0.08
+    ledge_y: float = 0.1
     ledge_half: tuple[float, float, float] = (0.15, 0.01, 0.012)
     randomization: FlatBoxRandomizationConfig = field(default_factory=FlatBoxRandomizationConfig)
     reward: FlatBoxRewardConfig = field(default_factory=FlatBoxRewardConfig)

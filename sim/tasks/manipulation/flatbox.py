@@ -1,9 +1,11 @@
-"""Panda-Lift-FlatBox: lift a flat box too wide to grasp from above, lying against a low ledge.
+"""Panda-Lift-FlatBox: lift a flat box whose long side points at a low ledge, too long to grasp as it lies.
 
-The box's wide sides (10-11 cm) exceed the hand's 8 cm stroke, so no grasp from above exists: the policy
-must pivot the box onto its edge against the ledge (or slide it, tilt it) before the fingers can close on
-its 2.4-3 cm thickness. Success is the box's *lowest corner* `lift_height` above the table, so standing the
-box on edge is not yet a lift. The reward is a few terms (reach, lift, success) as in Mao et al. 2025.
+The box (11-12 cm x 4.4-5.2 cm footprint, 2.4-3 cm thick) lies flat with its long axis pointing at the
+ledge, one end against it. The hand keeps a fixed yaw and closes its fingers along world y, so from above
+they meet the long side, wider than the 8 cm stroke: no grasp. The policy must first turn the box by
+>= 80 deg (push one end sideways while the other pivots) so the fingers span its short side, then grasp and
+lift. Success is the box's *lowest corner* `lift_height` above the table. The reward is a few terms
+(reach, turn, lift, success) as in Mao et al. 2025.
 """
 
 from __future__ import annotations
@@ -45,6 +47,27 @@ def reach_term(ee_pos: np.ndarray, obj_pos: np.ndarray, sharpness: float) -> np.
     return 1.0 - np.tanh(sharpness * np.linalg.norm(obj_pos - ee_pos, axis=1))
 
 
+def long_axis(quat: np.ndarray) -> np.ndarray:
+    """(n, 3) the box's long (own x) axis in the world frame."""
+    return quat_to_mat(quat)[:, :, 0]
+
+
+def turn_term(quat: np.ndarray) -> np.ndarray:
+    """(n,) |world x component| of the box's long axis: ~0 pointing at the ledge (as it starts), 1 along it.
+
+    It is sin(turn) for a box turned flat on the table from pointing at the ledge, and reaches
+    sin(80 deg) = 0.985 where the fingers (closing along y) can span the short side.
+    """
+    return np.abs(long_axis(quat)[:, 0])
+
+
+def turn_angle(quat: np.ndarray) -> np.ndarray:
+    """(n,) degrees between the box's long axis and the ledge's normal (world y), in the table plane: 0 as it
+    starts, 90 along the ledge."""
+    u = long_axis(quat)
+    return np.degrees(np.arctan2(np.abs(u[:, 0]), np.abs(u[:, 1])))
+
+
 def lift_term(lowest: np.ndarray, height: float) -> np.ndarray:
     """(n,) the lowest corner's height as a fraction of the success height, clipped to [0, 1]."""
     return np.clip(lowest / height, 0.0, 1.0)
@@ -56,7 +79,7 @@ class FlatBoxLiftEnv(PandaEnv):
     OBJECTS = ("flatbox", "ledge")
     OBJECT_BODY = "flatbox"
     FIXTURE_GEOMS = ("ledge",)
-    PARAM_NAMES = ("box_half_width", "box_half_thickness", "object_friction", "object_mass")
+    PARAM_NAMES = ("box_half_length", "box_half_width", "box_half_thickness", "object_friction", "object_mass")
     # The box's orientation is part of what the robot tracks (a pose estimate): pivoting depends on it.
     POLICY_TERMS = (*ROBOT_TERMS, ObsTerm(name="object_quat", size=4))
     PRIVILEGED_TERMS = (*OBJECT_STATE_TERMS[1:], *(ObsTerm(name=p, size=1) for p in PARAM_NAMES))
@@ -73,6 +96,7 @@ class FlatBoxLiftEnv(PandaEnv):
 
     def _reset_task(self, ids: np.ndarray) -> None:
         cfg, r, rng, k = self.cfg, self.cfg.randomization, self.rng, len(ids)
+        ln = rng.uniform(*r.half_length, k)
         w = rng.uniform(*r.half_width, k)
         t = rng.uniform(*r.half_thickness, k)
         fric = rng.uniform(*r.friction, k)
@@ -80,22 +104,22 @@ class FlatBoxLiftEnv(PandaEnv):
         x = rng.uniform(*r.x, k)
         gap = rng.uniform(*r.gap, k)
         yaw = rng.uniform(*r.yaw, k)
-        for i, wi, ti, ms in zip(ids, w, t, mass, strict=True):
+        for i, li, wi, ti, ms in zip(ids, ln, w, t, mass, strict=True):
             m = self.backend.models[i]
-            set_box(m, self._geom, np.array([wi, wi, ti]))
-            m.body_inertia[self._body] = ms / 3.0 * np.array([wi * wi + ti * ti, wi * wi + ti * ti, 2 * wi * wi])
+            set_box(m, self._geom, np.array([li, wi, ti]))
+            m.body_inertia[self._body] = ms / 3.0 * np.array([wi * wi + ti * ti, li * li + ti * ti, li * li + wi * wi])
             refit_bvh(m, self._body)
         self.backend.randomize(ids, self.object_fields, np.stack([fric, mass], axis=1))
-        self.half[ids] = np.stack([w, w, t], axis=1)
-        # Against the ledge: a yawed square reaches |sin| + |cos| half-widths towards it.
-        reach_y = w * (np.abs(np.sin(yaw)) + np.abs(np.cos(yaw)))
+        self.half[ids] = np.stack([ln, w, t], axis=1)
+        # Against the ledge: the yawed box reaches this far towards it from its centre.
+        reach_y = ln * np.abs(np.sin(yaw)) + w * np.abs(np.cos(yaw))
         self.backend.qpos[ids, 9] = x
         self.backend.qpos[ids, 10] = cfg.ledge_y - gap - reach_y
         self.backend.qpos[ids, 11] = t + 1e-4
         self.backend.qpos[ids, OBJ_QUAT] = yaw_quat(yaw)
         self.target[ids] = self.backend.qpos[ids, OBJ_POS]
         self.target[ids, 2] = cfg.lift_height
-        self.params[ids] = np.stack([w, t, fric, mass], axis=1)
+        self.params[ids] = np.stack([ln, w, t, fric, mass], axis=1)
 
     def _lowest(self, s: PandaState) -> np.ndarray:
         return lowest_corner_height(s.obj_pos, s.obj_quat, self.half)
@@ -105,9 +129,28 @@ class FlatBoxLiftEnv(PandaEnv):
 
     def _reward(self, s: PandaState, success: np.ndarray) -> np.ndarray:
         rw = self.cfg.reward
-        r = (rw.reach * reach_term(s.ee_pos, s.obj_pos, rw.reach_sharpness)
+        r = (rw.reach * reach_term(s.ee_pos, s.obj_pos, rw.reach_sharpness) + rw.turn * turn_term(s.obj_quat)
              + rw.lift * lift_term(self._lowest(s), self.cfg.lift_height) + rw.success * success)
+        if rw.grasp:
+            r = r + rw.grasp * self._grasped(s)
         return r.astype(np.float32)
+
+    def _grasped(self, s: PandaState) -> np.ndarray:
+        """(n,) bool: the box's centre between the finger pads (within 3 cm of the TCP across, 2 cm up or down) and
+        the hand closed on about its short side."""
+        rel = s.obj_pos - s.ee_pos
+        between = (np.linalg.norm(rel[:, :2], axis=1) < 0.03) & (np.abs(rel[:, 2]) < 0.02)
+        return between & (np.abs(s.gripper[:, 0] - 2 * self.half[:, 1]) < 0.008)
+
+    def behaviour(self) -> dict[str, np.ndarray]:
+        """How far each env's episode has got, now: for benchmarks that ask whether a policy turns, grasps, lifts.
+
+        Returns:
+            "turn_deg": (n,) `turn_angle` of the box; "grasped": (n,) bool, the hand holds it across its short side
+            (`_grasped`); "lift": (n,) height of its lowest corner above the table (m).
+        """
+        s = self._state()
+        return {"turn_deg": turn_angle(s.obj_quat), "grasped": self._grasped(s), "lift": self._lowest(s)}
 
     def _goal_distance(self, s: PandaState) -> np.ndarray:
         return np.maximum(0.0, self.cfg.lift_height - self._lowest(s))
