@@ -11,7 +11,8 @@ each joint state. This script listens for `--seconds` (after a warm-up) and repo
   slower than 1/`image_timeout_s` (default 0.5 s) makes the node hold between frames,
 - frame age at the policy node p50/p99 (joint-state stamp - stamp of the frame the step used, both sim
   time; the node's `image_age_p50_ms`/`image_age_p99_ms` diagnostics over the whole run),
-- CPU % of each process, and the machine's load average before and after.
+- CPU % of each process, and the machine's load average before and after,
+- and, measured here before the runs, what one rendered frame and one physics step cost the bridge.
 
 The policy is an untrained export (what is timed is the plumbing, rendering and inference, not a skill)
 unless `--policy` names another image policy of a Panda task.
@@ -86,6 +87,29 @@ class Listener:
         rclpy.shutdown()
 
 
+def render_cost(camera: str, height: int, width: int, n: int = 20) -> dict[str, float]:
+    """What one camera frame costs the bridge here: `ArmSim.render` (EGL) p50/p99 and one physics step, in ms."""
+    import numpy as np
+    from s2r.sim.arm_sim import ArmSim
+
+    sim = ArmSim("Panda-Lift-Cube")
+    try:
+        sim.render(camera, height, width)  # the renderer's set-up is not a frame's cost
+        times = []
+        for _ in range(n):
+            t = time.perf_counter()
+            sim.render(camera, height, width)
+            times.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        for _ in range(n):
+            sim.step(*sim.hold_target())
+        step = (time.perf_counter() - t) / n
+    finally:
+        sim.close()
+    return {"render_p50_ms": float(np.percentile(times, 50) * 1e3), "render_p99_ms": float(np.percentile(times, 99) * 1e3),
+            "physics_step_ms": step * 1e3}
+
+
 def run_rate(lis: Listener, policy: Path, rate: float, seconds: float, warmup: float, env: dict[str, str],
              logs: Path) -> dict[str, object]:
     """Bridge + policy node at one camera rate: what each achieved over `seconds` after `warmup`."""
@@ -95,6 +119,8 @@ def run_rate(lis: Listener, policy: Path, rate: float, seconds: float, warmup: f
             "policy": [sys.executable, "-m", "s2r_ros.arm_policy_node", "--ros-args", *common,
                        "-p", "autostart:=active", "-p", "sensor_qos:=reliable", "-p", "watchdog_timeout_s:=0.5",
                        "-p", "object_timeout_s:=0.5", "-p", "diagnostics_period_s:=0.5"]}
+    lis.spin_for(1.0)  # drain what the previous rate's nodes sent last, then start from nothing
+    lis.diag = {}
     procs = {k: subprocess.Popen(c, env=env, stdout=open(logs / f"{k}_{rate:g}hz.log", "w"),  # noqa: SIM115
                                  stderr=subprocess.STDOUT) for k, c in cmds.items()}
     try:
@@ -159,6 +185,8 @@ def main() -> int:
         from s2r.real.metadata import load_metadata
 
         cams = [o for o in load_metadata(policy.with_suffix(".json")).observation if o.is_image]
+        cost = render_cost(cams[0].camera, cams[0].shape[0], cams[0].shape[1])
+        print(json.dumps(cost), flush=True)
         lis = Listener(f"/camera/{cams[0].camera}/image_raw")
         try:
             for rate in (float(r) for r in args.rates.split(",")):
@@ -169,7 +197,7 @@ def main() -> int:
             lis.close()
     out = {"bench": "arm_camera_ros", "policy": str(args.policy or f"untrained export, {args.size}x{args.size} camera"),
            "cameras": [(o.camera, list(o.shape)) for o in cams], "control_rate_hz": 20.0,
-           "image_timeout_s": 0.5, "cpu_count": os.cpu_count(),
+           "image_timeout_s": 0.5, "cpu_count": os.cpu_count(), "in_process_cost": cost,
            "load_average_1m_before_after": [load_before[0], os.getloadavg()[0]], "rates": results,
            "command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])}
     print(json.dumps(out))

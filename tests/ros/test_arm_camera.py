@@ -155,3 +155,28 @@ def test_wrong_size_and_encoding_are_refused_in_one_line_and_hold(camera_graph) 
     assert any(f"image on {POLICY_TOPIC} has encoding 'mono8'" in ln for ln in lines)
     # Throttled: one line per second per kind, however many frames came.
     assert sum("bad_image" in ln for ln in lines) < counters["bad_image"]
+
+
+def test_the_bridge_renders_what_the_task_trained_on() -> None:
+    """The bridge's frames are the task's own image group, pixel for pixel, from any thread; a camera the model
+    lacks is refused at start-up in one sentence."""
+    from s2r.sim import task_config
+    from s2r.sim.arm_sim import ArmSim
+
+    sim = ArmSim("Panda-Lift-Cube", task_config("Panda-Lift-Cube", {"image_size": (24, 32)}), seed=3)
+    try:
+        for _ in range(3):
+            sim.step(sim.hold_target()[0] + np.array([0.01, 0.0, 0.0]), 0.02)
+        out: list[np.ndarray] = []
+        worker = threading.Thread(target=lambda: out.append(sim.render("workspace", 24, 32)))
+        worker.start()
+        worker.join()
+        mine = sim.render("workspace", 24, 32)  # this thread, after another one rendered: the context was released
+        np.testing.assert_array_equal(mine, out[0])
+        np.testing.assert_array_equal(mine, sim.env.render()[0])
+        assert mine.shape == (24, 32, 3) and mine.std() > 5  # a picture, not a blank
+        with pytest.raises(ValueError, match=r"camera 'wrist' is not a camera of the 'Panda-Lift-Cube' model \(it has "
+                                             r"\['workspace'\]\)"):
+            sim.render("wrist", 24, 32)
+    finally:
+        sim.close()
