@@ -109,7 +109,8 @@ class ArmController(PolicyController):
         return self.sync_imu and self.due()
 
     def on_image(self, camera: str, frame: np.ndarray, stamp: float, now: float) -> bool:
-        """Store a camera frame ((H, W, 3) uint8 RGB) taken at `stamp` (sensor clock); False if it was refused.
+        """Store a camera frame ((H, W, 3) uint8 RGB) taken at `stamp` (sensor clock); True when a step is due now
+        (lockstep: the frame came last of the state's inputs).
 
         A frame of another size or type than policy.json says is counted and logged (`bad_image`), and the
         pose is held until the camera sends a usable frame: the policy never acts on a picture it was not
@@ -122,13 +123,19 @@ class ArmController(PolicyController):
             return False
         self._bad_image.pop(camera, None)
         self._image_stamp[camera] = stamp
-        return True
+        return self.sync_imu and self.due()
 
     def image_refused(self, camera: str, why: str) -> None:
         """A frame of `camera` that could not be used (e.g. an encoding the transport cannot read): count it
         (`bad_image`), log it (throttled) and hold the pose until the camera sends a usable one."""
         self._bad_image[camera] = why
         self.safety.note("bad_image", f"{why}; holding the pose")
+
+    def due(self) -> bool:
+        """As `PolicyController.due`; in lockstep (`sync_object`) also every camera's frame of the same stamp."""
+        if self.sync_imu and any(self._image_stamp.get(c) != self.joint_stamp for c in self.runner.images.cameras):
+            return False
+        return super().due()
 
     def image_age_quantiles(self, *qs: float) -> list[float]:
         """Quantiles (s) of the frame age at the steps run so far (0.0 before any)."""

@@ -29,16 +29,23 @@ def camera_policy(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return export_untrained_panda_camera(tmp_path_factory.mktemp("camera_policy"), SIZE)
 
 
-def test_camera_holds_and_recoveries(camera_policy: Path) -> None:
+def make_controller(policy: Path, lockstep: bool) -> tuple[ArmController, np.ndarray, np.ndarray]:
+    """An activated controller on the camera policy (frames older than 0.3 s refused), and a start pose."""
     arm = load_any_robot_config(PANDA_ROBOT)
-    runner = ArmRunner(camera_policy, arm, RunnerConfig(max_image_age_s=0.3))
+    runner = ArmRunner(policy, arm, RunnerConfig(max_image_age_s=0.3))
     safety = CartesianSafety(arm, runner.num_actions, ArmSafetyConfig(watchdog_timeout_s=10.0, object_timeout_s=10.0))
-    ctl = ArmController(runner, safety, sync_object=True)
+    ctl = ArmController(runner, safety, sync_object=lockstep)
     ctl.activate(0.0)
     env = make(PANDA_TASK, 1, seed=0)
     env.reset(seed=0)
     qpos, qvel = env.backend.qpos[0].copy(), env.backend.qvel[0].copy()
     env.close()
+    return ctl, qpos, qvel
+
+
+def test_camera_holds_and_recoveries(camera_policy: Path) -> None:
+    ctl, qpos, qvel = make_controller(camera_policy, lockstep=False)
+    safety = ctl.safety
     rng = np.random.default_rng(0)
     c = safety.counters
 
@@ -49,7 +56,7 @@ def test_camera_holds_and_recoveries(camera_policy: Path) -> None:
             img = frame if frame is not None else rng.integers(0, 256, (*SIZE, 3), dtype=np.uint8)
             ctl.on_image("workspace", img, frame_at, t)
         ctl.on_joint_state(qpos[:9], qvel[:9], t, t)
-        assert ctl.on_object_pose(qpos[9:12], qpos[12:16], "world", t, t)
+        ctl.on_object_pose(qpos[9:12], qpos[12:16], "world", t, t)
         return ctl.step(t)
 
     # No frame yet: held at the measured TCP, counted, not latched.
@@ -79,3 +86,19 @@ def test_camera_holds_and_recoveries(camera_policy: Path) -> None:
     assert ctl.mode is Mode.RUN and ctl.last_target is not None
     # On resuming the target starts again from the measured TCP (plus at most one limited step): no jump.
     assert np.linalg.norm(ctl.last_target - ctl.state.ee_pos) <= safety.max_step + 1e-9
+
+
+def test_lockstep_waits_for_the_frame_of_the_same_stamp(camera_policy: Path) -> None:
+    """In lockstep a step is due once joint state, object pose and every camera's frame carry one stamp, whichever
+    of them comes last; a frame of another stamp (an older render) is no reason to step."""
+    ctl, qpos, qvel = make_controller(camera_policy, lockstep=True)
+    frame = np.zeros((*SIZE, 3), np.uint8)
+    assert not ctl.on_joint_state(qpos[:9], qvel[:9], 0.05, 0.05)
+    assert not ctl.on_object_pose(qpos[9:12], qpos[12:16], "world", 0.05, 0.05)
+    assert not ctl.on_image("workspace", frame, 0.0, 0.05)  # last state's frame
+    assert ctl.on_image("workspace", frame, 0.05, 0.06)  # this state's frame, last to arrive: step now
+    ctl.step(0.06)
+    assert ctl.safety.counters["steps_run"] == 1 and ctl.image_age_quantiles(0.5) == [0.0005]
+    assert not ctl.on_image("workspace", frame, 0.10, 0.10)  # frame first this time
+    assert not ctl.on_joint_state(qpos[:9], qvel[:9], 0.10, 0.10)
+    assert ctl.on_object_pose(qpos[9:12], qpos[12:16], "world", 0.10, 0.10)

@@ -81,15 +81,17 @@ class CameraRelay(Node):
 
 
 @pytest.fixture
-def camera_graph(ros: Ros, camera_policy: Path):
-    """(relay, bridge, policy node, captured safety log lines), spinning in one executor."""
+def camera_graph(request: pytest.FixtureRequest, ros: Ros, camera_policy: Path):
+    """(relay, bridge, policy node, captured safety log lines), spinning in one executor; lockstep if the test is
+    parametrized indirectly with True."""
+    lockstep = bool(getattr(request, "param", False))
     bridge = ArmSimBridge(context=ros.context, parameter_overrides=[
         Parameter(k, value=v) for k, v in {"policy": str(camera_policy), "robot": str(PANDA_ROBOT), "seed": 3,
-                                            "executor": "single", "camera_rate_hz": 20.0,
+                                            "executor": "single", "camera_rate_hz": 20.0, "lockstep": lockstep,
                                             "image_topic": SIM_TOPIC}.items()])
     over = {"policy": str(camera_policy), "robot": str(PANDA_ROBOT), "sensor_qos": "reliable", "executor": "single",
-            "autostart": "active", "diagnostics_period_s": 0.1, "image_timeout_s": 0.3,
-            "watchdog_timeout_s": 0.5, "object_timeout_s": 0.5}
+            "autostart": "active", "diagnostics_period_s": 0.1, "image_timeout_s": 0.3, "sync_object": lockstep,
+            "watchdog_timeout_s": 2.0 if lockstep else 0.5, "object_timeout_s": 2.0 if lockstep else 0.5}
     node = ArmPolicyNode(context=ros.context, parameter_overrides=[Parameter(k, value=v) for k, v in over.items()])
     lines: list[str] = []
     handler = logging.Handler()
@@ -155,6 +157,16 @@ def test_wrong_size_and_encoding_are_refused_in_one_line_and_hold(camera_graph) 
     assert any(f"image on {POLICY_TOPIC} has encoding 'mono8'" in ln for ln in lines)
     # Throttled: one line per second per kind, however many frames came.
     assert sum("bad_image" in ln for ln in lines) < counters["bad_image"]
+
+
+@pytest.mark.parametrize("camera_graph", [True], indirect=True)
+def test_lockstep_steps_on_the_frame_of_each_state(camera_graph) -> None:
+    """Lockstep: each state comes with its own frame, and every step uses the frame of the state it answers."""
+    relay, bridge, node, _ = camera_graph
+    relay.mode = "pass"
+    wait_for(lambda: node.ctl.safety.counters["steps_run"] >= 15, 20, "lockstep steps on frames")
+    wait_for(lambda: relay.value("image_age_p99_ms") == "0.5", 3, "frame ages in the diagnostics")  # the 0-1 ms bin
+    assert bridge.sim.steps >= 14 and node.ctl.safety.counters["steps_fault"] == 0  # the 15th command may be in flight
 
 
 def test_the_bridge_renders_what_the_task_trained_on() -> None:

@@ -122,12 +122,15 @@ class ArmPolicyNode(PolicyNode):
             self._publish(self.ctl.step(now), t0)
 
     def _on_image(self, camera: str, topic: str, msg: Image) -> None:
+        t0 = time.perf_counter()
         try:
             frame = image_to_rgb(msg, topic)
         except ImageEncodingError as exc:
             self.ctl.image_refused(camera, str(exc))
             return
-        self.ctl.on_image(camera, frame, stamp_to_sec(msg.header.stamp), time.monotonic())
+        now = time.monotonic()
+        if self.ctl.on_image(camera, frame, stamp_to_sec(msg.header.stamp), now):
+            self._publish(self.ctl.step(now), t0)
 
     def _extra_diagnostics(self) -> dict[str, str]:
         if not self.ctl.runner.images.inputs:

@@ -11,7 +11,9 @@ finished one on `episode_topic` as [index, success, steps, return].
 For a policy that reads cameras (policy.json lists them) it also renders each camera at the size the
 policy takes and publishes it as an rgb8 sensor_msgs/Image on `image_topic` (`{camera}` replaced by the
 camera's name) every 1/`camera_rate_hz` s of wall-clock time (0: no camera), stamped with simulated time
-like the joint states; a real camera runs on its own clock, not the controller's.
+like the joint states; a real camera runs on its own clock, not the controller's. In lockstep each state
+comes with one frame of it instead (same stamp, published before the joint states), so a lockstep run
+sees exactly what `s2r eval` feeds the policy and repeats exactly.
 
 Free-running (default) it steps one control period per wall-clock period with the latest targets. In
 lockstep it steps once it has a new TCP target and (with a gripper) a new finger command, then publishes
@@ -99,11 +101,12 @@ class ArmSimBridge(Node):
         self._cams = [(o.camera, o.shape[0], o.shape[1], self.create_publisher(
             Image, str(p("image_topic")).format(camera=o.camera), qos("reliable", 1)), Image()) for o in cams]
         self.frames_published = 0
-        if self._cams and rate > 0:
+        if self._cams and rate > 0 and not self.lockstep:
             self.create_timer(1.0 / rate, self._on_camera_timer, clock=steady)
         for name, h, w, _, _ in self._cams:
             self.sim.render(name, h, w)  # an unknown camera fails here, at start-up, not in a timer
-        cams = f", cameras {[c[0] for c in self._cams]} at {rate:g} Hz" if self._cams and rate > 0 else ""
+        every = "with every state" if self.lockstep else f"at {rate:g} Hz"
+        cams = f", cameras {[c[0] for c in self._cams]} {every}" if self._cams and (rate > 0 or self.lockstep) else ""
         self.get_logger().info(f"arm sim bridge: {task}, {'lockstep' if self.lockstep else 'real time'}, control "
                                f"period {self.sim.control_dt * 1e3:.0f} ms{cams}, TCP targets on {p('target_topic')}")
         self._publish()
@@ -161,7 +164,9 @@ class ArmSimBridge(Node):
             self._publish()  # nobody answered (yet): offer the same state again
 
     def _on_camera_timer(self) -> None:
-        stamp = sec_to_stamp(self.sim.time)
+        self._publish_frames(sec_to_stamp(self.sim.time))
+
+    def _publish_frames(self, stamp: object) -> None:
         for name, h, w, pub, msg in self._cams:
             pub.publish(rgb_to_image(self.sim.render(name, h, w), stamp, f"{name}_optical_frame", msg))
         self.frames_published += 1
@@ -175,6 +180,8 @@ class ArmSimBridge(Node):
         op.x, op.y, op.z = pos.tolist()
         oq.w, oq.x, oq.y, oq.z = quat.tolist()
         self._obj_pub.publish(self._obj)
+        if self.lockstep and self._cams:
+            self._publish_frames(stamp)
         # Joint states last: they trigger the policy's step, which should see this instant's object pose too.
         q, qd = self.sim.joint_state()
         self._js.header.stamp = stamp
