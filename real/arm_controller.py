@@ -4,6 +4,11 @@
 IMU's place as the second input a step waits for (in lockstep simulation both carry the same stamp), the
 watchdog holds the pose when either goes stale, and a step returns an `ArmCommand` (TCP target + gripper
 width) instead of joint targets. Pacing, e-stop latching, reset and lifecycle are the joint controller's.
+
+A policy that reads cameras (policy.json lists them) also waits for their frames: no frame yet, a frame
+older than the runner's `max_image_age_s` (by arrival time), or a refused frame (wrong size) as the newest
+one holds the pose like a stale sensor does (mode damping, counted in `camera_holds`), and the policy
+restarts from the measured TCP once every camera is fresh again, so the target never jumps.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from s2r.real.arm import ArmState
 from s2r.real.arm_runner import ArmRunner
 from s2r.real.arm_safety import CartesianSafety
 from s2r.real.controller import PolicyController
+from s2r.real.observation import CameraError
 from s2r.real.safety import Mode
 
 
@@ -32,6 +38,9 @@ class ArmCommand:
     position: np.ndarray
     orientation: tuple[float, float, float, float]
     gripper_width: float | None
+
+
+IMAGE_AGE_BIN_S, IMAGE_AGE_BINS = 1e-3, 2000
 
 
 class ArmController(PolicyController):
@@ -56,6 +65,12 @@ class ArmController(PolicyController):
         self.object_stamp: float | None = None
         self.last_target: np.ndarray | None = None
         self.last_gripper: float | None = None
+        self._bad_image: dict[str, str] = {}  # camera -> why its newest frame was refused
+        self._image_stamp: dict[str, float] = {}  # camera -> sensor stamp of the frame held
+        self._camera_why: str | None = None  # why the pose is held for a camera (None: not for a camera)
+        # Age of the oldest frame a step used, by the sensor clock (joint-state stamp - frame stamp):
+        # 1 ms bins up to 2 s (last bin: older). What the policy saw against the state it answered.
+        self.image_age_hist = np.zeros(IMAGE_AGE_BINS + 1, dtype=np.int64)
 
     # ---- inputs -----------------------------------------------------------------------------------
 
@@ -93,6 +108,41 @@ class ArmController(PolicyController):
         self._imu_rx = now
         return self.sync_imu and self.due()
 
+    def on_image(self, camera: str, frame: np.ndarray, stamp: float, now: float) -> bool:
+        """Store a camera frame ((H, W, 3) uint8 RGB) taken at `stamp` (sensor clock); True when a step is due now
+        (lockstep: the frame came last of the state's inputs).
+
+        A frame of another size or type than policy.json says is counted and logged (`bad_image`), and the
+        pose is held until the camera sends a usable frame: the policy never acts on a picture it was not
+        trained on, nor on the last good one while the camera sends bad ones.
+        """
+        try:
+            self.runner.set_image(camera, frame, now)  # arrival time: staleness is judged on this computer's clock
+        except CameraError as exc:
+            self.image_refused(camera, str(exc))
+            return False
+        self._bad_image.pop(camera, None)
+        self._image_stamp[camera] = stamp
+        return self.sync_imu and self.due()
+
+    def image_refused(self, camera: str, why: str) -> None:
+        """A frame of `camera` that could not be used (e.g. an encoding the transport cannot read): count it
+        (`bad_image`), log it (throttled) and hold the pose until the camera sends a usable one."""
+        self._bad_image[camera] = why
+        self.safety.note("bad_image", f"{why}; holding the pose")
+
+    def due(self) -> bool:
+        """As `PolicyController.due`; in lockstep (`sync_object`) also every camera's frame of the same stamp."""
+        if self.sync_imu and any(self._image_stamp.get(c) != self.joint_stamp for c in self.runner.images.cameras):
+            return False
+        return super().due()
+
+    def image_age_quantiles(self, *qs: float) -> list[float]:
+        """Quantiles (s) of the frame age at the steps run so far (0.0 before any)."""
+        n = int(self.image_age_hist.sum())
+        cum = np.cumsum(self.image_age_hist)
+        return [float((np.searchsorted(cum, q * n) + 0.5) * IMAGE_AGE_BIN_S) if n else 0.0 for q in qs]
+
     def restart(self) -> None:
         """A new episode (the operator or the sim bridge reset the scene): the next step starts afresh."""
         self._restart = True
@@ -104,23 +154,38 @@ class ArmController(PolicyController):
         if self.mode is Mode.RUN and self.joint_stamp is not None:
             self.runner.dry_run(self.state, self.command)
 
+    def _camera_problem(self, now: float) -> str | None:
+        """Why the cameras stop the policy now (one sentence), or None (also for a policy without cameras)."""
+        if not self.runner.images.inputs:
+            return None
+        if self._bad_image:
+            return next(iter(self._bad_image.values()))
+        return self.runner.images.problem(now)
+
     def _watchdog(self, now: float) -> None:
         s, cfg = self.safety, self.safety.cfg
         joint_age = now - max(self._active_since, self._joint_rx)
         object_age = now - max(self._active_since, self._imu_rx)
         joint_stale, object_stale = joint_age > cfg.watchdog_timeout_s, object_age > cfg.object_timeout_s
-        if (joint_stale or object_stale) and self.mode is Mode.RUN:
-            s.counters["watchdog_trips"] += 1
+        camera = self._camera_problem(now)
+        if (joint_stale or object_stale or camera) and self.mode is Mode.RUN:
             if joint_stale:
+                s.counters["watchdog_trips"] += 1
                 why = f"no fresh joint state for {joint_age * 1e3:.0f} ms (limit {cfg.watchdog_timeout_s * 1e3:.0f} ms)"
-            else:
+            elif object_stale:
+                s.counters["watchdog_trips"] += 1
                 s.counters["object_timeouts"] += 1
                 why = f"no fresh object pose for {object_age * 1e3:.0f} ms (limit {cfg.object_timeout_s * 1e3:.0f} ms)"
+            else:
+                why = camera
             s.set_mode(Mode.DAMPING, f"watchdog: {why}; holding the current pose")
-        elif not (joint_stale or object_stale) and self.mode is Mode.DAMPING:
+        elif not (joint_stale or object_stale or camera) and self.mode is Mode.DAMPING:
             s.counters["watchdog_recoveries"] += 1
-            s.set_mode(Mode.RUN, "watchdog: joint state and object pose are fresh again; the policy restarts")
+            what = "joint state, object pose and camera frames are" if self.runner.images.inputs else \
+                "joint state and object pose are"
+            s.set_mode(Mode.RUN, f"watchdog: {what} fresh again; the policy restarts")
             self._restart = True
+        self._camera_why = camera if self.mode is Mode.DAMPING else None
 
     def _policy_step(self, now: float) -> ArmCommand:
         s, r, st = self.safety, self.runner, self.state
@@ -129,7 +194,11 @@ class ArmController(PolicyController):
             self.last_target = s.hold(st.ee_pos)
             self._restart = False
         try:
-            action = np.asarray(r.infer(st, self.command))
+            action = np.asarray(r.infer(st, self.command, now))
+        except CameraError as exc:  # the watchdog checked the cameras at this `now`; kept as a safety net
+            self._camera_why = str(exc)
+            s.set_mode(Mode.DAMPING, f"{exc}; holding the current pose")
+            return self._hold()
         except Exception as exc:  # onnxruntime errors are not a common type; any of them must stop the policy
             s.note("policy_error", f"policy inference failed: {exc}", logging.ERROR)
             action = None
@@ -138,6 +207,9 @@ class ArmController(PolicyController):
             s.set_mode(Mode.FAULT, "unusable policy output; holding the pose until reset")
             return self._hold()
         s.counters["steps_run"] += 1
+        if self._image_stamp and self.joint_stamp is not None:
+            age = self.joint_stamp - min(self._image_stamp.values())
+            self.image_age_hist[min(max(int(age / IMAGE_AGE_BIN_S), 0), IMAGE_AGE_BINS)] += 1
         proposed, width = r.propose(action, self.last_target)
         self.last_target = s.limit(proposed, self.last_target, st.ee_pos)
         if width is not None:
@@ -149,6 +221,8 @@ class ArmController(PolicyController):
         key = {Mode.DAMPING: "steps_damping", Mode.FAULT: "steps_fault", Mode.ESTOP: "steps_estop"}.get(s.mode)
         if key:
             s.counters[key] += 1
+        if self._camera_why is not None and s.mode is Mode.DAMPING:
+            s.counters["camera_holds"] += 1
         self.last_target = s.hold(self.state.ee_pos)
         self._restart = True  # the policy's own target restarts from wherever the arm is when it resumes
         return self._command()

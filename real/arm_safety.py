@@ -25,6 +25,7 @@ ARM_COUNTERS = (
     "nonfinite_action", "bad_action_shape", "policy_error", "nonfinite_input", "bad_joint_state",
     "bad_object_frame", "watchdog_trips", "object_timeouts", "watchdog_recoveries",
     "estop_triggers", "resets", "reset_refused", "missed_periods", "command_timeouts",
+    "camera_holds", "bad_image",
 )
 
 

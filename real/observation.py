@@ -180,19 +180,24 @@ class ImageInputs:
         """ONNX input name -> the last frame held (zeros before the first), unchecked: for warm-up runs only."""
         return {o.name: self._frames[cam] for cam, o in self.inputs.items()}
 
+    def problem(self, now: float | None = None) -> str | None:
+        """Why the policy cannot act on the frames held at `now` (one sentence), or None when every camera is fresh."""
+        for cam in self.inputs:
+            if cam not in self._stamps:
+                return f"camera '{cam}' has given no frame yet; the policy needs one before it can act"
+            stamp = self._stamps[cam]
+            if self.max_age_s is not None and now is not None and stamp is not None and now - stamp > self.max_age_s:
+                return (f"camera '{cam}' last gave a frame {now - stamp:.3f} s ago (allowed {self.max_age_s} s); "
+                        "the camera has stopped: check its driver and topic")
+        return None
+
     def feed(self, now: float | None = None) -> dict[str, np.ndarray]:
         """ONNX input name -> (1, H, W, C) uint8, for every camera.
 
         Raises:
             CameraError: A camera has given no frame yet, or its last frame is older than `max_age_s` at `now`.
         """
-        out = {}
-        for cam, o in self.inputs.items():
-            if cam not in self._stamps:
-                raise CameraError(f"camera '{cam}' has given no frame yet; the policy needs one before it can act")
-            stamp = self._stamps[cam]
-            if self.max_age_s is not None and now is not None and stamp is not None and now - stamp > self.max_age_s:
-                raise CameraError(f"camera '{cam}' last gave a frame {now - stamp:.3f} s ago (allowed {self.max_age_s} s); "
-                                  "the camera has stopped: check its driver and topic")
-            out[o.name] = self._frames[cam]
-        return out
+        why = self.problem(now)
+        if why is not None:
+            raise CameraError(why)
+        return {o.name: self._frames[cam] for cam, o in self.inputs.items()}

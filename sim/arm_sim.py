@@ -9,9 +9,11 @@ here; `s2r_ros.arm_sim_bridge_node` wraps it.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
 
+import mujoco
 import numpy as np
 from s2r.sim.registry import make, task_config
 from s2r.sim.tasks.manipulation.base import OBJ_POS, OBJ_QUAT, PandaEnv
@@ -49,6 +51,8 @@ class ArmSim:
         self.steps = 0
         self.episodes: list[Episode] = []
         self.env.reset(seed=seed)
+        self._renderers: dict[tuple[str, int, int], tuple[mujoco.Renderer, int]] = {}
+        self._render_data: mujoco.MjData | None = None
 
     @property
     def time(self) -> float:
@@ -85,7 +89,51 @@ class ArmSim:
         q = self.env.backend.qpos[0]
         return q[OBJ_POS].copy(), q[OBJ_QUAT].copy()
 
+    def render(self, camera: str, height: int, width: int) -> np.ndarray:
+        """(height, width, 3) uint8 RGB image of the current state from the model's camera `camera`.
+
+        The GL context is released after every render (EGL), so the next one may come from another thread
+        (an executor's): an EGL context can be current in one thread only, and a thread that still holds it
+        would make every other thread's render fail.
+
+        Raises:
+            ValueError: `camera` is not a camera of the model.
+        """
+        model = self.env.backend.models[0]
+        key = (camera, height, width)
+        if key not in self._renderers:
+            cam_id = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, camera)
+            if cam_id < 0:
+                names = [model.camera(i).name for i in range(model.ncam)]
+                raise ValueError(f"camera '{camera}' is not a camera of the '{self.task}' model (it has {names})")
+            self._renderers[key] = (mujoco.Renderer(model, height, width), cam_id)
+            if self._render_data is None:
+                self._render_data = mujoco.MjData(model)
+        renderer, cam_id = self._renderers[key]
+        d = self._render_data
+        mujoco.mj_setState(model, d, self.env.backend.state[0], mujoco.mjtState.mjSTATE_FULLPHYSICS)
+        mujoco.mj_forward(model, d)
+        try:
+            renderer.update_scene(d, camera=cam_id)
+            return renderer.render()
+        finally:
+            release_gl_context()
+
     def close(self) -> None:
-        """Stop the backend's threads."""
+        """Stop the backend's threads and free the renderers."""
         self.env.close()
+        for renderer, _ in self._renderers.values():
+            renderer.close()
+        self._renderers.clear()
+
+
+def release_gl_context() -> None:
+    """Leave no EGL context current in this thread (a no-op for other GL backends)."""
+    if os.environ.get("MUJOCO_GL") != "egl":
+        return
+    from mujoco import egl
+    from OpenGL import EGL
+
+    if egl.EGL_DISPLAY is not None:
+        EGL.eglMakeCurrent(egl.EGL_DISPLAY, EGL.EGL_NO_SURFACE, EGL.EGL_NO_SURFACE, EGL.EGL_NO_CONTEXT)
 

@@ -58,6 +58,46 @@ def export_untrained_panda(out_dir: Path, seed: int = 0) -> Path:
     return Path(out_dir) / "policy.onnx"
 
 
+def export_untrained_panda_camera(out_dir: Path, size: tuple[int, int] = (32, 32), seed: int = 0) -> Path:
+    """Export an untrained Panda lift actor that reads `policy` and a `size` camera image (the learners' conv
+    encoder inside the graph, uint8 input) through the real export path, parity checked; returns policy.onnx.
+
+    The actor is put together from the encoder and an MLP rather than a whole learner: a learner builds its
+    optimisers, whose import of torch's compiler costs seconds a test does not need.
+    """
+    import torch
+    from s2r.policies.encoders import EncoderConfig, PixelEncoder
+    from s2r.policies.export import build_metadata, export_onnx_checked, image_inputs
+    from s2r.sim import make, task_config
+
+    torch.manual_seed(seed)
+    env = make(PANDA_TASK, 1, cfg=task_config(PANDA_TASK, {"image": True, "image_size": size}), seed=seed)
+    spec = env.spec
+    env.close()
+    dim = spec.group_dim("policy")
+
+    class CameraActor(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            enc = EncoderConfig(image_groups=("image",), feature_dim=16, channels=8, num_layers=2)
+            self.encoder = PixelEncoder({"image": spec.groups["image"].shape}, enc)
+            self.mlp = torch.nn.Sequential(torch.nn.Linear(16 + dim, 32), torch.nn.ReLU(),
+                                           torch.nn.Linear(32, spec.action_dim))
+
+        def forward(self, obs: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+            return torch.tanh(self.mlp(torch.cat([self.encoder({"image": image}), obs], dim=-1)))
+
+    g = torch.Generator().manual_seed(seed)
+    parity = {"obs": torch.randn(8, dim, generator=g).numpy(),
+              "image": torch.randint(0, 256, (8, *size, 3), generator=g, dtype=torch.uint8).numpy()}
+    meta = build_metadata(spec, PANDA_TASK, dim, algo="sac", images=image_inputs(spec, ("image",)))
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    export_onnx_checked(CameraActor().eval(), (torch.zeros(1, dim), torch.zeros(1, *size, 3, dtype=torch.uint8)),
+                        ["obs", "image"], ["actions"], out, parity, meta)
+    return out / "policy.onnx"
+
+
 def write_graph(out_dir: Path, source: Path, kind: str, seed: int = 0) -> Path:
     """A hand-built ONNX graph beside a copy of `source`'s policy.json.
 

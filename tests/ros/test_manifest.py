@@ -43,6 +43,8 @@ def test_arm_manifests_node_lists() -> None:
     robot = {n.name: n for n in node_list(load_manifest(LAUNCH / "arm.yaml"), {"policy": "p.onnx", "robot": "r.yaml"})}
     assert list(robot) == ["policy"] and robot["policy"].parameters["autostart"] == "inactive"
     assert robot["policy"].parameters["object_pose_topic"] == "/object_pose"
+    assert robot["policy"].parameters["image_topic"] == "/camera/{camera}/image_raw"  # filled per camera by the node
+    assert bridge.parameters["camera_rate_hz"] == 20
     with pytest.raises(ManifestError, match="robot"):
         node_list(load_manifest(LAUNCH / "arm.yaml"), {"policy": "p.onnx"})
 

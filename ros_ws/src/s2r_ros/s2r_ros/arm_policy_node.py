@@ -5,10 +5,14 @@ are `s2r.real.arm_controller.ArmController`'s. A control step runs when the join
 (with the object pose of the same stamp in lockstep simulation).
 
 Subscribes: sensor_msgs/JointState (arm + finger joints), geometry_msgs/PoseStamped (the tracked object, in
-the robot config's base_frame), std_msgs/Bool (e-stop), std_msgs/Empty (e-stop reset; episode start).
+the robot config's base_frame), std_msgs/Bool (e-stop), std_msgs/Empty (e-stop reset; episode start), and
+one sensor_msgs/Image (rgb8 or bgr8) per camera that policy.json lists, on `image_topic` with `{camera}`
+replaced by the camera's name. Frames are checked and held by the controller: none yet, older than
+`image_timeout_s`, or of the wrong size or encoding holds the pose (`camera_holds`, `bad_image`).
 Publishes: geometry_msgs/PoseStamped TCP targets (for a Cartesian impedance controller),
 std_msgs/Float64MultiArray finger targets (for a forward command controller on the finger joints: half the
-gripper width each), and diagnostic_msgs/DiagnosticArray with the Cartesian safety layer's counters.
+gripper width each), and diagnostic_msgs/DiagnosticArray with the Cartesian safety layer's counters (and, for a camera policy,
+the age p50/p99 of the frames its steps used, by the sensor clock).
 """
 
 from __future__ import annotations
@@ -26,10 +30,12 @@ from s2r.real.arm_runner import ArmRunner, make_runner
 from s2r.real.arm_safety import ArmSafetyConfig, CartesianSafety
 from s2r.real.metadata import MetadataError
 from s2r.real.robot import RobotConfigError
-from sensor_msgs.msg import JointState
+from s2r.real.runner import RunnerConfig
+from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Bool, Empty, Float64MultiArray
 
 from s2r_ros.common import JointStateMapper, qos, run, sec_to_stamp, stamp_to_sec
+from s2r_ros.images import ImageEncodingError, image_to_rgb
 from s2r_ros.policy_node import LATENCY_BIN_S, LATENCY_BINS, PolicyNode
 
 PARAMS = {
@@ -40,6 +46,7 @@ PARAMS = {
     "estop_reset_topic": "/estop/reset", "episode_start_topic": "/episode/start",
     "target_topic": "/cartesian_impedance_controller/target_pose",
     "gripper_topic": "/gripper_controller/commands", "diagnostics_topic": "/diagnostics",
+    "image_topic": "/camera/{camera}/image_raw", "image_timeout_s": 0.5,
 }
 
 
@@ -52,7 +59,8 @@ class ArmPolicyNode(PolicyNode):
         """Load the policy and check it against the arm config; refuse it with one log line."""
         try:
             robot = load_any_robot_config(str(self.p("robot")))
-            runner = make_runner(str(self.p("policy")), robot)
+            runner = make_runner(str(self.p("policy")), robot,
+                                 RunnerConfig(max_image_age_s=float(self.p("image_timeout_s"))))
         except (MetadataError, RobotConfigError) as exc:
             self.get_logger().error(f"refusing policy: {exc}")
             return TransitionCallbackReturn.FAILURE
@@ -88,10 +96,15 @@ class ArmPolicyNode(PolicyNode):
             self.create_subscription(Empty, self.p("episode_start_topic"), lambda m: self.ctl.restart(),
                                      qos("reliable", 10)),
         ]
+        for cam in runner.images.cameras:
+            topic = str(self.p("image_topic")).format(camera=cam)
+            self._subs.append(self.create_subscription(
+                Image, topic, lambda m, c=cam, t=topic: self._on_image(c, t, m), sensor))
         self._diag_timer = self.create_timer(float(self.p("diagnostics_period_s")), self._publish_diagnostics)
         meta = runner.meta
-        self.get_logger().info(f"configured: {meta.task_id} {meta.algo} arm policy for '{robot.name}', TCP targets on "
-                               f"{self.p('target_topic')} every {robot.control_dt * 1e3:.1f} ms; inactive until activated")
+        cams = f", cameras {list(runner.images.cameras)}" if runner.images.inputs else ""
+        self.get_logger().info(f"configured: {meta.task_id} {meta.algo} arm policy for '{robot.name}'{cams}, TCP targets "
+                               f"on {self.p('target_topic')} every {robot.control_dt * 1e3:.1f} ms; inactive until activated")
         return TransitionCallbackReturn.SUCCESS
 
     def _teardown(self) -> None:
@@ -107,6 +120,23 @@ class ArmPolicyNode(PolicyNode):
         if self.ctl.on_object_pose(np.array([p.x, p.y, p.z]), np.array([q.w, q.x, q.y, q.z]), msg.header.frame_id,
                                    stamp_to_sec(msg.header.stamp), now):
             self._publish(self.ctl.step(now), t0)
+
+    def _on_image(self, camera: str, topic: str, msg: Image) -> None:
+        t0 = time.perf_counter()
+        try:
+            frame = image_to_rgb(msg, topic)
+        except ImageEncodingError as exc:
+            self.ctl.image_refused(camera, str(exc))
+            return
+        now = time.monotonic()
+        if self.ctl.on_image(camera, frame, stamp_to_sec(msg.header.stamp), now):
+            self._publish(self.ctl.step(now), t0)
+
+    def _extra_diagnostics(self) -> dict[str, str]:
+        if not self.ctl.runner.images.inputs:
+            return {}
+        p50, p99 = self.ctl.image_age_quantiles(0.5, 0.99)
+        return {"image_age_p50_ms": f"{p50 * 1e3:.1f}", "image_age_p99_ms": f"{p99 * 1e3:.1f}"}
 
     def _publish(self, cmd: ArmCommand | None, t0: float | None = None) -> None:
         if cmd is not None:

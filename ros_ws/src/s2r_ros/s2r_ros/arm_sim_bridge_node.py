@@ -8,6 +8,13 @@ with simulated time. Episodes end as the task's do (success, object dropped, tim
 on `reset_topic`; each new episode is announced on `episode_start_topic` before its first state, and each
 finished one on `episode_topic` as [index, success, steps, return].
 
+For a policy that reads cameras (policy.json lists them) it also renders each camera at the size the
+policy takes and publishes it as an rgb8 sensor_msgs/Image on `image_topic` (`{camera}` replaced by the
+camera's name) every 1/`camera_rate_hz` s of wall-clock time (0: no camera), stamped with simulated time
+like the joint states; a real camera runs on its own clock, not the controller's. In lockstep each state
+comes with one frame of it instead (same stamp, published before the joint states), so a lockstep run
+sees exactly what `s2r eval` feeds the policy and repeats exactly.
+
 Free-running (default) it steps one control period per wall-clock period with the latest targets. In
 lockstep it steps once it has a new TCP target and (with a gripper) a new finger command, then publishes
 the new state; until then it re-publishes the current state every `lockstep_timeout_s`.
@@ -15,7 +22,9 @@ the new state; until then it re-publishes the current state every `lockstep_time
 
 from __future__ import annotations
 
+import dataclasses
 import time
+from pathlib import Path
 
 import numpy as np
 from geometry_msgs.msg import PoseStamped
@@ -23,13 +32,15 @@ from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from rosgraph_msgs.msg import Clock as ClockMsg
 from s2r.real.arm import load_any_robot_config
+from s2r.real.metadata import load_metadata
 from s2r.sim.arm_sim import JOINT_NAMES, ArmSim
 from s2r.sim.registry import task_config
 from s2r.sim.robot_sim import task_config_for_run
-from sensor_msgs.msg import JointState
+from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Empty, Float64MultiArray
 
 from s2r_ros.common import declare_params, qos, run, sec_to_stamp
+from s2r_ros.images import rgb_to_image
 
 PARAMS = {
     "policy": "", "task": "Panda-Lift-Cube", "robot": "", "lockstep": False, "lockstep_timeout_s": 0.1,
@@ -37,6 +48,7 @@ PARAMS = {
     "object_pose_topic": "/object_pose", "target_topic": "/cartesian_impedance_controller/target_pose",
     "gripper_topic": "/gripper_controller/commands", "reset_topic": "/arm_sim/reset",
     "episode_start_topic": "/episode/start", "episode_topic": "/arm_sim/episodes",
+    "camera_rate_hz": 20.0, "image_topic": "/camera/{camera}/image_raw",
 }
 
 
@@ -52,6 +64,9 @@ class ArmSimBridge(Node):
             task, tcfg = task_config_for_run(policy) if policy else (str(p("task")), task_config(str(p("task"))))
         except (KeyError, FileNotFoundError) as exc:
             raise ValueError(f"arm sim bridge cannot pick its task: {exc}") from exc
+        if getattr(tcfg, "image", False):
+            # The camera is rendered on its own timer below, not inside every physics step.
+            tcfg = dataclasses.replace(tcfg, image=False)
         self.sim = ArmSim(task, tcfg, seed=int(p("seed")))
         self.frame = str(p("base_frame"))
         if p("robot"):
@@ -79,8 +94,21 @@ class ArmSimBridge(Node):
         self._last_pub = 0.0
         steady = Clock(clock_type=ClockType.STEADY_TIME)
         self.create_timer(self._timeout if self.lockstep else self.sim.control_dt, self._on_timer, clock=steady)
+        # Cameras the policy reads: (name, height, width, publisher, reusable message).
+        path = Path(policy) / "policy.onnx" if policy and Path(policy).is_dir() else Path(policy)
+        cams = [o for o in load_metadata(path.with_suffix(".json")).observation if o.is_image] if policy else []
+        rate = float(p("camera_rate_hz"))
+        self._cams = [(o.camera, o.shape[0], o.shape[1], self.create_publisher(
+            Image, str(p("image_topic")).format(camera=o.camera), qos("reliable", 1)), Image()) for o in cams]
+        self.frames_published = 0
+        if self._cams and rate > 0 and not self.lockstep:
+            self.create_timer(1.0 / rate, self._on_camera_timer, clock=steady)
+        for name, h, w, _, _ in self._cams:
+            self.sim.render(name, h, w)  # an unknown camera fails here, at start-up, not in a timer
+        every = "with every state" if self.lockstep else f"at {rate:g} Hz"
+        cams = f", cameras {[c[0] for c in self._cams]} {every}" if self._cams and (rate > 0 or self.lockstep) else ""
         self.get_logger().info(f"arm sim bridge: {task}, {'lockstep' if self.lockstep else 'real time'}, control "
-                               f"period {self.sim.control_dt * 1e3:.0f} ms, TCP targets on {p('target_topic')}")
+                               f"period {self.sim.control_dt * 1e3:.0f} ms{cams}, TCP targets on {p('target_topic')}")
         self._publish()
 
     def _on_target(self, msg: PoseStamped) -> None:
@@ -135,6 +163,14 @@ class ArmSimBridge(Node):
         elif time.monotonic() - self._last_pub > self._timeout:
             self._publish()  # nobody answered (yet): offer the same state again
 
+    def _on_camera_timer(self) -> None:
+        self._publish_frames(sec_to_stamp(self.sim.time))
+
+    def _publish_frames(self, stamp: object) -> None:
+        for name, h, w, pub, msg in self._cams:
+            pub.publish(rgb_to_image(self.sim.render(name, h, w), stamp, f"{name}_optical_frame", msg))
+        self.frames_published += 1
+
     def _publish(self) -> None:
         stamp = sec_to_stamp(self.sim.time)
         self._clock_pub.publish(ClockMsg(clock=stamp))
@@ -144,6 +180,8 @@ class ArmSimBridge(Node):
         op.x, op.y, op.z = pos.tolist()
         oq.w, oq.x, oq.y, oq.z = quat.tolist()
         self._obj_pub.publish(self._obj)
+        if self.lockstep and self._cams:
+            self._publish_frames(stamp)
         # Joint states last: they trigger the policy's step, which should see this instant's object pose too.
         q, qd = self.sim.joint_state()
         self._js.header.stamp = stamp

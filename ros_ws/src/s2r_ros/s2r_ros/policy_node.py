@@ -265,6 +265,10 @@ class PolicyNode(LifecycleNode):
             self._last_mode = self.ctl.mode
             self._publish_diagnostics()
 
+    def _extra_diagnostics(self) -> dict[str, str]:
+        """Values a subclass adds to the diagnostics (the arm node: camera frame ages)."""
+        return {}
+
     def _publish_diagnostics(self) -> None:
         if self.ctl is None:
             return
@@ -273,7 +277,7 @@ class PolicyNode(LifecycleNode):
         p50, p99 = ((np.searchsorted(cum, q * n) + 1) * LATENCY_BIN_S * 1e6 if n else 0.0 for q in (0.5, 0.99))
         values = {"mode": self.ctl.mode.value, "ramping": str(self.ctl.runner.ramping),
                   "latency_p50_us": f"{p50:.0f}", "latency_p99_us": f"{p99:.0f}", "latency_samples": str(n),
-                  **{k: str(v) for k, v in self.ctl.safety.counters.items()}}
+                  **{k: str(v) for k, v in self.ctl.safety.counters.items()}, **self._extra_diagnostics()}
         status = DiagnosticStatus(level=LEVEL[self.ctl.mode], name=f"{self.get_name()}: safety",
                                   message=self.ctl.mode.value, hardware_id=self.ctl.runner.robot.name,
                                   values=[KeyValue(key=k, value=v) for k, v in values.items()])
