@@ -6,7 +6,7 @@ Trains three PPO policies on the same env-step budget, each warm-started from th
   goal       Go1-Goal-Confined       only the global goal, end to end
   skills     Go1-Skills-Confined     velocity + body-height commands derived from the planner's path
 then evaluates each on held-out maps (`EVAL_SEEDS`) at difficulty 0, 0.5 and 1: one episode per map, success
-= the base within reach_radius of the goal before the episode ends (30 s) and before a fall, time to goal.
+= the base within reach_radius of the goal within 20 s (7 m at 0.35 m/s) and before a fall, time to goal.
 
     OMP_NUM_THREADS=1 python bench/confined.py train --method waypoints --steps 1500000 --minutes 14
     OMP_NUM_THREADS=1 python bench/confined.py eval --maps 25 --out bench/results/confined.json
@@ -63,8 +63,8 @@ def train(method: str, steps: int, minutes: float, runs: Path, num_envs: int, se
     return summary
 
 
-def evaluate(run: Path, level: float, maps: int, seed: int = 0) -> dict:
-    """One episode per held-out map at `level`: success rate, time to goal, falls."""
+def evaluate(run: Path, level: float, maps: int, seed: int = 0, seconds: float = 20.0) -> dict:
+    """One episode per held-out map at `level` (cut at `seconds`): success rate, time to goal, falls."""
     from s2r.policies.evaluate import OnnxPolicy, run_task_config
     from s2r.sim import make
     from s2r.sim.terrain.confined import EVAL_SEEDS
@@ -81,7 +81,7 @@ def evaluate(run: Path, level: float, maps: int, seed: int = 0) -> dict:
         fell = np.zeros(n, dtype=bool)
         progress = np.zeros(n)  # share of the start-goal distance covered at the end (or at the fall)
         span = np.hypot(*(env.maps.goals[env.env_map, :2] - env.maps.starts[env.env_map, :2]).T)
-        for k in range(env.spec.max_episode_steps - 1):
+        for k in range(min(env.spec.max_episode_steps - 1, round(seconds / env.spec.control_dt))):
             obs, _, term, _, _ = env.step(policy(obs["policy"]))
             live = np.isnan(reached_at) & ~fell
             x = env.backend.qpos[:, 0] - env.maps.starts[env.env_map, 0]
@@ -94,16 +94,20 @@ def evaluate(run: Path, level: float, maps: int, seed: int = 0) -> dict:
     finally:
         env.close()
     ok = ~np.isnan(reached_at)
-    return {"level": level, "maps": maps, "success": float(ok.mean()), "fall_rate": float(fell.mean()),
+    return {"level": level, "maps": maps, "seconds": seconds, "success": float(ok.mean()), "fall_rate": float(fell.mean()),
             "time_to_goal_s": float(np.mean(reached_at[ok])) if ok.any() else None,
             "mean_progress": float(np.where(ok, 1.0, progress).mean()), "per_map_success": ok.astype(int).tolist()}
 
 
-def eval_all(runs: Path, maps: int, levels: list[float], out: Path) -> dict:
-    """Evaluate every trained method; writes the JSON (after each method, so a cut-short run keeps what it has)."""
+def eval_all(runs: Path, maps: int, levels: list[float], out: Path, methods: list[str]) -> dict:
+    """Evaluate `methods`; writes the JSON after each (merged into an existing one, so runs can come in turns)."""
     res: dict = {"bench": "confined", "maps_per_level": maps, "levels": levels, "episodes_per_map": 1,
                  "training_seeds": 1, "machine": platform.processor() or platform.machine(), "methods": {}}
-    for method in METHODS:
+    if out.is_file():
+        old = json.loads(out.read_text())
+        if old.get("maps_per_level") == maps and old.get("levels") == levels:
+            res["methods"] = old.get("methods", {})
+    for method in methods:
         run = runs / method
         if not (run / "policy.onnx").is_file():
             continue
@@ -126,7 +130,7 @@ def plot(res: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    methods = list(res["methods"])
+    methods = [m for m in METHODS if m in res["methods"]]
     levels = res["levels"]
     w = 0.8 / max(len(methods), 1)
     for i, m in enumerate(methods):
@@ -215,6 +219,7 @@ def main() -> None:
     e.add_argument("--maps", type=int, default=25)
     e.add_argument("--levels", default="0,0.5,1")
     e.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "confined.json")
+    e.add_argument("--methods", default=",".join(METHODS))
     v = sub.add_parser("video")
     v.add_argument("--method", choices=list(METHODS), default="waypoints")
     v.add_argument("--runs", type=Path, default=REPO / "runs" / "confined")
@@ -224,7 +229,7 @@ def main() -> None:
     if a.cmd == "train":
         train(a.method, a.steps, a.minutes, a.runs, a.num_envs, a.seed)
     elif a.cmd == "eval":
-        eval_all(a.runs, a.maps, [float(x) for x in a.levels.split(",")], a.out)
+        eval_all(a.runs, a.maps, [float(x) for x in a.levels.split(",")], a.out, a.methods.split(","))
     else:
         video(a.method, a.runs, a.level, a.out)
 

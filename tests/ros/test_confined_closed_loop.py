@@ -89,6 +89,7 @@ class Watcher(Node):
             return next((o for o in self.odom if o[0] >= t - 1e-9), None)
 
 
+@pytest.mark.slow  # three processes and a confined scene: ~70 s on two loaded cores
 def test_planner_path_drives_the_follower_in_a_held_out_map(ros: Ros, follower: tuple[Path, bool], tmp_path: Path) -> None:
     from s2r.real.confined_planner import distance_to_polyline
     from s2r.sim.terrain.confined import generate, write_voxel_map
@@ -111,7 +112,7 @@ def test_planner_path_drives_the_follower_in_a_held_out_map(ros: Ros, follower: 
         time.sleep(0.5)  # the latched path reaches the policy node too
         assert Driver.call(w.change, ChangeState.Request(transition=Transition(id=Transition.TRANSITION_ACTIVATE))).success
         t0 = w.odom[-1][0]
-        wait_for(lambda: w.at(t0 + SIM_S), 180, f"{SIM_S} s of simulated time")
+        wait_for(lambda: w.at(t0 + SIM_S), 120, f"{SIM_S} s of simulated time")
         time.sleep(0.3)
     finally:
         spinner.close()
@@ -122,7 +123,7 @@ def test_planner_path_drives_the_follower_in_a_held_out_map(ros: Ros, follower: 
     assert code == 0, (logs / "policy.log").read_text()
     assert f"path: {len(w.path)} waypoints" in (logs / "policy.log").read_text()
     np.testing.assert_allclose(w.path[-1, :2], cmap.goal[:2], atol=0.05)
-    np.testing.assert_allclose(w.path[0, :2], cmap.start[:2], atol=0.3)  # planned from where the bridge spawned it
+    assert np.hypot(*(w.path[0, :2] - w.odom[0][1][:2])) < 0.5  # planned from where the bridge spawned it
     assert w.diag["mode"] == "run" and w.diag["steps_fault"] == "0" and w.diag["nonfinite_action"] == "0"
     assert int(w.diag["steps_run"]) + int(w.diag["steps_ramp"]) >= round(SIM_S / 0.02) - 1
     _, p0 = w.at(t0)
