@@ -30,9 +30,11 @@ import numpy as np
 TASK = "Go1-Velocity-Flat"
 STUDENTS = ("rma", "dagger", "hib")
 # Training ranges (LocomotionConfig.randomization): friction (0.4, 1.25), added mass (-1, 2) kg, motor strength
-# (0.9, 1.1). The held-out range lies outside all three at once: slippery, heavy and weak.
-OOD = {"randomization.friction": (0.2, 0.35), "randomization.added_mass": (2.5, 4.0),
-       "randomization.motor_strength": (0.75, 0.85)}
+# (0.9, 1.1). The held-out range lies outside all three at once: slippery, heavy and weak. Chosen so that it hurts
+# without felling everything: the shipped walking PPO policy (bench/results/time_to_walk) keeps a return of 33.4
+# (39 in distribution), 0.158 m/s error and 1/16 falls there, while a policy that only stands falls every time.
+OOD = {"randomization.friction": (0.15, 0.3), "randomization.added_mass": (3.0, 5.0),
+       "randomization.motor_strength": (0.7, 0.8)}
 
 
 def teacher_episodes(run: Path, task_cfg: object, episodes: int, seed: int) -> dict[str, np.ndarray]:
