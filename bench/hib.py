@@ -197,7 +197,10 @@ def main() -> None:
     json_path = out.with_suffix(".json")
     result = json.loads(json_path.read_text()) if json_path.is_file() else {}
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    result.update({"command": " ".join(sys.argv), "commit": commit, "ood": {k: list(v) for k, v in OOD.items()},
+    # Stages may run as separate invocations: every command line is kept, the config is the last one's.
+    cmd = "OMP_NUM_THREADS=1 python " + " ".join(sys.argv)
+    result["commands"] = [*result.get("commands", [result["command"]] if "command" in result else []), cmd]
+    result.update({"command": cmd, "commit": commit, "ood": {k: list(v) for k, v in OOD.items()},
                    "config": {k: v for k, v in vars(args).items()}})
     result.setdefault("train", {})
     result.setdefault("load_average", {})
