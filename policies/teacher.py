@@ -57,6 +57,10 @@ class TeacherTrainConfig(TrainConfig):
     """A PPO run whose actor reads the privileged group through `encoder` (the actor groups stay `policy`)."""
 
     encoder: PrivilegedEncoderConfig = field(default_factory=PrivilegedEncoderConfig)
+    # A `ppo` run folder (or its policy.onnx) on the same task whose normaliser and actor MLP start the teacher's
+    # policy path; the latent's inputs to the first layer start near zero, so the teacher starts as that policy
+    # and PPO teaches it to read the latent. Empty: train from scratch.
+    init_from: str = ""
 
 
 class TeacherModel(ActorCritic):
@@ -133,12 +137,57 @@ class TeacherTrainer(PPOTrainer):
                                         f"'{self.ctx.task_id}' has only {', '.join(sorted(spec.groups))}; pick a task "
                                         "with a privileged group or set encoder.group")
         model = TeacherModel(self.env.obs_dims, spec.action_dim, algo_cfg.policy, self._enc_cfg)
+        if self.cfg.init_from and not self.ctx.resume:
+            warm_start_from_onnx(model, Path(self.cfg.init_from))
         return PPO(self.env.obs_dims, spec.action_dim, self.cfg.num_envs, algo_cfg, dist=self.ctx.dist, model=model)
 
     def export(self) -> dict[str, Any]:
         """Write teacher.pt (atomically) for the students; the teacher itself has no ONNX export."""
         path = save_teacher(self.alg.model, self.env.spec, self.ctx.task_id, self.ctx.run.path)
         return {"teacher_checkpoint": str(path), "onnx": "skipped: the teacher reads sim-only privileged inputs"}
+
+
+def warm_start_from_onnx(model: TeacherModel, path: Path) -> None:
+    """Copy an exported PPO actor (normaliser + MLP, `s2r.policies.export`) into the teacher's policy path.
+
+    The latent's columns of the first layer get a small random start (1% of the default), so the teacher
+    acts as the given policy at first while gradients already reach its encoder. The normaliser's policy
+    statistics are the policy's; its privileged ones start at (0, 1) and follow the rollouts, with the count
+    set to 1e5 samples so the policy part moves little.
+
+    Raises:
+        AlgorithmTaskMismatch: No such file, or an actor of other widths (one sentence naming both).
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    onnx_path = path / "policy.onnx" if path.is_dir() else path
+    if not onnx_path.is_file():
+        raise AlgorithmTaskMismatch(f"init_from: no policy.onnx at {onnx_path}; give a ppo run folder or its policy.onnx")
+    graph = onnx.load(str(onnx_path)).graph
+    w = {i.name: torch.as_tensor(numpy_helper.to_array(i).copy()) for i in graph.initializer}
+    div = [n.input[1] for n in graph.node if n.op_type == "Div"]
+    names = sorted({k.rsplit(".", 1)[0] for k in w if k.startswith("model.actor.")}, key=lambda k: int(k.rsplit(".", 1)[1]))
+    layers = [m for m in model.actor if isinstance(m, nn.Linear)]
+    p = model.policy_dim
+    want = [(lin.out_features, p if i == 0 else lin.in_features) for i, lin in enumerate(layers)]
+    have = [tuple(w[n + ".weight"].shape) for n in names]
+    if have != want or "model.actor_norm.mean" not in w or len(div) != 1:
+        raise AlgorithmTaskMismatch(f"init_from {onnx_path} holds an actor with layers {have} but the teacher's policy path "
+                                    f"needs {want} (policy.actor_hidden and the task's policy group must match)")
+    norm = model.actor_norm
+    with torch.no_grad():
+        for i, (name, lin) in enumerate(zip(names, layers, strict=True)):
+            if i == 0:
+                lin.weight[:, p:] *= 0.01
+                lin.weight[:, :p] = w[name + ".weight"]
+            else:
+                lin.weight.copy_(w[name + ".weight"])
+            lin.bias.copy_(w[name + ".bias"])
+        if isinstance(norm, EmpiricalNormalizer):
+            norm.mean[:p] = w["model.actor_norm.mean"]
+            norm.var[:p] = w[div[0]] ** 2 - norm.eps
+            norm.count.fill_(1e5)
 
 
 def save_teacher(model: TeacherModel, spec: Any, task_id: str, run_dir: Path) -> Path:
