@@ -3,6 +3,8 @@ top-down grasp fails, the turn reward follows the turn, and the privileged colum
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from s2r.sim import make
@@ -64,6 +66,18 @@ def test_turn_reward_rises_as_the_box_turns() -> None:
         env.close()
 
 
+def _check_grasp_reward(env: FlatBoxLiftEnv, grasped: np.ndarray) -> None:
+    """The optional grasp term adds its weight exactly where the hand holds the box."""
+    state, no = env._state(), np.zeros(env.num_envs, bool)
+    plain = env._reward(state, no)
+    cfg = env.cfg
+    env.cfg = replace(cfg, reward=replace(cfg.reward, grasp=0.3))
+    try:
+        np.testing.assert_allclose(env._reward(state, no) - plain, 0.3 * grasped, atol=1e-6)
+    finally:
+        env.cfg = cfg
+
+
 def _run(expert: FlatBoxExpert, env: FlatBoxLiftEnv, seed: int, steps: int = 100) -> tuple[np.ndarray, np.ndarray]:
     """Up to one episode per env: success flags and the largest turn angle (deg); records `grasped` (ever held)."""
     n = env.num_envs
@@ -77,6 +91,8 @@ def _run(expert: FlatBoxExpert, env: FlatBoxLiftEnv, seed: int, steps: int = 100
         b = env.behaviour()
         turned[live] = np.maximum(turned[live], b["turn_deg"][live])
         env.ever_grasped[live] |= b["grasped"][live]
+        if b["grasped"].any():
+            _check_grasp_reward(env, b["grasped"])
         success |= info["success"] & ~done
         done |= ended
         if done.all():
