@@ -11,6 +11,8 @@ each joint state. This script listens for `--seconds` (after a warm-up) and repo
   slower than 1/`image_timeout_s` (default 0.5 s) makes the node hold between frames,
 - frame age at the policy node p50/p99 (joint-state stamp - stamp of the frame the step used, both sim
   time; the node's `image_age_p50_ms`/`image_age_p99_ms` diagnostics over the whole run),
+- with `--lockstep`, the same for a lockstep run (the bridge renders one frame per state and steps when the
+  policy answers it: the fastest loop this pair allows here),
 - CPU % of each process, and the machine's load average before and after,
 - and, measured here before the runs, what one rendered frame and one physics step cost the bridge.
 
@@ -111,17 +113,21 @@ def render_cost(camera: str, height: int, width: int, n: int = 20) -> dict[str, 
 
 
 def run_rate(lis: Listener, policy: Path, rate: float, seconds: float, warmup: float, env: dict[str, str],
-             logs: Path) -> dict[str, object]:
-    """Bridge + policy node at one camera rate: what each achieved over `seconds` after `warmup`."""
+             logs: Path, lockstep: bool = False) -> dict[str, object]:
+    """Bridge + policy node at one camera rate (lockstep: one frame per state, as fast as they go): what each
+    achieved over `seconds` after `warmup`."""
     common = ["-p", f"policy:={policy}", "-p", f"robot:={ROBOT}", "-p", "executor:=events"]
+    timeout = "5.0" if lockstep else "0.5"
     cmds = {"bridge": [sys.executable, "-m", "s2r_ros.arm_sim_bridge_node", "--ros-args", *common,
-                       "-p", f"camera_rate_hz:={rate}"],
+                       "-p", f"camera_rate_hz:={rate}", "-p", f"lockstep:={str(lockstep).lower()}"],
             "policy": [sys.executable, "-m", "s2r_ros.arm_policy_node", "--ros-args", *common,
-                       "-p", "autostart:=active", "-p", "sensor_qos:=reliable", "-p", "watchdog_timeout_s:=0.5",
-                       "-p", "object_timeout_s:=0.5", "-p", "diagnostics_period_s:=0.5"]}
+                       "-p", "autostart:=active", "-p", "sensor_qos:=reliable", "-p", f"watchdog_timeout_s:={timeout}",
+                       "-p", f"object_timeout_s:={timeout}", "-p", "diagnostics_period_s:=0.5",
+                       "-p", f"sync_object:={str(lockstep).lower()}"]}
     lis.spin_for(1.0)  # drain what the previous rate's nodes sent last, then start from nothing
     lis.diag = {}
-    procs = {k: subprocess.Popen(c, env=env, stdout=open(logs / f"{k}_{rate:g}hz.log", "w"),  # noqa: SIM115
+    tag = "lockstep" if lockstep else f"{rate:g}hz"
+    procs = {k: subprocess.Popen(c, env=env, stdout=open(logs / f"{k}_{tag}.log", "w"),  # noqa: SIM115
                                  stderr=subprocess.STDOUT) for k, c in cmds.items()}
     try:
         end = time.monotonic() + 90
@@ -145,7 +151,7 @@ def run_rate(lis: Listener, policy: Path, rate: float, seconds: float, warmup: f
     def per_s(a: dict[str, object], b: dict[str, object], key: str) -> float:
         return (float(b.get(key, 0)) - float(a.get(key, 0))) / wall
 
-    return {"camera_rate_hz": rate, "seconds": round(wall, 2),
+    return {"camera_rate_hz": "every state (lockstep)" if lockstep else rate, "seconds": round(wall, 2),
             "bridge_joint_states_per_s": per_s(c0, c1, "joint_states"), "frames_per_s": per_s(c0, c1, "frames"),
             "commands_per_s": per_s(c0, c1, "commands"), "policy_steps_per_s": per_s(d0, d1, "steps_run"),
             "camera_holds_per_s": per_s(d0, d1, "camera_holds"), "bad_image": int(d1.get("bad_image", 0)),
@@ -162,6 +168,7 @@ def main() -> int:
     p.add_argument("--rates", default="1,5,10,20,40", help="camera rates (Hz) to run, comma-separated")
     p.add_argument("--seconds", type=float, default=20.0, help="measured seconds per rate")
     p.add_argument("--warmup", type=float, default=3.0, help="seconds of running before measuring")
+    p.add_argument("--lockstep", action="store_true", help="also run lockstep (one frame rendered per state)")
     p.add_argument("--out", type=Path, help="also write the JSON here")
     args = p.parse_args()
     os.environ.setdefault("ROS_DOMAIN_ID", str(150 + os.getpid() % 50))
@@ -191,6 +198,11 @@ def main() -> int:
         try:
             for rate in (float(r) for r in args.rates.split(",")):
                 res = run_rate(lis, policy, rate, args.seconds, args.warmup, env, root)
+                print(json.dumps(res), flush=True)
+                results.append(res)
+            if args.lockstep:
+                # The bridge renders one frame per state in lockstep; a rate > 0 only switches its camera on.
+                res = run_rate(lis, policy, 1.0, args.seconds, args.warmup, env, root, lockstep=True)
                 print(json.dumps(res), flush=True)
                 results.append(res)
         finally:

@@ -10,7 +10,7 @@ finished one on `episode_topic` as [index, success, steps, return].
 
 For a policy that reads cameras (policy.json lists them) it also renders each camera at the size the
 policy takes and publishes it as an rgb8 sensor_msgs/Image on `image_topic` (`{camera}` replaced by the
-camera's name) every 1/`camera_rate_hz` s of wall-clock time (0: no camera), stamped with simulated time
+camera's name) every 1/`camera_rate_hz` s of wall-clock time (0: no camera at all), stamped with simulated time
 like the joint states; a real camera runs on its own clock, not the controller's. In lockstep each state
 comes with one frame of it instead (same stamp, published before the joint states), so a lockstep run
 sees exactly what `s2r eval` feeds the policy and repeats exactly.
@@ -96,17 +96,18 @@ class ArmSimBridge(Node):
         self.create_timer(self._timeout if self.lockstep else self.sim.control_dt, self._on_timer, clock=steady)
         # Cameras the policy reads: (name, height, width, publisher, reusable message).
         path = Path(policy) / "policy.onnx" if policy and Path(policy).is_dir() else Path(policy)
-        cams = [o for o in load_metadata(path.with_suffix(".json")).observation if o.is_image] if policy else []
         rate = float(p("camera_rate_hz"))
+        read = load_metadata(path.with_suffix(".json")).observation if policy and rate > 0 else ()
+        cams = [o for o in read if o.is_image]
         self._cams = [(o.camera, o.shape[0], o.shape[1], self.create_publisher(
             Image, str(p("image_topic")).format(camera=o.camera), qos("reliable", 1)), Image()) for o in cams]
         self.frames_published = 0
-        if self._cams and rate > 0 and not self.lockstep:
+        if self._cams and not self.lockstep:
             self.create_timer(1.0 / rate, self._on_camera_timer, clock=steady)
         for name, h, w, _, _ in self._cams:
             self.sim.render(name, h, w)  # an unknown camera fails here, at start-up, not in a timer
         every = "with every state" if self.lockstep else f"at {rate:g} Hz"
-        cams = f", cameras {[c[0] for c in self._cams]} {every}" if self._cams and (rate > 0 or self.lockstep) else ""
+        cams = f", cameras {[c[0] for c in self._cams]} {every}" if self._cams else ""
         self.get_logger().info(f"arm sim bridge: {task}, {'lockstep' if self.lockstep else 'real time'}, control "
                                f"period {self.sim.control_dt * 1e3:.0f} ms{cams}, TCP targets on {p('target_topic')}")
         self._publish()
