@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pytest
 from s2r.real.arm import load_any_robot_config
 from s2r.real.arm_controller import ArmController
 from s2r.real.arm_runner import ArmRunner
@@ -15,18 +14,10 @@ from s2r.real.runner import RunnerConfig
 from s2r.real.safety import Mode
 from s2r.sim import make
 
-from tests.policy_files import PANDA_ROBOT, PANDA_TASK, export_untrained_panda_camera
+from tests.policy_files import PANDA_ROBOT, PANDA_TASK
 
 DT = 0.05
-SIZE = (16, 16)
-
-
-@pytest.fixture(scope="module")
-def camera_policy(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    import torch
-
-    torch.set_num_threads(1)
-    return export_untrained_panda_camera(tmp_path_factory.mktemp("camera_policy"), SIZE)
+SIZE = (32, 32)  # the session fixture `camera_policy` (tests/real/conftest.py)
 
 
 def make_controller(policy: Path, lockstep: bool) -> tuple[ArmController, np.ndarray, np.ndarray]:

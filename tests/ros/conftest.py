@@ -28,7 +28,7 @@ os.environ.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
 
 rclpy = pytest.importorskip("rclpy", reason="ROS 2 Python packages missing: pip install -e .[ros]")
 
-from tests.real.conftest import go1_policy, graphs  # noqa: E402, F401 - the same session fixtures
+from tests.real.conftest import camera_policy, go1_policy, graphs  # noqa: E402, F401 - the same session fixtures
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

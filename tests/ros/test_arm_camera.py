@@ -24,19 +24,11 @@ from s2r_ros.common import qos
 from s2r_ros.images import image_to_rgb, rgb_to_image
 from sensor_msgs.msg import Image
 
-from tests.policy_files import PANDA_ROBOT, export_untrained_panda_camera
+from tests.policy_files import PANDA_ROBOT
 from tests.ros.conftest import Ros, Spinner, wait_for
 
 SIM_TOPIC = "/camera_sim/{camera}/image_raw"
 POLICY_TOPIC = "/camera/workspace/image_raw"
-
-
-@pytest.fixture(scope="module")
-def camera_policy(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    import torch
-
-    torch.set_num_threads(1)
-    return export_untrained_panda_camera(tmp_path_factory.mktemp("camera_policy"), (32, 32))
 
 
 class CameraRelay(Node):
