@@ -121,7 +121,8 @@ def test_no_frame_holds_frames_run_the_policy_a_stopped_camera_holds(camera_grap
     relay.mode = "off"
     t0 = time.monotonic()
     wait_for(lambda: relay.value("mode") == "damping", 3, "a hold once the camera stops")
-    assert time.monotonic() - t0 < 0.3 + 0.4  # image_timeout_s plus a loaded machine's scheduling
+    # image_timeout_s plus the diagnostics' period and a loaded machine's scheduling (0.76 s seen at load 12)
+    assert time.monotonic() - t0 < 0.3 + 1.0
     time.sleep(1.0)
     # Held at the measured TCP: the arm settles from its motion (a few mm) and stays there, no jump.
     held = relay.since(time.monotonic() - 0.6)
