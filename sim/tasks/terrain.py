@@ -150,6 +150,19 @@ class TerrainVelocityEnv(LocomotionEnv):
         info["log"]["terrain_level"] = self.curriculum.mean_level()
         return obs, rew, term, trunc, info
 
+    def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint must keep for a resumed run to continue the curriculum: every env's level."""
+        return {"terrain_levels": self.curriculum.levels.tolist()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the levels of `state_dict`; the envs take them at their next reset."""
+        levels = np.asarray(state["terrain_levels"], dtype=np.int64)
+        if levels.shape != (self.num_envs,) or levels.min() < 0 or levels.max() >= self.cfg.grid.levels:
+            raise ValueError(f"terrain_levels in the checkpoint hold {levels.shape[0]} levels in "
+                             f"{levels.min()}..{levels.max()}; this env has {self.num_envs} envs and levels "
+                             f"0..{self.cfg.grid.levels - 1}: resume with the run's own num_envs and grid")
+        self.curriculum.levels[:] = levels
+
     def walked(self, ids: np.ndarray) -> np.ndarray:
         """(k,) horizontal distance (m) of the envs `ids` from where they spawned."""
         return np.hypot(*(self.backend.qpos[ids, :2] - self._spawn_xy[ids]).T)

@@ -104,6 +104,20 @@ def test_env_moves_levels_at_episode_end_and_reports_them(env) -> None:
     assert np.abs(env.backend.qpos[:, :2] - centre).max() <= env.cfg.curriculum.spawn_jitter + 1e-9
 
 
+def test_levels_round_trip_through_state_dict(env) -> None:
+    """The trainer's checkpoint can carry the curriculum (a resume would otherwise restart it)."""
+    env.curriculum.levels[:] = np.arange(env.num_envs) % GRID.levels
+    state = env.state_dict()
+    env.curriculum.levels[:] = 0
+    env.load_state_dict(state)
+    env.reset(seed=6)  # a full reset keeps the levels and spawns on their tiles
+    assert env.curriculum.levels.tolist() == [i % GRID.levels for i in range(env.num_envs)]
+    centre = env.grid.tile_centre(env.curriculum.levels, env.curriculum.types)
+    assert np.abs(env.backend.qpos[:, :2] - centre).max() <= env.cfg.curriculum.spawn_jitter + 1e-9
+    with pytest.raises(ValueError, match=r"terrain_levels in the checkpoint hold 3 levels"):
+        env.load_state_dict({"terrain_levels": [0, 1, 2]})
+
+
 def test_height_scan_matches_ray_casts_under_the_robot(env) -> None:
     priv = env.reset(seed=4)["privileged"]
     scan = env.height_scan()
