@@ -297,11 +297,16 @@ class PPOTrainer(Algorithm):
         """Called after every env step with `info["episode"]` (None when none ended); subclasses hook in here."""
 
     def state_dict(self) -> dict[str, Any]:
-        return {"algo": self.alg.state_dict(), "iteration": self.iteration}
+        state = {"algo": self.alg.state_dict(), "iteration": self.iteration}
+        if hasattr(self.env, "state_dict"):  # an env with a curriculum (terrain levels) resumes where it was
+            state["env"] = self.env.state_dict()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.alg.load_state_dict(state["algo"])
         self.iteration = int(state["iteration"])
+        if "env" in state and hasattr(self.env, "load_state_dict"):
+            self.env.load_state_dict(state["env"])
 
     def export(self) -> dict[str, float]:
         return export_model(self.alg.model, self.ctx.task_id, self.ctx.task_cfg, self.ctx.run.path, self.cfg)

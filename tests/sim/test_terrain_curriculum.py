@@ -228,6 +228,12 @@ def test_ppo_trains_on_terrain_and_its_actor_export_matches_onnxruntime(tmp_path
     summary = train(spec, run, progress=False)
     assert summary["export"]["max_abs_diff"] < 1e-5
     assert "mean_terrain_level" in json.loads((run / "history.json").read_text())[-1]
+    # The checkpoint keeps every env's terrain level, so a resumed run continues the curriculum.
+    import torch
+
+    ckpt = torch.load(run / "checkpoint.pt", weights_only=False)
+    found = [v for v in _walk(ckpt) if isinstance(v, dict) and "terrain_levels" in v]
+    assert found and len(found[0]["terrain_levels"]) == 16
     policy = OnnxPolicy(run)
     e = make(TASK, 4, cfg=spec.task_cfg, seed=1)
     try:
@@ -236,3 +242,11 @@ def test_ppo_trains_on_terrain_and_its_actor_export_matches_onnxruntime(tmp_path
         assert act.shape == (4, 12) and np.isfinite(act).all()
     finally:
         e.close()
+
+
+def _walk(obj):
+    """Every value nested in a checkpoint's dicts."""
+    yield obj
+    if isinstance(obj, dict):
+        for v in obj.values():
+            yield from _walk(v)
