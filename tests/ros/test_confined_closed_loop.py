@@ -2,9 +2,10 @@
 held-out confined map, confined planner node, policy node) over real DDS; the planner's nav_msgs/Path feeds
 the policy node, which takes waypoints instead of a velocity command.
 
-With the trained follower shipped at tests/data/go1_confined/ the robot must move towards the goal along the
-path. Without one, a follower warm-started from the flat walker (no training) checks the plumbing: the path
-reaches the policy node, every period is stepped from its waypoint and height-map inputs, nothing faults.
+With the trained follower shipped at tests/data/go1_confined/ (bench/confined.py's waypoints run, 164k env
+steps) the robot must move towards the goal along the path (measured: 5.7 m in 6 s, at most 0.47 m off it).
+Without one, a follower warm-started from the flat walker (no training) checks the plumbing: the path reaches
+the policy node, every period is stepped from its waypoint and height-map inputs, nothing faults.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from tests.ros.driver import Driver
 
 TASK = "Go1-Waypoints-Confined"
 TRAINED = REPO / "tests" / "data" / "go1_confined" / "policy.onnx"
-SEED, LEVEL = 900_000, 0.5  # a held-out map
+SEED, LEVEL = 900_001, 0.5  # a held-out map
 SIM_S = 6.0
 
 

@@ -112,11 +112,14 @@ def test_export_names_the_waypoints_command(env) -> None:
 def test_one_ppo_iteration_trains_and_exports(tmp_path: Path) -> None:
     import torch
     from s2r.policies.driver import RunDriver
+    from s2r.policies.ppo import PPOConfig
 
     from tests.training_runs import tiny_run_spec
 
     torch.set_num_threads(1)
-    spec = tiny_run_spec(iterations=1, task=TASK, num_envs=4)
+    # Warm-started from the flat walker, every iteration critic-only (4 of 96 steps): the exported actor is the walker's.
+    walker = Path(__file__).resolve().parents[1] / "data" / "go1_walk" / "policy.onnx"
+    spec = tiny_run_spec(iterations=1, task=TASK, num_envs=4, init_policy=str(walker), algo=PPOConfig(critic_warmup=8))
     driver = RunDriver(spec, tmp_path, progress=False)
     try:
         result = driver.learn()
@@ -127,3 +130,14 @@ def test_one_ppo_iteration_trains_and_exports(tmp_path: Path) -> None:
     assert meta["task_id"] == TASK and meta["command"]["kind"] == "waypoints"
     (policy_input,) = [o for o in meta["observation"] if o["group"] == "policy"]
     assert {"waypoints", "height_map"} <= {t["name"] for t in policy_input["terms"]}
+    import onnxruntime as ort
+    from s2r.policies.networks import ActorCritic, ActorCriticConfig
+    from s2r.policies.warm_start import warm_start_actor
+
+    dim = sum(t["size"] for t in policy_input["terms"])
+    fresh = ActorCritic({"policy": dim, "privileged": 12}, 12, ActorCriticConfig())
+    warm_start_actor(fresh, walker, [(t["name"], t["size"]) for t in policy_input["terms"]])
+    x = np.random.default_rng(1).normal(size=(8, dim)).astype(np.float32) * 0.2
+    (out,) = ort.InferenceSession(str(tmp_path / "policy.onnx")).run(None, {"obs": x})
+    with torch.no_grad():
+        np.testing.assert_allclose(out, fresh.act_mean(torch.as_tensor(x)).numpy(), atol=1e-3)
