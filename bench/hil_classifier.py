@@ -11,6 +11,9 @@
    positives). Success is always the deterministic policy alone judged by the simulator.
 
 Each run is an `s2r train` subprocess at one torch thread, `--parallel` at a time (bench/hil.py's runner).
+Afterwards the classifier is also run over every frame the `true` runs collected (policy + operator, labelled
+by the simulator): its false-positive rate under the HIL state distribution, against the expert-label test
+split, and how many of those episodes a false positive would have ended (`--reanalyse` redoes only this).
 
     python bench/hil_classifier.py --steps 4000 --seeds 0 1 --out bench/results/hil_classifier_pickplace
 """
@@ -69,8 +72,17 @@ def main() -> None:
     ap.add_argument("--arms", default="true,classifier")
     ap.add_argument("--work", default="/tmp/bench_hil_classifier")
     ap.add_argument("--out", default="bench/results/hil_classifier_pickplace")
+    ap.add_argument("--reanalyse", action="store_true", help="only redo the classifier-on-true-run-frames check")
     args = ap.parse_args()
     work = Path(args.work) / args.task
+    if args.reanalyse:
+        path = Path(args.out).with_suffix(".json")
+        doc = json.loads(path.read_text())
+        doc["classifier_on_true_runs"] = on_true_runs(work, Path(args.classifier) if args.classifier else work / "clf.onnx",
+                                                      args.task)
+        path.write_text(json.dumps(doc, indent=1))
+        print(json.dumps(doc["classifier_on_true_runs"], indent=1))
+        return
     work.mkdir(parents=True, exist_ok=True)
     t_start, loads = time.monotonic(), [os.getloadavg()[0]]
     doc: dict = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "task": args.task, "steps": args.steps,
@@ -117,7 +129,48 @@ def main() -> None:
             print(f"{a} seed {s}: success {last[1]:.2f} at {last[0]} steps ({results[a][s]['wall_s']:.0f} s)", flush=True)
             write(doc, results, loads, t_start, out)  # partial results survive a later failure
     print(json.dumps(write(doc, results, loads, t_start, out), indent=1))
+    doc["classifier_on_true_runs"] = on_true_runs(work, clf, args.task)
+    out.with_suffix(".json").write_text(json.dumps(doc, indent=1))
     plot(doc, out.with_suffix(".png"))
+
+
+def on_true_runs(work: Path, clf_path: Path, task: str) -> dict:
+    """The classifier over the frames of the true-reward runs (their `replay/`, labelled by the simulator's reward).
+
+    Per seed: the per-frame false-positive rate (frames the simulator calls no success), recall on the success
+    frames, and the share of those runs' episodes in which some non-success frame would have fired it (and so
+    ended the episode under a classifier reward).
+    """
+    from s2r.policies.hil import INTERVENED, PROPOSED
+    from s2r.policies.replay import ReplayBuffer
+    from s2r.real.reward_classifier import RewardClassifier
+
+    clf = RewardClassifier.load(clf_path, task=task)
+    out = {}
+    # Finished runs only: re-opening a replay folder that a live run appends to could cut its last record.
+    for run in sorted(r for r in (work / "true").glob("hil_s*") if (r / "policy.onnx").is_file()):
+        meta = json.loads((run / "replay" / "meta.json").read_text())
+        n_envs, dims = meta["num_envs"], {g: v["shape"] for g, v in meta["groups"].items()}
+        buf = ReplayBuffer(dims, meta["action_dim"], 10**6, num_envs=n_envs, directory=run / "replay")
+        try:
+            n = len(buf)
+            nxt, success, done = buf._next_obs["policy"][:n], buf._reward[:n] > 0, buf._done[:n]
+        finally:
+            buf.close()
+        fired = np.asarray(clf(state=nxt), dtype=bool)
+        episodes = ended_fp = 0
+        for e in range(n_envs):  # rows are step-major, envs interleaved
+            rows = np.arange(e, n, n_envs)
+            ends = np.flatnonzero(done[rows])
+            for seg in np.split(rows, ends + 1)[: len(ends)]:
+                episodes += 1
+                ended_fp += bool((fired[seg] & ~success[seg]).any())
+        assert PROPOSED in dims and INTERVENED in dims  # a hil replay, not another run's
+        out[run.name] = {"frames": int(n), "success_frames": int(success.sum()),
+                         "fpr_per_frame": float(fired[~success].mean()), "recall": float(fired[success].mean())
+                         if success.any() else None, "episodes": episodes, "episodes_a_false_positive_would_end":
+                         ended_fp, "share": ended_fp / max(1, episodes)}
+    return out
 
 
 def write(doc: dict, results: dict, loads: list[float], t_start: float, out: Path) -> dict:
