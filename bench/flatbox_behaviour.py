@@ -95,7 +95,7 @@ def learned(run_dir: Path, n: int, seed: int) -> dict[str, float]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--episodes", type=int, default=100)
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="seeds of the scripted references")
+    p.add_argument("--seeds", type=int, nargs="*", default=[0, 1], help="seeds of the scripted references (none: skip them)")
     p.add_argument("--runs", nargs="*", default=[], help="run folders whose policy.onnx to evaluate (seed 1000)")
     p.add_argument("--out", default="bench/results/flatbox_behaviour")
     args = p.parse_args()

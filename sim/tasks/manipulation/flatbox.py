@@ -136,10 +136,12 @@ class FlatBoxLiftEnv(PandaEnv):
         return r.astype(np.float32)
 
     def _grasped(self, s: PandaState) -> np.ndarray:
-        """(n,) bool: the box's centre between the finger pads (within 3 cm of the TCP across, 2 cm up or down) and
-        the hand closed on about its short side."""
+        """(n,) bool: the box's centre between the finger pads (within 3 cm of the TCP across, the TCP below the
+        box's top face and at most 2 cm below its centre) and the hand closed on about its short side. The TCP
+        below the top face rules out a hand standing on the box with one pad caught on its edge."""
         rel = s.obj_pos - s.ee_pos
-        between = (np.linalg.norm(rel[:, :2], axis=1) < 0.03) & (np.abs(rel[:, 2]) < 0.02)
+        below_top = rel[:, 2] > -self.half[:, 2]
+        between = (np.linalg.norm(rel[:, :2], axis=1) < 0.03) & below_top & (rel[:, 2] < 0.02)
         return between & (np.abs(s.gripper[:, 0] - 2 * self.half[:, 1]) < 0.008)
 
     def behaviour(self) -> dict[str, np.ndarray]:
