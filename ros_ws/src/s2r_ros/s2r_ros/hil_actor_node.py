@@ -78,7 +78,8 @@ class HilActorNode(ArmPolicyNode):
     def _on_joy(self, msg: Joy) -> None:
         self.joy.feed(msg.axes, msg.buttons)
 
-    def _infer(self, state: object, command: np.ndarray) -> np.ndarray:
+    def _infer(self, state: object, command: np.ndarray, now: float | None = None) -> np.ndarray:
+        # `now` is the runner's camera clock; the HIL link carries vector observations only (images refused).
         runner = self.ctl.runner
         obs = runner.builder.build(state, command, runner.last_action)  # (1, obs_dim)
         cmd = self.joy.read()
