@@ -8,8 +8,9 @@ Trains three PPO policies on the same env-step budget, each warm-started from th
 then evaluates each on held-out maps (`EVAL_SEEDS`) at difficulty 0, 0.5 and 1: one episode per map, success
 = the base within reach_radius of the goal within the task's 30 s episode and before a fall, time to goal.
 
-    OMP_NUM_THREADS=1 python bench/confined.py train --method waypoints --steps 1500000 --minutes 14
-    OMP_NUM_THREADS=1 python bench/confined.py eval --maps 25 --out bench/results/confined.json
+    OMP_NUM_THREADS=1 python bench/confined.py train --method waypoints --steps 164352 --seed 0 --runs runs/confined
+    OMP_NUM_THREADS=1 python bench/confined.py eval --runs runs/confined --maps 25 --out eval_seed0.json
+    python bench/confined.py summarize eval_seed0.json eval_seed1.json ... --out bench/results/confined.json
     MUJOCO_GL=egl python bench/confined.py video --method waypoints --level 1 --out bench/results/confined_follower.mp4
 """
 
@@ -122,6 +123,31 @@ def eval_all(runs: Path, maps: int, levels: list[float], out: Path, methods: lis
     return res
 
 
+def summarize(inputs: list[Path], out: Path) -> dict:
+    """Join per-seed eval JSONs (one training seed each) into one: every seed's numbers and their mean per level."""
+    seeds = [json.loads(p.read_text()) for p in inputs]
+    res = {k: seeds[0][k] for k in ("bench", "maps_per_level", "levels", "episodes_per_map", "machine")}
+    res["training_seeds"] = len(seeds)
+    res["methods"] = {}
+    for m in METHODS:
+        runs = [sd["methods"][m] for sd in seeds if m in sd["methods"]]
+        if not runs:
+            continue
+        levels = []
+        for i, lv in enumerate(res["levels"]):
+            rows = [r["levels"][i] for r in runs]
+            times = [r["time_to_goal_s"] for r in rows if r["time_to_goal_s"] is not None]
+            levels.append({"level": lv, "success": float(np.mean([r["success"] for r in rows])),
+                           "success_per_seed": [r["success"] for r in rows],
+                           "fall_rate": float(np.mean([r["fall_rate"] for r in rows])),
+                           "mean_progress": float(np.mean([r["mean_progress"] for r in rows])),
+                           "time_to_goal_s": float(np.mean(times)) if times else None})
+        res["methods"][m] = {"task": METHODS[m], "levels": levels, "per_seed": runs}
+    out.write_text(json.dumps(res, indent=2))
+    plot(res, out.with_suffix(".png"))
+    return res
+
+
 def plot(res: dict, path: Path) -> None:
     """Success and time to goal per level, one bar group per method."""
     import matplotlib
@@ -137,13 +163,17 @@ def plot(res: dict, path: Path) -> None:
         rows = res["methods"][m]["levels"]
         xs = np.arange(len(levels)) + i * w
         axes[0].bar(xs, [r["success"] for r in rows], w, label=m)
+        for x, r in zip(xs, rows, strict=True):  # each training seed's success as a dot
+            seeds = r.get("success_per_seed", [])
+            axes[0].plot([x] * len(seeds), seeds, "k.", ms=4)
         axes[1].bar(xs, [r["time_to_goal_s"] or 0.0 for r in rows], w, label=m)
     for ax, title in zip(axes, ("success on held-out maps", "mean time to goal (s), successes only"), strict=True):
         ax.set_xticks(np.arange(len(levels)) + w * (len(methods) - 1) / 2, [f"difficulty {lv:g}" for lv in levels])
         ax.set_title(title)
     axes[0].set_ylim(0, 1)
     axes[0].legend()
-    fig.suptitle(f"Confined locomotion, {res['maps_per_level']} held-out maps per level, 1 training seed")
+    fig.suptitle(f"Confined locomotion, {res['maps_per_level']} held-out maps per level, "
+                 f"{res.get('training_seeds', 1)} training seed(s) (dots: each seed)")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
 
@@ -169,11 +199,16 @@ def video(method: str, runs: Path, level: float, out: Path, seconds: float = 30.
                   randomization=replace(cfg.randomization, push_velocity=0.0))
     env = make(task, 1, cfg=cfg, seed=0)
     model = env.backend.models[0]
+    # See-through map for the camera (colours only; the physics is untouched): walls faint, the rest half.
+    for g in range(model.ngeom):
+        name = mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_GEOM, g) or ""
+        if name.startswith("confined_"):
+            model.geom_rgba[g, 3] = 0.12 if name.endswith("_wall") else 0.45
     renderer = mujoco.Renderer(model, 360, 640)
     data = mujoco.MjData(model)
     cam = mujoco.MjvCamera()
     cam.type = mujoco.mjtCamera.mjCAMERA_FREE
-    cam.distance, cam.elevation, cam.azimuth = 2.2, -30.0, 120.0
+    cam.distance, cam.elevation, cam.azimuth = 2.0, -25.0, 100.0
     obs = env.reset(seed=0)
     frames, reached, heights = [], None, []
     for k in range(round(seconds / env.spec.control_dt)):
@@ -196,7 +231,7 @@ def video(method: str, runs: Path, level: float, out: Path, seconds: float = 30.
 
     out.parent.mkdir(parents=True, exist_ok=True)
     imageio.mimsave(str(out), frames, fps=25, macro_block_size=1)
-    strip = np.concatenate([frames[i] for i in np.linspace(0, len(frames) - 1, 4).astype(int)], axis=1)
+    strip = np.concatenate([frames[i] for i in np.linspace(0, len(frames) - 1, 4).astype(int)], axis=1)[::2, ::2]
     imageio.imwrite(str(out.with_suffix(".png")), strip)
     info = {"method": method, "map_seed": seed, "level": level, "crouch_waypoints": max(crouch),
             "reached_s": reached, "min_body_height_m": min(heights), "frames": len(frames)}
@@ -226,11 +261,16 @@ def main() -> None:
     v.add_argument("--runs", type=Path, default=REPO / "runs" / "confined")
     v.add_argument("--level", type=float, default=1.0)
     v.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "confined_follower.mp4")
+    su = sub.add_parser("summarize")
+    su.add_argument("inputs", type=Path, nargs="+", help="eval JSONs, one per training seed")
+    su.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "confined.json")
     a = p.parse_args()
     if a.cmd == "train":
         train(a.method, a.steps, a.minutes, a.runs, a.num_envs, a.seed)
     elif a.cmd == "eval":
         eval_all(a.runs, a.maps, [float(x) for x in a.levels.split(",")], a.out, a.methods.split(","), a.seconds)
+    elif a.cmd == "summarize":
+        summarize(a.inputs, a.out)
     else:
         video(a.method, a.runs, a.level, a.out)
 

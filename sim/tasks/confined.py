@@ -326,8 +326,12 @@ class ConfinedWaypointEnv(LocomotionEnv):
         body = _quat_rotate_inv(qpos[:, 3:7], to)
         self.command[:, :2] = body[:, :2] * ~last[:, None]
         if cfg.command_mode == "skills":
-            # Turn towards the waypoint (a yaw-rate skill parameter), at most 1 rad/s.
-            self.command[:, 2] = np.clip(np.arctan2(body[:, 1], body[:, 0]), -1.0, 1.0) * ~last
+            # The skill commands lead on to the goal itself and stop only there (stopping at the switch to the
+            # last waypoint would leave the robot up to a spacing short of it). Yaw rate: turn towards the
+            # waypoint, at most 1 rad/s.
+            going = ~(last & (self._prev_dist < cfg.reach_radius))
+            self.command[:, :2] = body[:, :2] * going[:, None]
+            self.command[:, 2] = np.clip(np.arctan2(body[:, 1], body[:, 0]), -1.0, 1.0) * going
         return super()._step_state()
 
     def _loco_state(self, sensors: np.ndarray, touch: np.ndarray, first: np.ndarray | None = None,

@@ -142,6 +142,12 @@ def test_skills_baseline_observes_velocity_and_body_height_commands_from_the_pat
         assert (crouch == env.cfg.planner.crouch_body_z).any()
         rewards = env.cfg.rewards
         assert rewards.waypoint_progress.weight == 0 and rewards.track_body_height.weight > 0
+        # On the last leg the command still leads to the goal, and stops only within reach of it.
+        last = env.wp_count - 1
+        env.wp_index[:] = last
+        q[:, :2] = env.waypoints[[0, 1], last, :2] - [[0.5, 0.0], [0.1, 0.0]]
+        env.step(np.zeros((2, 12)))
+        assert np.hypot(*env.command[0, :2]) > 0.4 and not env.command[1].any()
     finally:
         env.close()
 
