@@ -82,12 +82,13 @@ def evaluate_all(root: Path, args: argparse.Namespace, names: list[str]) -> dict
     for split, over in (("in_distribution", {}), ("out_of_distribution", OOD)):
         seed = args.eval_seed
         for name in names:
-            run = root / name
+            # "ppo_init": the PPO policy the teacher was started from, for reference.
+            run = Path(args.teacher_init) if name == "ppo_init" else root / name
             if name == "teacher":
                 tcfg = _teacher_task_cfg(run, over)
                 res = summary(teacher_episodes(run, tcfg, args.episodes, seed))
             elif (run / "policy.onnx").is_file():
-                _, cfg = run_task_config(run, {})
+                _, cfg = run_task_config(run, {"backend.num_threads": 1})
                 env = make(TASK, args.episodes, cfg=apply_overrides(cfg, over), seed=seed)
                 try:
                     res = summary(one_episode_each(OnnxPolicy(run), env, seed))
