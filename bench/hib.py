@@ -72,28 +72,32 @@ def summary(ep: dict[str, np.ndarray]) -> dict[str, float]:
             "mean_vel_error": float(ep["vel_error"].mean()), "fall_rate": float(ep["fell"].mean())}
 
 
-def evaluate_all(root: Path, args: argparse.Namespace) -> dict[str, dict[str, dict[str, float]]]:
+def evaluate_all(root: Path, args: argparse.Namespace, names: list[str]) -> dict[str, dict[str, dict[str, float]]]:
+    """Evaluate the named runs under `root` ("teacher" through torch, students through their ONNX files)."""
     from s2r.policies.evaluate import OnnxPolicy, one_episode_each, run_task_config
     from s2r.sim import make
     from s2r.sim.config import apply_overrides
 
     out: dict[str, dict[str, dict[str, float]]] = {}
-    for name, over in (("in_distribution", {}), ("out_of_distribution", OOD)):
+    for split, over in (("in_distribution", {}), ("out_of_distribution", OOD)):
         seed = args.eval_seed
-        tcfg = _teacher_task_cfg(root / "teacher", over)
-        out.setdefault("teacher", {})[name] = summary(teacher_episodes(root / "teacher", tcfg, args.episodes, seed))
-        print(json.dumps({"eval": "teacher", name: out["teacher"][name]}), file=sys.stderr, flush=True)
-        for s in STUDENTS:
-            run = root / s
-            if not (run / "policy.onnx").is_file():
+        for name in names:
+            # "ppo_init": the PPO policy the teacher was started from, for reference.
+            run = Path(args.teacher_init) if name == "ppo_init" else root / name
+            if name == "teacher":
+                tcfg = _teacher_task_cfg(run, over)
+                res = summary(teacher_episodes(run, tcfg, args.episodes, seed))
+            elif (run / "policy.onnx").is_file():
+                _, cfg = run_task_config(run, {"backend.num_threads": 1})
+                env = make(TASK, args.episodes, cfg=apply_overrides(cfg, over), seed=seed)
+                try:
+                    res = summary(one_episode_each(OnnxPolicy(run), env, seed))
+                finally:
+                    env.close()
+            else:
                 continue
-            _, cfg = run_task_config(run, {})
-            env = make(TASK, args.episodes, cfg=apply_overrides(cfg, over), seed=seed)
-            try:
-                out.setdefault(s, {})[name] = summary(one_episode_each(OnnxPolicy(run), env, seed))
-            finally:
-                env.close()
-            print(json.dumps({"eval": s, name: out[s][name]}), file=sys.stderr, flush=True)
+            out.setdefault(name, {})[split] = res
+            print(json.dumps({"eval": name, split: res}), file=sys.stderr, flush=True)
     return out
 
 
@@ -132,7 +136,7 @@ def plot(result: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     ev = result["eval"]
-    names = [n for n in ("teacher", *STUDENTS) if n in ev]
+    names = [n for n in ("teacher", *STUDENTS) if n in ev] + sorted(n for n in ev if n not in ("teacher", *STUDENTS))
     metrics = (("mean_return", "mean return"), ("mean_vel_error", "velocity error (m/s)"), ("fall_rate", "fall rate"))
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
     x = np.arange(len(names))
@@ -181,6 +185,10 @@ def main() -> None:
     p.add_argument("--teacher-init-std", type=float, default=0.27, help="starting action std of a warm-started teacher")
     p.add_argument("--history", type=int, default=30)
     p.add_argument("--beta", type=float, default=1e-3)
+    p.add_argument("--hib-lr", type=float, default=3e-4, help="HIB's fixed PPO step size")
+    p.add_argument("--students", default=",".join(STUDENTS), help="students the students stage trains")
+    p.add_argument("--variant", default="", help="suffix of the student runs' names (a variant beside the main ones)")
+    p.add_argument("--eval", default="teacher," + ",".join(STUDENTS), help="runs the eval stage evaluates (merged)")
     p.add_argument("--episodes", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eval-seed", type=int, default=4242)
@@ -217,16 +225,19 @@ def main() -> None:
         result["load_average"]["teacher_end"] = os.getloadavg()
         save()
     if "students" in stages:
-        for s in STUDENTS:
+        for s in args.students.split(","):
             algo_over = {"student": s, "teacher": str(root / "teacher"), "beta": args.beta}
-            result["load_average"][f"{s}_start"] = os.getloadavg()
-            result["train"][s] = train_stage("distill", root / s, args.student_minutes, args,
-                                             {"history_length": args.history}, algo_over, args.student_envs)
+            if s == "hib":
+                algo_over["hib_ppo.learning_rate"] = args.hib_lr
+            name = s + args.variant
+            result["load_average"][f"{name}_start"] = os.getloadavg()
+            result["train"][name] = train_stage("distill", root / name, args.student_minutes, args,
+                                                {"history_length": args.history}, algo_over, args.student_envs)
             save()
     if "eval" in stages:
         t0 = time.perf_counter()
         result["load_average"]["eval_start"] = os.getloadavg()
-        result["eval"] = evaluate_all(root, args)
+        result["eval"] = {**result.get("eval", {}), **evaluate_all(root, args, args.eval.split(","))}
         result["eval_wall_s"] = round(time.perf_counter() - t0, 1)
         result["goals"] = goals(result["eval"])
         save()
