@@ -213,6 +213,8 @@ def video(method: str, runs: Path, level: float, out: Path, seconds: float = 30.
     frames, reached, heights = [], None, []
     for k in range(round(seconds / env.spec.control_dt)):
         obs, _, term, _, _ = env.step(policy(obs["policy"]))
+        if term[0]:  # a fall: the env has already reset, nothing after it is this episode
+            break
         heights.append(float(env.backend.qpos[0, 2] - env.ground_z[0]))
         mujoco.mj_setState(model, data, env.backend.state[0], mujoco.mjtState.mjSTATE_FULLPHYSICS)
         mujoco.mj_forward(model, data)
@@ -220,8 +222,6 @@ def video(method: str, runs: Path, level: float, out: Path, seconds: float = 30.
         renderer.update_scene(data, camera=cam)
         if k % 2 == 0:
             frames.append(renderer.render().copy())
-        if term[0]:
-            break
         if env.goal_reached()[0]:
             reached = (k + 1) * env.spec.control_dt
             break
