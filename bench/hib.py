@@ -145,7 +145,7 @@ def plot(result: dict, path: Path) -> None:
         for k, (split, label) in enumerate(splits):
             vals = [ev[n].get(split, {}).get(key, np.nan) for n in names]
             ax.bar(x + (k - 0.5) * 0.38, vals, 0.38, label=label)
-        ax.set_xticks(x, names)
+        ax.set_xticks(x, names, rotation=30, ha="right", fontsize=8)
         ax.set_title(title)
         ax.grid(alpha=0.3, axis="y")
     axes[0].legend(fontsize=8)
