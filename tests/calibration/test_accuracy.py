@@ -73,6 +73,7 @@ def _views(cam: SyntheticCamera, n: int, seed: int) -> list[tuple[str, np.ndarra
     return [(f"v{i:02d}", r.render(T)) for i, T in enumerate(board_poses_for_intrinsics(r, n, seed=seed))]
 
 
+@pytest.mark.slow  # ~15 s: the distortion-model choice; the other accuracy tests stay in the default run
 def test_k3_only_when_it_helps_held_out_views() -> None:
     plain = calibrate_camera(_views(SyntheticCamera(), 12, 2), CameraCalibConfig(board=CHESSBOARD), "plain lens")
     assert plain.k3_choice.startswith("fixed") and plain.intrinsics.dist_coeffs[4] == 0.0

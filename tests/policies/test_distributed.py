@@ -81,6 +81,7 @@ def test_two_ranks_keep_identical_weights_and_one_run_folder(tmp_path: Path) -> 
     assert ckpt["progress"] == steps
 
 
+@pytest.mark.slow  # ~15 s: the two-rank test above covers data-parallel PPO; this one the torchrun entry point
 def test_torchrun_cli(tmp_path: Path) -> None:
     """`torchrun --nproc_per_node 2 -m s2r.policies.cli train ...`: one folder, rank 0's output only."""
     run_dir = tmp_path / "run"

@@ -144,6 +144,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return run_dir
 
 
+@pytest.mark.slow  # ~20 s with its fixture; test_mfrl's resume-with-a-logged-flight covers the path
 def test_s2r_train_resume_with_flights_adds_them_as_the_real_fidelity(tiny_run: Path, tmp_path: Path,
                                                                       capsys: pytest.CaptureFixture[str]) -> None:
     run = tmp_path / "run"
