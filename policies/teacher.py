@@ -158,21 +158,22 @@ def warm_start_from_onnx(model: TeacherModel, path: Path) -> None:
     Raises:
         AlgorithmTaskMismatch: No such file, or an actor of other widths (one sentence naming both).
     """
-    import onnx
-    from onnx import numpy_helper
+    from s2r.policies.warm_start import WarmStartError, onnx_actor
 
     onnx_path = path / "policy.onnx" if path.is_dir() else path
     if not onnx_path.is_file():
         raise AlgorithmTaskMismatch(f"init_from: no policy.onnx at {onnx_path}; give a ppo run folder or its policy.onnx")
-    graph = onnx.load(str(onnx_path)).graph
-    w = {i.name: torch.as_tensor(numpy_helper.to_array(i).copy()) for i in graph.initializer}
-    div = [n.input[1] for n in graph.node if n.op_type == "Div"]
+    try:
+        tensors, mean, div = onnx_actor(onnx_path)  # the one reader of exported actors (also `init_policy`)
+    except WarmStartError as exc:
+        raise AlgorithmTaskMismatch(f"init_from: {exc}") from exc
+    w = {k: torch.as_tensor(v) for k, v in tensors.items()}
     names = sorted({k.rsplit(".", 1)[0] for k in w if k.startswith("model.actor.")}, key=lambda k: int(k.rsplit(".", 1)[1]))
     layers = [m for m in model.actor if isinstance(m, nn.Linear)]
     p = model.policy_dim
     want = [(lin.out_features, p if i == 0 else lin.in_features) for i, lin in enumerate(layers)]
     have = [tuple(w[n + ".weight"].shape) for n in names]
-    if have != want or "model.actor_norm.mean" not in w or len(div) != 1:
+    if have != want:
         raise AlgorithmTaskMismatch(f"init_from {onnx_path} holds an actor with layers {have} but the teacher's policy path "
                                     f"needs {want} (policy.actor_hidden and the task's policy group must match)")
     norm = model.actor_norm
@@ -185,8 +186,8 @@ def warm_start_from_onnx(model: TeacherModel, path: Path) -> None:
                 lin.weight.copy_(w[name + ".weight"])
             lin.bias.copy_(w[name + ".bias"])
         if isinstance(norm, EmpiricalNormalizer):
-            norm.mean[:p] = w["model.actor_norm.mean"]
-            norm.var[:p] = w[div[0]] ** 2 - norm.eps
+            norm.mean[:p] = torch.as_tensor(mean, dtype=norm.mean.dtype)
+            norm.var[:p] = torch.as_tensor(div, dtype=norm.var.dtype) ** 2 - norm.eps
             norm.count.fill_(1e5)
 
 

@@ -41,7 +41,7 @@ class WarmStartError(ValueError):
     """The source policy does not fit the actor (its message names what and how to fix it)."""
 
 
-def _onnx_actor(path: Path) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+def onnx_actor(path: Path) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
     """(initializers by name, normaliser mean, normaliser divisor sqrt(var + eps)) of an exported actor."""
     import onnx
     from onnx import numpy_helper
@@ -86,7 +86,7 @@ def warm_start_actor(model: ActorCritic, onnx_path: str | Path, terms: list[tupl
     if src.history_length != 1 or history_length != 1:
         raise WarmStartError(f"init_policy warm start supports history length 1; the source has "
                              f"{src.history_length} and the task {history_length}: set history_length=1")
-    tensors, mean, div = _onnx_actor(onnx_path)
+    tensors, mean, div = onnx_actor(onnx_path)
     layers = [m for m in model.actor if isinstance(m, torch.nn.Linear)]
     names = [f"model.actor.{i}" for i, m in enumerate(model.actor) if isinstance(m, torch.nn.Linear)]
     src_shapes = [tuple(tensors[f"{n}.weight"].shape) if f"{n}.weight" in tensors else None for n in names]
