@@ -44,6 +44,27 @@ def run_one(task: str, method: str, seed: int, steps: int, evals: int, eval_epis
     return p
 
 
+def run_pool(jobs: list, parallel: int, loads: list[float]):
+    """Start `jobs` ((key, start) pairs; start() -> a `run_one` process), at most `parallel` at a time, sampling
+    the load average into `loads`; yield (key, process) for each run that ends well (failures are printed)."""
+    queue, running = list(jobs), []
+    while queue or running:
+        while queue and len(running) < parallel:
+            key, start = queue.pop(0)
+            p = start()
+            p.key = key
+            running.append(p)
+        time.sleep(2.0)
+        loads.append(os.getloadavg()[0])
+        for p in [p for p in running if p.poll() is not None]:
+            running.remove(p)
+            p.log.close()
+            if p.returncode != 0:
+                print(f"{p.key[0]} seed {p.key[1]} failed (rc {p.returncode}); see {p.run_dir}.log", file=sys.stderr)
+                continue
+            yield p.key, p
+
+
 def curves(run: Path) -> dict:
     rows = json.loads((run / "history.json").read_text())
     rows = rows if isinstance(rows, list) else rows.get("rows", [])
@@ -71,28 +92,14 @@ def main() -> None:
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise SystemExit(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}")
-    queue = [(m, s) for s in args.seeds for m in methods]
-    running: list[subprocess.Popen] = []
+    jobs = [((m, s), lambda m=m, s=s: run_one(args.task, m, s, args.steps, args.evals, args.eval_episodes, work,
+                                               args.set)) for s in args.seeds for m in methods]
     results: dict[str, dict[int, dict]] = {m: {} for m in methods}
     loads, t_start = [os.getloadavg()[0]], time.monotonic()
-    while queue or running:
-        while queue and len(running) < args.parallel:
-            m, s = queue.pop(0)
-            p = run_one(args.task, m, s, args.steps, args.evals, args.eval_episodes, work, args.set)
-            p.key = (m, s)  # type: ignore[attr-defined]
-            running.append(p)
-        time.sleep(2.0)
-        loads.append(os.getloadavg()[0])
-        for p in [p for p in running if p.poll() is not None]:
-            running.remove(p)
-            p.log.close()
-            m, s = p.key
-            if p.returncode != 0:
-                print(f"{m} seed {s} failed (rc {p.returncode}); see {work}/{m}_s{s}.log", file=sys.stderr)
-                continue
-            results[m][s] = {**curves(p.run_dir), "wall_s": time.monotonic() - p.t0}
-            last = results[m][s]["eval"][-1]
-            print(f"{m} seed {s}: success {last[1]:.2f} at {last[0]} steps ({results[m][s]['wall_s']:.0f} s)", flush=True)
+    for (m, s), p in run_pool(jobs, args.parallel, loads):
+        results[m][s] = {**curves(p.run_dir), "wall_s": time.monotonic() - p.t0}
+        last = results[m][s]["eval"][-1]
+        print(f"{m} seed {s}: success {last[1]:.2f} at {last[0]} steps ({results[m][s]['wall_s']:.0f} s)", flush=True)
     summary = {}
     for m, per_seed in results.items():
         if not per_seed:

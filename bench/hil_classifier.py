@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from hil import curves, run_one  # bench/hil.py: the same runner and history reader
+from hil import curves, run_one, run_pool  # bench/hil.py: the same runner and history reader
 
 COUNTS = ("episodes_ended", "classifier_ends", "false_positive_ends", "missed_successes", "train_success")
 
@@ -105,29 +105,16 @@ def main() -> None:
     print(f"classifier: threshold {meta['threshold']:.3f}, test {meta.get('test')}", flush=True)
 
     arms = {"true": [], "classifier": [f"classifier={clf}"]}
-    queue = [(a, s) for s in args.seeds for a in args.arms.split(",")]
-    running: list = []
     results: dict[str, dict[int, dict]] = {a: {} for a in args.arms.split(",")}
-    while queue or running:
-        while queue and len(running) < args.parallel:
-            a, s = queue.pop(0)
-            (work / a).mkdir(exist_ok=True)
-            p = run_one(args.task, "hil", s, args.steps, args.evals, args.eval_episodes, work / a, arms[a])
-            p.key = (a, s)
-            running.append(p)
-        time.sleep(2.0)
-        loads.append(os.getloadavg()[0])
-        for p in [p for p in running if p.poll() is not None]:
-            running.remove(p)
-            p.log.close()
-            a, s = p.key
-            if p.returncode != 0:
-                print(f"{a} seed {s} failed (rc {p.returncode}); see {p.run_dir}.log", file=sys.stderr)
-                continue
-            results[a][s] = {**curves(p.run_dir), "counts": counters(p.run_dir), "wall_s": time.monotonic() - p.t0}
-            last = results[a][s]["eval"][-1]
-            print(f"{a} seed {s}: success {last[1]:.2f} at {last[0]} steps ({results[a][s]['wall_s']:.0f} s)", flush=True)
-            write(doc, results, loads, t_start, out)  # partial results survive a later failure
+    for a in results:
+        (work / a).mkdir(exist_ok=True)
+    jobs = [((a, s), lambda a=a, s=s: run_one(args.task, "hil", s, args.steps, args.evals, args.eval_episodes,
+                                               work / a, arms[a])) for s in args.seeds for a in results]
+    for (a, s), p in run_pool(jobs, args.parallel, loads):
+        results[a][s] = {**curves(p.run_dir), "counts": counters(p.run_dir), "wall_s": time.monotonic() - p.t0}
+        last = results[a][s]["eval"][-1]
+        print(f"{a} seed {s}: success {last[1]:.2f} at {last[0]} steps ({results[a][s]['wall_s']:.0f} s)", flush=True)
+        write(doc, results, loads, t_start, out)  # partial results survive a later failure
     print(json.dumps(write(doc, results, loads, t_start, out), indent=1))
     doc["classifier_on_true_runs"] = on_true_runs(work, clf, args.task)
     out.with_suffix(".json").write_text(json.dumps(doc, indent=1))
