@@ -237,6 +237,12 @@ class PolicyController:
             self.last_target = None
             self._restart = False
         if self.waypoints is not None:
+            missing = self.waypoints.missing()
+            if missing:  # zero waypoints at the map origin are nothing the policy was trained on: hold
+                s.note("waypoint_holds", f"waypoints policy has {missing}: holding the pose")
+                self._restart = True  # ramp in from the pose it holds once path and pose arrive
+                self.last_target = s.hold(self.state.joint_pos)
+                return self.last_target
             self.waypoints.fill(self.state)
         try:
             action = np.asarray(r.infer(self.state, self.command))

@@ -42,7 +42,7 @@ COUNTERS = (
     "clamp_position", "clamp_delta", "clamp_velocity",
     "nonfinite_action", "bad_action_shape", "policy_error", "nonfinite_input", "bad_joint_state",
     "watchdog_trips", "watchdog_recoveries", "command_timeouts",
-    "estop_triggers", "resets", "reset_refused", "missed_periods", "hold_outside_limits",
+    "estop_triggers", "resets", "reset_refused", "missed_periods", "hold_outside_limits", "waypoint_holds",
 )
 
 

@@ -167,6 +167,14 @@ class WaypointInputs:
         self.orientation[:] = quat_wxyz
         self.has_pose = True
 
+    def missing(self) -> str | None:
+        """What the policy still lacks to act (no path yet, no pose yet), or None when it has both."""
+        if self.tracker.path is None:
+            return "no path yet"
+        if not self.has_pose:
+            return "no base pose (odometry) yet"
+        return None
+
     def fill(self, state: object) -> None:
         """Set `state.waypoints` (and `state.height_map`) for the latest pose."""
         state.waypoints = self.tracker.observe(self.position, self.orientation)

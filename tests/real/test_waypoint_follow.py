@@ -91,3 +91,35 @@ def test_inputs_fill_the_state_and_refuse_a_policy_they_cannot_serve(env) -> Non
         WaypointInputs(meta(("waypoints", 9), ("height_map", 8)), heights)
     with pytest.raises(MetadataError, match="no waypoints term"):
         WaypointInputs(meta(("velocity_command", 3)))
+
+
+def test_controller_holds_until_it_has_a_path_and_a_pose(env) -> None:
+    """Zero waypoints at the map origin are nothing the follower was trained on: it holds, then ramps in."""
+    from s2r.real.controller import PolicyController
+    from s2r.real.robot import load_robot_config
+    from s2r.real.runner import PolicyRunner
+    from s2r.real.safety import Mode, SafetyLayer
+
+    from tests.policy_files import GO1_ROBOT, REPO
+
+    robot = load_robot_config(str(GO1_ROBOT))
+    runner = PolicyRunner(str(REPO / "tests" / "data" / "go1_confined" / "policy.onnx"), robot)
+    safety = SafetyLayer(robot)
+    heights = MapHeights(env.cmap.voxels(), env.cmap.resolution, env.cmap.origin)
+    ctl = PolicyController(runner, safety, waypoints=WaypointInputs(runner.meta, heights))
+    ctl.activate(0.0)
+    pose = np.array([0.05, 0.8, -1.5] * 4)
+
+    def step(t: float) -> np.ndarray:
+        ctl.on_imu(np.array([1.0, 0, 0, 0]), np.zeros(3), t, t)
+        ctl.on_joint_state(pose, np.zeros(12), t, t)
+        return ctl.step(t)
+
+    np.testing.assert_array_equal(step(0.0), pose)  # no path: held where it stands
+    ctl.on_path(np.array([[1.0, 0.0, 0.3], [2.0, 0.0, 0.3]]))
+    np.testing.assert_array_equal(step(0.02), pose)  # a path but no odometry yet: still held
+    assert safety.counters["waypoint_holds"] == 2 and safety.counters["steps_run"] == 0
+    assert ctl.mode is Mode.RUN  # a hold for missing inputs, not a fault
+    ctl.on_pose(np.array([0.2, 0.0, 0.3]), np.array([1.0, 0, 0, 0]))
+    step(0.04)
+    assert safety.counters["steps_run"] + safety.counters["steps_ramp"] == 1 and safety.counters["waypoint_holds"] == 2
