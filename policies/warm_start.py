@@ -51,7 +51,7 @@ def onnx_actor(path: Path) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarra
     for node in graph.node:
         if node.op_type == "Constant":
             for out in node.output:
-                tensors.setdefault(out, numpy_helper.to_array(node.attribute[0].t))
+                tensors.setdefault(out, numpy_helper.to_array(node.attribute[0].t).copy())
     sub = next((n for n in graph.node if n.op_type == "Sub"), None)
     div = next((n for n in graph.node if n.op_type == "Div"), None)
     if sub is None or div is None:
