@@ -19,9 +19,22 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "ros_ws" / "src" / "s2r_ros"))  # the nodes, as `s2r deploy` runs them
 
-# Each test gets its own DDS domain (a block of 20 per test run, picked by process id), so endpoints of
-# one test that DDS has not forgotten yet can never answer in the next.
-_DOMAINS = iter(range(20 + (os.getpid() % 10) * 20, 40 + (os.getpid() % 10) * 20))
+
+def _domain_block() -> int:
+    """Which of ten blocks of 20 DDS domains this process uses.
+
+    A plain run picks by its process id. pytest-xdist workers of one run share their parent's id and are
+    numbered, so each takes the block after the previous worker's: two workers never meet on a domain.
+    """
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if worker.startswith("gw") and worker[2:].isdigit():
+        return (os.getppid() + int(worker[2:])) % 10
+    return os.getpid() % 10
+
+
+# Each test gets its own DDS domain (a block of 20 per test process), so endpoints of one test that DDS has
+# not forgotten yet can never answer in the next.
+_DOMAINS = iter(range(20 + _domain_block() * 20, 40 + _domain_block() * 20))
 os.environ["ROS_DOMAIN_ID"] = str(next(_DOMAINS))
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
 os.environ.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
