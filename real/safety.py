@@ -53,11 +53,15 @@ class SafetyConfig:
     Attributes:
         watchdog_timeout_s: Joint state or IMU older than this (by arrival time) switches to damping.
         command_timeout_s: A velocity command older than this is replaced by zero (stand still).
+        pose_timeout_s: For a waypoints-command policy: odometry older than this (by arrival time) makes the
+            controller hold the pose, as with no odometry at all (waypoints in the body frame of a pose that
+            is no longer where the robot is would steer it blind).
         log_interval_s: Repeated decisions of one kind are logged at most this often (all are counted).
     """
 
     watchdog_timeout_s: float = 0.1
     command_timeout_s: float = 0.5
+    pose_timeout_s: float = 0.5
     log_interval_s: float = 1.0
 
 

@@ -120,6 +120,40 @@ def test_controller_holds_until_it_has_a_path_and_a_pose(env) -> None:
     np.testing.assert_array_equal(step(0.02), pose)  # a path but no odometry yet: still held
     assert safety.counters["waypoint_holds"] == 2 and safety.counters["steps_run"] == 0
     assert ctl.mode is Mode.RUN  # a hold for missing inputs, not a fault
-    ctl.on_pose(np.array([0.2, 0.0, 0.3]), np.array([1.0, 0, 0, 0]))
+    ctl.on_pose(np.array([0.2, 0.0, 0.3]), np.array([1.0, 0, 0, 0]), 0.03)
     step(0.04)
     assert safety.counters["steps_run"] + safety.counters["steps_ramp"] == 1 and safety.counters["waypoint_holds"] == 2
+
+
+def test_controller_holds_when_odometry_goes_stale(env) -> None:
+    """Waypoints in the frame of a pose the robot has left steer it blind: stale odometry holds, fresh ramps in."""
+    from s2r.real.controller import PolicyController
+    from s2r.real.robot import load_robot_config
+    from s2r.real.runner import PolicyRunner
+    from s2r.real.safety import Mode, SafetyLayer
+
+    from tests.policy_files import GO1_ROBOT, REPO
+
+    robot = load_robot_config(str(GO1_ROBOT))
+    runner = PolicyRunner(str(REPO / "tests" / "data" / "go1_confined" / "policy.onnx"), robot)
+    safety = SafetyLayer(robot)
+    heights = MapHeights(env.cmap.voxels(), env.cmap.resolution, env.cmap.origin)
+    ctl = PolicyController(runner, safety, waypoints=WaypointInputs(runner.meta, heights))
+    ctl.activate(0.0)
+    pose = np.array([0.05, 0.8, -1.5] * 4)
+    ctl.on_path(np.array([[1.0, 0.0, 0.3], [2.0, 0.0, 0.3]]))
+    limit = safety.cfg.pose_timeout_s
+
+    def step(t: float) -> np.ndarray:
+        ctl.on_imu(np.array([1.0, 0, 0, 0]), np.zeros(3), t, t)
+        ctl.on_joint_state(pose, np.zeros(12), t, t)
+        return ctl.step(t)
+
+    ctl.on_pose(np.array([0.2, 0.0, 0.3]), np.array([1.0, 0, 0, 0]), 0.0)
+    step(0.02)
+    assert safety.counters["waypoint_holds"] == 0
+    np.testing.assert_array_equal(step(limit + 0.05), pose)  # the last odometry is older than the limit: held
+    assert safety.counters["waypoint_holds"] == 1 and ctl.mode is Mode.RUN
+    ctl.on_pose(np.array([0.25, 0.0, 0.3]), np.array([1.0, 0, 0, 0]), limit + 0.06)
+    step(limit + 0.07)
+    assert safety.counters["waypoint_holds"] == 1 and ctl.runner.ramping  # fresh again: ramps in from the pose

@@ -103,7 +103,7 @@ def test_planner_path_drives_the_follower_in_a_held_out_map(ros: Ros, follower: 
            "--policy", str(policy), "--arg", f"map_file={tmp_path / 'map.npz'}", "--arg", f"map_seed={SEED}",
            "--arg", f"difficulty={LEVEL}", "--arg", f"goal={goal}", "--arg", "lockstep=true",
            "--arg", "autostart=inactive", "--set", "policy.watchdog_timeout_s=2.0",
-           "--set", "policy.command_timeout_s=2.0", "--log-dir", str(tmp_path / "logs")]
+           "--set", "policy.command_timeout_s=2.0", "--set", "policy.pose_timeout_s=2.0", "--log-dir", str(tmp_path / "logs")]
     proc = subprocess.Popen(cmd, env=ros.env, cwd=tmp_path)
     w = Watcher(ros.context)
     spinner = Spinner(ros.context, w)

@@ -43,6 +43,7 @@ from s2r_ros.common import JointStateMapper, RosLogHandler, declare_params, qos,
 PARAMS = {
     "policy": "", "robot": "", "autostart": "inactive", "trigger": "joint_state", "sync_imu": False,
     "sensor_qos": "best_effort", "ramp_s": 1.0, "watchdog_timeout_s": 0.1, "command_timeout_s": 0.5,
+    "pose_timeout_s": 0.5,
     "diagnostics_period_s": 0.5, "executor": "events", "prewarm_s": 0.002, "realtime_priority": 0,
     "joint_states_topic": "/joint_states", "imu_topic": "/imu/data", "cmd_vel_topic": "/cmd_vel",
     "estop_topic": "/estop", "estop_reset_topic": "/estop/reset",
@@ -110,7 +111,8 @@ class PolicyNode(LifecycleNode):
         log.setLevel(logging.INFO)
         log.handlers = [self._log_handler]
         safety = SafetyLayer(robot, SafetyConfig(watchdog_timeout_s=float(self.p("watchdog_timeout_s")),
-                                                 command_timeout_s=float(self.p("command_timeout_s"))), log)
+                                                 command_timeout_s=float(self.p("command_timeout_s")),
+                                                 pose_timeout_s=float(self.p("pose_timeout_s"))), log)
         self.ctl = PolicyController(runner, safety, sync_imu=bool(self.p("sync_imu")), waypoints=waypoints)
         self._mapper = JointStateMapper(robot.joint_names)
         self._on_state = self.p("trigger") == "joint_state"  # else the timer steps
@@ -231,7 +233,7 @@ class PolicyNode(LifecycleNode):
 
     def _on_odom(self, msg: Odometry) -> None:
         p, o = msg.pose.pose.position, msg.pose.pose.orientation
-        self.ctl.on_pose(np.array([p.x, p.y, p.z]), np.array([o.w, o.x, o.y, o.z]))
+        self.ctl.on_pose(np.array([p.x, p.y, p.z]), np.array([o.w, o.x, o.y, o.z]), time.monotonic())
 
     def _on_estop(self, msg: Bool) -> None:
         # Sent from inside the callback so the stop leaves within one control period.
