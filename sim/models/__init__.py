@@ -118,7 +118,7 @@ def load_crazyflie(num_vehicles: int = 1) -> mujoco.MjModel:
     return spec.compile()
 
 
-PANDA_OBJECTS = ("cube", "peg", "socket", "target", "flatbox", "ledge")
+PANDA_OBJECTS = ("cube", "peg", "socket", "target", "flatbox", "ledge", "cabinet")
 
 
 def load_panda(keep: tuple[str, ...]) -> mujoco.MjModel:
@@ -128,8 +128,8 @@ def load_panda(keep: tuple[str, ...]) -> mujoco.MjModel:
     contacts and degrees of freedom on every physics step, so the unused ones are deleted before compiling.
 
     Args:
-        keep: Objects to keep, from `PANDA_OBJECTS` ("cube", "peg", "socket", "flatbox", "ledge" bodies and the
-            "target" site).
+        keep: Objects to keep, from `PANDA_OBJECTS` ("cube", "peg", "socket", "flatbox", "ledge" bodies, the
+            "cabinet" body with its drawer, and the "target" site).
 
     Raises:
         ValueError: `keep` names an object the model does not have.

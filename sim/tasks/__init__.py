@@ -7,6 +7,9 @@ from s2r.sim.tasks.confined import ConfinedWaypointConfig, ConfinedWaypointEnv, 
 from s2r.sim.tasks.locomotion import LocomotionConfig, LocomotionEnv
 from s2r.sim.tasks.manipulation import (
     ALL_PRIVILEGES,
+    DRAWER_PRIVILEGES,
+    DrawerCubeConfig,
+    DrawerCubeEnv,
     FlatBoxLiftConfig,
     FlatBoxLiftEnv,
     InsertConfig,
@@ -96,6 +99,19 @@ register_task(
     FlatBoxLiftConfig(privileged=ALL_PRIVILEGES),
     "Panda-Lift-FlatBox with every privileged action (virtual wrench, no table collision, wider joints, lighter "
     "box) at scale 1, for `--algo ppo-privileged` (sim only; exports drop them).",
+)
+register_task(
+    "Panda-Drawer-Cube",
+    DrawerCubeEnv,
+    DrawerCubeConfig(),
+    "Panda arm pulls a drawer >= 10 cm open, then puts a randomised cube in it (two stages; a few reward terms).",
+)
+register_task(
+    "Panda-Drawer-Cube-Privileged",
+    DrawerCubeEnv,
+    DrawerCubeConfig(privileged=DRAWER_PRIVILEGES),
+    "Panda-Drawer-Cube with its privileged actions (virtual wrench on the cube, force on the drawer's slide, no "
+    "table/cabinet collision for the hand, lighter cube) at scale 1, for `--algo ppo-privileged` (sim only).",
 )
 register_task(
     "Crazyflie-Replan-Waypoints",

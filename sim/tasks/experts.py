@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 from s2r.sim.registry import get_task, task_config, task_ids
 from s2r.sim.tasks.manipulation import (
+    DrawerCubeEnv,
     FlatBoxLiftEnv,
     InsertEnv,
     LiftEnv,
@@ -339,11 +340,19 @@ class FlatBoxExpert(_Expert):
         return goal, grip
 
 
+def _drawer_expert(*args: Any, **kwargs: Any) -> _Expert:
+    # Imported here: drawer_expert.py builds on `_Expert` from this module.
+    from s2r.sim.tasks.drawer_expert import DrawerCubeExpert
+
+    return DrawerCubeExpert(*args, **kwargs)
+
+
 _EXPERTS = {
     LiftEnv: lambda *a, **k: CubeExpert(*a, place=False, **k),
     PickPlaceEnv: lambda *a, **k: CubeExpert(*a, place=True, **k),
     InsertEnv: InsertExpert,
     FlatBoxLiftEnv: FlatBoxExpert,
+    DrawerCubeEnv: _drawer_expert,
 }
 
 
@@ -358,7 +367,7 @@ def make_expert(task_id: str, num_envs: int, noise: float = 0.0, failure_rate: f
 
     Args:
         task_id: Registered task id ("Panda-Lift-Cube", "Panda-PickPlace-Cube", "Panda-Insert-Peg",
-            "Panda-Lift-FlatBox", or another id registered with one of their env classes).
+            "Panda-Lift-FlatBox", "Panda-Drawer-Cube", or another id registered with one of their env classes).
         num_envs: Envs the expert acts for (the env's batch size).
         noise: Standard deviation of Gaussian noise added to every action (before clipping to [-1, 1]).
         failure_rate: Probability per episode that the expert is perturbed into a plausible failure.

@@ -46,8 +46,8 @@ def test_demos_for_a_task_without_an_expert_names_the_tasks_that_have_one(tmp_pa
                                                                          capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["demos", "collect", "Puck-Velocity-Flat", "--out", str(tmp_path / "d"), "--no-progress"]) == 2
     err = capsys.readouterr().err
-    assert expert_task_ids() == ["Panda-Insert-Peg", "Panda-Lift-Cube", "Panda-Lift-FlatBox", "Panda-Lift-FlatBox-Privileged",
-                                 "Panda-PickPlace-Cube"]
+    assert expert_task_ids() == ["Panda-Drawer-Cube", "Panda-Drawer-Cube-Privileged", "Panda-Insert-Peg", "Panda-Lift-Cube",
+                                 "Panda-Lift-FlatBox", "Panda-Lift-FlatBox-Privileged", "Panda-PickPlace-Cube"]
     assert all(t in err for t in expert_task_ids()), err
     assert "Env" not in err and len(err.strip().splitlines()) == 1, err  # task ids, not class names
     assert not (tmp_path / "d").exists()  # refused before anything was built or written

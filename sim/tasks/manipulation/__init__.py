@@ -1,4 +1,6 @@
-"""Panda arm manipulation: lift a cube, pick-and-place it, insert a peg, lift a flat box. Sparse rewards, task-space actions.
+"""Panda arm manipulation: lift a cube, pick-and-place it, insert a peg, lift a flat box, put a cube in a drawer.
+
+Sparse rewards (a few shaped terms on the two multi-stage tasks), task-space actions.
 
 A Panda-class 7-DoF arm (`panda.xml`) stands at the edge of a table. The policy commands the end effector,
 not the joints: each action row is (dx, dy, dz, grip) in [-1, 1], a translation of the tool centre point
@@ -18,7 +20,8 @@ and clearance for the insertion task). `info["success"]` is the (num_envs,) succ
 
 The package splits the jobs: `configs` (task configs), `kinematics` (TCP kinematics and IK), `terms`
 (state, observation terms, success tests), `geometry` (run-time model edits), `base` (the env and its step),
-`tasks` (the three tasks), `flatbox` (the flat-box lift), `privileged` (sim-only privileged actions).
+`tasks` (the three tasks), `flatbox` (the flat-box lift), `drawer` (open a drawer, then put the cube in it),
+`privileged` (sim-only privileged actions).
 Everything is importable from `s2r.sim.tasks.manipulation` as before.
 """
 
@@ -36,10 +39,19 @@ from s2r.sim.tasks.manipulation.configs import (
     PegRandomizationConfig,
     PickPlaceConfig,
 )
+from s2r.sim.tasks.manipulation.drawer import (
+    DRAWER_PRIVILEGES,
+    DrawerCubeConfig,
+    DrawerCubeEnv,
+    DrawerCubeRewardConfig,
+    DrawerRandomizationConfig,
+    in_tray,
+)
 from s2r.sim.tasks.manipulation.flatbox import FlatBoxLiftEnv, long_axis, lowest_corner_height, turn_angle, turn_term
 from s2r.sim.tasks.manipulation.geometry import refit_bvh, set_box
 from s2r.sim.tasks.manipulation.kinematics import ARM_DOF, FINGER_MAX, HOME_Q, R_DOWN, quat_z_axis, yaw_quat
 from s2r.sim.tasks.manipulation.privileged import (
+    FixtureForce,
     PrivilegedAction,
     ReducedGravity,
     TableCollisionOff,
@@ -63,6 +75,7 @@ __all__ = [
     "ACTION_NAMES",
     "ALL_PRIVILEGES",
     "ARM_DOF",
+    "DRAWER_PRIVILEGES",
     "FINGER_MAX",
     "HOME_Q",
     "OBS_TERMS",
@@ -71,6 +84,11 @@ __all__ = [
     "TABLE_HALF",
     "ArmControlConfig",
     "CubeRandomizationConfig",
+    "DrawerCubeConfig",
+    "DrawerCubeEnv",
+    "DrawerCubeRewardConfig",
+    "DrawerRandomizationConfig",
+    "FixtureForce",
     "FlatBoxLiftConfig",
     "FlatBoxLiftEnv",
     "FlatBoxRandomizationConfig",
@@ -90,6 +108,7 @@ __all__ = [
     "TableCollisionOff",
     "VirtualWrench",
     "WiderJointLimits",
+    "in_tray",
     "insert_success",
     "lift_success",
     "long_axis",

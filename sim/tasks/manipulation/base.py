@@ -48,6 +48,8 @@ class PandaEnv(VecEnv):
     PARAM_NAMES: ClassVar[tuple[str, ...]] = ()
     #: Geoms besides the object that a hand with the table relaxation must still touch (fixtures).
     FIXTURE_GEOMS: ClassVar[tuple[str, ...]] = ()
+    #: A body on one slide joint that the task moves (a drawer), the target of a `FixtureForce`; "" for none.
+    FIXTURE_BODY: ClassVar[str] = ""
 
     def __init__(self, cfg: Any, num_envs: int = 1, seed: int = 0) -> None:
         if num_envs < 1:
@@ -75,7 +77,7 @@ class PandaEnv(VecEnv):
         fixtures = tuple(mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_GEOM, g) for g in self.FIXTURE_GEOMS)
         # Privileged actions (sim only): extra action columns after the task's four, and per-world relaxations.
         self.priv = Privileges(cfg.privileged, self.backend.models, self._body, (self._geom, *fixtures),
-                               self._q_lo, self._q_hi, self._ws_lo)
+                               self._q_lo, self._q_hi, self._ws_lo, *self._fixture(model), task_name=type(cfg).__name__)
         self._q_lo, self._q_hi, self._ws_lo = self.priv.q_lo, self.priv.q_hi, self.priv.ws_lo  # (n, 7), (n, 7), (n, 3)
         self.task_action_dim = len(ACTION_NAMES)
 
@@ -125,6 +127,19 @@ class PandaEnv(VecEnv):
         self._history = ObsHistory(self.spec.groups, n)
         self._q_start = self.kin.solve(np.asarray(cfg.arm.start_ee), HOME_Q, 100, q_lo_nominal, q_hi_nominal)
         self._q_nominal = (q_lo_nominal, q_hi_nominal)  # start poses do not depend on privileges
+
+    def _fixture(self, model: mujoco.MjModel) -> tuple[int, np.ndarray | None]:
+        """Body id and world joint axis of `FIXTURE_BODY` (-1, None without one)."""
+        if not self.FIXTURE_BODY:
+            return -1, None
+        body = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, self.FIXTURE_BODY)
+        d = mujoco.MjData(model)
+        mujoco.mj_kinematics(model, d)
+        return body, d.xaxis[int(model.body_jntadr[body])].copy()
+
+    def _fixture_distance(self) -> np.ndarray | None:
+        """(n,) TCP-to-handle distance of the task's fixture, for the fixture force's reach; None without one."""
+        return None
 
     # ---- public API -------------------------------------------------------------------------------
 
@@ -180,7 +195,8 @@ class PandaEnv(VecEnv):
         self.actions[:] = a
         prev = self._ctrl.copy()
         obj = self.backend.qpos[:, OBJ_POS]
-        xfrc = self.priv.wrench(a[:, self.task_action_dim:], np.linalg.norm(obj - self.ee_pos, axis=1))
+        xfrc = self.priv.wrench(a[:, self.task_action_dim:], np.linalg.norm(obj - self.ee_pos, axis=1),
+                                self._fixture_distance())
         return self._advance(prev, self._joint_targets(a), xfrc)
 
     def step_cartesian(self, ee_targets: Any, finger_targets: Any) -> tuple[Obs, np.ndarray, np.ndarray, np.ndarray,

@@ -13,8 +13,14 @@ an empty tuple is the deployable task. What scale 1 and 0 mean for each:
   centre of mass in the world frame through the backend's `xfrc_applied`, bounded by scale * max_force /
   max_torque, while the hand is within `reach_radius` of the object. These are the only privileged
   *action dimensions*; exports drop them from the graph.
+- `FixtureForce`: one extra action dimension in [-1, 1], a force along the task's moving fixture's joint (the
+  drawer's slide; + opens it) of at most scale * max_force, while the hand is within `reach_radius` of the
+  fixture's handle. Only a task with a fixture joint (Panda-Drawer-Cube) accepts it. Its column follows the
+  wrench's six when both are declared, whatever the declaration order.
 - `TableCollisionOff`: each episode, with probability `scale`, the hand and finger pads do not collide with
   the table (their contact bits are moved off the table's) and the TCP may go `floor_drop` below the table.
+  They still touch the object and the task's fixture geoms (`PandaEnv.FIXTURE_GEOMS`); everything else, a
+  drawer's cabinet and tray walls included, they pass through.
 - `WiderJointLimits`: joint limits (and the servo target box) widened by scale * extra rad per side.
 - `ReducedGravity`: an upward force of scale * max_reduction * m * g on the object.
 
@@ -32,6 +38,7 @@ import mujoco
 import numpy as np
 
 WRENCH_NAMES = ("priv_fx", "priv_fy", "priv_fz", "priv_tx", "priv_ty", "priv_tz")
+FIXTURE_NAMES = ("priv_fixture_f",)
 # Contact bit a relaxed hand uses: the objects' conaffinity carries it, the table's does not.
 RELAXED_BIT = 4
 HAND_GEOM_PREFIXES = ("hand", "pad_left_", "pad_right_")
@@ -62,6 +69,26 @@ class VirtualWrench:
     max_torque: float = 0.3
     reach_radius: float = 0.08
     action_dims: ClassVar[int] = 6
+
+
+@dataclass(frozen=True, kw_only=True)
+class FixtureForce:
+    """A bounded virtual force along the joint of the task's moving fixture, e.g. a drawer (one extra dimension).
+
+    Attributes:
+        kind: Registry name.
+        scale: Starting scale in [0, 1].
+        max_force: Force along the joint at |action| = 1 and scale 1 (N); + moves the joint's coordinate up
+            (opens a drawer).
+        reach_radius: The force acts only while the TCP is within this distance of the fixture's handle (m), as if
+            the hand pulled it; 0 applies it anywhere.
+    """
+
+    kind: str = "fixture_force"
+    scale: float = 1.0
+    max_force: float = 8.0
+    reach_radius: float = 0.08
+    action_dims: ClassVar[int] = 1
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -112,9 +139,10 @@ class ReducedGravity:
     action_dims: ClassVar[int] = 0
 
 
-PrivilegedAction = VirtualWrench | TableCollisionOff | WiderJointLimits | ReducedGravity
+PrivilegedAction = VirtualWrench | FixtureForce | TableCollisionOff | WiderJointLimits | ReducedGravity
 # `kind` is a plain dataclass default, so the class attribute holds it.
-KINDS: dict[str, type] = {c.kind: c for c in (VirtualWrench, TableCollisionOff, WiderJointLimits, ReducedGravity)}
+KINDS: dict[str, type] = {c.kind: c for c in (VirtualWrench, FixtureForce, TableCollisionOff, WiderJointLimits,
+                                              ReducedGravity)}
 
 
 def parse_privileged(items: Any, where: str = "privileged") -> tuple[PrivilegedAction, ...]:
@@ -146,8 +174,9 @@ def parse_privileged(items: Any, where: str = "privileged") -> tuple[PrivilegedA
 
 
 def privileged_action_names(items: tuple[PrivilegedAction, ...]) -> tuple[str, ...]:
-    """The extra action names the declared privileges add (after the task's own)."""
-    return WRENCH_NAMES if any(isinstance(p, VirtualWrench) for p in items) else ()
+    """The extra action names the declared privileges add (after the task's own): the wrench's, then the fixture's."""
+    wrench = WRENCH_NAMES if any(isinstance(p, VirtualWrench) for p in items) else ()
+    return wrench + (FIXTURE_NAMES if any(isinstance(p, FixtureForce) for p in items) else ())
 
 
 class Privileges:
@@ -160,11 +189,23 @@ class Privileges:
         object_geoms: Geom ids of things the relaxed hand must still touch (the object, fixtures).
         q_lo: (7,) nominal lower servo target limits; `q_hi` the upper ones.
         ws_lo: (3,) nominal lowest TCP target.
+        fixture_body: Body id of the task's moving fixture (a drawer), -1 for none.
+        fixture_axis: (3,) world direction of the fixture's joint (a slide), for `FixtureForce`.
+        task_name: The task's config class, for error messages.
+
+    Raises:
+        ValueError: `FixtureForce` declared on a task without a moving fixture.
     """
 
     def __init__(self, items: tuple[PrivilegedAction, ...], models: list[mujoco.MjModel], object_body: int,
-                 object_geoms: tuple[int, ...], q_lo: np.ndarray, q_hi: np.ndarray, ws_lo: np.ndarray) -> None:
+                 object_geoms: tuple[int, ...], q_lo: np.ndarray, q_hi: np.ndarray, ws_lo: np.ndarray,
+                 fixture_body: int = -1, fixture_axis: np.ndarray | None = None, task_name: str = "this task") -> None:
         self.items = {p.kind: p for p in items}
+        if "fixture_force" in self.items and (fixture_body < 0 or fixture_axis is None):
+            raise ValueError(f"{task_name}.privileged declares 'fixture_force', but the task has no moving fixture to push "
+                             "(only Panda-Drawer-Cube has one, its drawer): remove that entry")
+        self.fixture_body = fixture_body
+        self.fixture_axis = None if fixture_axis is None else np.asarray(fixture_axis, dtype=np.float64)
         self.scales = {p.kind: float(p.scale) for p in items}
         self.models = models
         self.n = n = len(models)
@@ -231,16 +272,28 @@ class Privileges:
             if self.relaxed[i]:
                 self.ws_lo[i, 2] -= p.floor_drop
 
-    def wrench(self, extra: np.ndarray, hand_distance: np.ndarray | None = None) -> np.ndarray | None:
+    def wrench(self, extra: np.ndarray, hand_distance: np.ndarray | None = None,
+               fixture_distance: np.ndarray | None = None) -> np.ndarray | None:
         """(n, nbody, 6) applied forces for one control step from the extra action columns; None when none apply.
 
         Args:
-            extra: (n, extra_dims) privileged action columns in [-clip, clip] (the wrench's six).
+            extra: (n, extra_dims) privileged action columns in [-clip, clip] (the wrench's six, then the fixture
+                force's one, for those declared).
             hand_distance: (n,) TCP-to-object distance (m), for the wrench's `reach_radius`; None: no gating.
+            fixture_distance: (n,) TCP-to-handle distance (m), for the fixture force's `reach_radius`; None: no gating.
         """
         self.xfrc[:] = 0.0
         used = False
         w = self.items.get("virtual_wrench")
+        f = self.items.get("fixture_force")
+        if f is not None and self.scales[f.kind] > 0:
+            col = 6 if w is not None else 0
+            a = np.clip(extra[:, col], -1.0, 1.0)
+            if f.reach_radius > 0 and fixture_distance is not None:
+                a = a * (fixture_distance < f.reach_radius)
+            # A force at the fixture's centre of mass along its slide is exactly a force on the joint.
+            self.xfrc[:, self.fixture_body, :3] += (a * (self.scales[f.kind] * f.max_force))[:, None] * self.fixture_axis
+            used = True
         if w is not None and self.scales[w.kind] > 0:
             s = self.scales[w.kind]
             a = np.clip(extra[:, :6], -1.0, 1.0)

@@ -42,7 +42,7 @@ class _CubeEnv(PandaEnv):
         self.backend.qpos[ids, 9:11] = xy
         self.backend.qpos[ids, 11] = half + 1e-4  # resting on the table, not in it
         self.backend.qpos[ids, OBJ_QUAT] = yaw_quat(rng.uniform(*r.yaw, k))
-        self.params[ids] = np.stack([half, fric, mass], axis=1)
+        self.params[ids, :3] = np.stack([half, fric, mass], axis=1)  # a subclass may add its own after these
 
 
 class LiftEnv(_CubeEnv):
