@@ -32,6 +32,10 @@ class RobotSimConfig:
         spawn_xy: Start position on the ground (m); in a confined task's map, relative to the map's start.
         spawn_yaw: Start heading (rad).
         terrain_seed: Seed of rough terrain (unused on flat ground).
+        terrain_level: On a curriculum-terrain task (`Go1-Velocity-Terrain`), the level of the tile to stand on;
+            -1 takes the task's `curriculum.fixed_level`, or the grid's middle level when that is unset.
+        terrain_type: On a curriculum-terrain task, the type of that tile (one of the grid's `types`); empty
+            takes "rough" (the grid's first type if it has no rough tiles).
     """
 
     task: str = "Go1-Velocity-Flat"
@@ -39,6 +43,34 @@ class RobotSimConfig:
     spawn_xy: tuple[float, float] = (0.0, 0.0)
     spawn_yaw: float = 0.0
     terrain_seed: int = 0
+    terrain_level: int = -1
+    terrain_type: str = ""
+
+
+def terrain_tile(task: str, task_cfg: Any, level: int, kind: str) -> tuple[int, int]:
+    """(level, type index) of the curriculum tile a sim robot stands on; defaults as in `RobotSimConfig`.
+
+    Raises:
+        ValueError: A level or type given for a task without the curriculum grid, a level outside the grid, or a
+            type the grid does not hold (one sentence naming the field and the fix).
+    """
+    grid = getattr(task_cfg, "grid", None)
+    if grid is None:
+        if level >= 0 or kind:
+            raise ValueError(f"terrain_level/terrain_type need a curriculum-terrain task (e.g. Go1-Velocity-Terrain); "
+                             f"'{task}' has no terrain grid: leave them unset")
+        return -1, -1
+    if level < 0:
+        fixed = task_cfg.curriculum.fixed_level
+        level = fixed if fixed >= 0 else grid.levels // 2
+    if level >= grid.levels:
+        raise ValueError(f"terrain_level {level} is outside '{task}''s grid of {grid.levels} levels; pick 0.."
+                         f"{grid.levels - 1} (-1: the middle level)")
+    kind = kind or ("rough" if "rough" in grid.types else grid.types[0])
+    if kind not in grid.types:
+        raise ValueError(f"terrain_type '{kind}' is not a tile type of '{task}''s grid; pick one of "
+                         f"{', '.join(grid.types)}")
+    return int(level), grid.types.index(kind)
 
 
 def task_config_for_run(policy_path: str | Path, overrides: dict[str, Any] | None = None) -> tuple[str, Any]:
@@ -76,6 +108,8 @@ class RobotSim:
         tc = task_cfg if task_cfg is not None else task_config(self.cfg.task)
         self.task_cfg = tc
         self.cmap = None
+        self.grid = None  # the curriculum terrain's grid, on a terrain task
+        self.tile = terrain_tile(self.cfg.task, tc, self.cfg.terrain_level, self.cfg.terrain_type)
         self._spawn_xy = np.asarray(self.cfg.spawn_xy, dtype=np.float64)
         if hasattr(tc, "map_seeds"):  # a confined task: one of its maps (a held-out one unless it names one)
             from s2r.sim.terrain.confined import EVAL_SEEDS, generate, load_confined_model
@@ -87,6 +121,14 @@ class RobotSim:
 
             # spawn_xy is an offset from where the task spawns (clear of the back wall).
             self._spawn_xy = self.cmap.start[:2] + (np.mean(SPAWN_AHEAD), 0.0) + self._spawn_xy
+        elif self.tile[0] >= 0:
+            # The curriculum terrain: the very heightfield the task trains on (same grid config and seed), the
+            # robot on one tile's centre; spawn_xy is an offset from there.
+            from s2r.sim.terrain.curriculum import build_grid, load_terrain_model
+
+            self.grid = build_grid(tc.grid)
+            self.model = load_terrain_model(tc.model, self.grid)
+            self._spawn_xy = self.grid.tile_centre(np.array([self.tile[0]]), np.array([self.tile[1]]))[0] + self._spawn_xy
         else:
             self.model = load_model(tc.model, terrain=tc.terrain, terrain_height=tc.terrain_height,
                                     terrain_seed=self.cfg.terrain_seed)
@@ -115,7 +157,12 @@ class RobotSim:
         m, d, cfg = self.model, self.data, self.cfg
         mujoco.mj_resetData(m, d)
         xy = self._spawn_xy
-        ground = float(terrain_height_at(m, xy[None])[0])
+        if self.grid is not None:
+            # As the terrain task spawns: above the highest ground under a footprint wider than the body.
+            corners = np.array([[dx, dy] for dx in (-0.3, 0.0, 0.3) for dy in (-0.3, 0.0, 0.3)])
+            ground = float(self.ground_height(xy[None] + corners).max())
+        else:
+            ground = float(terrain_height_at(m, xy[None])[0])
         d.qpos[0:2] = xy
         d.qpos[2] = ground + self.task_cfg.spawn_height
         d.qpos[3:7] = (np.cos(cfg.spawn_yaw / 2), 0.0, 0.0, np.sin(cfg.spawn_yaw / 2))
@@ -147,6 +194,12 @@ class RobotSim:
         mujoco.mj_rnePostConstraint(m, d)
         mujoco.mj_objectAcceleration(m, d, mujoco.mjtObj.mjOBJ_SITE, self._imu, self._res6, 1)
         return quat, gyro, self._res6[3:].copy()
+
+    def ground_height(self, xy: np.ndarray) -> np.ndarray:
+        """Terrain height (m) under world points xy (n, 2): the curriculum grid's, else the model's heightfield."""
+        if self.grid is not None:
+            return self.grid.height_at(np.asarray(xy, dtype=np.float64))
+        return terrain_height_at(self.model, np.asarray(xy, dtype=np.float64))
 
     def base_pose(self) -> tuple[np.ndarray, np.ndarray]:
         """Base position (world) and orientation (w, x, y, z)."""

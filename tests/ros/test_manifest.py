@@ -32,6 +32,17 @@ def test_sim_manifest_node_list() -> None:
         assert robot is None or Path(robot).is_file()
 
 
+def test_terrain_sim_manifest_passes_the_tile_to_the_bridge() -> None:
+    m = load_manifest(LAUNCH / "terrain_sim.yaml")
+    nodes = {n.name: n for n in node_list(m, {"policy": "p.onnx"})}
+    assert list(nodes) == ["sim_bridge", "policy"]  # teleop off by default: the bench commands /cmd_vel itself
+    bridge = nodes["sim_bridge"].parameters
+    assert bridge["terrain_level"] == 4 and bridge["terrain_type"] == "rough" and bridge["policy"] == "p.onnx"
+    nodes = {n.name: n for n in node_list(m, {"policy": "p.onnx", "terrain_level": "2", "terrain_type": "stairs_up"})}
+    assert nodes["sim_bridge"].parameters["terrain_level"] == 2
+    assert nodes["sim_bridge"].parameters["terrain_type"] == "stairs_up"
+
+
 def test_arm_manifests_node_lists() -> None:
     sim = {n.name: n for n in node_list(load_manifest(LAUNCH / "arm_sim.yaml"), {"policy": "/runs/a/policy.onnx",
                                                                                   "lockstep": "true"})}
@@ -103,7 +114,7 @@ def test_deploy_commands_and_params(tmp_path: Path) -> None:
     assert "s2r_ros.policy_node" in out.stdout and "s2r_ros.teleop_node" in out.stdout
 
 
-@pytest.mark.parametrize("name", ["sim", "robot", "arm_sim", "arm"])
+@pytest.mark.parametrize("name", ["sim", "robot", "arm_sim", "arm", "terrain_sim"])
 def test_launch_files_build_from_their_manifest(name: str) -> None:
     """ros2 launch is not installable here: check the launch file is thin and reads the right manifest."""
     src = (LAUNCH / f"{name}.launch.py").read_text()

@@ -4,7 +4,10 @@ Takes the joint targets a ros2_control forward command controller would (std_msg
 the robot config's joint order), runs PD at physics rate, and publishes sensor_msgs/JointState,
 sensor_msgs/Imu, nav_msgs/Odometry and rosgraph_msgs/Clock, all stamped with simulated time.
 
-In a confined task it loads one map: `map_seed` (e.g. a held-out one) at `difficulty`.
+In a confined task it loads one map: `map_seed` (e.g. a held-out one) at `difficulty`. On the curriculum
+terrain (`Go1-Velocity-Terrain`) it loads the training heightfield and stands the robot on the centre of the
+tile `terrain_level` x `terrain_type` (-1 / empty: the middle level, rough ground); a level outside the grid or
+an unknown type stops it with one sentence.
 
 Free-running (default) it steps one control period per wall-clock period. In lockstep it steps exactly
 one control period per command received and publishes the new state, so a run depends only on what the
@@ -35,14 +38,16 @@ PARAMS = {
     "settle_s": 1.0, "spawn_yaw": 0.0, "executor": "events", "base_frame": "base", "odom_frame": "odom",
     "imu_frame": "imu", "joint_states_topic": "/joint_states", "imu_topic": "/imu/data", "odom_topic": "/odom",
     "command_topic": "/forward_position_controller/commands", "map_seed": -1, "difficulty": -1.0,
+    "terrain_level": -1, "terrain_type": "",
 }
 
 
 class SimBridge(Node):
     """MuJoCo robot <-> ROS topics."""
 
-    def __init__(self) -> None:
-        super().__init__("sim_bridge")
+    def __init__(self, **kwargs: object) -> None:
+        # kwargs (context, parameter_overrides) let tests run the bridge in-process, as they do the arm's.
+        super().__init__("sim_bridge", **kwargs)
         declare_params(self, PARAMS)
         p = lambda k: self.get_parameter(k).value  # noqa: E731
         policy = str(p("policy"))
@@ -57,7 +62,8 @@ class SimBridge(Node):
             seeds = (int(p("map_seed")),) if int(p("map_seed")) >= 0 else tcfg.map_seeds
             level = float(p("difficulty")) if float(p("difficulty")) >= 0 else tcfg.difficulty
             tcfg = replace(tcfg, map_seeds=seeds, difficulty=level, difficulties=())
-        self.sim = RobotSim(RobotSimConfig(task=task, settle_s=float(p("settle_s")), spawn_yaw=float(p("spawn_yaw"))),
+        self.sim = RobotSim(RobotSimConfig(task=task, settle_s=float(p("settle_s")), spawn_yaw=float(p("spawn_yaw")),
+                                           terrain_level=int(p("terrain_level")), terrain_type=str(p("terrain_type"))),
                             tcfg)
         names = load_robot_config(str(p("robot"))).joint_names if p("robot") else self.sim.joint_names
         missing = [j for j in names if j not in self.sim.joint_names]
@@ -81,7 +87,10 @@ class SimBridge(Node):
         steady = Clock(clock_type=ClockType.STEADY_TIME)
         period = self._timeout if self.lockstep else self.sim.control_dt
         self.create_timer(period, self._on_timer, clock=steady)
-        self.get_logger().info(f"sim bridge: {task}, {'lockstep' if self.lockstep else 'real time'}, "
+        where = ""
+        if self.sim.grid is not None:
+            where = f", terrain level {self.sim.tile[0]} {self.sim.grid.cfg.types[self.sim.tile[1]]}"
+        self.get_logger().info(f"sim bridge: {task}{where}, {'lockstep' if self.lockstep else 'real time'}, "
                                f"control period {self.sim.control_dt * 1e3:.0f} ms, commands on {p('command_topic')}")
         self._publish()
 

@@ -1,0 +1,172 @@
+"""Time to a walking privileged teacher on the terrain curriculum, warm-started from the flat walker.
+
+    OMP_NUM_THREADS=1 python bench/terrain_teacher.py --minutes 50 --chunk 10 --out bench/results/terrain_teacher
+
+Trains `--algo ppo-teacher` on `Go1-Velocity-Terrain` (curriculum, wide randomisation; the actor reads the
+policy group plus an 8-d latent of the privileged group, height scan included), its policy path started from
+the shipped walking PPO policy of the flat task (`--init`, bench/results/time_to_walk: the terrain task's
+`policy` group is the flat one, so the actor fits as is), in chunks of `--chunk` minutes of training. After each
+chunk the teacher (torch: it reads privileged inputs) is judged by the flat task's walking criterion
+(bench/walk_eval.py: forward commands in [-1, 1] m/s, 20 s episodes, error <= 0.25 m/s and falls < 5 %) with
+every env on level `--eval-level` (`curriculum.fixed_level`, the grid's middle), spread over the six terrain types;
+the per-type numbers are kept too. Each chunk's teacher.pt is copied to `<run>/chunks/c<N>/` so students can be
+distilled from a mid-run teacher. Only training time counts. Writes <out>.json after every chunk (a run stopped
+early leaves its partial result) and <out>.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+TASK = "Go1-Velocity-Terrain"
+
+
+def teacher_walk_eval(run: Path, task_cfg: object, episodes: int, seed: int = 777) -> dict:
+    """walk_eval's criterion for a teacher: one 20 s episode per env, forward commands, fixed level."""
+    import torch
+    from s2r.policies.teacher import load_teacher
+    from s2r.sim import make
+    from s2r.sim.config import apply_overrides
+    from walk_eval import FORWARD_ONLY, MAX_ERROR, MAX_FALL_RATE
+
+    t = load_teacher(run)
+    types = list(task_cfg.grid.types)
+    env = make(TASK, episodes, cfg=apply_overrides(task_cfg, FORWARD_ONLY), seed=seed)
+    try:
+        obs = env.reset(seed=seed)
+        done = np.zeros(episodes, dtype=bool)
+        ep = {"return": np.zeros(episodes), "vel_error": np.zeros(episodes), "fell": np.zeros(episodes, dtype=bool)}
+        while not done.all():
+            with torch.no_grad():
+                a = t.model.act_mean(t.actor_input({k: torch.as_tensor(v) for k, v in obs.items()})).numpy()
+            obs, _, _, _, info = env.step(a)
+            if "episode" in info:
+                e = info["episode"]
+                first = ~done[e["env_ids"]]
+                ids = e["env_ids"][first]
+                for key, arr in ep.items():
+                    arr[ids] = e[key][first]
+                done[ids] = True
+    finally:
+        env.close()
+    out = {"mean_vel_error": float(ep["vel_error"].mean()), "fall_rate": float(ep["fell"].mean()),
+           "mean_return": float(ep["return"].mean())}
+    out["walks"] = float(out["mean_vel_error"] <= MAX_ERROR and out["fall_rate"] < MAX_FALL_RATE)
+    # Envs get types round-robin (TerrainCurriculum: env i has type i % len(types)).
+    if types:
+        ids = np.arange(episodes) % len(types)
+        out["per_type"] = {name: {"vel_error": float(ep["vel_error"][ids == k].mean()),
+                                  "fall_rate": float(ep["fell"][ids == k].mean())}
+                           for k, name in enumerate(types)}
+    return out
+
+
+def plot(chunks: list[dict], history: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(1, 2, figsize=(10, 3.6))
+    rows = [r for r in history if "mean_terrain_level" in r]
+    ax[0].plot([r["progress"] for r in rows], [r["mean_terrain_level"] for r in rows])
+    ax[0].set_ylabel("mean terrain level (finished episodes)")
+    ax[1].plot([c["env_steps"] for c in chunks], [c["mean_vel_error"] for c in chunks], "o-", label="vel error (m/s)")
+    ax[1].plot([c["env_steps"] for c in chunks], [c["fall_rate"] for c in chunks], "s-", label="fall rate")
+    ax[1].axhline(0.25, color="grey", ls=":")
+    ax[1].legend()
+    ax[1].set_title("teacher on the middle level, forward commands")
+    for a in ax:
+        a.set_xlabel("env steps")
+        a.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--minutes", type=float, default=50.0, help="training minutes (evaluations not counted)")
+    p.add_argument("--chunk", type=float, default=10.0)
+    p.add_argument("--num-envs", type=int, default=256)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--init", default="bench/results/time_to_walk", help="ppo run whose actor starts the teacher")
+    p.add_argument("--init-std", type=float, default=0.27)
+    p.add_argument("--eval-level", type=int, default=4)
+    p.add_argument("--episodes", type=int, default=60)
+    p.add_argument("--run-dir", default="runs/bench/terrain_teacher")
+    p.add_argument("--out", default="bench/results/terrain_teacher")
+    args = p.parse_args()
+
+    import torch
+
+    torch.set_num_threads(1)
+    from s2r.policies.driver import Budget, new_run_spec, train
+    from s2r.sim import task_config
+
+    run_dir, out = Path(args.run_dir), Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    eval_cfg = task_config(TASK, {"curriculum.fixed_level": args.eval_level, "backend.num_threads": 1})
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    chunks: list[dict] = []
+    first_walk = None
+    trained = 0.0
+    resume = (run_dir / "checkpoint.pt").is_file()
+    t_start = time.perf_counter()
+    while trained < args.minutes * 60 - 1:
+        budget = min(args.chunk, args.minutes - trained / 60)
+        warm = {"init_from": args.init, "algo.policy.init_std": args.init_std} if args.init else {}
+        spec = new_run_spec("ppo-teacher", TASK, task_overrides={"backend.num_threads": 1},
+                            algo_overrides={"torch_threads": 1, **warm},
+                            num_envs=args.num_envs, seed=args.seed, budget=Budget(steps=10**10, minutes=budget))
+        load0 = os.getloadavg()[0]
+        res = train(spec, run_dir, resume=resume, progress=False)
+        resume = True
+        trained = res["wall_time_s"]
+        snap = run_dir / "chunks" / f"c{len(chunks)}"
+        snap.mkdir(parents=True, exist_ok=True)
+        shutil.copy(run_dir / "teacher.pt", snap / "teacher.pt")
+        shutil.copy(run_dir / "config.json", snap / "config.json")
+        t0 = time.perf_counter()
+        ev = teacher_walk_eval(run_dir, eval_cfg, args.episodes)
+        history = json.loads((run_dir / "history.json").read_text())
+        last = next((r for r in reversed(history) if "mean_terrain_level" in r), history[-1])
+        row = {"train_minutes": round(trained / 60, 2), "env_steps": res["progress"], "teacher": str(snap),
+               "train_mean_terrain_level": last.get("mean_terrain_level"), "train_fall_rate": last.get("fall_rate"),
+               "load_average_1min": [load0, os.getloadavg()[0]], "eval_seconds": round(time.perf_counter() - t0, 1),
+               **ev}
+        chunks.append(row)
+        print(json.dumps(row), file=sys.stderr, flush=True)
+        if ev["walks"] and first_walk is None:
+            first_walk = trained / 60
+        keep = ("progress", "wall_time", "mean_terrain_level", "fall_rate", "mean_return", "mean_vel_error",
+                "env_steps_per_s")
+        result = {
+            "bench": "terrain_teacher", "task": TASK, "algo": "ppo-teacher", "init_from": args.init,
+            "init_std": args.init_std, "num_envs": args.num_envs, "seed": args.seed, "minutes_budget": args.minutes,
+            "eval_level": args.eval_level, "eval_episodes": args.episodes, "commit": commit,
+            "command": "OMP_NUM_THREADS=1 python " + " ".join(sys.argv),
+            "criterion": "walk_eval: forward commands [-1, 1] m/s, mean error <= 0.25 m/s, falls < 5 %",
+            "torch_threads": 1, "omp_num_threads": os.environ.get("OMP_NUM_THREADS", ""),
+            "first_walk_minutes": first_walk, "chunks": chunks,
+            "wall_minutes_total": round((time.perf_counter() - t_start) / 60, 2), "run_dir": str(run_dir),
+            "history": [{k: r[k] for k in keep if k in r} for r in history],
+        }
+        out.with_suffix(".json").write_text(json.dumps(result, indent=1))
+        plot(chunks, history, out.with_suffix(".png"))
+    print(json.dumps({k: v for k, v in result.items() if k != "history"}))
+
+
+if __name__ == "__main__":
+    main()
