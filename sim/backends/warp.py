@@ -5,9 +5,10 @@ protocol. What differs lives here:
 
 - State: `mujoco_warp.put_data(nworld=num_envs)` holds every world; a control step writes the controls (and
   any applied body forces), runs `substeps` of `mujoco_warp.step` - on CUDA captured once as a graph and
-  replayed, which is where the GPU speed comes from - and reads back the state and sensors. Today the task
-  code is numpy, so `state`/`sensordata` are host arrays (the layout of the CPU backend) and a control step
-  copies them once each way; a torch-on-device task path that drops those copies is the next step.
+  replayed, which is where the GPU speed comes from - and reads back the state and sensors. For the numpy
+  task code `state`/`sensordata` are host arrays (the layout of the CPU backend) and a control step copies
+  them once each way. The device-resident task (`warp_env.py`) skips that: it reads and writes Warp's
+  arrays through `torch_view` and steps with `step_device`.
 - Randomisation: a randomised model field becomes one row per world (`(nworld, *shape)` in place of the
   shared `(1, *shape)` array, as `put_model(batch_sizes=...)` would make it), and drawn values go into the
   rows of the worlds being reset. A model pool is the same rows, copied from the pool's draws.

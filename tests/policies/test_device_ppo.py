@@ -82,7 +82,10 @@ def test_training_iteration_stays_on_the_device(tmp_path, monkeypatch: pytest.Mo
         driver.close()
 
 
+@pytest.mark.slow
 def test_train_on_the_warp_backend_exports_a_policy(tmp_path) -> None:
+    """The whole driver (budget, checkpoint, export of a CPU copy of the device model, plot) over the device path;
+    slow only for Warp's CPU speed (about 25 env-steps/s on two loaded cores)."""
     calls = []
     original = PPOTrainer._iterate_on_device
 
