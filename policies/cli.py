@@ -67,7 +67,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             if run_dir is None:
                 return _fail(f"--resume: no earlier run of '{args.task or 'any task'}' under {args.runs}/")
             if (any(getattr(args, flag) for flag, _ in _CONFIG_FLAGS if flag not in _RESUME_FLAGS) or args.set
-                    or args.num_envs or args.seed is not None or args.backend):
+                    or args.num_envs or args.seed is not None or args.backend or args.device):
                 return _fail("--resume continues a run with the settings it was started with; only --steps, --minutes, "
                              "--train-set and --flights may change")
             overrides = _kv(args.train_set)
@@ -97,6 +97,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             task_overrides = _kv(args.set)
             if args.backend:
                 task_overrides["backend.name"] = args.backend
+            if args.device:
+                task_overrides["backend.device"] = args.device
             spec = new_run_spec(algo, args.task, task_overrides=task_overrides, algo_overrides=overrides,
                                 num_envs=args.num_envs, seed=args.seed, budget=budget,
                                 checkpoint_minutes=args.checkpoint_minutes)
@@ -408,6 +410,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--set", action="append", metavar="KEY=VAL", help="task config override, e.g. rewards.feet_air_time=0.5")
     t.add_argument("--backend", help="physics backend: cpu (default) or warp (MuJoCo Warp, GPU; same as --set "
                    "backend.name=warp)")
+    t.add_argument("--device", help="with --backend warp: the device the worlds, and for Go1-Velocity-Flat the whole "
+                   "PPO loop, live on (cuda:0, cpu; default: the first GPU, else the CPU; same as --set backend.device=...)")
     t.add_argument("--train-set", action="append", metavar="KEY=VAL", help="algorithm override, e.g. algo.entropy_coef=0.01")
     t.add_argument("--base", metavar="RUN", help="behaviour-cloning run folder (--algo residual/finetune)")
     t.add_argument("--demos", metavar="DIR", help="episode folder (--algo bc; default demos/<task>)")

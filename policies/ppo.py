@@ -66,16 +66,19 @@ class PPO:
     """
 
     def __init__(self, obs_dims: dict[str, int], action_dim: int, num_envs: int, cfg: PPOConfig,
-                 dist: Any = None, *, model: nn.Module | None = None, extra_loss: ExtraLoss | None = None) -> None:
+                 dist: Any = None, *, model: nn.Module | None = None, extra_loss: ExtraLoss | None = None,
+                 device: torch.device | str | None = None) -> None:
         if cfg.schedule not in ("adaptive", "fixed"):
             raise ValueError(f"PPOConfig.schedule must be 'adaptive' or 'fixed', got '{cfg.schedule}'")
         self.cfg = cfg
         self.model = model if model is not None else ActorCritic(obs_dims, action_dim, cfg.policy)
+        if device is not None:  # a device-resident env: networks, normaliser and rollout storage live with it
+            self.model.to(device)
         self.extra_loss = extra_loss
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.learning_rate)
         self.learning_rate = cfg.learning_rate
         self.storage = RolloutStorage(cfg.steps_per_env, num_envs, self.model.actor_dim, self.model.critic_dim,
-                                      action_dim)
+                                      action_dim, device=device)
         self._pending: tuple[torch.Tensor, ...] | None = None
         self.dist = dist  # a DistInfo: gradients, KL and normaliser batches are shared over its ranks
         self.updates = 0
@@ -92,13 +95,19 @@ class PPO:
 
     @torch.no_grad()
     def process_step(self, rewards: torch.Tensor, terminated: torch.Tensor, truncated: torch.Tensor,
-                     final_critic_obs: torch.Tensor | None) -> None:
-        """Store the step. Time-outs bootstrap with the value of the state the episode ended in."""
+                     final_critic_obs: torch.Tensor | None, masked: bool = False) -> None:
+        """Store the step. Time-outs bootstrap with the value of the state the episode ended in.
+
+        `masked`: `final_critic_obs` holds every env (a device-resident env), and the bootstrap is selected with
+        `torch.where` over all rows, so the step never asks the host which envs timed out.
+        """
         if self._pending is None:
             raise RuntimeError("process_step called before act")
         ax, cx, actions, logp, mu, sigma, values = self._pending
         rewards = rewards.clone()
-        if final_critic_obs is not None and truncated.any():
+        if masked and final_critic_obs is not None:
+            rewards += torch.where(truncated, self.cfg.gamma * self.model.value(final_critic_obs), 0.0)
+        elif final_critic_obs is not None and truncated.any():
             idx = truncated.nonzero().squeeze(-1)
             rewards[idx] += self.cfg.gamma * self.model.value(final_critic_obs[idx])
         dones = (terminated | truncated).float()
@@ -217,14 +226,21 @@ class PPOTrainer(Algorithm):
     data_parallel = True
 
     def __init__(self, ctx: RunContext) -> None:
-        from s2r.sim import make
+        from s2r.sim import has_device_env, make, make_device_env
 
         cfg: TrainConfig = ctx.cfg
         self.ctx, self.cfg = ctx, cfg
         self.rank, self.world = (ctx.dist.rank, ctx.dist.world_size) if ctx.dist is not None else (0, 1)
         # Ranks seed their envs apart, or they would collect the same rollouts.
         self.env_seed = cfg.seed + 7919 * self.rank
-        self.env = make(ctx.task_id, cfg.num_envs, cfg=ctx.task_cfg, seed=self.env_seed)
+        # On the warp backend a task with a device-resident env trains with everything on the env's device
+        # (observations, actions, rollout storage, normaliser, update). Only plain PPO: its subclasses (teacher,
+        # students) read numpy episode rows through `_on_episodes`, so they keep the numpy task.
+        self.on_device = type(self) is PPOTrainer and has_device_env(ctx.task_id, ctx.task_cfg)
+        if self.on_device:
+            self.env = make_device_env(ctx.task_id, cfg.num_envs, cfg=ctx.task_cfg, seed=self.env_seed)
+        else:
+            self.env = make(ctx.task_id, cfg.num_envs, cfg=ctx.task_cfg, seed=self.env_seed)
         try:
             if self.env.spec.max_episode_steps <= 1:
                 raise AlgorithmTaskMismatch(
@@ -247,10 +263,13 @@ class PPOTrainer(Algorithm):
         self.iteration = 0
         self._obs: dict[str, torch.Tensor] | None = None
         self._episodes: dict[str, deque[float]] = {}
+        self._device_episodes: dict[str, float] = {}
 
     def _make_ppo(self, algo_cfg: PPOConfig) -> PPO:
         """The PPO learner over this trainer's env (subclasses hand PPO a model of their own)."""
-        return PPO(self.env.obs_dims, self.env.spec.action_dim, self.cfg.num_envs, algo_cfg, dist=self.ctx.dist)
+        device = self.env.device if self.on_device else None
+        return PPO(self.env.obs_dims, self.env.spec.action_dim, self.cfg.num_envs, algo_cfg, dist=self.ctx.dist,
+                   device=device)
 
     def _reset(self) -> None:
         obs = self.env.reset(seed=self.env_seed + self.iteration)
@@ -264,6 +283,8 @@ class PPOTrainer(Algorithm):
 
         if self._obs is None:
             self._reset()
+        if self.on_device:
+            return self._iterate_on_device()
         env, alg, cfg = self.env, self.alg, self.cfg
         t0 = time.perf_counter()
         info: dict[str, Any] = {}
@@ -293,6 +314,44 @@ class PPOTrainer(Algorithm):
             stats[names.get(key, f"mean_{key}")] = float(np.mean(values))
         return stats
 
+    def _iterate_on_device(self) -> dict[str, float]:
+        """`iterate` over a device-resident env: actions, observations, rewards and storage stay on its device.
+
+        Episode statistics are summed on the device and read once per iteration (means over the episodes that
+        ended in this iteration's rollout; the numpy path keeps a window of the last 200).
+        """
+        import time
+
+        env, alg, cfg = self.env, self.alg, self.cfg
+        device = alg.storage.device
+        t0 = time.perf_counter()
+        sums = torch.zeros(5, device=device)  # finished episodes, return, length, vel_error, fell
+        info: dict[str, Any] = {}
+        for _ in range(cfg.algo.steps_per_env):
+            actions = alg.act(self._obs)
+            self._obs, rew, term, trunc, info = env.step(actions)
+            alg.process_step(rew, term, trunc, alg.model.critic_input(info["final_obs"]), masked=True)
+            ep = info["episode"]
+            d = ep["done"].float()
+            sums += torch.stack([d.sum(), (ep["return"] * d).sum(), (ep["length"] * d).sum(), (ep["vel_error"] * d).sum(),
+                                 (ep["fell"] * d).sum()])
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)  # the launches above are asynchronous: time the work, not the queueing
+        t_collect = time.perf_counter() - t0
+        alg.compute_returns(self._obs)
+        stats = alg.update()
+        dt = time.perf_counter() - t0
+        per_iter = cfg.num_envs * cfg.algo.steps_per_env * self.world
+        self.iteration += 1
+        self.progress += per_iter
+        count, ret, length, vel_error, fell = sums.tolist()  # the iteration's one read of episode statistics
+        if count > 0:
+            self._device_episodes = {"mean_return": ret / count, "mean_episode_length": length / count,
+                                     "mean_vel_error": vel_error / count, "fall_rate": fell / count}
+        stats.update({"env_steps_per_s": per_iter / dt, "collect_fraction": t_collect / dt,
+                      "nan_resets": float(info["log"]["nan_resets"]), **self._device_episodes})
+        return stats
+
     def _on_episodes(self, episode: dict[str, Any] | None) -> None:
         """Called after every env step with `info["episode"]` (None when none ended); subclasses hook in here."""
 
@@ -309,7 +368,12 @@ class PPOTrainer(Algorithm):
             self.env.load_state_dict(state["env"])
 
     def export(self) -> dict[str, float]:
-        return export_model(self.alg.model, self.ctx.task_id, self.ctx.task_cfg, self.ctx.run.path, self.cfg)
+        model = self.alg.model
+        if self.on_device:  # the export and its onnxruntime parity check run on the CPU
+            import copy
+
+            model = copy.deepcopy(model).cpu()
+        return export_model(model, self.ctx.task_id, self.ctx.task_cfg, self.ctx.run.path, self.cfg)
 
     def close(self) -> None:
         self.env.close()

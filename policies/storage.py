@@ -10,9 +10,14 @@ import torch
 class RolloutStorage:
     """Fixed-size (steps, num_envs, ...) buffers filled by the runner, read as shuffled minibatches."""
 
-    def __init__(self, steps: int, num_envs: int, actor_dim: int, critic_dim: int, action_dim: int) -> None:
+    def __init__(self, steps: int, num_envs: int, actor_dim: int, critic_dim: int, action_dim: int,
+                 device: torch.device | str | None = None) -> None:
         self.steps, self.num_envs = steps, num_envs
-        z = torch.zeros
+        self.device = torch.device(device or "cpu")
+
+        def z(*shape: int) -> torch.Tensor:
+            return torch.zeros(*shape, device=self.device)
+
         self.actor_obs = z(steps, num_envs, actor_dim)
         self.critic_obs = z(steps, num_envs, critic_dim)
         self.actions = z(steps, num_envs, action_dim)
@@ -50,7 +55,7 @@ class RolloutStorage:
 
     def compute_returns(self, last_values: torch.Tensor, gamma: float, lam: float) -> None:
         """Generalised advantage estimation; advantages are normalised over the whole batch."""
-        adv = torch.zeros(self.num_envs)
+        adv = torch.zeros(self.num_envs, device=self.device)
         for t in reversed(range(self.steps)):
             next_v = last_values if t == self.steps - 1 else self.values[t + 1]
             notdone = 1.0 - self.dones[t]
@@ -78,7 +83,7 @@ class RolloutStorage:
             "advantages": self.advantages.flatten(),
         }
         for _ in range(epochs):
-            perm = torch.randperm(n, generator=generator)
+            perm = torch.randperm(n, generator=generator, device=self.device)
             for k in range(num_minibatches):
                 idx = perm[k * size : (k + 1) * size]
                 yield {key: v[idx] for key, v in flat.items()}

@@ -107,6 +107,41 @@ def make(task_id: str, num_envs: int = 1, *, cfg: Any = None, seed: int = 0, **k
     return entry.env_cls(cfg if cfg is not None else entry.cfg, num_envs=num_envs, seed=seed, **kwargs)
 
 
+# Device-resident implementations (torch tensors over MuJoCo Warp's arrays) of tasks whose numpy env runs
+# on the warp backend with host copies each step; trainers that keep everything on the device ask here.
+_DEVICE_TASKS: dict[str, Callable[..., VecEnv]] = {}
+
+
+def register_device_task(task_id: str, env_factory: Callable[..., VecEnv]) -> None:
+    """Register the device-resident env of an already registered task; raises ValueError on a duplicate."""
+    if task_id not in _REGISTRY:
+        raise ValueError(f"register_device_task('{task_id}'): register the task itself first")
+    if task_id in _DEVICE_TASKS:
+        raise ValueError(f"task '{task_id}' already has a device-resident env")
+    _DEVICE_TASKS[task_id] = env_factory
+
+
+def has_device_env(task_id: str, cfg: Any) -> bool:
+    """True when `task_id` has a device-resident env and `cfg` (its config) asks for the warp backend."""
+    _ensure_loaded()
+    backend = getattr(cfg, "backend", None)
+    return task_id in _DEVICE_TASKS and getattr(backend, "name", "") == "warp"
+
+
+def make_device_env(task_id: str, num_envs: int, *, cfg: Any, seed: int = 0) -> VecEnv:
+    """The device-resident env of `task_id` (torch tensors in and out on `env.device`).
+
+    Raises:
+        ValueError: The task has none, or `cfg` does not ask for the warp backend (one sentence).
+    """
+    if not has_device_env(task_id, cfg):
+        have = ", ".join(sorted(_DEVICE_TASKS)) or "none"
+        raise ValueError(f"task '{task_id}' has no device-resident env for backend.name="
+                         f"'{getattr(getattr(cfg, 'backend', None), 'name', '?')}' (device-resident with backend.name=warp: "
+                         f"{have})")
+    return _DEVICE_TASKS[task_id](cfg, num_envs=num_envs, seed=seed)
+
+
 def gym_id(task_id: str) -> str:
     """The gymnasium id a task is registered under."""
     return f"{GYM_NAMESPACE}/{task_id}-v0"

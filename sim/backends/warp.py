@@ -5,9 +5,10 @@ protocol. What differs lives here:
 
 - State: `mujoco_warp.put_data(nworld=num_envs)` holds every world; a control step writes the controls (and
   any applied body forces), runs `substeps` of `mujoco_warp.step` - on CUDA captured once as a graph and
-  replayed, which is where the GPU speed comes from - and reads back the state and sensors. Today the task
-  code is numpy, so `state`/`sensordata` are host arrays (the layout of the CPU backend) and a control step
-  copies them once each way; a torch-on-device task path that drops those copies is the next step.
+  replayed, which is where the GPU speed comes from - and reads back the state and sensors. For the numpy
+  task code `state`/`sensordata` are host arrays (the layout of the CPU backend) and a control step copies
+  them once each way. The device-resident task (`warp_env.py`) skips that: it reads and writes Warp's
+  arrays through `torch_view` and steps with `step_device`.
 - Randomisation: a randomised model field becomes one row per world (`(nworld, *shape)` in place of the
   shared `(1, *shape)` array, as `put_model(batch_sizes=...)` would make it), and drawn values go into the
   rows of the worlds being reset. A model pool is the same rows, copied from the pool's draws.
@@ -22,6 +23,7 @@ parity test against the CPU backend runs without a GPU.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import mujoco
 import numpy as np
@@ -219,6 +221,70 @@ class WarpBackend:
             raise RuntimeError("use_pool before set_model_pool")
         fields, values = self._pool
         self.randomize(np.asarray(env_ids), fields, values[np.asarray(picks)])
+
+    # ---- device-resident access (sim/backends/warp_env.py) -----------------------------------------------------
+    # The torch task reads and writes Warp's own arrays through `wp.to_torch` views (no copies) and steps
+    # with `step_device`, which skips the host upload/download of `step`. `state`/`qpos`/`qvel` (the host
+    # mirror) are then stale: one process uses one path per backend.
+
+    def torch_view(self, name: str) -> Any:
+        """Zero-copy torch view of a `mujoco_warp` Data array ("qpos", "qvel", "ctrl", "sensordata", "time"…), or
+        of the per-substep sensor maximum ("sensor_max"). Writes through the view change the simulation."""
+        arr = self._max if name == "sensor_max" else getattr(self._d, name)
+        return self._wp.to_torch(arr)
+
+    def expand_fields(self, fields: Sequence[FieldRandomization]) -> dict[str, Any]:
+        """Give each randomised model field one row per world (once), and return torch views of them.
+
+        Returns:
+            Field name -> (num_envs, *MjModel shape) view; writing rows of it randomises those worlds in place,
+            so captured graphs stay valid (unlike `randomize`, which allocates new arrays).
+        """
+        wp = self._wp
+        views = {}
+        for name in dict.fromkeys(f.field for f in fields):
+            check_fields(self.base_model, [f for f in fields if f.field == name])
+            arr = getattr(self._m, name)
+            if arr.shape[0] != self.num_envs:
+                rows = np.repeat(arr.numpy()[:1], self.num_envs, axis=0)
+                setattr(self._m, name, wp.array(rows, dtype=arr.dtype, device=self.device))
+                self._graphs.clear()
+            views[name] = wp.to_torch(getattr(self._m, name)).reshape(self.num_envs, *getattr(self.base_model, name).shape)
+        return views
+
+    def forward_device(self) -> None:
+        """Recompute the derived quantities and sensors of every world from Warp's own state (no host copies)."""
+        with self._wp.ScopedDevice(self.device), self._torch_stream():
+            self._mjw.forward(self._m, self._d)
+
+    def step_device(self, substeps: int) -> None:
+        """Advance every world by `substeps` physics steps from Warp's own state and `ctrl` (no host copies).
+
+        On CUDA the graph is launched on Warp's stream ordered after the torch work that wrote the controls,
+        and torch's stream waits for it, so reads through `torch_view` see the new state.
+        """
+        with self._wp.ScopedDevice(self.device), self._torch_stream():
+            self._substeps(substeps)
+
+    def _torch_stream(self) -> Any:
+        """Order Warp's stream after torch's current one and torch's after Warp's on exit (CUDA); no-op on the CPU."""
+        from contextlib import contextmanager
+
+        @contextmanager
+        def ordered():  # type: ignore[no-untyped-def]
+            if not self.device.startswith("cuda"):
+                yield
+                return
+            import torch
+
+            wp = self._wp
+            ws = wp.get_stream(self.device)
+            ts = wp.stream_from_torch(torch.cuda.current_stream(torch.device(self.device)))
+            ws.wait_stream(ts)
+            yield
+            ts.wait_stream(ws)
+
+        return ordered()
 
     def close(self) -> None:
         """Drop the device arrays."""

@@ -2,7 +2,8 @@
 
 from dataclasses import replace
 
-from s2r.sim.registry import register_task
+from s2r.sim.env import VecEnv
+from s2r.sim.registry import register_device_task, register_task
 from s2r.sim.tasks.confined import ConfinedWaypointConfig, ConfinedWaypointEnv, WaypointRewardConfig
 from s2r.sim.tasks.locomotion import LocomotionConfig, LocomotionEnv
 from s2r.sim.tasks.manipulation import (
@@ -147,3 +148,15 @@ register_task(
     "Baseline of Go1-Waypoints-Confined, parameterised skills: the planner's path becomes velocity and body-height "
     "commands the policy is rewarded for tracking.",
 )
+
+
+def _torch_locomotion(cfg: LocomotionConfig, num_envs: int = 1, seed: int = 0) -> VecEnv:
+    # Imported on use: torch, warp and mujoco_warp are slow to import and optional (the gpu extra).
+    from s2r.sim.backends.warp_env import TorchLocomotionEnv
+
+    return TorchLocomotionEnv(cfg, num_envs=num_envs, seed=seed)
+
+
+# The flat Go1 tasks also run device-resident on the warp backend (torch in, torch out; no host copies).
+register_device_task("Go1-Velocity-Flat", _torch_locomotion)
+register_device_task("Go1-Velocity-FlatNoDR", _torch_locomotion)
