@@ -8,6 +8,7 @@ baseline (`one_stage=True`) goes straight for the cube and lets go of it over th
 shut, i.e. on the cabinet's top. Each seed runs `--episodes` envs for one episode each at privilege scale 0
 (the plain task). Per episode it records success, the largest drawer opening, whether the drawer reached
 `open_distance`, whether the cube was ever in the tray, and the episode length; the JSON holds the rates.
+`--strip` also renders five frames of one expert episode (start, pull, to the cube, carry, let go) to <out>.png.
 `--noise` adds Gaussian action noise to both scripts. `--runs` evaluates run folders' exported ONNX policies
 the same way (plain task, seed 1000): how far a learned policy gets, stage by stage.
 """
@@ -97,12 +98,50 @@ def learned(run_dir: Path, n: int, seed: int) -> dict:
     return {**summarise(run_dir.name, seed, r, cfg.open_distance, wall), "run_dir": str(run_dir)}
 
 
+def strip(path: Path, seed: int = 4) -> None:
+    """Five frames of one expert episode, from a camera on the robot's side that sees the drawer's front."""
+    from s2r.sim import make, task_config  # noqa: I001 (first: it picks the headless GL before mujoco loads one)
+    from s2r.sim.tasks.experts import make_expert
+
+    import imageio
+    import mujoco
+
+    env = make(TASK, 1, cfg=task_config(TASK, {"backend.num_threads": 1}), seed=seed)
+    ex = make_expert(TASK, 1, seed=seed)
+    renderer, data, cam, opt = mujoco.Renderer(env.model, 240, 320), mujoco.MjData(env.model), mujoco.MjvCamera(), \
+        mujoco.MjvOption()
+    cam.type = mujoco.mjtCamera.mjCAMERA_FREE
+    cam.lookat[:], cam.distance, cam.azimuth, cam.elevation = [0.45, -0.05, 0.05], 0.85, 40.0, -32.0
+    # phase -> label; the pull and the carry are shown a few steps in
+    shots = {ex.TAB_ABOVE: ("start", 0), ex.PULL: ("pull", 5), ex.APPROACH: ("to cube", 0), ex.CARRY: ("carry", 5),
+             ex.RELEASE: ("let go", 0)}
+    frames: dict[str, np.ndarray] = {}
+    try:
+        obs = env.reset(seed=seed)
+        for _ in range(env.cfg.max_episode_steps):
+            label, after = shots.get(int(ex.phase[0]), (None, 0))
+            if label and label not in frames and ex.count[0] >= after:
+                m = env.backend.models[0]
+                mujoco.mj_setState(m, data, env.backend.state[0], mujoco.mjtState.mjSTATE_FULLPHYSICS)
+                mujoco.mj_forward(m, data)
+                mujoco.mjv_updateScene(m, data, opt, None, cam, mujoco.mjtCatBit.mjCAT_ALL, renderer.scene)
+                frames[label] = renderer.render().copy()
+            obs, _, term, trunc, _ = env.step(ex.act(obs))
+            if term[0] or trunc[0]:
+                break
+    finally:
+        renderer.close()
+        env.close()
+    imageio.imwrite(path, np.concatenate(list(frames.values()), axis=1))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--episodes", type=int, default=100)
     p.add_argument("--seeds", type=int, nargs="*", default=[0, 1], help="seeds of the scripts (none: skip them)")
     p.add_argument("--noise", type=float, default=0.0, help="Gaussian action noise of the scripts")
     p.add_argument("--runs", nargs="*", default=[], help="run folders whose policy.onnx to evaluate (seed 1000)")
+    p.add_argument("--strip", action="store_true", help="also render one expert episode to <out>.png")
     p.add_argument("--out", default="bench/results/drawer_cube")
     args = p.parse_args()
     out = Path(args.out)
@@ -124,6 +163,8 @@ def main() -> None:
            "note": "shared 2-core machine; privilege scale 0 (the plain task); one episode per env",
            "goal": "expert >= 90% over 100 episodes on 2 seeds; one-stage baseline fails", "results": results}
     out.with_suffix(".json").write_text(json.dumps(doc, indent=1))
+    if args.strip:
+        strip(out.with_suffix(".png"))
 
 
 if __name__ == "__main__":
