@@ -1,4 +1,5 @@
-"""Privileged-action curriculum vs no privileges vs privileges removed all at once, on the flat-box lift.
+"""Privileged-action curriculum vs no privileges vs privileges removed all at once, on the flat-box lift
+(or, with `--task drawer`, on Panda-Drawer-Cube: open the drawer, then put the cube in it).
 
     OMP_NUM_THREADS=1 python bench/privileged.py --steps 600000 --jobs 2 --out bench/results/privileged
 
@@ -7,10 +8,11 @@ reward and budget per seed:
 (a) curriculum: `ppo-privileged` on Panda-Lift-FlatBox-Privileged, the default stage schedule;
 (b) none: plain `ppo` on Panda-Lift-FlatBox (no privileged actions at any time);
 (c) all at once: `ppo-privileged` with stages (1.0, 0.0), every privilege removed in one step;
+(`--task drawer` runs the same arms on Panda-Drawer-Cube(-Privileged));
 and on request (`--arms`) (d) curriculum_grasp_reward: (a) plus a reward for holding the box (reward.grasp 0.3).
 `--jobs 2` trains two arms at once (one process each, one torch thread each); `--resume` continues each
 arm's run folder under `--runs` to the new budget (with `--steps`, the total env steps). Each run's exported
-ONNX policy (no privileged dims) is evaluated at scale 0 on `--episodes` episodes of Panda-Lift-FlatBox.
+ONNX policy (no privileged dims) is evaluated at scale 0 on `--episodes` episodes of the plain task.
 Writes <out>.json (command line, git commit, load average, wall time, per arm: success, env steps, env
 steps to each curriculum stage, final stage) and <out>.png (training success / scale curves).
 """
@@ -25,13 +27,15 @@ import sys
 import time
 from pathlib import Path
 
-# arm -> (algorithm, task, algorithm overrides, task overrides)
+# --task -> the plain task id (the arms with privileges use its "-Privileged" variant)
+TASKS = {"flatbox": "Panda-Lift-FlatBox", "drawer": "Panda-Drawer-Cube"}
+# arm -> (algorithm, task id suffix, algorithm overrides, task overrides)
 ARMS = {
-    "curriculum": ("ppo-privileged", "Panda-Lift-FlatBox-Privileged", {}, {}),
-    "none": ("ppo", "Panda-Lift-FlatBox", {}, {}),
-    "all_at_once": ("ppo-privileged", "Panda-Lift-FlatBox-Privileged", {"curriculum.stages": "1.0,0.0"}, {}),
-    # An idea for the lift (not one of the issue's arms): the curriculum plus a reward for holding the box.
-    "curriculum_grasp_reward": ("ppo-privileged", "Panda-Lift-FlatBox-Privileged", {}, {"reward.grasp": 0.3}),
+    "curriculum": ("ppo-privileged", "-Privileged", {}, {}),
+    "none": ("ppo", "", {}, {}),
+    "all_at_once": ("ppo-privileged", "-Privileged", {"curriculum.stages": "1.0,0.0"}, {}),
+    # An idea for the flat-box lift (not one of the issue's arms): the curriculum plus a reward for holding the box.
+    "curriculum_grasp_reward": ("ppo-privileged", "-Privileged", {}, {"reward.grasp": 0.3}),
 }
 
 
@@ -42,7 +46,8 @@ def run_arm(arm: str, seed: int, args: argparse.Namespace, root: Path) -> dict:
     from s2r.policies.evaluate import evaluate_success
 
     torch.set_num_threads(1)
-    algo, task, extra, task_extra = ARMS[arm]
+    algo, suffix, extra, task_extra = ARMS[arm]
+    task = TASKS[args.task] + suffix
     overrides = {"torch_threads": 1, "algo.steps_per_env": args.steps_per_env, "algo.entropy_coef": args.entropy,
                  "algo.learning_rate": args.lr, "algo.schedule": args.schedule, **extra}
     if args.window and algo.endswith("-privileged"):
@@ -76,7 +81,7 @@ def _run_job(job: tuple) -> dict:
     return run_arm(*job)
 
 
-def plot(results: list[dict], path: Path) -> None:
+def plot(results: list[dict], path: Path, task: str = TASKS["flatbox"]) -> None:
     """Training success (solid) and privilege scale (dashed) of every run against env steps."""
     import matplotlib
 
@@ -94,7 +99,7 @@ def plot(results: list[dict], path: Path) -> None:
     ax.set_ylabel("training success (solid), privilege scale (dashed)")
     ax.set_ylim(-0.02, 1.02)
     ax.legend(fontsize=8)
-    ax.set_title("Panda-Lift-FlatBox: privileged-action curriculum vs baselines")
+    ax.set_title(f"{task}: privileged-action curriculum vs baselines")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -105,6 +110,8 @@ def main() -> None:
     p.add_argument("--minutes", type=float, default=0.0, help="wall-clock budget per arm and seed (0: steps only)")
     p.add_argument("--steps", type=int, default=0, help="env-step budget per arm and seed (0: minutes only)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--task", default="flatbox", choices=list(TASKS), help="flatbox: Panda-Lift-FlatBox; drawer: "
+                   "Panda-Drawer-Cube")
     p.add_argument("--arms", nargs="+", default=["curriculum", "none", "all_at_once"], choices=list(ARMS))
     p.add_argument("--num-envs", type=int, default=64)
     p.add_argument("--steps-per-env", type=int, default=32)
@@ -121,6 +128,8 @@ def main() -> None:
     args = p.parse_args()
     if not (args.minutes or args.steps):
         p.error("give a budget: --steps (env steps per arm, equal for every arm) and/or --minutes")
+    if args.task != "flatbox" and "curriculum_grasp_reward" in args.arms:
+        p.error("the arm curriculum_grasp_reward sets reward.grasp, which only the flat-box lift has")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
@@ -132,13 +141,13 @@ def main() -> None:
     def record(result: dict) -> None:
         results.append(result)
         print(json.dumps({k: v for k, v in result.items() if k != "curve"}), flush=True)
-        doc = {"command": " ".join([sys.executable, *sys.argv]), "git_commit": commit,
+        doc = {"command": " ".join([sys.executable, *sys.argv]), "git_commit": commit, "task": TASKS[args.task],
                "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
                "wall_s": round(time.perf_counter() - t0, 1), "cpu_threads": 1, "jobs": args.jobs,
                "note": "shared 2-core machine with other jobs running; one torch thread, one physics thread per arm",
                "goal": ">= 80% at scale 0 with the curriculum, baselines near 0%", "results": results}
         out.with_suffix(".json").write_text(json.dumps(doc, indent=1))
-        plot(results, out.with_suffix(".png"))
+        plot(results, out.with_suffix(".png"), TASKS[args.task])
 
     if args.jobs == 1:
         for job in jobs:

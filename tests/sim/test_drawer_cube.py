@@ -4,12 +4,14 @@ the one-stage baseline does not, bad configs fail in one sentence, and the expor
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 import mujoco
 import numpy as np
 import pytest
 from s2r.sim import make, task_config
+from s2r.sim.config import from_dict, to_dict
 from s2r.sim.tasks.drawer_expert import DrawerCubeExpert
 from s2r.sim.tasks.experts import make_expert
 from s2r.sim.tasks.manipulation import (
@@ -189,6 +191,13 @@ def test_privileged_variant_and_export_without_its_columns(tmp_path) -> None:
         env.close()
     out = onnx.load(str(tmp_path / "policy.onnx")).graph.output[0]
     assert [d.dim_value or d.dim_param for d in out.type.tensor_type.shape.dim] == ["batch", 4]
+
+
+def test_config_json_round_trip_keeps_the_drawer_privileges_typed() -> None:
+    cfg = task_config(TASK + "-Privileged")
+    back = from_dict(type(cfg), json.loads(json.dumps(to_dict(cfg))))
+    assert back == cfg and any(isinstance(p, FixtureForce) for p in back.privileged)
+    assert back.without_privileges().privileged == ()
 
 
 def test_gymnasium_reaches_the_task() -> None:

@@ -129,7 +129,8 @@ class PandaEnv(VecEnv):
         self._q_nominal = (q_lo_nominal, q_hi_nominal)  # start poses do not depend on privileges
 
     def _fixture(self, model: mujoco.MjModel) -> tuple[int, np.ndarray | None]:
-        """Body id and world joint axis of `FIXTURE_BODY` (-1, None without one)."""
+        """Body id and world joint axis of `FIXTURE_BODY` (-1, None without one). The axis is the compiled pose's:
+        a task may move its fixture per world (a cabinet's position) but never turns it."""
         if not self.FIXTURE_BODY:
             return -1, None
         body = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, self.FIXTURE_BODY)
