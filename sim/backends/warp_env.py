@@ -216,11 +216,7 @@ class TorchLocomotionEnv(VecEnv):
         self.episode_return += reward
         self.episode_tracking += norm_xy(self.command[:, :2] - s.base_lin_vel[:, :2])
 
-        push = cfg.randomization.push_velocity
-        if push > 0:
-            due = (self.episode_step % self._push_every == 0)[:, None]
-            kick = (torch.rand(self.num_envs, 2, generator=self.gen, device=self._dev) * 2 - 1) * push
-            self._qvel[:, :2] += torch.where(due, kick, 0.0)
+        self._push(self.episode_step % self._push_every == 0)
         self._sample_commands(self.episode_step % self._cmd_every == 0)
 
         obs = self._observe(s)  # reads the command just resampled, as the numpy task does
@@ -329,6 +325,13 @@ class TorchLocomotionEnv(VecEnv):
                 frame = buf.reshape(self.num_envs, -1)
             out[g] = torch.where(done[:, None], frame.float(), obs[g])
         return out
+
+    def _push(self, due: Tensor) -> None:
+        """Add a uniform horizontal velocity of up to `push_velocity` m/s to the free base of the `due` envs."""
+        push = self.cfg.randomization.push_velocity
+        if push > 0:
+            kick = (torch.rand(self.num_envs, 2, generator=self.gen, device=self._dev) * 2 - 1) * push
+            self._qvel[:, :2] += torch.where(due[:, None], kick, 0.0)
 
     def _sample_commands(self, mask: Tensor) -> None:
         new = sample_commands_torch(self.gen, self.cfg.commands, self.num_envs, self._dev)

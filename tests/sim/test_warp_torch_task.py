@@ -156,3 +156,24 @@ def test_rough_terrain_is_refused_in_one_sentence() -> None:
 
     with pytest.raises(ValueError, match="flat-ground only"):
         TorchLocomotionEnv(cfg, num_envs=2)
+
+
+def test_pushes_and_observation_noise_stay_in_their_ranges() -> None:
+    cfg = task_config(TASK, {"backend.name": "warp", "backend.device": DEVICE})
+    env = make_device_env(TASK, 64, cfg=cfg, seed=5)
+    try:
+        env.reset(seed=5)
+        r = cfg.randomization
+        due = torch.arange(64, device=env._dev) % 2 == 0
+        before = env._qvel.clone()
+        env._push(due)  # writes mujoco_warp's qvel through the view
+        kick = (env.backend.torch_view("qvel") - before)[:, :2]
+        assert (kick[~due] == 0).all() and (kick[due].abs() <= r.push_velocity + 1e-6).all()
+        assert kick[due].abs().max() > 0.5 * r.push_velocity
+        s = env._state(first=None)
+        a, b = env._frames(s)["policy"], env._frames(s)["policy"]
+        half = env._policy_noise  # each term's noise half-width times randomization.observation_noise
+        assert ((a - b).abs() <= 2 * half + 1e-6).all() and ((a - b).abs() > 0).any()
+        assert torch.equal(env._frames(s)["privileged"], env._frames(s)["privileged"])  # no noise there
+    finally:
+        env.close()
