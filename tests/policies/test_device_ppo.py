@@ -112,3 +112,28 @@ def test_other_ppo_variants_keep_the_numpy_task(tmp_path) -> None:
         assert type(driver.algo.env).__name__ == "LocomotionEnv"
     finally:
         driver.close()
+
+
+def test_masked_bootstrap_stores_what_the_indexed_one_does() -> None:
+    """The device path selects time-out bootstraps with torch.where over every row; the numpy path indexes the
+    timed-out rows. Same stored rewards, so the device path runs the PPO that tests/policies/test_learning.py
+    shows learning."""
+    import copy
+
+    from s2r.policies.ppo import PPO, PPOConfig
+
+    torch.manual_seed(0)
+    a = PPO({"policy": 5, "privileged": 3}, 2, 6, PPOConfig(steps_per_env=2))
+    b = copy.deepcopy(a)
+    obs = {"policy": torch.randn(6, 5), "privileged": torch.randn(6, 3)}
+    final = a.model.critic_input({"policy": torch.randn(6, 5), "privileged": torch.randn(6, 3)})
+    rew = torch.randn(6)
+    term = torch.tensor([False, True, False, False, False, False])
+    trunc = torch.tensor([False, False, True, False, True, False])
+    for ppo, masked in ((a, False), (b, True)):
+        torch.manual_seed(1)
+        ppo.act(obs)
+        ppo.process_step(rew, term, trunc, final, masked=masked)
+    assert torch.equal(a.storage.rewards[0], b.storage.rewards[0])
+    assert not torch.equal(a.storage.rewards[0], rew)  # the time-outs did bootstrap
+    assert torch.equal(a.storage.actions[0], b.storage.actions[0])
