@@ -137,11 +137,9 @@ def test_masked_reset_redraws_only_finished_worlds(pair) -> None:
 
 
 def test_commands_follow_the_config(pair) -> None:
-    from s2r.sim.backends.warp_env import sample_commands_torch
-
     _, env = pair
     c = env.cfg.commands
-    cmd = sample_commands_torch(env.gen, c, 4000, env._dev).cpu().numpy()
+    cmd = env._commands(env.gen, 4000).cpu().numpy()
     assert (cmd[:, 0] >= c.lin_vel_x[0]).all() and (cmd[:, 0] <= c.lin_vel_x[1]).all()
     assert (cmd[:, 2] >= c.ang_vel_z[0]).all() and (cmd[:, 2] <= c.ang_vel_z[1]).all()
     still = (cmd == 0).all(axis=1).mean()
