@@ -175,3 +175,23 @@ def test_pushes_and_observation_noise_stay_in_their_ranges() -> None:
         assert torch.equal(env._frames(s)["privileged"], env._frames(s)["privileged"])  # no noise there
     finally:
         env.close()
+
+
+def test_stacked_history_slides_and_restarts_like_obs_history() -> None:
+    cfg = task_config(TASK, {"backend.name": "warp", "backend.device": DEVICE, "history_length": 3,
+                             "randomization.observation_noise": 0.0})
+    env = make_device_env(TASK, 2, cfg=cfg, seed=2)
+    try:
+        d = env.spec.groups["policy"].frame_dim
+        obs = env.reset(seed=2)["policy"].reshape(2, 3, d)
+        assert obs.shape == (2, 3, d) and torch.equal(obs[:, 0], obs[:, 2])  # a fresh window: copies of one frame
+        nxt, *_ = env.step(torch.zeros(2, 12, device=env._dev))
+        nxt = nxt["policy"].reshape(2, 3, d)
+        assert torch.equal(nxt[:, :2], obs[:, 1:]) and not torch.equal(nxt[:, 2], obs[:, 2])  # slid by one frame
+        done = torch.tensor([True, False], device=env._dev)
+        frames = env._frames(env._state(first=None))
+        out = env._history_reset(frames, done, {"policy": nxt.reshape(2, -1), "privileged": frames["privileged"]})
+        restarted = out["policy"].reshape(2, 3, d)
+        assert torch.equal(restarted[0, 0], restarted[0, 2]) and torch.equal(restarted[1], nxt[1])
+    finally:
+        env.close()
