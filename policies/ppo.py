@@ -238,7 +238,14 @@ class PPOTrainer(Algorithm):
         # students) read numpy episode rows through `_on_episodes`, so they keep the numpy task.
         self.on_device = type(self) is PPOTrainer and has_device_env(ctx.task_id, ctx.task_cfg)
         if self.on_device:
-            self.env = make_device_env(ctx.task_id, cfg.num_envs, cfg=ctx.task_cfg, seed=self.env_seed)
+            task_cfg = ctx.task_cfg
+            if ctx.dist is not None and not task_cfg.backend.device and torch.cuda.is_available():
+                # One GPU per rank (torchrun's LOCAL_RANK), as rsl_rl's multi-GPU runs do; nccl needs it set.
+                from dataclasses import replace
+
+                task_cfg = replace(task_cfg, backend=replace(task_cfg.backend, device=f"cuda:{ctx.dist.local_rank}"))
+                torch.cuda.set_device(ctx.dist.local_rank)
+            self.env = make_device_env(ctx.task_id, cfg.num_envs, cfg=task_cfg, seed=self.env_seed)
         else:
             self.env = make(ctx.task_id, cfg.num_envs, cfg=ctx.task_cfg, seed=self.env_seed)
         try:

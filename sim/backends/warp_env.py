@@ -44,19 +44,27 @@ from s2r.sim.tasks.velocity import CommandConfig
 Tensor = torch.Tensor
 
 
-def sample_commands_torch(gen: torch.Generator, c: CommandConfig, n: int, device: torch.device) -> Tensor:
-    """(n, 3) commands with `sample_commands`' rules (zero share, then straight share), drawn on `device`."""
-    if not 0.0 <= c.zero_fraction + c.straight_fraction <= 1.0 or min(c.zero_fraction, c.straight_fraction) < 0:
-        raise ValueError(f"commands.zero_fraction ({c.zero_fraction}) and commands.straight_fraction "
-                         f"({c.straight_fraction}) must be >= 0 and add up to at most 1")
-    lo = torch.tensor([c.lin_vel_x[0], c.lin_vel_y[0], c.ang_vel_z[0]], device=device)
-    hi = torch.tensor([c.lin_vel_x[1], c.lin_vel_y[1], c.ang_vel_z[1]], device=device)
-    cmd = lo + (hi - lo) * torch.rand(n, 3, generator=gen, device=device)
-    u = torch.rand(n, 1, generator=gen, device=device)
-    cmd = torch.where(u < c.zero_fraction, 0.0, cmd)
-    straight = (u >= c.zero_fraction) & (u < c.zero_fraction + c.straight_fraction)
-    keep = torch.tensor([True, False, False], device=device)
-    return torch.where(straight & ~keep, 0.0, cmd)
+class CommandSampler:
+    """Draws (n, 3) commands with `sample_commands`' rules (zero share, then straight share) on one device.
+
+    The bounds are put on the device once, so a draw copies nothing from the host.
+    """
+
+    def __init__(self, c: CommandConfig, device: torch.device) -> None:
+        if not 0.0 <= c.zero_fraction + c.straight_fraction <= 1.0 or min(c.zero_fraction, c.straight_fraction) < 0:
+            raise ValueError(f"commands.zero_fraction ({c.zero_fraction}) and commands.straight_fraction "
+                             f"({c.straight_fraction}) must be >= 0 and add up to at most 1")
+        self.cfg, self.device = c, device
+        self.lo = torch.tensor([c.lin_vel_x[0], c.lin_vel_y[0], c.ang_vel_z[0]], device=device)
+        self.hi = torch.tensor([c.lin_vel_x[1], c.lin_vel_y[1], c.ang_vel_z[1]], device=device)
+
+    def __call__(self, gen: torch.Generator, n: int) -> Tensor:
+        c = self.cfg
+        cmd = self.lo + (self.hi - self.lo) * torch.rand(n, 3, generator=gen, device=self.device)
+        u = torch.rand(n, 1, generator=gen, device=self.device)
+        cmd = torch.where(u < c.zero_fraction, 0.0, cmd)
+        straight = (u >= c.zero_fraction) & (u < c.zero_fraction + c.straight_fraction)
+        return torch.cat([cmd[:, :1], torch.where(straight, 0.0, cmd[:, 1:])], dim=1)
 
 
 def quat_rotate_inv(q: Tensor, v: Tensor) -> Tensor:
@@ -143,6 +151,9 @@ class TorchLocomotionEnv(VecEnv):
         self._sensordata, self._sensor_max = backend.torch_view("sensordata"), backend.torch_view("sensor_max")
         self._act = backend.torch_view("act") if model.na else None
         self._field_views = backend.expand_fields(self.dr_fields)
+        self._field_index = {f: (slice(None), *_index(f, torch_index=True, device=dev)) for f in self.dr_fields}
+        self._commands = CommandSampler(cfg.commands, dev)
+        self._gravity = torch.tensor([0.0, 0.0, -1.0], **f32)
         self._nominal = {f: torch.as_tensor(np.asarray(getattr(model, f.field))[_index(f)], **f32) for f in self.dr_fields}
         self._draw_col = {name: j for j, name in enumerate(draw_names(self.dr_fields))}
         ranges: dict[str, tuple[float, float]] = {}
@@ -216,11 +227,7 @@ class TorchLocomotionEnv(VecEnv):
         self.episode_return += reward
         self.episode_tracking += norm_xy(self.command[:, :2] - s.base_lin_vel[:, :2])
 
-        push = cfg.randomization.push_velocity
-        if push > 0:
-            due = (self.episode_step % self._push_every == 0)[:, None]
-            kick = (torch.rand(self.num_envs, 2, generator=self.gen, device=self._dev) * 2 - 1) * push
-            self._qvel[:, :2] += torch.where(due, kick, 0.0)
+        self._push(self.episode_step % self._push_every == 0)
         self._sample_commands(self.episode_step % self._cmd_every == 0)
 
         obs = self._observe(s)  # reads the command just resampled, as the numpy task does
@@ -282,7 +289,7 @@ class TorchLocomotionEnv(VecEnv):
             air_at_td = torch.zeros(n, nf, device=self._dev)
         qpos, qvel = self._qpos.clone(), self._qvel.clone()  # a snapshot: pushes and resets write the views
         quat = qpos[:, 3:7]
-        g = torch.tensor([0.0, 0.0, -1.0], device=self._dev).expand(n, 3)
+        g = self._gravity.expand(n, 3)
         foot_vel = self._sensordata[:, nf + 3 * nf : nf + 6 * nf].reshape(n, nf, 3)
         q, qd = qpos[:, self._qadr], qvel[:, self._vadr]
         strength = self.dr_params[:, 2:3]
@@ -330,8 +337,15 @@ class TorchLocomotionEnv(VecEnv):
             out[g] = torch.where(done[:, None], frame.float(), obs[g])
         return out
 
+    def _push(self, due: Tensor) -> None:
+        """Add a uniform horizontal velocity of up to `push_velocity` m/s to the free base of the `due` envs."""
+        push = self.cfg.randomization.push_velocity
+        if push > 0:
+            kick = (torch.rand(self.num_envs, 2, generator=self.gen, device=self._dev) * 2 - 1) * push
+            self._qvel[:, :2] += torch.where(due[:, None], kick, 0.0)
+
     def _sample_commands(self, mask: Tensor) -> None:
-        new = sample_commands_torch(self.gen, self.cfg.commands, self.num_envs, self._dev)
+        new = self._commands(self.gen, self.num_envs)
         self.command.copy_(torch.where(mask[:, None], new, self.command))
 
     def _reset_envs(self, mask: Tensor) -> None:
@@ -377,7 +391,7 @@ class TorchLocomotionEnv(VecEnv):
             view, x0 = self._field_views[f.field], self._nominal[f]
             v = draws[:, self._draw_col[f.draw_name]].reshape(-1, *([1] * x0.ndim))
             new = x0 * v if f.op == "scale" else x0 + v if f.op == "add" else v.expand(-1, *x0.shape)
-            idx = (slice(None), *_index(f, torch_index=True, device=self._dev))
+            idx = self._field_index[f]
             keep = mask.reshape(-1, *([1] * x0.ndim))
             view[idx] = torch.where(keep, new, view[idx])
 

@@ -3,9 +3,10 @@
 On the CPU a torch tensor and a numpy array can share memory, so "no host copies" cannot be read off the
 device. What this checks instead is that the loop never takes a path that would copy on a GPU: during a
 training iteration every numpy conversion (`Tensor.numpy`, `np.asarray(tensor)`, `torch.from_numpy`,
-`torch.as_tensor(ndarray)`), every Warp download (`wp.array.numpy`) and the warp backend's host step, upload,
-download and host randomisation raise; and the rollout storage, normaliser, networks and observations sit on
-the env's device.
+`torch.as_tensor(ndarray)`), every `torch.tensor(list or array)`, every Warp download (`wp.array.numpy`) and the
+warp backend's host step, upload, download and host randomisation raise; and the rollout storage,
+normaliser, networks and observations sit on the env's device. (Scalar reads such as `.item()` for the
+logged losses are allowed: a sync, not a copy of data the loop needs.)
 """
 
 from __future__ import annotations
@@ -45,6 +46,15 @@ def _forbid(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("numpy", "__array__"):
         monkeypatch.setattr(torch.Tensor, name, no(f"Tensor.{name}"))
     monkeypatch.setattr(torch, "from_numpy", no("torch.from_numpy"))
+    tensor = torch.tensor
+
+    def tensor_no_host_data(data: object, *args: object, **kwargs: object) -> torch.Tensor:
+        # A Python scalar is a constant (Adam makes its step counters so); a list or array is host data.
+        if isinstance(data, (list, tuple, np.ndarray)):
+            raise AssertionError("host copy in the device-resident training loop: torch.tensor(host data)")
+        return tensor(data, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "tensor", tensor_no_host_data)
     as_tensor = torch.as_tensor
 
     def as_tensor_no_numpy(data: object, *args: object, **kwargs: object) -> torch.Tensor:
@@ -112,3 +122,28 @@ def test_other_ppo_variants_keep_the_numpy_task(tmp_path) -> None:
         assert type(driver.algo.env).__name__ == "LocomotionEnv"
     finally:
         driver.close()
+
+
+def test_masked_bootstrap_stores_what_the_indexed_one_does() -> None:
+    """The device path selects time-out bootstraps with torch.where over every row; the numpy path indexes the
+    timed-out rows. Same stored rewards, so the device path runs the PPO that tests/policies/test_learning.py
+    shows learning."""
+    import copy
+
+    from s2r.policies.ppo import PPO, PPOConfig
+
+    torch.manual_seed(0)
+    a = PPO({"policy": 5, "privileged": 3}, 2, 6, PPOConfig(steps_per_env=2))
+    b = copy.deepcopy(a)
+    obs = {"policy": torch.randn(6, 5), "privileged": torch.randn(6, 3)}
+    final = a.model.critic_input({"policy": torch.randn(6, 5), "privileged": torch.randn(6, 3)})
+    rew = torch.randn(6)
+    term = torch.tensor([False, True, False, False, False, False])
+    trunc = torch.tensor([False, False, True, False, True, False])
+    for ppo, masked in ((a, False), (b, True)):
+        torch.manual_seed(1)
+        ppo.act(obs)
+        ppo.process_step(rew, term, trunc, final, masked=masked)
+    assert torch.equal(a.storage.rewards[0], b.storage.rewards[0])
+    assert not torch.equal(a.storage.rewards[0], rew)  # the time-outs did bootstrap
+    assert torch.equal(a.storage.actions[0], b.storage.actions[0])

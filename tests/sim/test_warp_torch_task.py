@@ -137,11 +137,9 @@ def test_masked_reset_redraws_only_finished_worlds(pair) -> None:
 
 
 def test_commands_follow_the_config(pair) -> None:
-    from s2r.sim.backends.warp_env import sample_commands_torch
-
     _, env = pair
     c = env.cfg.commands
-    cmd = sample_commands_torch(env.gen, c, 4000, env._dev).cpu().numpy()
+    cmd = env._commands(env.gen, 4000).cpu().numpy()
     assert (cmd[:, 0] >= c.lin_vel_x[0]).all() and (cmd[:, 0] <= c.lin_vel_x[1]).all()
     assert (cmd[:, 2] >= c.ang_vel_z[0]).all() and (cmd[:, 2] <= c.ang_vel_z[1]).all()
     still = (cmd == 0).all(axis=1).mean()
@@ -156,3 +154,44 @@ def test_rough_terrain_is_refused_in_one_sentence() -> None:
 
     with pytest.raises(ValueError, match="flat-ground only"):
         TorchLocomotionEnv(cfg, num_envs=2)
+
+
+def test_pushes_and_observation_noise_stay_in_their_ranges() -> None:
+    cfg = task_config(TASK, {"backend.name": "warp", "backend.device": DEVICE})
+    env = make_device_env(TASK, 64, cfg=cfg, seed=5)
+    try:
+        env.reset(seed=5)
+        r = cfg.randomization
+        due = torch.arange(64, device=env._dev) % 2 == 0
+        before = env._qvel.clone()
+        env._push(due)  # writes mujoco_warp's qvel through the view
+        kick = (env.backend.torch_view("qvel") - before)[:, :2]
+        assert (kick[~due] == 0).all() and (kick[due].abs() <= r.push_velocity + 1e-6).all()
+        assert kick[due].abs().max() > 0.5 * r.push_velocity
+        s = env._state(first=None)
+        a, b = env._frames(s)["policy"], env._frames(s)["policy"]
+        half = env._policy_noise  # each term's noise half-width times randomization.observation_noise
+        assert ((a - b).abs() <= 2 * half + 1e-6).all() and ((a - b).abs() > 0).any()
+        assert torch.equal(env._frames(s)["privileged"], env._frames(s)["privileged"])  # no noise there
+    finally:
+        env.close()
+
+
+def test_stacked_history_slides_and_restarts_like_obs_history() -> None:
+    cfg = task_config(TASK, {"backend.name": "warp", "backend.device": DEVICE, "history_length": 3,
+                             "randomization.observation_noise": 0.0})
+    env = make_device_env(TASK, 2, cfg=cfg, seed=2)
+    try:
+        d = env.spec.groups["policy"].frame_dim
+        obs = env.reset(seed=2)["policy"].reshape(2, 3, d)
+        assert obs.shape == (2, 3, d) and torch.equal(obs[:, 0], obs[:, 2])  # a fresh window: copies of one frame
+        nxt, *_ = env.step(torch.zeros(2, 12, device=env._dev))
+        nxt = nxt["policy"].reshape(2, 3, d)
+        assert torch.equal(nxt[:, :2], obs[:, 1:]) and not torch.equal(nxt[:, 2], obs[:, 2])  # slid by one frame
+        done = torch.tensor([True, False], device=env._dev)
+        frames = env._frames(env._state(first=None))
+        out = env._history_reset(frames, done, {"policy": nxt.reshape(2, -1), "privileged": frames["privileged"]})
+        restarted = out["policy"].reshape(2, 3, d)
+        assert torch.equal(restarted[0, 0], restarted[0, 2]) and torch.equal(restarted[1], nxt[1])
+    finally:
+        env.close()
