@@ -2,6 +2,7 @@
 
     python bench/learner_throughput.py            # about 5 minutes on 2 cores (includes a torch.compile)
     python bench/learner_throughput.py --quick    # about 1.5 minutes
+    python bench/learner_throughput.py --residual --out bench/results/learner_throughput_residual.json
 
 Everyone gets the same problem: observation dim 40, action dim 4, batch 256, hidden (256, 256), replay
 buffers pre-filled with random transitions, so only the learner is timed.
@@ -23,6 +24,12 @@ buffers pre-filled with random transitions, so only the learner is timed.
   conditions each time.
 - `compile`: the stochastic learner with `compile=True` (torch.compile of the losses): compile time, and
   updates/s against eager and SB3 timed again together (outside --quick only; malloc kept).
+
+`--residual` times the residual RL learner instead, exactly as `ResidualConfig` builds it (issue 13): lift's
+groups (policy 14, privileged 13, base action 4; action 4), 10 LayerNorm critics, TD3-style actor every 4th
+update, n-step 3, half of each batch from a demo buffer, the residual compose; eager against `compile=True`
+(compile time with the cache as found). It reports updates per wall second and per CPU second of the timing
+thread (`time.thread_time`): on a shared machine the CPU rate is the one that stays comparable between runs.
 
 Timings on a shared machine are noisy: configurations are timed interleaved in equal windows and the
 medians are reported, with `load_avg_1min` before and after.
@@ -138,12 +145,12 @@ def make_gemms() -> dict[str, tuple[Callable[[int], None], int]]:
     return out
 
 
-def flops_per_update(cfg: OffPolicyConfig) -> int:
+def flops_per_update(cfg: OffPolicyConfig, actor_in: int = OBS, critic_in: int = OBS) -> int:
     """Matmul FLOPs of one update (elementwise work not counted): target, critic step, actor step."""
     b, e, s = cfg.batch_size, cfg.num_critics, cfg.critic_subset
     out_a = 2 * ACT if cfg.actor == "stochastic" else ACT
-    a_dims = [OBS, *cfg.actor_hidden, out_a]
-    c_dims = [OBS + ACT, *cfg.critic_hidden, 1]
+    a_dims = [actor_in, *cfg.actor_hidden, out_a]
+    c_dims = [critic_in + ACT, *cfg.critic_hidden, 1]
     a_layers = [i * o for i, o in pairwise(a_dims)]
     c_layers = [i * o for i, o in pairwise(c_dims)]
     fwd_a, fwd_c = 2 * b * sum(a_layers), 2 * b * sum(c_layers)
@@ -155,10 +162,96 @@ def flops_per_update(cfg: OffPolicyConfig) -> int:
     return int(target + critic + actor / cfg.policy_delay)
 
 
+RESIDUAL_DIMS = {"policy": 14, "privileged": 13, "base_action": ACT}  # Panda-Lift-Cube's groups + the base action
+
+
+def make_residual(compile_: bool) -> Callable[[int], None]:
+    """The residual learner of `ResidualConfig` on filled online (8 envs) and demo buffers; train(n) = n updates.
+
+    The critic warm-up is skipped so every 4th update steps the actor, as in the run after its first 10k steps.
+    """
+    from s2r.policies.offpolicy import residual_compose
+    from s2r.policies.residual import ResidualConfig
+
+    res = ResidualConfig()
+    cfg = replace(res.learner, critic_warmup_updates=0, compile=compile_)
+    rng = np.random.default_rng(0)
+
+    def filled(n: int, num_envs: int) -> ReplayBuffer:
+        buf = ReplayBuffer(RESIDUAL_DIMS, ACT, n, num_envs=num_envs)
+        for _ in range(0, n, num_envs):
+            obs, nxt = ({g: rng.normal(size=(num_envs, d)).astype(np.float32) for g, d in RESIDUAL_DIMS.items()}
+                        for _ in range(2))
+            buf.add(obs, rng.uniform(-1, 1, (num_envs, ACT)).astype(np.float32),
+                    (rng.random(num_envs) < 0.05).astype(np.float32), nxt, rng.random(num_envs) < 0.01,
+                    rng.random(num_envs) < 0.02)
+        return buf
+
+    online, demo = filled(20_000, 8), filled(2_000, 1)
+    stats = {g: (np.zeros(d), np.ones(d)) for g, d in RESIDUAL_DIMS.items() if g != "base_action"}
+    torch.manual_seed(0)
+    learner = OffPolicyLearner(RESIDUAL_DIMS, ACT, cfg, compose=residual_compose(res.scale), obs_stats=stats)
+    gen = torch.Generator().manual_seed(0)
+    return lambda n: learner.update_from(online, demo, n, gen)
+
+
+def residual_main(rounds: int, updates: int, compile_: bool) -> dict:
+    """Updates/s (wall and CPU) of the residual learner, eager vs compiled, timed interleaved at 1 thread."""
+    from s2r.policies.residual import ResidualConfig
+
+    torch.set_num_threads(1)
+    load_before = os.getloadavg()
+    configs = {"eager": make_residual(False)}
+    compile_s = None
+    if compile_:
+        t0 = time.perf_counter()
+        configs["compiled"] = make_residual(True)
+        configs["compiled"](8)  # compiles the critic loss, then (first actor update) the actor loss
+        compile_s = round(time.perf_counter() - t0, 1)
+    for train in configs.values():
+        train(8)
+    wall: dict[str, list[float]] = {k: [] for k in configs}
+    cpu: dict[str, list[float]] = {k: [] for k in configs}
+    for _ in range(rounds):
+        for name, train in configs.items():
+            t0, c0 = time.perf_counter(), time.thread_time()
+            train(updates)
+            wall[name].append(updates / (time.perf_counter() - t0))
+            cpu[name].append(updates / (time.thread_time() - c0))
+    gemm_run, gemm_flops = make_gemms()["gemm_batched_10x256x256x256"]
+    c0 = time.thread_time()
+    gemm_run(50)
+    gemm_cpu_gflops = 50 * gemm_flops / (time.thread_time() - c0) / 1e9
+    cfg = ResidualConfig().learner
+    flops = flops_per_update(cfg, actor_in=sum(RESIDUAL_DIMS[g] for g in cfg.actor_obs),
+                             critic_in=sum(RESIDUAL_DIMS[g] for g in cfg.critic_obs))
+    med = {k: round(statistics.median(v), 2) for k, v in cpu.items()}
+    return {"bench": "learner_throughput_residual", "threads": 1, "rounds": rounds, "updates_per_window": updates,
+            "groups": RESIDUAL_DIMS, "torch": torch.__version__, "compile_s": compile_s,
+            "updates_per_wall_s": {k: round(statistics.median(v), 2) for k, v in wall.items()},
+            "updates_per_cpu_s": med, "updates_per_cpu_s_all": {k: [round(x, 2) for x in v] for k, v in cpu.items()},
+            "flops_per_update": flops, "gemm_gflops_per_cpu_s": round(gemm_cpu_gflops, 1),
+            "fraction_of_gemm": {k: round(r * flops / 1e9 / gemm_cpu_gflops, 3) for k, r in med.items()},
+            "load_avg_before_after": [[round(x, 2) for x in load_before], [round(x, 2) for x in os.getloadavg()]]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="shorter timing windows, no torch.compile run")
+    parser.add_argument("--residual", action="store_true", help="time the residual RL learner (see the docstring)")
+    parser.add_argument("--rounds", type=int, default=8, help="--residual: interleaved timing windows per variant")
+    parser.add_argument("--updates", type=int, default=40, help="--residual: updates per timing window")
+    parser.add_argument("--no-compile", action="store_true", help="--residual: eager only")
+    parser.add_argument("--out", default=None, help="also write the JSON here")
     args = parser.parse_args()
+    if args.residual:
+        keep_freed_memory()  # as the learner does by default on the CPU
+        result = residual_main(args.rounds, args.updates, not args.no_compile)
+        print(json.dumps(result))
+        if args.out:
+            with open(args.out, "w") as f:
+                json.dump(result, f, indent=1)
+        return
     seconds, rounds = (1.0, 2) if args.quick else (3.0, 3)
     threads = (1, 2) if os.cpu_count() and os.cpu_count() >= 2 else (1,)
     load_before = os.getloadavg()[0]

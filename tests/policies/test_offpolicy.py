@@ -60,6 +60,46 @@ def test_ensemble_forward_matches_a_per_member_loop() -> None:
     assert torch.allclose(net(x, idx), ref[idx], atol=1e-5)
 
 
+def test_ensemble_gradients_match_separate_per_member_mlps() -> None:
+    """The batched critic trains like E separate nn.Linear/nn.LayerNorm MLPs (the per-head design it replaced)."""
+    torch.manual_seed(1)
+    e, d = 3, 5
+    net = EnsembleMLP(e, d, (16, 8), 1, activation="relu", layer_norm=True)
+    with torch.no_grad():
+        for n in net.norms:
+            n.weight.normal_()
+            n.bias.normal_()
+    heads = []
+    for i in range(e):
+        layers: list[nn.Module] = []
+        for lin, norm in zip(net.linears, net.norms, strict=True):
+            linear, ln = nn.Linear(*lin.weight.shape[1:]), nn.LayerNorm(lin.weight.shape[2])
+            with torch.no_grad():
+                linear.weight.copy_(lin.weight[i].T)
+                linear.bias.copy_(lin.bias[i, 0])
+                ln.weight.copy_(norm.weight[i, 0])
+                ln.bias.copy_(norm.bias[i, 0])
+            layers += [linear, ln, nn.ReLU()]
+        out = nn.Linear(net.out.weight.shape[1], 1)
+        with torch.no_grad():
+            out.weight.copy_(net.out.weight[i].T)
+            out.bias.copy_(net.out.bias[i, 0])
+        heads.append(nn.Sequential(*layers, out))
+    x, target = torch.randn(32, d), torch.randn(32)
+    # The critic loss's form: every member's own MSE to a shared target, summed.
+    (net(x).squeeze(-1) - target).square().mean(1).sum().backward()
+    sum((h(x).squeeze(-1) - target).square().mean() for h in heads).backward()
+    for i, head in enumerate(heads):
+        linears = [m for m in head if isinstance(m, nn.Linear)]
+        norms = [m for m in head if isinstance(m, nn.LayerNorm)]
+        for lin, ref in zip([*net.linears, net.out], linears, strict=True):
+            assert torch.allclose(lin.weight.grad[i], ref.weight.grad.T, atol=1e-5)
+            assert torch.allclose(lin.bias.grad[i, 0], ref.bias.grad, atol=1e-5)
+        for norm, ref in zip(net.norms, norms, strict=True):
+            assert torch.allclose(norm.weight.grad[i, 0], ref.weight.grad, atol=1e-5)
+            assert torch.allclose(norm.bias.grad[i, 0], ref.bias.grad, atol=1e-5)
+
+
 def _constant_target_critics(learner: OffPolicyLearner, values: list[float]) -> None:
     """Make target critic i output values[i] whatever the input."""
     with torch.no_grad():
