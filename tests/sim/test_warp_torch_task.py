@@ -195,3 +195,20 @@ def test_stacked_history_slides_and_restarts_like_obs_history() -> None:
         assert torch.equal(restarted[0, 0], restarted[0, 2]) and torch.equal(restarted[1], nxt[1])
     finally:
         env.close()
+
+
+def test_a_blown_up_world_is_reset_and_counted() -> None:
+    cfg = task_config(TASK, {"backend.name": "warp", "backend.device": DEVICE})
+    env = make_device_env(TASK, 2, cfg=cfg, seed=4)
+    try:
+        env.reset(seed=4)
+        env._qvel[0, 6:] = float("nan")  # world 0's joints blow up; world 1 is fine
+        env.backend.torch_view("qacc_warmstart")[0] = float("nan")  # mujoco_warp's solver falls back from it
+        obs, rew, term, _, info = env.step(torch.zeros(2, 12, device=env._dev))
+        assert int(info["log"]["nan_resets"]) == 1 and bool(term[0]) and not bool(term[1])
+        for _ in range(3):
+            obs, rew, *_ = env.step(torch.zeros(2, 12, device=env._dev))
+        assert torch.isfinite(rew).all() and all(torch.isfinite(v).all() for v in obs.values())
+        assert int(env.nan_resets) == 1 and torch.isfinite(env._qpos).all()
+    finally:
+        env.close()
