@@ -52,7 +52,12 @@ def train_students(args: argparse.Namespace) -> dict:
                             algo_overrides={"torch_threads": 1, "student": s, "teacher": args.teacher},
                             num_envs=args.student_envs, seed=args.seed, budget=Budget(minutes=args.student_minutes))
         t0, load0 = time.perf_counter(), os.getloadavg()[0]
-        res = train(spec, run, progress=False)
+        try:
+            res = train(spec, run, progress=False)
+        except Exception as exc:  # one student's failure must not lose the others' runs
+            out[s] = {"run_dir": str(run), "error": f"{type(exc).__name__}: {exc}"}
+            print(json.dumps({"student": s, **out[s]}), file=sys.stderr, flush=True)
+            continue
         hist = json.loads((run / "history.json").read_text())
         last = next((r for r in reversed(hist) if "mean_return" in r), hist[-1])
         keep = ("mean_return", "mean_vel_error", "fall_rate", "action_mse", "latent_mse", "mean_terrain_level",
@@ -73,6 +78,8 @@ def eval_students(args: argparse.Namespace, names: list[str]) -> dict:
     out = {}
     for s in names:
         run = Path(args.run_root) / s
+        if not (run / "policy.onnx").is_file():
+            continue
         _, cfg = run_task_config(run, {"backend.num_threads": 1, "curriculum.fixed_level": args.level})
         env = make(TASK, args.episodes, cfg=apply_overrides(cfg, FORWARD_ONLY), seed=777)
         try:
