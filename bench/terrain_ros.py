@@ -16,7 +16,7 @@ Stages (`--stages`):
   Reported per type: distance walked forward (m), mean forward speed (m/s), lateral drift, fell (base less than
   0.14 m above the mean ground under its footprint, or tilted more than 1 rad: the task's own criteria), the
   levels crossed (tiles are 4 m: 20 s at 0.5 m/s leaves the start tile after 2 m, heading +x into the harder
-  levels of the same type), and the policy node's fault counters.
+  levels of the same type; `--headings 180` walks into the easier ones), and the policy node's fault counters.
 Writes <out>.json after every stage (merged with what is there).
 """
 
@@ -52,7 +52,12 @@ def train_students(args: argparse.Namespace) -> dict:
                             algo_overrides={"torch_threads": 1, "student": s, "teacher": args.teacher},
                             num_envs=args.student_envs, seed=args.seed, budget=Budget(minutes=args.student_minutes))
         t0, load0 = time.perf_counter(), os.getloadavg()[0]
-        res = train(spec, run, progress=False)
+        try:
+            res = train(spec, run, progress=False)
+        except Exception as exc:  # one student's failure must not lose the others' runs
+            out[s] = {"run_dir": str(run), "error": f"{type(exc).__name__}: {exc}"}
+            print(json.dumps({"student": s, **out[s]}), file=sys.stderr, flush=True)
+            continue
         hist = json.loads((run / "history.json").read_text())
         last = next((r for r in reversed(hist) if "mean_return" in r), hist[-1])
         keep = ("mean_return", "mean_vel_error", "fall_rate", "action_mse", "latent_mse", "mean_terrain_level",
@@ -73,6 +78,8 @@ def eval_students(args: argparse.Namespace, names: list[str]) -> dict:
     out = {}
     for s in names:
         run = Path(args.run_root) / s
+        if not (run / "policy.onnx").is_file():
+            continue
         _, cfg = run_task_config(run, {"backend.num_threads": 1, "curriculum.fixed_level": args.level})
         env = make(TASK, args.episodes, cfg=apply_overrides(cfg, FORWARD_ONLY), seed=777)
         try:
@@ -168,8 +175,9 @@ def wait(cond: object, timeout: float, what: str) -> None:
     raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
 
 
-def ros_walk(policy: Path, kind: str, args: argparse.Namespace, tmp: Path) -> dict:
-    """One deployment of launch/terrain_sim.yaml on tile (level, kind): distance, speed, falls over the run."""
+def ros_walk(policy: Path, kind: str, args: argparse.Namespace, tmp: Path, heading_deg: float = 0.0) -> dict:
+    """One deployment of launch/terrain_sim.yaml on tile (level, kind), the robot facing `heading_deg` (0: +x, into
+    the harder levels; 180: into the easier ones): distance along that heading, speed, falls over the run."""
     from s2r.sim import task_config
     from s2r.sim.terrain.curriculum import build_grid
 
@@ -179,7 +187,7 @@ def ros_walk(policy: Path, kind: str, args: argparse.Namespace, tmp: Path) -> di
            "--arg", "lockstep=true", "--arg", "autostart=inactive",
            # Lockstep runs on simulated time: a loaded machine must not trip the wall-clock watchdogs.
            "--set", "policy.watchdog_timeout_s=2.0", "--set", "policy.command_timeout_s=2.0",
-           "--log-dir", str(tmp / "logs")]
+           "--set", f"sim_bridge.spawn_yaw={np.radians(heading_deg)}", "--log-dir", str(tmp / "logs")]
     t_wall = time.perf_counter()
     proc = subprocess.Popen(cmd, env=os.environ.copy(), cwd=tmp)
     op = Operator(args.speed)
@@ -214,9 +222,13 @@ def ros_walk(policy: Path, kind: str, args: argparse.Namespace, tmp: Path) -> di
     fell_at = next((run[i][0] - t0 for i in range(len(run)) if heights[i] < MIN_HEIGHT or tilts[i] > MAX_TILT), None)
     c = grid.cfg
     tile = lambda xy: int(np.floor((xy[0] - grid.x0 - c.border + c.resolution / 2) / c.tile_size))  # noqa: E731
-    res = {"type": kind, "start_level": args.level, "end_level": tile(p1), "sim_seconds": round(t1 - t0, 3),
-           "distance_forward_m": float(p1[0] - p0[0]), "lateral_drift_m": float(p1[1] - p0[1]),
-           "mean_speed_mps": float((p1[0] - p0[0]) / (t1 - t0)), "fell": fell_at is not None,
+    h = np.radians(heading_deg)
+    fwd, side = np.array([np.cos(h), np.sin(h)]), np.array([-np.sin(h), np.cos(h)])
+    dist = float((p1[:2] - p0[:2]) @ fwd)
+    res = {"type": kind, "heading_deg": heading_deg, "start_level": args.level, "end_level": tile(p1),
+           "sim_seconds": round(t1 - t0, 3), "distance_forward_m": dist,
+           "lateral_drift_m": float((p1[:2] - p0[:2]) @ side), "mean_speed_mps": dist / (t1 - t0),
+           "fell": fell_at is not None,
            "fell_at_s": fell_at, "min_base_height_m": float(heights.min()), "max_tilt_deg": float(np.degrees(tilts.max())),
            "diagnostics": {k: op.diag.get(k) for k in ("mode", "steps_run", "steps_ramp", "steps_fault",
                                                         "nonfinite_action", "missed_periods")},
@@ -239,6 +251,7 @@ def main() -> None:
     p.add_argument("--episodes", type=int, default=60)
     p.add_argument("--ros-student", default="", help="student run name for the ROS stage (default: lowest eval error)")
     p.add_argument("--types", default="rough,slope_up,slope_down,stairs_up,stairs_down,stepping_gaps")
+    p.add_argument("--headings", default="0", help="start headings (deg): 0 faces the harder levels, 180 the easier")
     p.add_argument("--speed", type=float, default=0.5)
     p.add_argument("--seconds", type=float, default=20.0)
     p.add_argument("--run-root", default="runs/bench/terrain_students")
@@ -278,11 +291,13 @@ def main() -> None:
         result["load_average_1min"]["ros_start"] = os.getloadavg()[0]
         runs = result.setdefault("ros", {}).setdefault(name, {})
         with tempfile.TemporaryDirectory() as tmp:
-            for kind in args.types.split(","):
-                runs[kind] = ros_walk(policy.resolve(), kind, args, Path(tmp) / kind)
-                save()
-        ok = [r for r in runs.values() if r["walks"]]
-        result["ros_summary"] = {"student": name, "types_walked": [r["type"] for r in ok], "types_run": list(runs),
+            for deg in (float(d) for d in args.headings.split(",")):
+                for kind in args.types.split(","):
+                    key = kind if deg == 0 else f"{kind}@{deg:g}deg"
+                    runs[key] = ros_walk(policy.resolve(), kind, args, Path(tmp) / key, deg)
+                    save()
+        result["ros_summary"] = {"student": name, "walked": [k for k, r in runs.items() if r["walks"]],
+                                 "fell": [k for k, r in runs.items() if r["fell"]], "runs": list(runs),
                                  "goal": f"walks, no fall, over {args.seconds} s at {args.speed} m/s"}
     save()
     print(json.dumps({k: result.get(k) for k in ("eval", "ros_summary")}, indent=1))

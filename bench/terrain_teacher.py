@@ -72,6 +72,28 @@ def teacher_walk_eval(run: Path, task_cfg: object, episodes: int, seed: int = 77
     return out
 
 
+def init_eval(args: argparse.Namespace) -> dict:
+    """The starting point: the flat walker the teacher's policy path starts from (ONNX), by the same criterion."""
+    from s2r.policies.evaluate import OnnxPolicy, one_episode_each
+    from s2r.sim import make, task_config
+    from s2r.sim.config import apply_overrides
+    from walk_eval import FORWARD_ONLY, MAX_ERROR, MAX_FALL_RATE
+
+    cfg = task_config(TASK, {"curriculum.fixed_level": args.eval_level, "backend.num_threads": 1})
+    env = make(TASK, args.episodes, cfg=apply_overrides(cfg, FORWARD_ONLY), seed=777)
+    try:
+        ep = one_episode_each(OnnxPolicy(Path(args.init)), env, 777)
+    finally:
+        env.close()
+    ids = np.arange(args.episodes) % len(cfg.grid.types)
+    out = {"policy": args.init, "mean_vel_error": float(ep["vel_error"].mean()), "fall_rate": float(ep["fell"].mean()),
+           "mean_return": float(ep["return"].mean()),
+           "per_type": {k: {"vel_error": float(ep["vel_error"][ids == i].mean()), "fall_rate": float(ep["fell"][ids == i].mean())}
+                        for i, k in enumerate(cfg.grid.types)}}
+    out["walks"] = float(out["mean_vel_error"] <= MAX_ERROR and out["fall_rate"] < MAX_FALL_RATE)
+    return out
+
+
 def plot(chunks: list[dict], history: list[dict], path: Path) -> None:
     import matplotlib
 
@@ -107,7 +129,17 @@ def main() -> None:
     p.add_argument("--episodes", type=int, default=60)
     p.add_argument("--run-dir", default="runs/bench/terrain_teacher")
     p.add_argument("--out", default="bench/results/terrain_teacher")
+    p.add_argument("--eval-init", action="store_true",
+                   help="only evaluate the --init policy (minute 0) and add it to <out>.json as init_policy_eval")
     args = p.parse_args()
+    if args.eval_init:
+        path = Path(args.out).with_suffix(".json")
+        result = json.loads(path.read_text()) if path.is_file() else {}
+        result["init_policy_eval"] = {**init_eval(args), "command": "OMP_NUM_THREADS=1 python " + " ".join(sys.argv),
+                                      "load_average_1min": os.getloadavg()[0]}
+        path.write_text(json.dumps(result, indent=1))
+        print(json.dumps(result["init_policy_eval"]))
+        return
 
     import torch
 

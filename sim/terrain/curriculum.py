@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import mujoco
 import numpy as np
 
+APRON = 25.0  # m of flat ground around the map (see load_terrain_model)
 TERRAIN_TYPES = ("slope_up", "slope_down", "stairs_up", "stairs_down", "rough", "stepping_gaps")
 
 
@@ -205,6 +206,18 @@ def load_terrain_model(model_name: str, grid: TerrainGrid) -> mujoco.MjModel:
     spec.worldbody.add_geom(name="terrain", type=mujoco.mjtGeom.mjGEOM_HFIELD, hfieldname="terrain",
                             pos=[centre[0], centre[1], lo], material="grid", contype=1, conaffinity=1,
                             friction=[1.0, 0.02, 0.01])
+    # Flat ground at height 0 (the border's) all round the map, APRON m wide: without it a robot that walks off
+    # the map's edge drops into the void and counts as a fall. A 20 s episode at 1 m/s from a tile next to the edge
+    # (level 0 backwards, level 7 forwards, the outer types sideways) reaches it, so training punished tracking such
+    # commands and evaluation counted those episodes as falls. Boxes, not a plane: a plane would fill the pits.
+    t = 0.5  # half-thickness (m); the top face is at z = 0
+    for name, pos, half in (("apron_px", (half_x + APRON / 2, 0.0), (APRON / 2, half_y + APRON)),
+                            ("apron_nx", (-half_x - APRON / 2, 0.0), (APRON / 2, half_y + APRON)),
+                            ("apron_py", (0.0, half_y + APRON / 2), (half_x, APRON / 2)),
+                            ("apron_ny", (0.0, -half_y - APRON / 2), (half_x, APRON / 2))):
+        spec.worldbody.add_geom(name=name, type=mujoco.mjtGeom.mjGEOM_BOX, size=[half[0], half[1], t],
+                                pos=[centre[0] + pos[0], centre[1] + pos[1], -t], material="grid", contype=1,
+                                conaffinity=1, friction=[1.0, 0.02, 0.01])
     return spec.compile()
 
 

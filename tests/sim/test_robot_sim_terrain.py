@@ -69,3 +69,16 @@ def test_defaults_are_the_middle_level_rough_tile() -> None:
 def test_bad_tile_is_refused_in_one_sentence(over: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         RobotSim(RobotSimConfig(**{"task": TASK, **over}))
+
+
+def test_flat_apron_beyond_the_map_edge() -> None:
+    """Past the map's edge the ground goes on flat at height 0 (a robot walking off the map is not a fall)."""
+    grid = task_config(TASK).grid
+    # Level 0's centre is 4 m from the map's -x edge: 6 m further back is 2 m out on the apron.
+    sim = RobotSim(RobotSimConfig(task=TASK, terrain_level=0, terrain_type="slope_up", spawn_xy=(-6.0, 0.0),
+                                  settle_s=0.5))
+    pos, quat = sim.base_pose()
+    edge = -(grid.levels * grid.tile_size / 2 + grid.border)
+    assert pos[0] < edge - 1.5
+    assert 0.2 < pos[2] < 0.32 and 1 - 2 * (quat[1] ** 2 + quat[2] ** 2) > 0.98, pos  # standing on z = 0
+    assert np.all(np.abs(feet_above_ground(sim)) < 0.01)
