@@ -91,6 +91,9 @@ def main() -> None:
     p.add_argument("--work", default="runs/bench_residual")
     p.add_argument("--out", default="bench/results/residual")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--partial", action="store_true",
+                   help="with --reuse: also take RL runs that have not reached --steps (e.g. still running, or stopped "
+                        "at a deadline) as they stand, marked partial, instead of running them")
     p.add_argument("--merge", nargs="+", metavar="JSON", default=None,
                    help="only combine finished result files of one task (e.g. one per seed, run in parallel with their "
                         "own --work and --out) into <out>_<task>.json: runs united, summary and plot redone")
@@ -135,9 +138,13 @@ def main() -> None:
             key = f"{method}{'_' + args.tag if args.tag else ''}_seed{seed}"
             done = work / key / "history.json"
             rows = [r for r in json.loads(done.read_text()) if "success_rate" in r] if done.is_file() else []
-            if args.reuse and method != "sac" and rows and rows[-1]["progress"] >= args.steps:
+            if args.reuse and method != "sac" and rows and (rows[-1]["progress"] >= args.steps or args.partial):
                 curve = [{"env_steps": r["progress"], "wall_s": r["wall_time"], **r} for r in rows]
+                lc = apply_overrides(ResidualConfig(), overrides)
                 out["runs"][key] = {"final_success": curve[-1]["success_rate"], "curve": curve, "reused": True,
+                                    "partial": rows[-1]["progress"] < args.steps,
+                                    "actor_starts_at_env_step":
+                                        lc.learning_starts + int(lc.learner.critic_warmup_updates / lc.learner.utd_ratio),
                                     "wall_s": rows[-1]["wall_time"], "method": method, "seed": seed}
                 print(json.dumps({"progress": key, "reused": True, "final_success": rows[-1]["success_rate"]}), flush=True)
                 continue
