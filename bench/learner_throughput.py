@@ -41,6 +41,7 @@ import argparse
 import json
 import os
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -226,7 +227,8 @@ def residual_main(rounds: int, updates: int, compile_: bool) -> dict:
     flops = flops_per_update(cfg, actor_in=sum(RESIDUAL_DIMS[g] for g in cfg.actor_obs),
                              critic_in=sum(RESIDUAL_DIMS[g] for g in cfg.critic_obs))
     med = {k: round(statistics.median(v), 2) for k, v in cpu.items()}
-    return {"bench": "learner_throughput_residual", "threads": 1, "rounds": rounds, "updates_per_window": updates,
+    return {"bench": "learner_throughput_residual", "command": " ".join(sys.argv), "threads": 1, "rounds": rounds,
+            "updates_per_window": updates,
             "groups": RESIDUAL_DIMS, "torch": torch.__version__, "compile_s": compile_s,
             "updates_per_wall_s": {k: round(statistics.median(v), 2) for k, v in wall.items()},
             "updates_per_cpu_s": med, "updates_per_cpu_s_all": {k: [round(x, 2) for x in v] for k, v in cpu.items()},

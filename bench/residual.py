@@ -91,6 +91,12 @@ def main() -> None:
     p.add_argument("--work", default="runs/bench_residual")
     p.add_argument("--out", default="bench/results/residual")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--partial", action="store_true",
+                   help="with --reuse: also take RL runs that have not reached --steps (e.g. still running, or stopped "
+                        "at a deadline) as they stand, marked partial, instead of running them")
+    p.add_argument("--base-from", default=None, metavar="JSON",
+                   help="take the base's success on eval seeds 1/2/3 from this result file (same BC policy) "
+                        "instead of evaluating it again")
     p.add_argument("--merge", nargs="+", metavar="JSON", default=None,
                    help="only combine finished result files of one task (e.g. one per seed, run in parallel with their "
                         "own --work and --out) into <out>_<task>.json: runs united, summary and plot redone")
@@ -120,12 +126,18 @@ def main() -> None:
         if args.bc_ensemble_m is not None:
             bc_cfg = replace(bc_cfg, ensemble_m=args.bc_ensemble_m)
         bc = train_bc(args.task, work / "demos", work / "bc", bc_cfg, progress=False)
-    base = [evaluate_success(work / "bc", episodes=args.episodes, seed=s)["success_rate"] for s in (1, 2, 3)]
+    if args.base_from:
+        # The same BC policy (same demos, settings and code) evaluated on the same eval seeds gives the same
+        # numbers: reuse them instead of 3 x --episodes more episodes.
+        base = json.loads(Path(args.base_from).read_text())["base_success"]
+    else:
+        base = [evaluate_success(work / "bc", episodes=args.episodes, seed=s)["success_rate"] for s in (1, 2, 3)]
     import subprocess
 
     here = Path(__file__).parent
     commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=here).stdout.strip()
     out: dict = {"task": args.task, "steps": args.steps, "command": " ".join(sys.argv), "git_commit": commit,
+                 "base_from": args.base_from,
                  "loadavg_at_start": os.getloadavg(),
                  "demos": demos, "bc": {k: v for k, v in bc.items() if k != "export"},
                  "base_success": base, "base_success_mean": float(np.mean(base)), "episodes": args.episodes, "runs": {}}
@@ -135,9 +147,13 @@ def main() -> None:
             key = f"{method}{'_' + args.tag if args.tag else ''}_seed{seed}"
             done = work / key / "history.json"
             rows = [r for r in json.loads(done.read_text()) if "success_rate" in r] if done.is_file() else []
-            if args.reuse and method != "sac" and rows and rows[-1]["progress"] >= args.steps:
+            if args.reuse and method != "sac" and rows and (rows[-1]["progress"] >= args.steps or args.partial):
                 curve = [{"env_steps": r["progress"], "wall_s": r["wall_time"], **r} for r in rows]
+                lc = apply_overrides(ResidualConfig(), overrides)
                 out["runs"][key] = {"final_success": curve[-1]["success_rate"], "curve": curve, "reused": True,
+                                    "partial": rows[-1]["progress"] < args.steps,
+                                    "actor_starts_at_env_step":
+                                        lc.learning_starts + int(lc.learner.critic_warmup_updates / lc.learner.utd_ratio),
                                     "wall_s": rows[-1]["wall_time"], "method": method, "seed": seed}
                 print(json.dumps({"progress": key, "reused": True, "final_success": rows[-1]["success_rate"]}), flush=True)
                 continue

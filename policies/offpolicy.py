@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from s2r.policies.compiled import CompiledOrEager, warn_eager
 from s2r.policies.encoders import EncoderConfig, PixelEncoder, augment, image_shapes
 from s2r.policies.networks import EnsembleMLP, mlp
 from s2r.policies.replay import Batch, ReplayBuffer, sample_mixed
@@ -391,15 +392,19 @@ class OffPolicyLearner:
         optimizer.step()
 
     def _compile(self) -> None:
-        """torch.compile the two loss functions; on any failure keep eager mode (with a warning)."""
-        import warnings
+        """torch.compile the two loss functions; on any failure keep eager mode (with a warning).
 
+        torch.compile itself returns at once: the compiler runs at the first call, so a missing C++ compiler or
+        an unsupported op only shows there. Each loss therefore falls back to eager if its first call fails.
+        """
         try:
-            self._critic_loss = torch.compile(self._critic_loss_eager, dynamic=False)
-            self._actor_loss = torch.compile(self._actor_loss_eager, dynamic=False)
+            self._critic_loss = CompiledOrEager(torch.compile(self._critic_loss_eager, dynamic=False),
+                                                self._critic_loss_eager, self)
+            self._actor_loss = CompiledOrEager(torch.compile(self._actor_loss_eager, dynamic=False),
+                                               self._actor_loss_eager, self)
             self.compiled = True
         except Exception as exc:
-            warnings.warn(f"torch.compile failed ({exc!r}); the off-policy learner runs eagerly", stacklevel=3)
+            warn_eager(exc)
             self._critic_loss, self._actor_loss = self._critic_loss_eager, self._actor_loss_eager
 
     # ---- persistence ---------------------------------------------------------------------------------------

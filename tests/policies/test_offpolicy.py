@@ -299,3 +299,37 @@ def test_actor_pessimism_subtracts_the_ensemble_spread() -> None:
         qs = plain.critic(torch.cat([plain.critic_input(obs), a], dim=-1)).squeeze(-1)
         gap = pessimistic._actor_loss_eager(obs, plain.alpha)[0] - plain._actor_loss_eager(obs, plain.alpha)[0]
     torch.testing.assert_close(gap, 2.0 * qs.std(0).mean())
+
+
+def test_compile_failing_at_its_first_call_falls_back_to_eager(monkeypatch: pytest.MonkeyPatch) -> None:
+    """torch.compile only compiles at the first call (no C++ compiler shows there): the learner goes on eagerly."""
+
+    def broken_compile(fn: object, **kwargs: object) -> object:
+        def call(*args: object, **kw: object) -> object:
+            raise RuntimeError("no working C++ compiler")
+
+        return call
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    learner = OffPolicyLearner(DIMS, 2, replace(SMALL, actor="deterministic", policy_delay=1, compile=True))
+    assert learner.compiled
+    with pytest.warns(UserWarning, match="runs eagerly"):
+        metrics = learner.update(_batch())
+    assert not learner.compiled and np.isfinite(metrics["critic_loss"]) and "actor_loss" in metrics
+    learner.update(_batch(seed=1))  # eager from now on: no second warning, no error
+
+
+def test_compiled_loss_errors_after_a_working_call_are_raised() -> None:
+    from s2r.policies.compiled import CompiledOrEager
+
+    calls = iter([1.0])
+
+    def compiled() -> float:
+        return next(calls)  # works once, then StopIteration: a failure that is not the compiler's
+
+    learner = type("L", (), {"compiled": True})()
+    fn = CompiledOrEager(compiled, lambda: 2.0, learner)
+    assert fn() == 1.0
+    with pytest.raises(StopIteration):
+        fn()
+    assert learner.compiled
