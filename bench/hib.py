@@ -11,6 +11,9 @@ robot runs) for `--episodes` episodes each, with the task's commands, pushes and
 - in distribution: the training ranges;
 - out of distribution: `OOD` below, friction, added trunk mass and motor strength all outside the training
   ranges (held out: no run ever trains on them).
+`--teacher <run>` reuses an existing teacher run (students and eval read it; the teacher stage is then refused).
+HIB's actor head steps at `--hib-actor-lr-scale` times PPO's rate (0, the default, keeps the teacher's head;
+1 reproduces the first run's joint update). bench/hib_seeds.py gathers several seeds' output.
 Reports per policy: mean return, velocity-tracking error (m/s), fall rate. One seed. Writes <out>.json
 (command line, commit, load average, per-stage wall time, numbers, goals) and <out>.png.
 """
@@ -83,7 +86,7 @@ def evaluate_all(root: Path, args: argparse.Namespace, names: list[str]) -> dict
         seed = args.eval_seed
         for name in names:
             # "ppo_init": the PPO policy the teacher was started from, for reference.
-            run = Path(args.teacher_init) if name == "ppo_init" else root / name
+            run = Path(args.teacher_init) if name == "ppo_init" else teacher_dir(args) if name == "teacher" else root / name
             if name == "teacher":
                 tcfg = _teacher_task_cfg(run, over)
                 res = summary(teacher_episodes(run, tcfg, args.episodes, seed))
@@ -99,6 +102,11 @@ def evaluate_all(root: Path, args: argparse.Namespace, names: list[str]) -> dict
             out.setdefault(name, {})[split] = res
             print(json.dumps({"eval": name, split: res}), file=sys.stderr, flush=True)
     return out
+
+
+def teacher_dir(args: argparse.Namespace) -> Path:
+    """The teacher run the students learn from: `--teacher`, or the teacher stage's output under the run root."""
+    return Path(args.teacher) if args.teacher else Path(args.run_root) / "teacher"
 
 
 def _teacher_task_cfg(run: Path, over: dict) -> object:
@@ -186,6 +194,9 @@ def main() -> None:
     p.add_argument("--history", type=int, default=30)
     p.add_argument("--beta", type=float, default=1e-3)
     p.add_argument("--hib-lr", type=float, default=3e-4, help="HIB's fixed PPO step size")
+    p.add_argument("--hib-actor-lr-scale", type=float, default=0.0,
+                   help="HIB actor head's step size / PPO's (0: the teacher's head stays; 1: the first run's update)")
+    p.add_argument("--teacher", default="", help="an existing ppo-teacher run to distil (instead of the teacher stage's)")
     p.add_argument("--students", default=",".join(STUDENTS), help="students the students stage trains")
     p.add_argument("--variant", default="", help="suffix of the student runs' names (a variant beside the main ones)")
     p.add_argument("--eval", default="teacher," + ",".join(STUDENTS), help="runs the eval stage evaluates (merged)")
@@ -217,6 +228,8 @@ def main() -> None:
         json_path.write_text(json.dumps(result, indent=1))
 
     stages = args.stages.split(",")
+    if "teacher" in stages and args.teacher:
+        raise SystemExit(f"bench/hib.py: --teacher {args.teacher} reuses a teacher, so leave 'teacher' out of --stages")
     if "teacher" in stages:
         result["load_average"]["teacher_start"] = os.getloadavg()
         warm = {"init_from": args.teacher_init, "algo.policy.init_std": args.teacher_init_std} if args.teacher_init else {}
@@ -226,9 +239,10 @@ def main() -> None:
         save()
     if "students" in stages:
         for s in args.students.split(","):
-            algo_over = {"student": s, "teacher": str(root / "teacher"), "beta": args.beta}
+            algo_over = {"student": s, "teacher": str(teacher_dir(args)), "beta": args.beta}
             if s == "hib":
                 algo_over["hib_ppo.learning_rate"] = args.hib_lr
+                algo_over["hib_actor_lr_scale"] = args.hib_actor_lr_scale
             name = s + args.variant
             result["load_average"][f"{name}_start"] = os.getloadavg()
             result["train"][name] = train_stage("distill", root / name, args.student_minutes, args,

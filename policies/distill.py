@@ -14,7 +14,9 @@ against the task (`s2r.policies.teacher.check_teacher_groups`).
 - dagger: the student (a history MLP) acts, the teacher labels every step with its action; MSE on actions,
   1 epoch, Adam 1e-3 per rollout (as rsl_rl's Distillation).
 - hib: PPO (a fixed step size) through the HIB student's actor, with the bottleneck + regression terms
-  (`s2r.policies.students.hib_loss`, weight `beta` on the KL) added to every minibatch.
+  (`s2r.policies.students.hib_loss`, weight `beta` on the KL) added to every minibatch. The actor head
+  (started as the teacher's) steps at `hib_actor_lr_scale` times PPO's rate: 0 (default) keeps it the
+  teacher's, so the RL term moves only the history encoder; 1 is the first benchmark's joint update.
 Networks and losses live in `s2r.policies.students`.
 """
 
@@ -58,6 +60,8 @@ class DistillConfig:
         minibatches: Minibatches per pass (rma, dagger).
         beta: Weight of the KL bottleneck (hib); 0 leaves RMA's regression next to the PPO loss.
         init_latent_std: Starting standard deviation of q(z | history) (hib).
+        hib_actor_lr_scale: The hib actor head's and action std's step size as a fraction of PPO's (0: frozen
+            at the teacher's, the RL loss reaches only the encoder; 1: everything at one rate, as first run).
         hib_ppo: The PPO settings of the hib student (its `policy` section and `steps_per_env` are unused: the
             model is built here and every student rolls out `steps_per_env` steps).
         save_every: Iterations between checkpoints.
@@ -78,6 +82,7 @@ class DistillConfig:
     minibatches: int = 4
     beta: float = 1e-3
     init_latent_std: float = 0.1
+    hib_actor_lr_scale: float = 0.0
     hib_ppo: PPOConfig = field(default_factory=_hib_ppo)
     save_every: int = 50
     export_parity_steps: int = 20
@@ -88,6 +93,9 @@ class DistillConfig:
             raise ValueError(f"distill student '{self.student}' is unknown; choose one of {', '.join(STUDENTS)}")
         if self.beta < 0:
             raise ValueError(f"distill beta must be >= 0, got {self.beta}")
+        if not 0.0 <= self.hib_actor_lr_scale <= 1.0:
+            raise ValueError(f"distill hib_actor_lr_scale must be in [0, 1] (a fraction of PPO's step size), got "
+                             f"{self.hib_actor_lr_scale}")
 
 
 @register_algorithm
@@ -143,7 +151,7 @@ class DistillTrainer(Algorithm):
             self.model = HIBModel(t, frame, hist, cfg.encoder_hidden, cfg.activation, cfg.init_latent_std)
             ppo_cfg = replace(cfg.hib_ppo, steps_per_env=cfg.steps_per_env)  # one rollout length for every student
             self.alg = PPO(self.env.obs_dims, spec.action_dim, cfg.num_envs, ppo_cfg, model=self.model,
-                           extra_loss=self._hib_extra)
+                           extra_loss=self._hib_extra, param_groups=self.model.param_groups(cfg.hib_actor_lr_scale))
         else:
             cls = RMAStudent if cfg.student == "rma" else DAggerStudent
             hidden = cfg.encoder_hidden if cfg.student == "rma" else cfg.dagger_hidden

@@ -62,12 +62,14 @@ class PPO:
     `model` replaces the default `ActorCritic` with a ready-built one of the same interface (actor_input,
     critic_input, distribution, value, update_normalizers, log_std, actor_dim, critic_dim): the privileged
     teacher and the HIB student train through this class rather than a copy of it. `extra_loss` is added to
-    the PPO loss of every minibatch (HIB's bottleneck and regression terms).
+    the PPO loss of every minibatch (HIB's bottleneck and regression terms). `param_groups` (optional) splits
+    the model's parameters into Adam groups, each `{"params": [...], "lr_scale": s}` stepping at s times the
+    (fixed or KL-adapted) learning rate: the HIB student's actor head moves slower than its encoder.
     """
 
     def __init__(self, obs_dims: dict[str, int], action_dim: int, num_envs: int, cfg: PPOConfig,
                  dist: Any = None, *, model: nn.Module | None = None, extra_loss: ExtraLoss | None = None,
-                 device: torch.device | str | None = None) -> None:
+                 device: torch.device | str | None = None, param_groups: list[dict] | None = None) -> None:
         if cfg.schedule not in ("adaptive", "fixed"):
             raise ValueError(f"PPOConfig.schedule must be 'adaptive' or 'fixed', got '{cfg.schedule}'")
         self.cfg = cfg
@@ -75,7 +77,10 @@ class PPO:
         if device is not None:  # a device-resident env: networks, normaliser and rollout storage live with it
             self.model.to(device)
         self.extra_loss = extra_loss
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.learning_rate)
+        if param_groups is None:
+            param_groups = [{"params": list(self.model.parameters()), "lr_scale": 1.0}]
+        self.optimizer = torch.optim.Adam([{**g, "lr": cfg.learning_rate * g["lr_scale"]} for g in param_groups],
+                                          lr=cfg.learning_rate)
         self.learning_rate = cfg.learning_rate
         self.storage = RolloutStorage(cfg.steps_per_env, num_envs, self.model.actor_dim, self.model.critic_dim,
                                       action_dim, device=device)
@@ -142,7 +147,7 @@ class PPO:
                 elif 0.0 < kl < cfg.desired_kl / 2.0:
                     self.learning_rate = min(1e-2, self.learning_rate * 1.5)
                 for g in self.optimizer.param_groups:
-                    g["lr"] = self.learning_rate
+                    g["lr"] = self.learning_rate * g.get("lr_scale", 1.0)  # checkpoints before groups lack it
             ratio = torch.exp(logp - b["log_probs"])
             adv = b["advantages"]
             surrogate = -torch.min(ratio * adv, torch.clamp(ratio, 1 - cfg.clip, 1 + cfg.clip) * adv).mean()

@@ -13,7 +13,10 @@ graph carries them and training never moves them.
   teacher's inputs) train with PPO together with `hib_loss` = regression of mu to the teacher latent +
   beta * KL(q || N(0, I)). The PPO update feeds the actor mu + sigma * noise, so the return decides how
   much of the latent survives the noise (the bottleneck); acting and the export use mu. With beta = 0 the
-  representation loss is exactly `latent_regression` (same value, same gradient).
+  representation loss is exactly `latent_regression` (same value, same gradient). `param_groups` lets the
+  actor head (and action std) step at a fraction of the encoder's rate: at full rate (the first benchmark) PPO
+  pulled the head off the teacher's and the student lost out of distribution; at 0 (the default) the RL term
+  shapes only the representation, which is what the bottleneck is about.
 """
 
 from __future__ import annotations
@@ -151,6 +154,19 @@ class HIBModel(nn.Module):
     def log_std(self) -> nn.Parameter:
         """The action distribution's log standard deviation (PPO reports it)."""
         return self.base.log_std
+
+    def param_groups(self, actor_lr_scale: float) -> list[dict]:
+        """PPO's Adam groups: the actor head and log_std at `actor_lr_scale` times the rate, the rest at 1.
+
+        A scale of 0 also stops their gradients (nothing to compute for weights that never move).
+        """
+        head = [*self.base.actor.parameters(), self.base.log_std]
+        if actor_lr_scale == 0:
+            for p in head:
+                p.requires_grad_(False)
+        ids = {id(p) for p in head}
+        rest = [p for p in self.parameters() if id(p) not in ids and p.requires_grad]
+        return [{"params": rest, "lr_scale": 1.0}, {"params": head, "lr_scale": float(actor_lr_scale)}]
 
     def actor_input(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
         return obs["policy"]

@@ -102,6 +102,25 @@ def test_hib_regresses_the_latent_through_ppo(tmp_path: Path, teacher_dir: Path)
     assert np.isfinite(rows[-1]["latent_kl"]) and rows[-1]["latent_kl"] > 0 and np.isfinite(rows[-1]["kl"])
 
 
+def test_hib_actor_lr_scale_sets_how_far_ppo_moves_the_actor_head(tmp_path: Path, teacher_dir: Path) -> None:
+    """Scale 0: one HIB iteration moves the encoder but leaves the teacher's head; scale 1 moves both."""
+    moved = {}
+    for scale in (0.0, 1.0):
+        tr = _trainer(tmp_path / str(scale), teacher_dir, "hib", hib_actor_lr_scale=scale)
+        head = [p.detach().clone() for p in (*tr.model.base.actor.parameters(), tr.model.base.log_std)]
+        enc = [p.detach().clone() for p in tr.model.encoder.parameters()]
+        assert [g["lr"] for g in tr.alg.optimizer.param_groups] == pytest.approx([3e-4, 3e-4 * scale])
+        _train(tr, 1)
+        now_head = [p.detach() for p in (*tr.model.base.actor.parameters(), tr.model.base.log_std)]
+        now_enc = [p.detach() for p in tr.model.encoder.parameters()]
+        moved[scale] = (max(float((a - b).abs().max()) for a, b in zip(head, now_head, strict=True)),
+                        max(float((a - b).abs().max()) for a, b in zip(enc, now_enc, strict=True)))
+    assert moved[0.0][0] == 0.0 and moved[0.0][1] > 1e-5, moved
+    assert moved[1.0][0] > 1e-5 and moved[1.0][1] > 1e-5, moved
+    with pytest.raises(ValueError, match="hib_actor_lr_scale must be in"):
+        DistillConfig(student="hib", hib_actor_lr_scale=2.0)
+
+
 def test_beta_zero_is_the_rma_regression(teacher_dir: Path) -> None:
     """Same encoder weights, same batch: HIB's loss at beta = 0 and RMA's have the same value and gradients."""
     t = load_teacher(teacher_dir)
