@@ -189,8 +189,10 @@ def ros_walk(policy: Path, kind: str, args: argparse.Namespace, tmp: Path, headi
            "--set", "policy.watchdog_timeout_s=2.0", "--set", "policy.command_timeout_s=2.0",
            "--set", f"sim_bridge.spawn_yaw={np.radians(heading_deg)}", "--log-dir", str(tmp / "logs")]
     t_wall = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=os.environ.copy(), cwd=tmp)
+    # A session of its own: if the deployment hangs on shutdown, its node processes go with it (killpg below).
+    proc = subprocess.Popen(cmd, env=os.environ.copy(), cwd=tmp, start_new_session=True)
     op = Operator(args.speed)
+    error = None
     try:
         wait(lambda: op.change.wait_for_service(0.1), 60, "the policy node")
         wait(lambda: op.odom, 30, "odometry from the sim bridge")
@@ -200,10 +202,22 @@ def ros_walk(policy: Path, kind: str, args: argparse.Namespace, tmp: Path, headi
         t_act = op.odom[-1][0]
         wait(lambda: op.at(t_act + args.seconds), 600, f"{args.seconds} s of simulated time")
         time.sleep(0.3)
+    except (TimeoutError, RuntimeError) as exc:
+        error = str(exc)
     finally:
         proc.send_signal(signal.SIGINT)
-        code = proc.wait(30)
+        try:
+            code = proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            code = proc.wait(10)
         op.close()
+    if error is not None:
+        res = {"type": kind, "heading_deg": heading_deg, "error": error, "deploy_exit_code": code,
+               "odometry_messages": len(op.odom), "diagnostics": dict(op.diag), "walks": False, "fell": None,
+               "wall_s": round(time.perf_counter() - t_wall, 1)}
+        print(json.dumps(res), file=sys.stderr, flush=True)
+        return res
     t0, p0, _ = op.at(t_act)
     t1, p1, _ = op.at(t_act + args.seconds)
     run = [o for o in op.odom if t0 <= o[0] <= t1]
