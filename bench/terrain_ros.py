@@ -188,6 +188,9 @@ def ros_walk(policy: Path, kind: str, args: argparse.Namespace, tmp: Path, headi
            # Lockstep runs on simulated time: a loaded machine must not trip the wall-clock watchdogs.
            "--set", "policy.watchdog_timeout_s=2.0", "--set", "policy.command_timeout_s=2.0",
            "--set", f"sim_bridge.spawn_yaw={np.radians(heading_deg)}", "--log-dir", str(tmp / "logs")]
+    # A process started in the background (`nohup ... &`) inherits SIGINT ignored, and so would the deployment,
+    # which stops its nodes on SIGINT: a Python handler here is reset to the default in the children.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     t_wall = time.perf_counter()
     # A session of its own: if the deployment hangs on shutdown, its node processes go with it (killpg below).
     proc = subprocess.Popen(cmd, env=os.environ.copy(), cwd=tmp, start_new_session=True)
@@ -220,6 +223,8 @@ def ros_walk(policy: Path, kind: str, args: argparse.Namespace, tmp: Path, headi
         return res
     t0, p0, _ = op.at(t_act)
     t1, p1, _ = op.at(t_act + args.seconds)
+    if t1 - t0 < 0.5 * args.seconds:  # odometry from some other simulation on this ROS domain
+        raise RuntimeError(f"odometry jumped from t={t0} to t={t1}: is another sim bridge running on this domain?")
     run = [o for o in op.odom if t0 <= o[0] <= t1]
     grid = build_grid(task_config(TASK).grid)
     fx, fy = task_config(TASK).footprint
