@@ -312,7 +312,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             for deg in (float(d) for d in args.headings.split(",")):
                 for kind in args.types.split(","):
-                    key = kind if deg == 0 else f"{kind}@{deg:g}deg"
+                    key = kind + ("" if deg == 0 else f"@{deg:g}deg") + ("" if args.level == 4 else f"@level{args.level}")
                     runs[key] = ros_walk(policy.resolve(), kind, args, Path(tmp) / key, deg)
                     save()
         result["ros_summary"] = {"student": name, "walked": [k for k, r in runs.items() if r["walks"]],
