@@ -188,9 +188,14 @@ def ros_walk(policy: Path, kind: str, args: argparse.Namespace, tmp: Path, headi
            # Lockstep runs on simulated time: a loaded machine must not trip the wall-clock watchdogs.
            "--set", "policy.watchdog_timeout_s=2.0", "--set", "policy.command_timeout_s=2.0",
            "--set", f"sim_bridge.spawn_yaw={np.radians(heading_deg)}", "--log-dir", str(tmp / "logs")]
+    # A process started in the background (`nohup ... &`) inherits SIGINT ignored, and so would the deployment,
+    # which stops its nodes on SIGINT: a Python handler here is reset to the default in the children.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     t_wall = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=os.environ.copy(), cwd=tmp)
+    # A session of its own: if the deployment hangs on shutdown, its node processes go with it (killpg below).
+    proc = subprocess.Popen(cmd, env=os.environ.copy(), cwd=tmp, start_new_session=True)
     op = Operator(args.speed)
+    error = None
     try:
         wait(lambda: op.change.wait_for_service(0.1), 60, "the policy node")
         wait(lambda: op.odom, 30, "odometry from the sim bridge")
@@ -200,12 +205,26 @@ def ros_walk(policy: Path, kind: str, args: argparse.Namespace, tmp: Path, headi
         t_act = op.odom[-1][0]
         wait(lambda: op.at(t_act + args.seconds), 600, f"{args.seconds} s of simulated time")
         time.sleep(0.3)
+    except (TimeoutError, RuntimeError) as exc:
+        error = str(exc)
     finally:
         proc.send_signal(signal.SIGINT)
-        code = proc.wait(30)
+        try:
+            code = proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            code = proc.wait(10)
         op.close()
+    if error is not None:
+        res = {"type": kind, "heading_deg": heading_deg, "error": error, "deploy_exit_code": code,
+               "odometry_messages": len(op.odom), "diagnostics": dict(op.diag), "walks": False, "fell": None,
+               "wall_s": round(time.perf_counter() - t_wall, 1)}
+        print(json.dumps(res), file=sys.stderr, flush=True)
+        return res
     t0, p0, _ = op.at(t_act)
     t1, p1, _ = op.at(t_act + args.seconds)
+    if t1 - t0 < 0.5 * args.seconds:  # odometry from some other simulation on this ROS domain
+        raise RuntimeError(f"odometry jumped from t={t0} to t={t1}: is another sim bridge running on this domain?")
     run = [o for o in op.odom if t0 <= o[0] <= t1]
     grid = build_grid(task_config(TASK).grid)
     fx, fy = task_config(TASK).footprint
@@ -293,7 +312,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             for deg in (float(d) for d in args.headings.split(",")):
                 for kind in args.types.split(","):
-                    key = kind if deg == 0 else f"{kind}@{deg:g}deg"
+                    key = kind + ("" if deg == 0 else f"@{deg:g}deg") + ("" if args.level == 4 else f"@level{args.level}")
                     runs[key] = ros_walk(policy.resolve(), kind, args, Path(tmp) / key, deg)
                     save()
         result["ros_summary"] = {"student": name, "walked": [k for k, r in runs.items() if r["walks"]],
