@@ -316,6 +316,10 @@ def main() -> None:
                     runs[key] = ros_walk(policy.resolve(), kind, args, Path(tmp) / key, deg)
                     save()
         result["ros_summary"] = {"student": name, "walked": [k for k, r in runs.items() if r["walks"]],
+                                 "walked_means": "no fall and a mean speed along the heading >= half the command",
+                                 "goal_met": [k for k, r in runs.items() if r.get("fell") is False
+                                              and r["mean_speed_mps"] >= 0.9 * args.speed],
+                                 "goal_met_means": "no fall and a mean speed >= 90 % of the command over the run",
                                  "fell": [k for k, r in runs.items() if r["fell"]], "runs": list(runs),
                                  "goal": f"walks, no fall, over {args.seconds} s at {args.speed} m/s"}
     save()
