@@ -67,7 +67,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             if run_dir is None:
                 return _fail(f"--resume: no earlier run of '{args.task or 'any task'}' under {args.runs}/")
             if (any(getattr(args, flag) for flag, _ in _CONFIG_FLAGS if flag not in _RESUME_FLAGS) or args.set
-                    or args.num_envs or args.seed is not None or args.backend or args.device):
+                    or args.num_envs or args.seed is not None or getattr(args, "backend", None)
+                    or getattr(args, "device", None)):
                 return _fail("--resume continues a run with the settings it was started with; only --steps, --minutes, "
                              "--train-set and --flights may change")
             overrides = _kv(args.train_set)
@@ -95,9 +96,10 @@ def cmd_train(args: argparse.Namespace) -> int:
                     return _fail(f"--{flag} is a setting of {users}, not of --algo {algo}")
                 overrides[key] = value
             task_overrides = _kv(args.set)
-            if args.backend:
+            # `hil learner` and `train-bc` reuse this command with parsers of their own, without these flags.
+            if getattr(args, "backend", None):
                 task_overrides["backend.name"] = args.backend
-            if args.device:
+            if getattr(args, "device", None):
                 task_overrides["backend.device"] = args.device
             spec = new_run_spec(algo, args.task, task_overrides=task_overrides, algo_overrides=overrides,
                                 num_envs=args.num_envs, seed=args.seed, budget=budget,

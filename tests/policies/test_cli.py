@@ -75,6 +75,8 @@ def test_gym_rgb_array_render(task: str, renderer_or_skip: None) -> None:
     (["train", "Panda-Lift-Cube", "--algo", "bc", "--demos", "/nonexistent/demos"], ["/nonexistent/demos"]),
     (["train", "Puck-Velocity-Flat", "--base", "runs/x"], ["--base is a setting of", "not of --algo ppo"]),
     (["train", "Panda-Lift-Cube", "--algo", "residual"], ["needs --base"]),
+    # train-bc reuses `train` with a parser of its own (no --backend/--device): it must reach the demos check
+    (["train-bc", "Panda-Lift-Cube", "--demos", "/nonexistent/demos"], ["/nonexistent/demos"]),
 ])
 def test_train_refuses_bad_input_in_one_sentence(argv: list[str], words: list[str], tmp_path: Path,
                                                   capsys: pytest.CaptureFixture[str]) -> None:

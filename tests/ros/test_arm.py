@@ -183,8 +183,8 @@ def test_silent_object_tracker_holds_then_recovers(arm_graph_ros, panda_policy: 
     driver.relay = False
     t0 = time.monotonic()
     wait_for(lambda: driver.mode() == "damping", 2, "hold when the tracker goes silent")
-    assert time.monotonic() - t0 < 0.25 + 0.15
-    time.sleep(0.5 - (time.monotonic() - t0))
+    assert time.monotonic() - t0 < 0.25 + 0.3  # the timeout plus scheduling slack on two loaded cores
+    time.sleep(max(0.0, 0.7 - (time.monotonic() - t0)))
     held = driver.since(t0 + 0.3)
     assert len(held) >= 3 and all(np.allclose(x, held[0], atol=2e-3) for x in held)
     driver.relay = True
