@@ -291,6 +291,9 @@ def _plot(out: dict, path: Path) -> None:
         line, = ax.plot(steps, vals.mean(0), marker=".", label=f"{name} ({len(runs)} seed{'s' if len(runs) > 1 else ''})")
         if len(runs) > 1:
             ax.fill_between(steps, vals.min(0), vals.max(0), color=line.get_color(), alpha=0.2, lw=0)
+            for r in runs:  # each seed thin, so steps not every seed reached (a partial run) still show
+                ax.plot([c["env_steps"] for c in r["curve"]], [c["success_rate"] for c in r["curve"]],
+                        color=line.get_color(), lw=0.6, alpha=0.45)
     ax.set_xlabel("env steps")
     ax.set_ylabel(f"success ({out['episodes']} episodes)")
     ax.set_ylim(-0.02, 1.02)
