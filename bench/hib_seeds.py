@@ -58,6 +58,20 @@ def gather(inputs: list[dict]) -> tuple[dict, dict]:
     return stats, train
 
 
+def teacher_facts(inputs: list[dict]) -> dict[str, dict]:
+    """Env steps and warm start of every teacher run the inputs name (a smoke-test teacher shows here)."""
+    out: dict[str, dict] = {}
+    for doc in inputs:
+        where = Path(doc["config"].get("teacher") or Path(doc["config"]["run_root"]) / "teacher")
+        if str(where) in out or not (where / "history.json").is_file():
+            continue
+        hist = json.loads((where / "history.json").read_text())
+        algo = json.loads((where / "config.json").read_text()).get("algo_cfg", {})
+        out[str(where)] = {"env_steps": hist[-1].get("progress"), "wall_s": hist[-1].get("wall_time"),
+                           "init_from": algo.get("init_from")}
+    return out
+
+
 def goals(stats: dict, hib: str) -> dict:
     """The issue's goals on the seed means (`hib`: the group standing for HIB)."""
     def mean(group: str, split: str, key: str) -> float:
@@ -127,7 +141,7 @@ def main() -> None:
                        "load_average": d.get("load_average", {}), "eval_wall_s": d.get("eval_wall_s")}
                    for f, d in zip(args.inputs, docs, strict=True)},
         "ood": docs[0].get("ood"), "episodes": docs[0]["config"]["episodes"], "eval_seed": docs[0]["config"]["eval_seed"],
-        "policies": stats, "train": train, "goals": goals(stats, args.hib),
+        "teacher_runs": teacher_facts(docs), "policies": stats, "train": train, "goals": goals(stats, args.hib),
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(result, indent=1))
