@@ -427,7 +427,8 @@ def build_parser() -> argparse.ArgumentParser:
     dsub = d.add_subparsers(dest="action", required=True, metavar="ACTION")
     t = dsub.add_parser("collect", help="run a task's scripted expert and write its episodes",
                         description="Run a task's scripted expert and write its episodes (the episode format).")
-    t.add_argument("task", help="task id with a scripted expert (Panda-Lift-Cube, Panda-PickPlace-Cube, Panda-Insert-Peg)")
+    t.add_argument("task", help="task id with a scripted expert (Panda-Lift-Cube, Panda-PickPlace-Cube, "
+                   "Panda-Insert-Peg, Panda-Lift-FlatBox, Panda-Drawer-Cube and their variants)")
     t.add_argument("--n", type=int, default=50, help="episodes to record (default 50)")
     t.add_argument("--out", help="episode folder (default demos/<task>; appends if it exists)")
     t.add_argument("--noise", type=float, default=0.1, help="expert action-noise std (default 0.1)")
