@@ -40,14 +40,14 @@ OOD = {"randomization.friction": (0.15, 0.3), "randomization.added_mass": (3.0, 
        "randomization.motor_strength": (0.7, 0.8)}
 
 
-def teacher_episodes(run: Path, task_cfg: object, episodes: int, seed: int) -> dict[str, np.ndarray]:
+def teacher_episodes(run: Path, task_cfg: object, episodes: int, seed: int, task: str = TASK) -> dict[str, np.ndarray]:
     """One episode per env with the teacher acting on its policy + privileged inputs (torch)."""
     import torch
     from s2r.policies.teacher import load_teacher
     from s2r.sim import make
 
     t = load_teacher(run)
-    env = make(TASK, episodes, cfg=task_cfg, seed=seed)
+    env = make(task, episodes, cfg=task_cfg, seed=seed)
     try:
         obs = env.reset(seed=seed)
         done = np.zeros(episodes, dtype=bool)

@@ -34,32 +34,12 @@ TASK = "Go1-Velocity-Terrain"
 
 def teacher_walk_eval(run: Path, task_cfg: object, episodes: int, seed: int = 777) -> dict:
     """walk_eval's criterion for a teacher: one 20 s episode per env, forward commands, fixed level."""
-    import torch
-    from s2r.policies.teacher import load_teacher
-    from s2r.sim import make
+    from hib import teacher_episodes
     from s2r.sim.config import apply_overrides
     from walk_eval import FORWARD_ONLY, MAX_ERROR, MAX_FALL_RATE
 
-    t = load_teacher(run)
     types = list(task_cfg.grid.types)
-    env = make(TASK, episodes, cfg=apply_overrides(task_cfg, FORWARD_ONLY), seed=seed)
-    try:
-        obs = env.reset(seed=seed)
-        done = np.zeros(episodes, dtype=bool)
-        ep = {"return": np.zeros(episodes), "vel_error": np.zeros(episodes), "fell": np.zeros(episodes, dtype=bool)}
-        while not done.all():
-            with torch.no_grad():
-                a = t.model.act_mean(t.actor_input({k: torch.as_tensor(v) for k, v in obs.items()})).numpy()
-            obs, _, _, _, info = env.step(a)
-            if "episode" in info:
-                e = info["episode"]
-                first = ~done[e["env_ids"]]
-                ids = e["env_ids"][first]
-                for key, arr in ep.items():
-                    arr[ids] = e[key][first]
-                done[ids] = True
-    finally:
-        env.close()
+    ep = teacher_episodes(run, apply_overrides(task_cfg, FORWARD_ONLY), episodes, seed, task=TASK)
     out = {"mean_vel_error": float(ep["vel_error"].mean()), "fall_rate": float(ep["fell"].mean()),
            "mean_return": float(ep["return"].mean())}
     out["walks"] = float(out["mean_vel_error"] <= MAX_ERROR and out["fall_rate"] < MAX_FALL_RATE)

@@ -93,12 +93,16 @@ def test_inputs_fill_the_state_and_refuse_a_policy_they_cannot_serve(env) -> Non
         WaypointInputs(meta(("velocity_command", 3)))
 
 
-def test_controller_holds_until_it_has_a_path_and_a_pose(env) -> None:
-    """Zero waypoints at the map origin are nothing the follower was trained on: it holds, then ramps in."""
+POSE = np.array([0.05, 0.8, -1.5] * 4)
+
+
+def _follower(env) -> tuple:
+    """The shipped confined follower behind the robot-side controller, activated at t = 0, and a step(t) that
+    feeds it one fresh joint state + IMU sample standing in POSE."""
     from s2r.real.controller import PolicyController
     from s2r.real.robot import load_robot_config
     from s2r.real.runner import PolicyRunner
-    from s2r.real.safety import Mode, SafetyLayer
+    from s2r.real.safety import SafetyLayer
 
     from tests.policy_files import GO1_ROBOT, REPO
 
@@ -108,12 +112,21 @@ def test_controller_holds_until_it_has_a_path_and_a_pose(env) -> None:
     heights = MapHeights(env.cmap.voxels(), env.cmap.resolution, env.cmap.origin)
     ctl = PolicyController(runner, safety, waypoints=WaypointInputs(runner.meta, heights))
     ctl.activate(0.0)
-    pose = np.array([0.05, 0.8, -1.5] * 4)
 
     def step(t: float) -> np.ndarray:
         ctl.on_imu(np.array([1.0, 0, 0, 0]), np.zeros(3), t, t)
-        ctl.on_joint_state(pose, np.zeros(12), t, t)
+        ctl.on_joint_state(POSE, np.zeros(12), t, t)
         return ctl.step(t)
+
+    return ctl, safety, step
+
+
+def test_controller_holds_until_it_has_a_path_and_a_pose(env) -> None:
+    """Zero waypoints at the map origin are nothing the follower was trained on: it holds, then ramps in."""
+    from s2r.real.safety import Mode
+
+    ctl, safety, step = _follower(env)
+    pose = POSE
 
     np.testing.assert_array_equal(step(0.0), pose)  # no path: held where it stands
     ctl.on_path(np.array([[1.0, 0.0, 0.3], [2.0, 0.0, 0.3]]))
@@ -127,27 +140,12 @@ def test_controller_holds_until_it_has_a_path_and_a_pose(env) -> None:
 
 def test_controller_holds_when_odometry_goes_stale(env) -> None:
     """Waypoints in the frame of a pose the robot has left steer it blind: stale odometry holds, fresh ramps in."""
-    from s2r.real.controller import PolicyController
-    from s2r.real.robot import load_robot_config
-    from s2r.real.runner import PolicyRunner
-    from s2r.real.safety import Mode, SafetyLayer
+    from s2r.real.safety import Mode
 
-    from tests.policy_files import GO1_ROBOT, REPO
-
-    robot = load_robot_config(str(GO1_ROBOT))
-    runner = PolicyRunner(str(REPO / "tests" / "data" / "go1_confined" / "policy.onnx"), robot)
-    safety = SafetyLayer(robot)
-    heights = MapHeights(env.cmap.voxels(), env.cmap.resolution, env.cmap.origin)
-    ctl = PolicyController(runner, safety, waypoints=WaypointInputs(runner.meta, heights))
-    ctl.activate(0.0)
-    pose = np.array([0.05, 0.8, -1.5] * 4)
+    ctl, safety, step = _follower(env)
+    pose = POSE
     ctl.on_path(np.array([[1.0, 0.0, 0.3], [2.0, 0.0, 0.3]]))
     limit = safety.cfg.pose_timeout_s
-
-    def step(t: float) -> np.ndarray:
-        ctl.on_imu(np.array([1.0, 0, 0, 0]), np.zeros(3), t, t)
-        ctl.on_joint_state(pose, np.zeros(12), t, t)
-        return ctl.step(t)
 
     ctl.on_pose(np.array([0.2, 0.0, 0.3]), np.array([1.0, 0, 0, 0]), 0.0)
     step(0.02)
