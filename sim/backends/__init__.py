@@ -195,6 +195,9 @@ def make_backend(name: str, model: mujoco.MjModel, num_envs: int, cfg: BackendCo
         close = difflib.get_close_matches(name, list(_BACKENDS), n=3, cutoff=0.4)
         hint = f"did you mean {', '.join(close)}?" if close else f"registered: {', '.join(backend_names())}"
         raise ValueError(f"unknown backend '{name}' in backend.name; {hint}") from None
+    if cfg is not None and cfg.device and name != "warp":  # it would be ignored: the run would not be where asked
+        raise ValueError(f"backend.device '{cfg.device}' is a setting of the warp backend, not of '{name}'; "
+                         "add --backend warp (backend.name=warp) or drop --device")
     return factory(model, num_envs, cfg or BackendConfig(name=name))
 
 

@@ -48,6 +48,10 @@ class WarpBackend:
         wp.config.quiet = True
         wp.init()
         self.device = cfg.device or ("cuda:0" if wp.is_cuda_available() else "cpu")
+        known = [d.alias for d in wp.get_devices()]
+        if self.device not in known:
+            raise ValueError(f"backend.device '{self.device}' is not a device Warp sees here ({', '.join(known)}); "
+                             "pass --device with one of them")
         if self.device == "cpu":
             # On the CPU Warp only serves parity tests, where compiling the kernels is most of the cost:
             # no backward passes, -O0 and no aggressive inlining cut the CPU time of

@@ -75,6 +75,8 @@ def test_gym_rgb_array_render(task: str, renderer_or_skip: None) -> None:
     (["train", "Panda-Lift-Cube", "--algo", "bc", "--demos", "/nonexistent/demos"], ["/nonexistent/demos"]),
     (["train", "Puck-Velocity-Flat", "--base", "runs/x"], ["--base is a setting of", "not of --algo ppo"]),
     (["train", "Panda-Lift-Cube", "--algo", "residual"], ["needs --base"]),
+    # --device only means something to the warp backend: ignored, the run would not be where it was asked to be
+    (["train", "Puck-Velocity-Flat", "--device", "cuda:0"], ["setting of the warp backend", "--backend warp"]),
     # train-bc reuses `train` with a parser of its own (no --backend/--device): it must reach the demos check
     (["train-bc", "Panda-Lift-Cube", "--demos", "/nonexistent/demos"], ["/nonexistent/demos"]),
 ])

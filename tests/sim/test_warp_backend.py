@@ -104,6 +104,11 @@ def test_task_runs_on_the_warp_backend() -> None:
         env.close()
 
 
+def test_a_device_warp_does_not_see_is_one_sentence(go1: mujoco.MjModel) -> None:
+    with pytest.raises(ValueError, match=r"backend.device 'cuda:7' is not a device Warp sees here"):
+        make_backend("warp", go1, 1, BackendConfig(name="warp", device="cuda:7"))
+
+
 def test_missing_warp_is_one_sentence(go1: mujoco.MjModel, monkeypatch: pytest.MonkeyPatch) -> None:
     import sys
 
