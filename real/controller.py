@@ -42,7 +42,7 @@ class PolicyController:
         self.command = np.zeros(3)
         self.joint_stamp: float | None = None
         self.imu_stamp: float | None = None
-        self._joint_rx = self._imu_rx = self._cmd_rx = self._pose_rx = -np.inf
+        self._joint_rx = self._imu_rx = self._cmd_rx = -np.inf
         self._cmd_timed_out = True
         self._estop_pressed = False
         self._latched: Mode | None = None  # ESTOP or FAULT until reset, across deactivation too
@@ -100,8 +100,7 @@ class PolicyController:
     def on_pose(self, position: np.ndarray, quat_wxyz: np.ndarray, now: float) -> None:
         """The base pose in the path's frame (odometry), for a `waypoints`-command policy."""
         if self.waypoints is not None and self.safety.inputs_finite(position, quat_wxyz, what="pose"):
-            self.waypoints.on_pose(position, quat_wxyz)
-            self._pose_rx = now
+            self.waypoints.on_pose(position, quat_wxyz, now)
 
     def due(self) -> bool:
         """True if the newest joint state should get a control step (paced by the sensor's stamps)."""
@@ -238,10 +237,7 @@ class PolicyController:
             self.last_target = None
             self._restart = False
         if self.waypoints is not None:
-            missing = self.waypoints.missing()
-            age = now - self._pose_rx
-            if not missing and age > s.cfg.pose_timeout_s:
-                missing = f"odometry {age * 1e3:.0f} ms old (limit {s.cfg.pose_timeout_s * 1e3:.0f} ms)"
+            missing = self.waypoints.missing(now, s.cfg.pose_timeout_s)
             if missing:  # zero waypoints at the map origin are nothing the policy was trained on: hold
                 s.note("waypoint_holds", f"waypoints policy has {missing}: holding the pose")
                 self._restart = True  # ramp in from the pose it holds once path and pose arrive

@@ -159,20 +159,22 @@ class WaypointInputs:
         self.heights = heights if "height_map" in sizes else None
         self.position = np.zeros(3)
         self.orientation = np.array([1.0, 0.0, 0.0, 0.0])
-        self.has_pose = False
+        self.pose_rx = -np.inf  # arrival time of the latest pose (`now` clock), -inf before the first
 
-    def on_pose(self, position: np.ndarray, quat_wxyz: np.ndarray) -> None:
-        """The base pose in the map frame (odometry)."""
+    def on_pose(self, position: np.ndarray, quat_wxyz: np.ndarray, now: float) -> None:
+        """The base pose in the map frame (odometry), arrived at `now` (a monotonic clock of this computer)."""
         self.position[:] = position
         self.orientation[:] = quat_wxyz
-        self.has_pose = True
+        self.pose_rx = now
 
-    def missing(self) -> str | None:
-        """What the policy still lacks to act (no path yet, no pose yet), or None when it has both."""
+    def missing(self, now: float, pose_timeout_s: float) -> str | None:
+        """What the policy lacks to act (no path, no pose, a pose older than `pose_timeout_s`), or None."""
         if self.tracker.path is None:
             return "no path yet"
-        if not self.has_pose:
+        if self.pose_rx == -np.inf:
             return "no base pose (odometry) yet"
+        if now - self.pose_rx > pose_timeout_s:
+            return f"odometry {(now - self.pose_rx) * 1e3:.0f} ms old (limit {pose_timeout_s * 1e3:.0f} ms)"
         return None
 
     def fill(self, state: object) -> None:

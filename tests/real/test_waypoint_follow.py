@@ -81,7 +81,7 @@ def test_inputs_fill_the_state_and_refuse_a_policy_they_cannot_serve(env) -> Non
     inputs.fill(state)
     assert state.waypoints.shape == (6,) and not state.waypoints.any()  # no path yet: target where it stands
     inputs.tracker.set_path(np.array([[1.0, 0.0, 0.3], [2.0, 0.0, 0.3]]))
-    inputs.on_pose(np.array([0.5, 0.0, 0.3]), np.array([1.0, 0, 0, 0]))
+    inputs.on_pose(np.array([0.5, 0.0, 0.3]), np.array([1.0, 0, 0, 0]), 0.0)
     inputs.fill(state)
     np.testing.assert_allclose(state.waypoints, [0.5, 0, 0, 1.5, 0, 0])
     assert state.height_map.shape == (30,)
