@@ -17,6 +17,10 @@ from s2r_ros.common import declare_params, qos, run
 from s2r_ros.mcap_log import McapLog
 
 PARAMS = {"path": "robot_log.mcap", "topics": ["/joint_states"], "executor": "events"}
+# A keep-last reader overwrites what the callback has not taken yet: at lockstep speed (several hundred messages
+# a second per topic) a busy machine can put a Python writer that far behind, so the queue is deep.
+DEPTH = 2000
+DRAIN_QUIET_S, DRAIN_MAX_S = 0.3, 3.0
 
 
 def message_class(type_name: str) -> type:
@@ -50,10 +54,28 @@ class Recorder(Node):
             self._subs[topic] = self.create_subscription(
                 message_class(type_name), topic,
                 lambda data, c=channel, t=topic: self.log.write(c, t, data, time.time_ns()),
-                qos("reliable" if reliable else "best_effort", 100), raw=True)
+                qos("reliable" if reliable else "best_effort", DEPTH), raw=True)
+
+    def drain(self) -> None:
+        """Take what already reached the reader's queue: the publishers stop first, but a lagging recorder still
+        holds their last messages, and closing at once would drop them."""
+        executor = self.executor
+        if executor is None:
+            return
+        start = last_change = time.monotonic()
+        seen = before = sum(self.log.counts.values())
+        while time.monotonic() - last_change < DRAIN_QUIET_S and time.monotonic() - start < DRAIN_MAX_S:
+            executor.spin_once(timeout_sec=0.05)
+            now_seen = sum(self.log.counts.values())
+            if now_seen != seen:
+                seen, last_change = now_seen, time.monotonic()
+        taken = seen - before
+        if taken:
+            self.get_logger().info(f"took {taken} queued messages after the stop request")
 
     def close(self) -> None:
-        """Finish the file (index and summary) so readers can open it."""
+        """Drain the queues, then finish the file (index and summary) so readers can open it."""
+        self.drain()
         self.log.close()
         self.get_logger().info(f"wrote {sum(self.log.counts.values())} messages to {self.log.path}: {self.log.counts}")
 
