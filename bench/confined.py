@@ -37,7 +37,7 @@ def train(method: str, steps: int, minutes: float, runs: Path, num_envs: int, se
     """One PPO run of `method` for `steps` env steps (or `minutes`, whichever first); returns its summary.
 
     `clearance_weight` overrides the task's `ceiling_clearance` reward weight (None: as registered; the
-    follower's is -3, the baselines' 0), e.g. to give a baseline the follower's safety shaping too.
+    follower's is 1, the baselines' 0), e.g. to give a baseline the follower's safety shaping too.
     """
     import torch
     from s2r.policies.driver import Budget, RunDriver, RunSpec

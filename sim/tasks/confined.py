@@ -52,10 +52,12 @@ class WaypointRewardConfig:
     waypoint_progress: RewardTerm = reward_field("waypoint_progress", 2.0, max_speed=1.0)
     waypoint_reached: RewardTerm = reward_field("waypoint_reached", 1.0)
     headroom: RewardTerm = reward_field("headroom", -2.0, margin=0.04)
-    # Safety shaping from the map (no commanded height): the trunk's top within `margin` of the lowest ceiling
-    # over it and just ahead costs in proportion, so under a low ceiling every centimetre lower pays. 0 here; the
-    # waypoint follower's registered config turns it on (issue 18: it never found crouching without it).
-    ceiling_clearance: RewardTerm = reward_field("ceiling_clearance", 0.0, margin=0.06)
+    # Safety shaping from the map (no commanded height): 1 while the trunk's top clears the lowest ceiling over
+    # it and just ahead by `margin`, falling linearly to 0 over the next `span` closer, so under a low ceiling
+    # every centimetre lower pays. 0 here; the follower's registered config turns it on (issue 18: without it
+    # the follower never found crouching). Positive, not a penalty: a per-step penalty made a robot stuck
+    # under a ceiling better off falling (first try: falls 3 -> 8 of 25 at difficulty 1).
+    ceiling_clearance: RewardTerm = reward_field("ceiling_clearance", 0.0, margin=0.04, span=0.12)
     lin_vel_z: RewardTerm = reward_field("lin_vel_z", -2.0)
     ang_vel_xy: RewardTerm = reward_field("ang_vel_xy", -0.05)
     orientation: RewardTerm = reward_field("orientation", -0.5)
@@ -166,14 +168,14 @@ def rew_headroom(s: WaypointState, margin: float = 0.04) -> T.Array:
     return s.xp.clip(margin - s.headroom, 0.0, None) / margin
 
 
-def rew_ceiling_clearance(s: WaypointState, margin: float = 0.06) -> T.Array:
-    """How far the trunk's top is above (lowest ceiling over the trunk and ahead) - `margin`, as a share of it.
+def rew_ceiling_clearance(s: WaypointState, margin: float = 0.04, span: float = 0.12) -> T.Array:
+    """In [0, 1]: 1 while the trunk's top is `margin` below the lowest ceiling over the trunk and just ahead,
+    then down linearly to 0 at `span` closer (or through it).
 
-    Linear, so it keeps paying for every centimetre lower while a low ceiling is over or just ahead of the
-    body (a standing Go1 under a 0.30 m ceiling reads ~1.6, crouched to a 0.20 m base ~0.3), and 0 where
-    the ceiling is high.
+    1 wherever the ceiling is high, so it only ranks postures under (or just before) a low one: a Go1
+    standing (base 0.28 m) under a 0.30 m ceiling reads 0.36, crouched to a 0.20 m base 1.
     """
-    return s.xp.clip(margin - s.clearance, 0.0, None) / margin
+    return 1.0 - s.xp.clip(margin - s.clearance, 0.0, span) / span
 
 
 for _name, _fn in (("waypoint_progress", rew_waypoint_progress), ("waypoint_reached", rew_waypoint_reached),

@@ -119,18 +119,18 @@ def test_ceiling_clearance_pays_for_a_lower_trunk_under_and_ahead_of_a_low_ceili
     q[:, 2] = maps.floor_z[0, i, j] + np.array([0.28, 0.20, 0.28])
     q[:, 3:7] = [1.0, 0.0, 0.0, 0.0]
     s = env._loco_state(env.backend.sensordata, np.zeros((3, 4), dtype=bool))
-    r = rew_ceiling_clearance(s, margin=0.06)
-    # Linear in the trunk top's distance below (ceiling - margin): every centimetre lower pays, to 0.
-    want = np.clip(0.06 - (free[i] - np.array([0.28, 0.20]) - TRUNK_HALF_HEIGHT), 0.0, None) / 0.06
+    r = rew_ceiling_clearance(s, margin=0.04, span=0.12)
+    # Linear in the trunk top's distance below (ceiling - margin): every centimetre lower pays, up to 1.
+    want = 1.0 - np.clip(0.04 - (free[i] - np.array([0.28, 0.20]) - TRUNK_HALF_HEIGHT), 0.0, 0.12) / 0.12
     np.testing.assert_allclose(r[:2], want, atol=1e-9)
-    assert r[0] > 0.5 and r[1] < 0.5 * r[0]
-    assert r[2] > 0.5  # the low ceiling 0.3 m ahead already costs: lower before the front edge meets it
+    assert r[0] < 0.9 and r[1] == 1.0
+    assert r[2] < 0.9  # the low ceiling 0.3 m ahead already counts: lower before the front edge meets it
     q[2, 3:7] = [0.0, 0.0, 0.0, 1.0]  # env 2 turned round (yaw pi): the ceiling is behind it now
     q[2, 0] = x_low - 0.45
     s = env._loco_state(env.backend.sensordata, np.zeros((3, 4), dtype=bool))
-    assert rew_ceiling_clearance(s, margin=0.06)[2] == 0.0
-    # The follower pays it, the two baselines do not (their tasks are as they were benchmarked).
-    assert task_config(TASK).rewards.ceiling_clearance.weight < 0
+    assert rew_ceiling_clearance(s, margin=0.04, span=0.12)[2] == 1.0
+    # The follower is paid it, the two baselines are not (their tasks are as they were benchmarked).
+    assert task_config(TASK).rewards.ceiling_clearance.weight > 0
     assert task_config("Go1-Skills-Confined").rewards.ceiling_clearance.weight == 0
     assert task_config("Go1-Goal-Confined").rewards.ceiling_clearance.weight == 0
 
