@@ -32,8 +32,13 @@ WALKER = REPO / "tests" / "data" / "go1_walk" / "policy.onnx"
 TRAIN_DIFFICULTIES = (0.0, 0.25, 0.5, 0.75, 1.0, 0.5, 0.75, 1.0)
 
 
-def train(method: str, steps: int, minutes: float, runs: Path, num_envs: int, seed: int) -> dict:
-    """One PPO run of `method` for `steps` env steps (or `minutes`, whichever first); returns its summary."""
+def train(method: str, steps: int, minutes: float, runs: Path, num_envs: int, seed: int,
+          clearance_weight: float | None = None) -> dict:
+    """One PPO run of `method` for `steps` env steps (or `minutes`, whichever first); returns its summary.
+
+    `clearance_weight` overrides the task's `ceiling_clearance` reward weight (None: as registered; the
+    follower's is 1, the baselines' 0), e.g. to give a baseline the follower's safety shaping too.
+    """
     import torch
     from s2r.policies.driver import Budget, RunDriver, RunSpec
     from s2r.policies.ppo import PPOConfig, TrainConfig
@@ -43,6 +48,9 @@ def train(method: str, steps: int, minutes: float, runs: Path, num_envs: int, se
     task = METHODS[method]
     tcfg = task_config(task)
     tcfg = replace(tcfg, maps_per_scene=len(TRAIN_DIFFICULTIES), difficulties=TRAIN_DIFFICULTIES)
+    if clearance_weight is not None:
+        term = replace(tcfg.rewards.ceiling_clearance, weight=clearance_weight)
+        tcfg = replace(tcfg, rewards=replace(tcfg.rewards, ceiling_clearance=term))
     base = PPOConfig()
     # A warm-started actor: small exploration noise around the walker's gait, a gentler first learning rate.
     algo = replace(base, critic_warmup=5, learning_rate=3e-4, policy=replace(base.policy, init_std=0.3))
@@ -58,14 +66,99 @@ def train(method: str, steps: int, minutes: float, runs: Path, num_envs: int, se
         driver.close()
     summary = {"method": method, "task": task, "run": str(out), "wall_s": time.perf_counter() - t0,
                "env_steps": int(result.get("progress", 0)), "budget_steps": steps, "budget_minutes": minutes,
-               "num_envs": num_envs, "seed": seed, "interrupted": bool(result.get("interrupted"))}
+               "num_envs": num_envs, "seed": seed, "interrupted": bool(result.get("interrupted")),
+               "ceiling_clearance_weight": tcfg.rewards.ceiling_clearance.weight}
     (out / "bench_train.json").write_text(json.dumps(summary, indent=2))
     print(json.dumps(summary))
     return summary
 
 
+# A timed-out episode whose base moved less than this (m) in its last STALL_S seconds is a stall.
+STALL_M, STALL_S = 0.25, 5.0
+LOW_CEILING = 0.42  # (m above the floor) lower than this needs a crouch: the planner's standing clearance
+
+
+class FailureProbe:
+    """How each evaluation episode ended, measured alongside `evaluate`'s rollout (one episode per env).
+
+    Per step and live env: robot-map contacts from above the base (the trunk or a leg against a ceiling,
+    overhang or hanging block; a full `mj_forward` of that env's state), the base height above the floor
+    while a low ceiling is over the trunk, and the base path. `summary` then puts every episode in one class:
+    success, fall, stall (timed out, < STALL_M m moved in the last STALL_S s) or slow (timed out, moving),
+    and says for the falls and stalls whether they ended at a low ceiling.
+    """
+
+    def __init__(self, env: object) -> None:
+        import mujoco
+        from s2r.sim.tasks.confined import TRUNK_HALF_HEIGHT
+
+        self.env, self.mujoco, self.trunk = env, mujoco, TRUNK_HALF_HEIGHT
+        model = env.backend.models[0]
+        self.map_geom = np.array([(mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_GEOM, g) or "").startswith("confined")
+                                  for g in range(model.ngeom)])
+        self.data = [mujoco.MjData(m) for m in env.backend.models]
+        n = env.num_envs
+        self.ceiling_steps = np.zeros(n, dtype=int)
+        self.low_steps = np.zeros(n, dtype=int)  # steps with a low ceiling over the trunk
+        self.low_height = np.full(n, np.nan)  # lowest base height above the floor under a low ceiling
+        self.path: list[np.ndarray] = []
+        self.last_low = np.zeros(n, dtype=bool)
+
+    def _low_ceiling(self) -> np.ndarray:
+        from s2r.sim.tasks.confined import CLEARANCE_POINTS
+
+        env = self.env
+        pts = CLEARANCE_POINTS[np.abs(CLEARANCE_POINTS[:, 0]) < 0.35]  # over the trunk and 0.3 m ahead
+        lowest = env.maps.lowest_ceiling(env.env_map, env.backend.qpos[:, :2], env._yaw(), pts)
+        return lowest - env.ground_z < LOW_CEILING
+
+    def record(self, live: np.ndarray) -> None:
+        """One step's measurements for the envs still in their first episode (`live`)."""
+        env, mj = self.env, self.mujoco
+        qpos = env.backend.qpos
+        self.path.append(np.where(live[:, None], qpos[:, :2], np.nan))
+        low = self._low_ceiling()
+        self.last_low = np.where(live, low, self.last_low)
+        h = qpos[:, 2] - env.ground_z
+        under = live & low
+        self.low_steps += under
+        self.low_height = np.where(under, np.fmin(self.low_height, h), self.low_height)
+        for e in np.flatnonzero(live):
+            d = self.data[e]
+            mj.mj_setState(env.backend.models[e], d, env.backend.state[e], mj.mjtState.mjSTATE_FULLPHYSICS)
+            mj.mj_forward(env.backend.models[e], d)
+            con = d.contact[: d.ncon]
+            hit = self.map_geom[con.geom1] ^ self.map_geom[con.geom2]  # robot against map
+            if np.any(hit & (con.pos[:, 2] > qpos[e, 2] + 0.5 * self.trunk)):
+                self.ceiling_steps[e] += 1
+
+    def summary(self, success: np.ndarray, fell: np.ndarray) -> dict:
+        """Counts per class over the episodes, and per-episode rows (JSON-ready)."""
+        dt = self.env.spec.control_dt
+        path = np.stack(self.path)  # (steps, n, 2)
+        k = round(STALL_S / dt)
+        cls = []
+        for e in range(len(success)):
+            p = path[:, e][~np.isnan(path[:, e, 0])]
+            moved = float(np.hypot(*(p[-1] - p[max(len(p) - k, 0)]))) if len(p) else 0.0
+            cls.append("success" if success[e] else "fall" if fell[e] else "stall" if moved < STALL_M else "slow")
+        cls = np.array(cls)
+        at_low = self.last_low & (cls != "success")
+        return {
+            "counts": {c: int((cls == c).sum()) for c in ("success", "fall", "stall", "slow")},
+            "fall_at_low_ceiling": int((at_low & (cls == "fall")).sum()),
+            "stall_at_low_ceiling": int((at_low & (cls == "stall")).sum()),
+            "ceiling_contact_episodes": int((self.ceiling_steps > 0).sum()),
+            "ceiling_contact_s_mean": float(self.ceiling_steps.mean() * dt),
+            "under_low_ceiling_episodes": int((self.low_steps > 0).sum()),
+            "min_height_under_low_ceiling_m": [None if np.isnan(v) else round(float(v), 3) for v in self.low_height],
+            "per_episode": cls.tolist(),
+        }
+
+
 def evaluate(run: Path, level: float, maps: int, seed: int = 0, seconds: float = 30.0) -> dict:
-    """One episode per held-out map at `level` (cut at `seconds`): success rate, time to goal, falls."""
+    """One episode per held-out map at `level` (cut at `seconds`): success rate, time to goal, falls, and how
+    each episode ended (`outcomes`, see `FailureProbe`)."""
     from s2r.policies.evaluate import OnnxPolicy, run_task_config
     from s2r.sim import make
     from s2r.sim.terrain.confined import EVAL_SEEDS
@@ -82,9 +175,11 @@ def evaluate(run: Path, level: float, maps: int, seed: int = 0, seconds: float =
         fell = np.zeros(n, dtype=bool)
         progress = np.zeros(n)  # share of the start-goal distance covered at the end (or at the fall)
         span = np.hypot(*(env.maps.goals[env.env_map, :2] - env.maps.starts[env.env_map, :2]).T)
+        probe = FailureProbe(env)
         for k in range(min(env.spec.max_episode_steps - 1, round(seconds / env.spec.control_dt))):
             obs, _, term, _, _ = env.step(policy(obs["policy"]))
             live = np.isnan(reached_at) & ~fell
+            probe.record(live & ~term)
             x = env.backend.qpos[:, 0] - env.maps.starts[env.env_map, 0]
             progress[live & ~term] = np.clip(x / span, 0, 1)[live & ~term]
             hit = live & env.goal_reached() & ~term
@@ -92,12 +187,14 @@ def evaluate(run: Path, level: float, maps: int, seed: int = 0, seconds: float =
             fell |= live & term
             if not (np.isnan(reached_at) & ~fell).any():
                 break
+        outcomes = probe.summary(~np.isnan(reached_at), fell)
     finally:
         env.close()
     ok = ~np.isnan(reached_at)
     return {"level": level, "maps": maps, "seconds": seconds, "success": float(ok.mean()), "fall_rate": float(fell.mean()),
             "time_to_goal_s": float(np.mean(reached_at[ok])) if ok.any() else None,
-            "mean_progress": float(np.where(ok, 1.0, progress).mean()), "per_map_success": ok.astype(int).tolist()}
+            "mean_progress": float(np.where(ok, 1.0, progress).mean()), "per_map_success": ok.astype(int).tolist(),
+            "outcomes": outcomes}
 
 
 def eval_all(runs: Path, maps: int, levels: list[float], out: Path, methods: list[str], seconds: float) -> dict:
@@ -141,11 +238,22 @@ def summarize(inputs: list[Path], out: Path) -> dict:
                            "success_per_seed": [r["success"] for r in rows],
                            "fall_rate": float(np.mean([r["fall_rate"] for r in rows])),
                            "mean_progress": float(np.mean([r["mean_progress"] for r in rows])),
-                           "time_to_goal_s": float(np.mean(times)) if times else None})
+                           "time_to_goal_s": float(np.mean(times)) if times else None,
+                           "outcomes": _sum_outcomes([r.get("outcomes") for r in rows])})
         res["methods"][m] = {"task": METHODS[m], "levels": levels, "per_seed": runs}
     out.write_text(json.dumps(res, indent=2))
     plot(res, out.with_suffix(".png"))
     return res
+
+
+def _sum_outcomes(rows: list[dict | None]) -> dict | None:
+    """Episode classes and contact counts added over training seeds (None if any seed's eval predates them)."""
+    if not rows or any(r is None for r in rows):
+        return None
+    keys = ("fall_at_low_ceiling", "stall_at_low_ceiling", "ceiling_contact_episodes", "under_low_ceiling_episodes")
+    out = {"counts": {c: sum(r["counts"][c] for r in rows) for c in rows[0]["counts"]}}
+    out.update({k: sum(r[k] for r in rows) for k in keys})
+    return out
 
 
 def plot(res: dict, path: Path) -> None:
@@ -249,6 +357,8 @@ def main() -> None:
     t.add_argument("--num-envs", type=int, default=64)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--runs", type=Path, default=REPO / "runs" / "confined")
+    t.add_argument("--clearance-weight", type=float, default=None,
+                   help="override the task's ceiling_clearance reward weight (default: as registered)")
     e = sub.add_parser("eval")
     e.add_argument("--runs", type=Path, default=REPO / "runs" / "confined")
     e.add_argument("--maps", type=int, default=25)
@@ -266,7 +376,7 @@ def main() -> None:
     su.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "confined.json")
     a = p.parse_args()
     if a.cmd == "train":
-        train(a.method, a.steps, a.minutes, a.runs, a.num_envs, a.seed)
+        train(a.method, a.steps, a.minutes, a.runs, a.num_envs, a.seed, a.clearance_weight)
     elif a.cmd == "eval":
         eval_all(a.runs, a.maps, [float(x) for x in a.levels.split(",")], a.out, a.methods.split(","), a.seconds)
     elif a.cmd == "summarize":

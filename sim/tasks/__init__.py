@@ -121,15 +121,17 @@ register_task(
     "Crazyflie time allocation through 3-6 random waypoints (one-step bandit); reward = time saved over the "
     "heuristic when the minimum-snap plan passes the flatness check.",
 )
+_R = WaypointRewardConfig()
 register_task(
     "Go1-Waypoints-Confined",
     ConfinedWaypointEnv,
-    ConfinedWaypointConfig(),
+    # The follower is paid while its trunk clears a low ceiling over or just ahead of it (safety shaping from the
+    # map; no height is commanded): without it, it never found crouching in 164k steps (issue 18).
+    ConfinedWaypointConfig(rewards=replace(_R, ceiling_clearance=replace(_R.ceiling_clearance, weight=1.0))),
     "Go1-class quadruped follows planner waypoints through a procedural tunnel (low ceilings, narrow corridors, "
     "overhangs, steps, voids); observes waypoints, proprioception and a ray-cast floor/ceiling map.",
 )
 
-_R = WaypointRewardConfig()
 register_task(
     "Go1-Goal-Confined",
     ConfinedWaypointEnv,

@@ -39,6 +39,10 @@ COMMAND_MODES = ("waypoints", "goal", "skills")
 # Spawn this far (m) ahead of the map's start point: from the start itself (0.4 m in front of the back wall)
 # the hind knees, which reach ~0.37 m behind the base, touched the wall and tipped the robot over.
 SPAWN_AHEAD = (0.1, 0.25)
+# Where `ceiling_clearance` reads the ceiling, in the body's heading frame (m): over the trunk (0.38 m long, its
+# sides) and up to 0.4 m ahead of the base, so the body lowers before its front meets a low ceiling rather than
+# after (the trunk's front edge is 0.19 m ahead of the base).
+CLEARANCE_POINTS = np.array([(dx, dy) for dx in (-0.19, 0.0, 0.19, 0.3, 0.4) for dy in (-0.08, 0.0, 0.08)])
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -48,6 +52,12 @@ class WaypointRewardConfig:
     waypoint_progress: RewardTerm = reward_field("waypoint_progress", 2.0, max_speed=1.0)
     waypoint_reached: RewardTerm = reward_field("waypoint_reached", 1.0)
     headroom: RewardTerm = reward_field("headroom", -2.0, margin=0.04)
+    # Safety shaping from the map (no commanded height): 1 while the trunk's top clears the lowest ceiling over
+    # it and just ahead by `margin`, falling linearly to 0 over the next `span` closer, so under a low ceiling
+    # every centimetre lower pays. 0 here; the follower's registered config turns it on (issue 18: without it
+    # the follower never found crouching). Positive, not a penalty: a per-step penalty made a robot stuck
+    # under a ceiling better off falling (first try: falls 3 -> 8 of 25 at difficulty 1).
+    ceiling_clearance: RewardTerm = reward_field("ceiling_clearance", 0.0, margin=0.04, span=0.12)
     lin_vel_z: RewardTerm = reward_field("lin_vel_z", -2.0)
     ang_vel_xy: RewardTerm = reward_field("ang_vel_xy", -0.05)
     orientation: RewardTerm = reward_field("orientation", -0.5)
@@ -119,6 +129,7 @@ class WaypointState(T.LocoState):
     progress: T.Array = None  # (n,) m/s towards the current waypoint this step
     reached: T.Array = None  # (n,) bool: a waypoint was reached this step
     headroom: T.Array = None  # (n,) ceiling above the trunk's top (m)
+    clearance: T.Array = None  # (n,) lowest ceiling over the trunk and ahead (CLEARANCE_POINTS) above its top (m)
     height_command: T.Array = None  # (n,) body height the planner wants here ("skills" mode; m above the floor)
 
 
@@ -157,8 +168,19 @@ def rew_headroom(s: WaypointState, margin: float = 0.04) -> T.Array:
     return s.xp.clip(margin - s.headroom, 0.0, None) / margin
 
 
+def rew_ceiling_clearance(s: WaypointState, margin: float = 0.04, span: float = 0.12) -> T.Array:
+    """In [0, 1]: 1 while the trunk's top is `margin` below the lowest ceiling over the trunk and just ahead,
+    then down linearly to 0 at `span` closer (or through it).
+
+    1 wherever the ceiling is high, so it only ranks postures under (or just before) a low one: a Go1
+    standing (base 0.28 m) under a 0.30 m ceiling reads 0.36, crouched to a 0.20 m base 1.
+    """
+    return 1.0 - s.xp.clip(margin - s.clearance, 0.0, span) / span
+
+
 for _name, _fn in (("waypoint_progress", rew_waypoint_progress), ("waypoint_reached", rew_waypoint_reached),
-                   ("headroom", rew_headroom), ("track_body_height", rew_track_body_height)):
+                   ("headroom", rew_headroom), ("ceiling_clearance", rew_ceiling_clearance),
+                   ("track_body_height", rew_track_body_height)):
     if _name in T.REWARD_TERMS:
         raise RuntimeError(f"reward term '{_name}' is registered twice")
     T.REWARD_TERMS[_name] = _fn
@@ -345,11 +367,14 @@ class ConfinedWaypointEnv(LocomotionEnv):
         rel = self.waypoints[rows[:, None], idx] - qpos[:, None, :3]  # (m, k, 3)
         body = _quat_rotate_inv(np.repeat(quat, k, axis=0), rel.reshape(-1, 3)).reshape(len(rows), 3 * k)
         noise = self.rng if self.cfg.randomization.observation_noise > 0 else None
-        hmap = self.heights.cast(qpos[:, :3], self._yaw(rows), noise)
+        yaw = self._yaw(rows)
+        hmap = self.heights.cast(qpos[:, :3], yaw, noise)
         ceiling = self.maps.ceiling(self.env_map[rows], qpos[:, :2])
+        lowest = self.maps.lowest_ceiling(self.env_map[rows], qpos[:, :2], yaw, CLEARANCE_POINTS)
+        top = qpos[:, 2] + TRUNK_HALF_HEIGHT
         fields = {f: getattr(s, f) for f in s.__dataclass_fields__}
         return WaypointState(**fields, waypoints=body, height_map=hmap, progress=self._progress[rows],
-                             reached=self._reached[rows], headroom=ceiling - (qpos[:, 2] + TRUNK_HALF_HEIGHT),
+                             reached=self._reached[rows], headroom=ceiling - top, clearance=lowest - top,
                              height_command=self.wp_body_z[rows, self.wp_index[rows]])
 
     def _frame(self, s: T.LocoState, rows: np.ndarray | slice = slice(None)) -> tuple[np.ndarray, np.ndarray]:

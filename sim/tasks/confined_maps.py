@@ -76,3 +76,15 @@ class SceneMaps:
         """(n,) ceiling height over the base's column."""
         i, j = self.column(slots, xy)
         return self.ceil_z[slots, i, j]
+
+    def lowest_ceiling(self, slots: np.ndarray, xy: np.ndarray, yaw: np.ndarray, points: np.ndarray) -> np.ndarray:
+        """(n,) lowest ceiling over `points` (k, 2) given in the body's heading frame (x forward, y left).
+
+        Solid columns (walls, pillars) read the map's top, not a ceiling: the body cannot be under them.
+        """
+        c, s = np.cos(yaw)[:, None], np.sin(yaw)[:, None]
+        px = xy[:, :1] + c * points[:, 0] - s * points[:, 1]  # (n, k)
+        py = xy[:, 1:2] + s * points[:, 0] + c * points[:, 1]
+        k = len(points)
+        i, j = self.column(np.repeat(slots, k), np.stack([px.ravel(), py.ravel()], axis=1))
+        return self.ceil_z[np.repeat(slots, k), i, j].reshape(-1, k).min(axis=1)

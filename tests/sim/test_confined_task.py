@@ -102,6 +102,39 @@ def test_an_env_that_strays_gets_a_new_plan_from_where_it_is(env) -> None:
     assert not np.array_equal(old, env.waypoints[1, : env.wp_count[1]])
 
 
+def test_ceiling_clearance_pays_for_a_lower_trunk_under_and_ahead_of_a_low_ceiling(env) -> None:
+    from s2r.sim.tasks.confined import TRUNK_HALF_HEIGHT, rew_ceiling_clearance
+
+    env.reset(seed=0)
+    maps = env.maps
+    # The first column along the tunnel's middle whose ceiling is under 0.40 m (the map is at difficulty 1).
+    j = int(maps.column(np.zeros(1, dtype=int), np.array([[maps.origins[0, 0], 0.0]]))[1][0])
+    free = maps.ceil_z[0, :, j] - maps.floor_z[0, :, j]
+    i = int(np.flatnonzero((free > 0.1) & (free < 0.40))[0])  # (solid columns, walls and pillars, read 0)
+    x_low = maps.origins[0, 0] + (i + 0.5) * maps.res
+    q = env.backend.qpos
+    # env 0 stands (0.28 m) under it, env 1 crouches (0.20 m) under it, env 2 stands 0.3 m before it facing it.
+    q[:, 0] = [x_low + 0.3, x_low + 0.3, x_low - 0.3]
+    q[:, 1] = 0.0
+    q[:, 2] = maps.floor_z[0, i, j] + np.array([0.28, 0.20, 0.28])
+    q[:, 3:7] = [1.0, 0.0, 0.0, 0.0]
+    s = env._loco_state(env.backend.sensordata, np.zeros((3, 4), dtype=bool))
+    r = rew_ceiling_clearance(s, margin=0.04, span=0.12)
+    # Linear in the trunk top's distance below (ceiling - margin): every centimetre lower pays, up to 1.
+    want = 1.0 - np.clip(0.04 - (free[i] - np.array([0.28, 0.20]) - TRUNK_HALF_HEIGHT), 0.0, 0.12) / 0.12
+    np.testing.assert_allclose(r[:2], want, atol=1e-9)
+    assert r[0] < 0.9 and r[1] == 1.0
+    assert r[2] < 0.9  # the low ceiling 0.3 m ahead already counts: lower before the front edge meets it
+    q[2, 3:7] = [0.0, 0.0, 0.0, 1.0]  # env 2 turned round (yaw pi): the ceiling is behind it now
+    q[2, 0] = x_low - 0.45
+    s = env._loco_state(env.backend.sensordata, np.zeros((3, 4), dtype=bool))
+    assert rew_ceiling_clearance(s, margin=0.04, span=0.12)[2] == 1.0
+    # The follower is paid it, the two baselines are not (their tasks are as they were benchmarked).
+    assert task_config(TASK).rewards.ceiling_clearance.weight > 0
+    assert task_config("Go1-Skills-Confined").rewards.ceiling_clearance.weight == 0
+    assert task_config("Go1-Goal-Confined").rewards.ceiling_clearance.weight == 0
+
+
 def test_export_names_the_waypoints_command(env) -> None:
     from s2r.policies.export import command_spec
     from s2r.real.metadata import WaypointsCommand
