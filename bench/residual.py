@@ -186,7 +186,8 @@ def main() -> None:
                                                "actor_lr": lc.actor_lr, "critic_lr": lc.critic_lr,
                                                "critic_warmup_updates": lc.critic_warmup_updates,
                                                "learning_starts": cfg.learning_starts, "warmup_noise": cfg.warmup_noise,
-                                               "exploration_noise": lc.exploration_noise}}
+                                               "exploration_noise": lc.exploration_noise,
+                                               "q_filter": lc.q_filter, "q_filter_bc": lc.q_filter_bc}}
             print(json.dumps({"progress": key, "final_success": out["runs"][key]["final_success"]}), flush=True)
     out["total_wall_s"] = time.perf_counter() - t0
     out["loadavg"] = os.getloadavg()

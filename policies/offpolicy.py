@@ -106,6 +106,18 @@ class OffPolicyConfig:
     # What the actor climbs: "mean" of the ensemble (REDQ/RLPD and the residual RL paper; every critic's
     # opinion counts) or "min" over all members (TD3-style pessimism, kept for the ablation).
     actor_q: str = "mean"
+    # Pessimistic Q-filter (issue 13). The anchor is the actor output 0 (for a residual learner: the base action).
+    # `q_filter=k` keeps the actor's action at acting time only where the ensemble is confident it beats the
+    # anchor: per head d_i = Q_i(s, compose(a)) - Q_i(s, compose(0)), kept iff mean(d) - k * std(d) > 0; else
+    # the output is 0 (exploration noise is added after the filter, so collection still explores around the
+    # base). Paired per head, not "mean - k*std of Q(s, a) > mean Q(s, b)": at one state the heads disagree
+    # mostly about the state's value, and that disagreement is shared by two actions 1% of the range apart;
+    # an unpaired bound would subtract it and reject every residual whatever the critic learned about the
+    # residual itself. None: off. `q_filter_bc` (Q-filtered BC, Nair et al. 2018) adds to the actor loss
+    # this weight times the squared output where the filter rejects the actor's action: the actor is pulled
+    # back to the base where the critics show no confident gain, instead of drifting on their noise.
+    q_filter: float | None = None
+    q_filter_bc: float = 0.0
     demo_fraction: float = 0.5  # share of each batch drawn from the demo buffer, when one is given (RLPD: half)
     compile: bool = False  # torch.compile the loss functions (falls back to eager if compiling fails)
     keep_freed_memory: bool = True  # on the CPU, call `keep_freed_memory()` (process-wide; see there)
@@ -121,6 +133,12 @@ class OffPolicyConfig:
             raise ValueError(f"OffPolicyConfig.actor_q must be 'mean' or 'min', got '{self.actor_q}'")
         if not 0.0 <= self.demo_fraction <= 1.0:
             raise ValueError(f"OffPolicyConfig.demo_fraction must be in [0, 1], got {self.demo_fraction}")
+        if self.q_filter is not None and not self.q_filter >= 0.0:
+            raise ValueError(f"OffPolicyConfig.q_filter must be None (off) or >= 0 (the k of mean - k*std), "
+                             f"got {self.q_filter}")
+        if self.q_filter_bc < 0.0 or (self.q_filter_bc > 0.0 and self.q_filter is None):
+            raise ValueError(f"OffPolicyConfig.q_filter_bc must be >= 0 and needs q_filter set (got q_filter_bc="
+                             f"{self.q_filter_bc}, q_filter={self.q_filter}); set q_filter=1.0 or q_filter_bc=0")
         if self.policy_delay < 1 or self.n_step < 1 or not self.utd_ratio > 0:
             raise ValueError("OffPolicyConfig.policy_delay and n_step must be >= 1 and utd_ratio > 0")
 
@@ -197,6 +215,7 @@ class OffPolicyLearner:
         self.alpha_optimizer = _adam([self.log_alpha], cfg.alpha_lr)
         self.target_entropy = float(-action_dim if cfg.target_entropy is None else cfg.target_entropy)
         self.updates = 0
+        self.last_filter_keep = 1.0  # fraction of the last `act` batch the Q-filter kept (1 without a filter)
         self._critic_params = list(self.critic.parameters())
         self._target_params = list(self.critic_target.parameters())
         self._encoder_params = encoder_params
@@ -262,15 +281,41 @@ class OffPolicyLearner:
         return torch.tanh(u), logp
 
     @torch.no_grad()
-    def act(self, obs: Mapping[str, torch.Tensor | np.ndarray], deterministic: bool = False) -> torch.Tensor:
-        """Env actions (batch, action_dim) for collection (`deterministic=False`) or evaluation."""
+    def act(self, obs: Mapping[str, torch.Tensor | np.ndarray], deterministic: bool = False,
+            filtered: bool = True) -> torch.Tensor:
+        """Env actions (batch, action_dim) for collection (`deterministic=False`) or evaluation.
+
+        With `cfg.q_filter` set (and `filtered`), the actor's output is replaced by 0 (the anchor: the base
+        action of a residual learner) where the critics are not confident it is better; `last_filter_keep`
+        then holds the fraction kept. The critic's groups must be in `obs`.
+        """
         # Images stay uint8 (the encoder scales them); vectors become float32.
         obs = {g: torch.as_tensor(v, device=self.device) if g in self.image_groups
                else torch.as_tensor(v, dtype=torch.float32, device=self.device) for g, v in obs.items()}
         a, _ = self.policy(obs, sample=not deterministic)
+        if filtered and self.cfg.q_filter is not None:
+            keep = self.q_filter_keep(obs, a)
+            a = torch.where(keep[:, None], a, torch.zeros_like(a))
+            self.last_filter_keep = float(keep.float().mean())
         if not deterministic and not self.stochastic:
             a = (a + self.cfg.exploration_noise * torch.randn_like(a)).clamp(-1.0, 1.0)
         return self.compose(a, obs)
+
+    def q_pair(self, obs: Mapping[str, torch.Tensor], a: torch.Tensor, features: torch.Tensor | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(E, batch) Q of every critic at compose(a) and at the anchor compose(0), in one batched pass."""
+        x = self.critic_input(obs, features)
+        both = torch.cat([torch.cat([x, self.compose(a, obs)], dim=-1),
+                          torch.cat([x, self.compose(torch.zeros_like(a), obs)], dim=-1)])
+        q = self.critic(both).squeeze(-1)  # (E, 2 * batch)
+        return q[:, : len(a)], q[:, len(a):]
+
+    @torch.no_grad()
+    def q_filter_keep(self, obs: Mapping[str, torch.Tensor], a: torch.Tensor,
+                      features: torch.Tensor | None = None) -> torch.Tensor:
+        """(batch,) bool: the critics' paired lower bound favours actor output `a` over the anchor (see `q_filter`)."""
+        q_a, q_0 = self.q_pair(obs, a, features)
+        return _filter_keep(q_a - q_0, self.cfg.q_filter or 0.0)
 
     @property
     def alpha(self) -> torch.Tensor:
@@ -312,13 +357,19 @@ class OffPolicyLearner:
                           features: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         features = None if features is None else features.detach()  # the actor loss never reaches the encoder
         a, logp = self.policy(obs, sample=True, features=features)
-        x = torch.cat([self.critic_input(obs, features), self.compose(a, obs)], dim=-1)
-        qs = self.critic(x).squeeze(-1)  # (E, batch)
+        if self.cfg.q_filter_bc > 0.0:
+            qs, q_0 = self.q_pair(obs, a, features)  # (E, batch) each; the anchor's Q carries no actor gradient
+        else:
+            qs = self.critic(torch.cat([self.critic_input(obs, features), self.compose(a, obs)], dim=-1)).squeeze(-1)
         q = qs.mean(0) if self.cfg.actor_q == "mean" else qs.amin(0)
         if self.cfg.actor_pessimism > 0.0:
             q = q - self.cfg.actor_pessimism * qs.std(0)
         if self.cfg.actor_penalty > 0.0:
             q = q - self.cfg.actor_penalty * a.square().mean(-1)
+        if self.cfg.q_filter_bc > 0.0:
+            # Q-filtered BC towards output 0: only where the filter would reject this action.
+            reject = ~_filter_keep((qs - q_0).detach(), self.cfg.q_filter or 0.0)
+            q = q - self.cfg.q_filter_bc * reject.float() * a.square().mean(-1)
         if logp is None:
             return -q.mean(), torch.zeros((), device=q.device)
         return (alpha * logp - q).mean(), logp.detach()
@@ -520,6 +571,11 @@ def _normalizer(groups: tuple[str, ...], obs_dims: Mapping[str, int],
         means.append(torch.as_tensor(m, dtype=torch.float32).reshape(obs_dims[g]))
         inv.append(1.0 / torch.as_tensor(s, dtype=torch.float32).reshape(obs_dims[g]).clamp_min(1e-6))
     return torch.cat(means).to(device), torch.cat(inv).to(device)
+
+
+def _filter_keep(d: torch.Tensor, k: float) -> torch.Tensor:
+    """(batch,) bool from per-head advantages d (E, batch): mean - k * std over the heads > 0."""
+    return d.mean(0) - k * d.std(0) > 0.0
 
 
 def _apply_norm(x: torch.Tensor, norm: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:

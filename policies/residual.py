@@ -301,6 +301,10 @@ class ResidualRL(Algorithm):
             stats = demo_stats(eps, [g for g in ("policy", "privileged") if g in self.obs_dims], cfg)
         self.demos = demos
         lcfg = cfg.learner
+        if cfg.finetune and lcfg.q_filter is not None:
+            # The filter's anchor is the actor output 0: the base for a residual, a zero action for the BC net.
+            raise AlgorithmTaskMismatch("learner.q_filter compares against the residual's base and --algo finetune "
+                                        "has none; drop learner.q_filter (and q_filter_bc) for the finetune run")
         if cfg.finetune:
             # The BC net has its own normaliser inside; it reads raw `policy` observations and no base action.
             lcfg = replace(lcfg, actor_obs=("policy",), zero_init_actor=False)
@@ -349,17 +353,36 @@ class ResidualRL(Algorithm):
         return {**{g: v for g, v in obs.items() if g in self.obs_dims}, BASE_GROUP: base_action}
 
     def evaluate(self, episodes_env: Any = None) -> dict[str, float]:
-        """Success rate of the current deterministic policy, one episode per eval env."""
+        """Success rate of the current deterministic policy, one episode per eval env.
+
+        With the learner's Q-filter on, the policy is filtered (it reads the critic's groups, privileged ones
+        included, so the filter exists in simulation only); `success_rate_unfiltered` is then the same
+        episodes without it, which is what the exported graph (base + residual, no critic) does.
+        """
+        out = self._success(episodes_env, filtered=True)
+        if self.learner.cfg.q_filter is not None and not self.cfg.finetune:
+            unfiltered = self._success(episodes_env, filtered=False)
+            out.update(success_rate_unfiltered=unfiltered["success_rate"])
+        self._evaluated_at = self.progress
+        return out
+
+    def _success(self, episodes_env: Any, filtered: bool) -> dict[str, float]:
         env = episodes_env or self.eval_env
         base = BasePolicy(self.bc, self.bc_cfg.ensemble_m, env.num_envs)
+        kept: list[float] = []
 
-        def act(policy_obs: np.ndarray) -> np.ndarray:
-            b = base.step(policy_obs)
-            return self.learner.act({"policy": policy_obs, BASE_GROUP: b}, deterministic=True).numpy()
+        def act(obs: dict[str, np.ndarray]) -> np.ndarray:
+            b = base.step(obs["policy"])
+            a = self.learner.act(self._with_base(obs, b), deterministic=True, filtered=filtered).numpy()
+            kept.append(self.learner.last_filter_keep)
+            return a
 
+        act.reads_groups = True  # type: ignore[attr-defined]
         ep = success_episodes(act, env, seed=self.cfg.seed + 10_000, reset=base.reset)
-        self._evaluated_at = self.progress
-        return {"success_rate": float(ep["success"].mean()), "mean_length": float(ep["length"].mean())}
+        out = {"success_rate": float(ep["success"].mean()), "mean_length": float(ep["length"].mean())}
+        if filtered and self.learner.cfg.q_filter is not None:
+            out["filter_keep_eval"] = float(np.mean(kept))
+        return out
 
     # ---- one iteration ------------------------------------------------------------------------------------
 
@@ -424,6 +447,8 @@ class ResidualRL(Algorithm):
             noise = self.rng.uniform(-cfg.warmup_noise, cfg.warmup_noise, size=b.shape)
             return np.clip(b + noise, -1.0, 1.0).astype(np.float32)
         action = self.learner.act(o).numpy()
+        if cfg.learner.q_filter is not None:
+            self._metrics["filter_keep"] = self.learner.last_filter_keep
         if cfg.progressive_steps > 0 and not cfg.finetune:
             # Each env applies the residual with probability p (else the base alone); p ramps 0 -> 1.
             p = min(1.0, max(0.0, (self.progress - cfg.learning_starts) / cfg.progressive_steps))
@@ -453,7 +478,11 @@ class ResidualRL(Algorithm):
         return f"with {n:,} transitions already on disk"
 
     def export_graph(self) -> ChunkedPolicyGraph:
-        """The deployable graph: base + scale * residual (or the fine-tuned network alone)."""
+        """The deployable graph: base + scale * residual (or the fine-tuned network alone).
+
+        Without the Q-filter: it needs the critics, which read privileged observations the robot does not have,
+        so the filter is a training-time (simulation) safeguard; `evaluate` reports the unfiltered success too.
+        """
         if self.cfg.finetune:
             return ChunkedPolicyGraph(first_action_bc(self.learner.actor.bc), 0.0)
         return ChunkedPolicyGraph(self.bc, self.bc_cfg.ensemble_m, ExportedActor(self.learner), self.cfg.scale)

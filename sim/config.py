@@ -46,8 +46,29 @@ def _replace_path(cfg: Any, path: list[str], value: Any, full: str) -> Any:
     current = getattr(cfg, head)
     if len(path) > 1:
         return dataclasses.replace(cfg, **{head: _replace_path(current, path[1:], value, full)})
+    optional, inner = _optional_kind(type(cfg), head)
+    if optional and isinstance(value, str) and value.strip().lower() in ("none", "null"):
+        return dataclasses.replace(cfg, **{head: None})
+    if current is None and inner is not None:
+        # An `X | None` field now at None: the value's type comes from the annotation, not the current value.
+        try:
+            return dataclasses.replace(cfg, **{head: inner(value)})
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"config key '{full}' wants {inner.__name__} or none, got {value!r}") from exc
     return dataclasses.replace(cfg, **{head: _coerce(current, value, full, _fixed_length(type(cfg), head),
                                                      _tuple_kind(type(cfg), head))})
+
+
+def _optional_kind(cls: type, name: str) -> tuple[bool, type | None]:
+    """(whether field `name` may be None, its scalar type X when annotated `X | None` with X int/float/str)."""
+    try:
+        args = typing.get_args(typing.get_type_hints(cls)[name])
+    except Exception:  # unresolvable annotations: not treated as optional
+        return False, None
+    if type(None) not in args:
+        return False, None
+    rest = [a for a in args if a is not type(None)]
+    return True, rest[0] if len(rest) == 1 and rest[0] in (int, float, str) else None
 
 
 def _fixed_length(cls: type, name: str) -> int | None:

@@ -1,0 +1,134 @@
+"""The pessimistic Q-filter of residual RL (issue 13): the residual is applied only where the critic ensemble is
+confident it beats the base action; elsewhere the policy acts with the base. Real torch networks throughout:
+the critics are fitted to a known preference, then the filter is judged against it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+from s2r.policies.bc import BCConfig, train_bc
+from s2r.policies.demos import collect_demos
+from s2r.policies.driver import Budget, RunDriver, RunSpec
+from s2r.policies.offpolicy import OffPolicyConfig, OffPolicyLearner, residual_compose
+from s2r.policies.residual import BASE_GROUP, ResidualConfig
+from s2r.sim import task_config
+
+STEPS = 150
+SCALE = 0.5  # large, so the critics' fit resolves the residual's effect within a few hundred steps
+DIMS = {"policy": 3, BASE_GROUP: 2}
+CFG = OffPolicyConfig(actor="deterministic", actor_obs=("policy", BASE_GROUP), critic_obs=("policy", BASE_GROUP),
+                      actor_hidden=(16,), critic_hidden=(32, 32), num_critics=4, q_filter=1.0,
+                      exploration_noise=0.3)
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _obs(n: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
+    return {"policy": torch.randn(n, 3, generator=gen), BASE_GROUP: torch.rand(n, 2, generator=gen) - 0.5}  # no clipping at +-1
+
+
+def _learner(best_offset: float, cfg: OffPolicyConfig = CFG) -> OffPolicyLearner:
+    """A residual learner whose actor always outputs tanh(1) = 0.76 and whose critics (every head fitted to the
+    same target) rate an action by -|a - (base + best_offset)|^2: best_offset 0 prefers the base."""
+    torch.manual_seed(0)
+    learner = OffPolicyLearner(DIMS, 2, cfg, compose=residual_compose(SCALE, BASE_GROUP))
+    last = [m for m in learner.actor.modules() if isinstance(m, torch.nn.Linear)][-1]
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.fill_(1.0)
+    gen = torch.Generator().manual_seed(1)
+    opt = torch.optim.Adam(learner.critic.parameters(), lr=1e-2)
+    for _ in range(STEPS):
+        obs = _obs(64, gen)
+        # Actions around the base, as far out as the residual reaches and a little beyond.
+        a = obs[BASE_GROUP] + 0.6 * (torch.rand(64, 2, generator=gen) * 2 - 1)
+        target = -(a - obs[BASE_GROUP] - best_offset).square().sum(-1)
+        q = learner.critic(torch.cat([learner.critic_input(obs), a], dim=-1)).squeeze(-1)  # (E, batch)
+        loss = (q - target).square().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return learner
+
+
+def test_filtered_action_is_the_base_where_the_critic_prefers_the_base() -> None:
+    learner = _learner(best_offset=0.0)
+    obs = _obs(500, torch.Generator().manual_seed(2))
+    base = obs[BASE_GROUP]
+    filtered = learner.act(obs, deterministic=True)
+    assert torch.equal(filtered, base), "the filter let a residual through that every critic rates below the base"
+    assert learner.last_filter_keep == 0.0
+    raw = learner.act(obs, deterministic=True, filtered=False)
+    torch.testing.assert_close(raw, base + SCALE * torch.tanh(torch.tensor(1.0)))
+    # Collecting: the exploration noise is added after the filter, so it explores around the base, not the residual.
+    noisy = learner.act(obs) - base
+    assert noisy.mean().abs() < 0.02 and 0.12 < noisy.std() < 0.18  # std 0.3 of the residual, scale 0.5
+
+
+def test_filter_keeps_a_residual_the_critics_agree_on_and_k_makes_it_pessimistic() -> None:
+    residual = SCALE * float(torch.tanh(torch.tensor(1.0)))
+    learner = _learner(best_offset=residual)
+    obs = _obs(500, torch.Generator().manual_seed(2))
+    kept = learner.act(obs, deterministic=True)
+    torch.testing.assert_close(kept, obs[BASE_GROUP] + residual)
+    assert learner.last_filter_keep > 0.95
+    # The same critics with an absurd k: the heads never agree that well, so the base is used everywhere.
+    strict = OffPolicyLearner(DIMS, 2, replace(CFG, q_filter=1e6), compose=residual_compose(SCALE, BASE_GROUP))
+    strict.actor.load_state_dict(learner.actor.state_dict())
+    strict.critic.load_state_dict(learner.critic.state_dict())
+    assert torch.equal(strict.act(obs, deterministic=True), obs[BASE_GROUP])
+
+
+def test_q_filtered_bc_pulls_the_actor_to_the_base_only_where_the_filter_rejects() -> None:
+    obs = _obs(128, torch.Generator().manual_seed(3))
+    a = torch.tanh(torch.tensor(1.0))
+    for best, rejected in ((0.0, True), (SCALE * float(a), False)):
+        plain = _learner(best)
+        bc = OffPolicyLearner(DIMS, 2, replace(CFG, q_filter_bc=2.0), compose=residual_compose(SCALE, BASE_GROUP))
+        bc.actor.load_state_dict(plain.actor.state_dict())
+        bc.critic.load_state_dict(plain.critic.state_dict())
+        with torch.no_grad():
+            loss_plain = plain._actor_loss_eager(obs, plain.alpha)[0]
+            loss_bc = bc._actor_loss_eager(obs, bc.alpha)[0]
+        extra = 2.0 * a.square() if rejected else torch.tensor(0.0)
+        torch.testing.assert_close(loss_bc - loss_plain, extra, rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize(("make", "message"), [
+    (lambda: OffPolicyConfig(q_filter=-1.0), "OffPolicyConfig.q_filter must be None"),
+    (lambda: OffPolicyConfig(q_filter_bc=1.0), "OffPolicyConfig.q_filter_bc must be >= 0 and needs q_filter set"),
+    (lambda: OffPolicyConfig(q_filter=1.0, q_filter_bc=-1.0), "OffPolicyConfig.q_filter_bc must be >= 0"),
+])
+def test_bad_filter_settings_are_refused(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
+def test_residual_run_evaluates_filtered_and_unfiltered(tmp_path: Path) -> None:
+    """A residual run with the filter on reports both successes (the exported graph has no critic, so no filter)."""
+    task = "Panda-Lift-Cube"
+    collect_demos(task, tmp_path / "demos", 2, noise=0.05, num_envs=2, progress=False)
+    train_bc(task, tmp_path / "demos", tmp_path / "bc", BCConfig(updates=10, hidden=(32, 32)), progress=False)
+    cfg = ResidualConfig(base=str(tmp_path / "bc"), num_envs=2, eval_every=100_000, eval_episodes=2,
+                         checkpoint_every=100_000, buffer_capacity=1_000, learning_starts=8, torch_threads=1)
+    cfg = replace(cfg, learner=replace(cfg.learner, q_filter=1.0, q_filter_bc=1.0, critic_warmup_updates=0,
+                                       policy_delay=1, batch_size=16))
+    spec = RunSpec(algo="residual", task_id=task, task_cfg=task_config(task), cfg=cfg, budget=Budget(steps=16))
+    driver = RunDriver(spec, tmp_path / "run", progress=False)
+    try:
+        driver.learn()
+        rows = [r for r in driver.history if "success_rate" in r]
+    finally:
+        driver.close()
+    assert rows and all("success_rate_unfiltered" in r and 0.0 <= r["filter_keep_eval"] <= 1.0 for r in rows)
+    assert (tmp_path / "run" / "policy.onnx").is_file()
