@@ -46,6 +46,10 @@ class CurriculumConfig:
         window: Finished episodes at a stage before any decision, and the length of the success window.
         advance_at: Windowed success rate that moves to the next stage.
         fall_back_below: Windowed success rate under which a stage after the first goes back one stage.
+        fades: Per-privilege schedules, "kind:low:high" each: that privilege's scale is (s - low) / (high - low)
+            clipped to [0, 1], s the stage's scale, so it fades out over the stages with s in [low, high]
+            ("virtual_wrench:0.5:1" removes the wrench by stage scale 0.5; "virtual_wrench:0:0.25" keeps it whole
+            until 0.25, then removes it last). Privileges not listed follow s. Empty: one scale for all.
     """
 
     # Halving steps, finer near zero: on the flat-box lift a first run with (..., 0.25, 0.1, 0.0) advanced
@@ -54,8 +58,10 @@ class CurriculumConfig:
     window: int = 200
     advance_at: float = 0.6
     fall_back_below: float = 0.05
+    fades: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        self.fade_spans()  # raises on a malformed entry
         if not self.stages or any(not 0.0 <= s <= 1.0 for s in self.stages):
             raise ValueError(f"curriculum.stages {self.stages} must be one or more scales in [0, 1]")
         if any(b > a for a, b in zip(self.stages, self.stages[1:], strict=False)):
@@ -65,6 +71,44 @@ class CurriculumConfig:
         if not 0.0 <= self.fall_back_below < self.advance_at <= 1.0:
             raise ValueError(f"curriculum needs 0 <= fall_back_below ({self.fall_back_below}) < advance_at "
                              f"({self.advance_at}) <= 1")
+
+
+    def fade_spans(self) -> dict[str, tuple[float, float]]:
+        """{kind: (low, high)} from `fades`.
+
+        Raises:
+            ValueError: An entry that is not "kind:low:high" with a known kind and 0 <= low < high <= 1, or a kind
+                listed twice (one sentence).
+        """
+        from s2r.sim.tasks.manipulation.privileged import KINDS
+
+        out: dict[str, tuple[float, float]] = {}
+        for entry in self.fades:
+            parts = str(entry).split(":")
+            try:
+                kind, low, high = parts[0], float(parts[1]), float(parts[2])
+                if len(parts) != 3:
+                    raise ValueError
+            except (IndexError, ValueError):
+                raise ValueError(f"curriculum.fades entry '{entry}' must read kind:low:high, e.g. "
+                                 "'virtual_wrench:0.5:1'") from None
+            if kind not in KINDS:
+                raise ValueError(f"curriculum.fades entry '{entry}' names no privilege; known kinds: {', '.join(KINDS)}")
+            if not 0.0 <= low < high <= 1.0:
+                raise ValueError(f"curriculum.fades entry '{entry}' needs 0 <= low < high <= 1")
+            if kind in out:
+                raise ValueError(f"curriculum.fades lists '{kind}' twice; keep one entry per privilege")
+            out[kind] = (low, high)
+        return out
+
+
+def kind_scales(scale: float, kinds: Iterable[str], spans: dict[str, tuple[float, float]]) -> dict[str, float]:
+    """Each privilege's scale at stage scale `scale`: its fade span's (see `CurriculumConfig.fades`), else `scale`."""
+    out = {}
+    for kind in kinds:
+        low, high = spans.get(kind, (0.0, 1.0))
+        out[kind] = float(np.clip((scale - low) / (high - low), 0.0, 1.0))
+    return out
 
 
 class Curriculum:
@@ -160,10 +204,23 @@ class _CurriculumMixin:
 
     def _init_curriculum(self, cfg: CurriculumConfig) -> None:
         self.curriculum = Curriculum(cfg)
-        self.env.set_privilege_scale(self.curriculum.scale)
+        self._spans = cfg.fade_spans()
+        self._kinds = tuple(p.kind for p in self.ctx.task_cfg.privileged)
+        declared = set(self._kinds)
+        missing = sorted(set(self._spans) - declared)
+        if missing:
+            raise AlgorithmTaskMismatch(f"curriculum.fades names {', '.join(missing)}, which {self.ctx.task_id} does not "
+                                        f"declare (it declares {', '.join(sorted(declared))}): drop those entries")
+        self._set_scale()
         self.task_dims = self.env.spec.action_dim - int(self.env.spec.extras.get("privileged_action_dims", 0))
         self.stage_steps: dict[int, int] = {0: 0}  # stage -> env steps when first reached
         self._finished: list[bool] = []
+
+    def _set_scale(self) -> None:
+        """Give the env the current stage's scale, per privilege when `fades` spreads them."""
+        scales = kind_scales(self.curriculum.scale, self._kinds, self._spans)
+        self.env.set_privilege_scale(scales)
+        self._kind_scales = scales
 
     def _on_episodes(self, episode: dict[str, Any] | None) -> None:
         if episode:
@@ -174,8 +231,10 @@ class _CurriculumMixin:
         event = self.curriculum.observe(self._finished)
         self._finished = []
         if event != HOLD:
-            self.env.set_privilege_scale(self.curriculum.scale)
+            self._set_scale()
             self.stage_steps.setdefault(self.curriculum.stage, self.progress)
+        if self._spans:
+            stats.update({f"scale_{k}": v for k, v in self._kind_scales.items()})
         stats.update({"privilege_scale": self.curriculum.scale, "curriculum_stage": float(self.curriculum.stage),
                       "window_success_rate": self.curriculum.success_rate,
                       "curriculum_event": {HOLD: 0.0, ADVANCE: 1.0, FALL_BACK: -1.0}[event],
@@ -191,7 +250,7 @@ class _CurriculumMixin:
     def _load_curriculum_state(self, state: dict[str, Any]) -> None:
         self.curriculum.load_state_dict(state["curriculum"])
         self.stage_steps = {int(k): int(v) for k, v in state["stage_steps"].items()}
-        self.env.set_privilege_scale(self.curriculum.scale)
+        self._set_scale()
 
     def plot(self, history: list[dict[str, Any]], path: Any) -> bool:
         """Training success and the privilege scale against env steps, stage changes marked."""

@@ -12,7 +12,7 @@ import onnxruntime as ort
 import pytest
 import torch
 from s2r.policies.algorithm import AlgorithmTaskMismatch
-from s2r.policies.curriculum import ADVANCE, FALL_BACK, HOLD, Curriculum, CurriculumConfig, task_actor
+from s2r.policies.curriculum import ADVANCE, FALL_BACK, HOLD, Curriculum, CurriculumConfig, kind_scales, task_actor
 from s2r.policies.driver import Budget, new_run_spec, train
 from s2r.real.metadata import load_metadata
 from s2r.sim import make
@@ -132,3 +132,48 @@ def test_off_policy_core_runs_the_curriculum_and_exports_task_columns_only(tmp_p
     assert [d.dim_value or d.dim_param for d in graph.output[0].type.tensor_type.shape.dim] == ["batch", 4]
     assert not any(d in (10, 20) for t in graph.initializer for d in t.dims)  # neither 10 means nor 10+10 rows
     assert load_metadata(run / "policy.json").action_names == ("ee_dx", "ee_dy", "ee_dz", "gripper")
+
+
+def test_fades_spread_the_stage_scale_over_the_privileges() -> None:
+    cfg = CurriculumConfig(fades=("virtual_wrench:0.5:1", "table_collision_off:0:0.25"))
+    kinds = ("virtual_wrench", "table_collision_off", "reduced_gravity")
+    spans = cfg.fade_spans()
+    assert kind_scales(1.0, kinds, spans) == {"virtual_wrench": 1.0, "table_collision_off": 1.0, "reduced_gravity": 1.0}
+    # The wrench goes first (gone at 0.5), the table relaxation last (whole until 0.25), the rest follow the stage.
+    assert kind_scales(0.75, kinds, spans) == {"virtual_wrench": 0.5, "table_collision_off": 1.0, "reduced_gravity": 0.75}
+    assert kind_scales(0.5, kinds, spans)["virtual_wrench"] == 0.0
+    assert kind_scales(0.125, kinds, spans) == {"virtual_wrench": 0.0, "table_collision_off": 0.5, "reduced_gravity": 0.125}
+    assert set(kind_scales(0.0, kinds, spans).values()) == {0.0}
+
+
+@pytest.mark.parametrize(("fades", "msg"), [
+    (("virtual_wrench:0.5",), "must read kind:low:high"),
+    (("virtual_wrench:a:1",), "must read kind:low:high"),
+    (("antigravity:0:1",), "names no privilege; known kinds: virtual_wrench"),
+    (("virtual_wrench:0.6:0.5",), "needs 0 <= low < high <= 1"),
+    (("virtual_wrench:0:1", "virtual_wrench:0:0.5"), "lists 'virtual_wrench' twice"),
+])
+def test_bad_fades_say_what_is_wrong(fades: tuple, msg: str) -> None:
+    with pytest.raises(ValueError, match=msg):
+        CurriculumConfig(fades=fades)
+
+
+def test_trainer_sets_each_privilege_by_its_fade_and_refuses_an_undeclared_one(tmp_path) -> None:
+    torch.manual_seed(0)
+    overrides = {"torch_threads": 1, "algo.steps_per_env": 16, "curriculum.window": 8, "curriculum.advance_at": 0.3,
+                 "curriculum.stages": "1.0,0.5,0.0", "curriculum.fades": "virtual_wrench:0.5:1,table_collision_off:0:0.5"}
+    spec = new_run_spec("ppo-privileged", "Panda-Lift-FlatBox-Privileged", task_overrides={"backend.num_threads": 1},
+                        algo_overrides=overrides, num_envs=8, seed=0, budget=Budget(steps=8 * 16 * 3))
+    tcfg = spec.task_cfg
+    spec = replace(spec, task_cfg=replace(tcfg, privileged=(VirtualWrench(reach_radius=0.0), *tcfg.privileged[1:])))
+    train(spec, tmp_path / "run", progress=False)
+    rows = [r for r in json.loads((tmp_path / "run" / "history.json").read_text()) if "privilege_scale" in r]
+    want = {1.0: (1.0, 1.0, 1.0), 0.5: (0.0, 1.0, 0.5)}  # stage scale -> wrench, table relaxation, reduced gravity
+    seen = {r["privilege_scale"] for r in rows}
+    assert 0.5 in seen, seen  # the ungated wrench lifts the box often: the curriculum moves within 3 iterations
+    for r in rows:
+        assert (r["scale_virtual_wrench"], r["scale_table_collision_off"], r["scale_reduced_gravity"]) == \
+            want[r["privilege_scale"]]
+    bad = replace(spec, cfg=replace(spec.cfg, curriculum=replace(spec.cfg.curriculum, fades=("fixture_force:0:1",))))
+    with pytest.raises(AlgorithmTaskMismatch, match="names fixture_force, which Panda-Lift-FlatBox-Privileged does not"):
+        train(bad, tmp_path / "bad", progress=False)

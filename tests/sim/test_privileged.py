@@ -150,3 +150,48 @@ def test_config_json_round_trip_keeps_the_privileges_typed() -> None:
     back = from_dict(type(cfg), json.loads(json.dumps(to_dict(cfg))))
     assert back == cfg and isinstance(back.privileged[0], VirtualWrench)
     assert back.without_privileges().privileged == ()
+
+
+def _descend_then_push_up(gate: str, yaw: float) -> tuple[np.ndarray, np.ndarray]:
+    """The box put under the open hand at `yaw` (pi/2: as it lies, long side across the pads; 0: turned), the hand
+    lowered onto it, then the wrench pushing up: (in grasp pose after the descent, how far the box rose)."""
+    from s2r.sim.tasks.manipulation.kinematics import yaw_quat
+
+    env = _env((VirtualWrench(max_force=3.0, gate=gate),))
+    try:
+        env.backend.qpos[:, 9:11] = env.ee_pos[:, :2]
+        env.backend.qpos[:, 12:16] = yaw_quat(np.full(2, yaw))
+        z0 = env.backend.qpos[:, 11].copy()
+        act = np.zeros((2, 10))
+        act[:, 2:4] = -1.0  # down, fingers open
+        for _ in range(14):
+            env.step(act)
+        pose = env.in_grasp_pose(env.backend.qpos[:, 9:12], env.ee_pos)
+        act[:, 2], act[:, 6] = 0.5, 1.0  # the hand rises slowly (it would press a box it stands on down), +z force
+        rose = np.zeros(2)
+        for _ in range(6):
+            _, _, _, _, info = env.step(act)
+            rose = np.maximum(rose, np.where(info["success"], 1.0, env.backend.qpos[:, 11] - z0))
+        return pose, rose
+    finally:
+        env.close()
+
+
+def test_grasp_pose_gate_lets_the_wrench_act_only_on_a_hand_placed_for_a_grasp() -> None:
+    # As the box lies the open fingers land on its top: near enough for the "reach" gate, not a grasp pose.
+    pose, rose = _descend_then_push_up("reach", np.pi / 2)
+    assert not pose.any() and (rose > 0.005).all(), rose
+    pose, rose = _descend_then_push_up("grasp_pose", np.pi / 2)
+    assert not pose.any() and (rose < 2e-3).all(), rose
+    # Turned, the open fingers pass beside its short side: a grasp pose, and the wrench lifts.
+    pose, rose = _descend_then_push_up("grasp_pose", 0.0)
+    assert pose.all() and (rose > 0.02).all(), rose
+
+
+def test_grasp_pose_gate_is_refused_where_the_task_has_no_grasp_pose() -> None:
+    with pytest.raises(ValueError, match=r"virtual_wrench\.gate is 'grip'; use one of reach, grasp_pose"):
+        VirtualWrench(gate="grip")
+    cfg = replace(task_config("Panda-Drawer-Cube", {"backend.num_threads": 1}),
+                  privileged=(VirtualWrench(gate="grasp_pose"),))
+    with pytest.raises(ValueError, match="gate 'grasp_pose' needs a task that defines a grasp pose"):
+        make("Panda-Drawer-Cube", 1, cfg=cfg)

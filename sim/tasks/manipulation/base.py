@@ -79,6 +79,10 @@ class PandaEnv(VecEnv):
         self.priv = Privileges(cfg.privileged, self.backend.models, self._body, (self._geom, *fixtures),
                                self._q_lo, self._q_hi, self._ws_lo, *self._fixture(model), task_name=type(cfg).__name__)
         self._q_lo, self._q_hi, self._ws_lo = self.priv.q_lo, self.priv.q_hi, self.priv.ws_lo  # (n, 7), (n, 7), (n, 3)
+        if self.priv.wrench_gate == "grasp_pose" and not self.HAS_GRASP_POSE:
+            raise ValueError(f"{type(cfg).__name__}.privileged: virtual_wrench.gate 'grasp_pose' needs a task that "
+                             f"defines a grasp pose (Panda-Lift-FlatBox does; {type(self).__name__} does not): use gate "
+                             "'reach'")
         self.task_action_dim = len(ACTION_NAMES)
 
         policy_terms = self.POLICY_TERMS if cfg.object_in_policy else tuple(
@@ -138,6 +142,17 @@ class PandaEnv(VecEnv):
         mujoco.mj_kinematics(model, d)
         return body, d.xaxis[int(model.body_jntadr[body])].copy()
 
+    #: Whether `in_grasp_pose` is defined: a task that has one sets this (the wrench's "grasp_pose" gate needs it).
+    HAS_GRASP_POSE = False
+
+    def in_grasp_pose(self, obj_pos: np.ndarray, ee_pos: np.ndarray) -> np.ndarray:
+        """(n,) bool: the hand placed around the object as for a grasp, whatever the gripper's opening.
+
+        Args:
+            obj_pos: (n, 3) object centres; `ee_pos` (n, 3) TCP positions.
+        """
+        raise NotImplementedError(f"{type(self).__name__} defines no grasp pose")
+
     def _fixture_distance(self) -> np.ndarray | None:
         """(n,) TCP-to-handle distance of the task's fixture, for the fixture force's reach; None without one."""
         return None
@@ -196,8 +211,9 @@ class PandaEnv(VecEnv):
         self.actions[:] = a
         prev = self._ctrl.copy()
         obj = self.backend.qpos[:, OBJ_POS]
+        pose = self.in_grasp_pose(obj, self.ee_pos) if self.priv.wrench_gate == "grasp_pose" else None
         xfrc = self.priv.wrench(a[:, self.task_action_dim:], np.linalg.norm(obj - self.ee_pos, axis=1),
-                                self._fixture_distance())
+                                self._fixture_distance(), pose)
         return self._advance(prev, self._joint_targets(a), xfrc)
 
     def step_cartesian(self, ee_targets: Any, finger_targets: Any) -> tuple[Obs, np.ndarray, np.ndarray, np.ndarray,

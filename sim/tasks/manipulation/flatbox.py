@@ -78,6 +78,7 @@ class FlatBoxLiftEnv(PandaEnv):
 
     OBJECTS = ("flatbox", "ledge")
     OBJECT_BODY = "flatbox"
+    HAS_GRASP_POSE = True
     FIXTURE_GEOMS = ("ledge",)
     PARAM_NAMES = ("box_half_length", "box_half_width", "box_half_thickness", "object_friction", "object_mass")
     # The box's orientation is part of what the robot tracks (a pose estimate): pivoting depends on it.
@@ -135,14 +136,18 @@ class FlatBoxLiftEnv(PandaEnv):
             r = r + rw.grasp * self._grasped(s)
         return r.astype(np.float32)
 
-    def _grasped(self, s: PandaState) -> np.ndarray:
-        """(n,) bool: the box's centre between the finger pads (within 3 cm of the TCP across, the TCP below the
-        box's top face and at most 2 cm below its centre) and the hand closed on about its short side. The TCP
-        below the top face rules out a hand standing on the box with one pad caught on its edge."""
-        rel = s.obj_pos - s.ee_pos
+    def in_grasp_pose(self, obj_pos: np.ndarray, ee_pos: np.ndarray) -> np.ndarray:
+        """(n,) bool: the box's centre between the finger pads: within 3 cm of the TCP across, the TCP below the
+        box's top face and at most 2 cm below its centre. The TCP below the top face rules out a hand standing on
+        the box with one pad caught on its edge; as the box lies (long side across the pads) the open fingers land
+        on its top, so the pose needs the turn first."""
+        rel = obj_pos - ee_pos
         below_top = rel[:, 2] > -self.half[:, 2]
-        between = (np.linalg.norm(rel[:, :2], axis=1) < 0.03) & below_top & (rel[:, 2] < 0.02)
-        return between & (np.abs(s.gripper[:, 0] - 2 * self.half[:, 1]) < 0.008)
+        return (np.linalg.norm(rel[:, :2], axis=1) < 0.03) & below_top & (rel[:, 2] < 0.02)
+
+    def _grasped(self, s: PandaState) -> np.ndarray:
+        """(n,) bool: `in_grasp_pose` and the hand closed on about the box's short side."""
+        return self.in_grasp_pose(s.obj_pos, s.ee_pos) & (np.abs(s.gripper[:, 0] - 2 * self.half[:, 1]) < 0.008)
 
     def behaviour(self) -> dict[str, np.ndarray]:
         """How far each env's episode has got, now: for benchmarks that ask whether a policy turns, grasps, lifts.

@@ -11,7 +11,8 @@ an empty tuple is the deployable task. What scale 1 and 0 mean for each:
 
 - `VirtualWrench`: six extra action dimensions (force xyz, torque xyz in [-1, 1]) applied to the object's
   centre of mass in the world frame through the backend's `xfrc_applied`, bounded by scale * max_force /
-  max_torque, while the hand is within `reach_radius` of the object. These are the only privileged
+  max_torque, while the hand is within `reach_radius` of the object (gate "reach") or placed around it as
+  for a grasp (gate "grasp_pose"). These are the only privileged
   *action dimensions*; exports drop them from the graph.
 - `FixtureForce`: one extra action dimension in [-1, 1], a force along the task's moving fixture's joint (the
   drawer's slide; + opens it) of at most scale * max_force, while the hand is within `reach_radius` of the
@@ -58,9 +59,14 @@ class VirtualWrench:
         scale: Starting scale in [0, 1].
         max_force: Force per axis at |action| = 1 and scale 1 (N).
         max_torque: Torque per axis at |action| = 1 and scale 1 (N m).
-        reach_radius: The wrench acts only while the TCP is within this distance of the object's centre (m),
-            as if the hand pushed it: the policy must still bring the hand to the object, the behaviour that
-            survives the curriculum. 0 applies it anywhere.
+        reach_radius: With gate "reach": the wrench acts only while the TCP is within this distance of the
+            object's centre (m), as if the hand pushed it: the policy must still bring the hand to the object, the
+            behaviour that survives the curriculum. 0 applies it anywhere.
+        gate: "reach" (the TCP within `reach_radius`) or "grasp_pose": only while the hand is placed around the
+            object as for a grasp (the task's `in_grasp_pose`; the gripper's opening does not matter). With
+            "reach" a hand hovering near the flat box lifted it with the wrench alone down to scale ~0.1 and never
+            learned to grasp; gated on the grasp pose, the wrench assists a hand that is where a grasp would hold
+            the object, so closing the fingers can take over the lift as the scale falls.
     """
 
     kind: str = "virtual_wrench"
@@ -68,7 +74,13 @@ class VirtualWrench:
     max_force: float = 6.0
     max_torque: float = 0.3
     reach_radius: float = 0.08
+    gate: str = "reach"
     action_dims: ClassVar[int] = 6
+    GATES: ClassVar[tuple[str, ...]] = ("reach", "grasp_pose")
+
+    def __post_init__(self) -> None:
+        if self.gate not in self.GATES:
+            raise ValueError(f"virtual_wrench.gate is '{self.gate}'; use one of {', '.join(self.GATES)}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -272,8 +284,14 @@ class Privileges:
             if self.relaxed[i]:
                 self.ws_lo[i, 2] -= p.floor_drop
 
+    @property
+    def wrench_gate(self) -> str:
+        """The declared virtual wrench's gate ("reach" or "grasp_pose"); "" without a wrench."""
+        w = self.items.get("virtual_wrench")
+        return w.gate if w is not None else ""
+
     def wrench(self, extra: np.ndarray, hand_distance: np.ndarray | None = None,
-               fixture_distance: np.ndarray | None = None) -> np.ndarray | None:
+               fixture_distance: np.ndarray | None = None, grasp_pose: np.ndarray | None = None) -> np.ndarray | None:
         """(n, nbody, 6) applied forces for one control step from the extra action columns; None when none apply.
 
         Args:
@@ -281,6 +299,8 @@ class Privileges:
                 force's one, for those declared).
             hand_distance: (n,) TCP-to-object distance (m), for the wrench's `reach_radius`; None: no gating.
             fixture_distance: (n,) TCP-to-handle distance (m), for the fixture force's `reach_radius`; None: no gating.
+            grasp_pose: (n,) bool, the hand placed around the object as for a grasp: the wrench's gate when it is
+                "grasp_pose" (required then).
         """
         self.xfrc[:] = 0.0
         used = False
@@ -297,7 +317,11 @@ class Privileges:
         if w is not None and self.scales[w.kind] > 0:
             s = self.scales[w.kind]
             a = np.clip(extra[:, :6], -1.0, 1.0)
-            if w.reach_radius > 0 and hand_distance is not None:
+            if w.gate == "grasp_pose":
+                if grasp_pose is None:
+                    raise ValueError("virtual_wrench.gate 'grasp_pose' needs the task's grasp pose; none was given")
+                a = a * np.asarray(grasp_pose, dtype=bool)[:, None]
+            elif w.reach_radius > 0 and hand_distance is not None:
                 a = a * (hand_distance < w.reach_radius)[:, None]
             self.xfrc[:, self.body, :3] += a[:, :3] * (s * w.max_force)
             self.xfrc[:, self.body, 3:] += a[:, 3:] * (s * w.max_torque)
