@@ -63,11 +63,14 @@ def run_arm(arm: str, seed: int, args: argparse.Namespace, root: Path) -> dict:
                  "algo.learning_rate": args.lr, "algo.schedule": args.schedule, **extra}
     if args.window and algo.endswith("-privileged"):
         overrides["curriculum.window"] = args.window
+    if args.advance_at and algo.endswith("-privileged"):
+        overrides["curriculum.advance_at"] = args.advance_at
     budget = Budget(minutes=args.minutes or None, steps=args.steps or None)
     run_dir = root / f"{arm}_s{seed}"
     if args.resume:
         spec = resume_run_spec(run_dir, algo=algo, task_id=task, budget=budget)
     else:
+        task_extra = {**dict(kv.split("=", 1) for kv in args.task_set), **task_extra}
         spec = new_run_spec(algo, task, task_overrides={"backend.num_threads": 1, **task_extra}, algo_overrides=overrides,
                             num_envs=args.num_envs, seed=seed, budget=budget)
         if wrench:  # a tuple entry, out of reach of dotted overrides; config.json keeps it for --resume
@@ -132,10 +135,14 @@ def main() -> None:
     p.add_argument("--steps-per-env", type=int, default=32)
     p.add_argument("--entropy", type=float, default=0.002)
     p.add_argument("--window", type=int, default=0, help="curriculum window in episodes (0: the config's default)")
+    p.add_argument("--advance-at", type=float, default=0.0,
+                   help="windowed training success that advances a stage (0: the config's default, 0.6)")
     p.add_argument("--episodes", type=int, default=100)
     p.add_argument("--lr", type=float, default=3e-4, help="PPO learning rate")
     p.add_argument("--schedule", default="fixed", choices=("fixed", "adaptive"),
                    help="PPO learning-rate schedule: fixed at --lr, or adapted by KL (which sank to 1e-5 here)")
+    p.add_argument("--task-set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="task config overrides for every arm, e.g. reward.reach_sharpness=3 (the arms' own come after)")
     p.add_argument("--jobs", type=int, default=1, choices=(1, 2), help="arms trained at once (a process each)")
     p.add_argument("--resume", action="store_true", help="continue each arm's run folder under --runs")
     p.add_argument("--out", default="bench/results/privileged")
@@ -147,6 +154,9 @@ def main() -> None:
     if args.task != "flatbox" and flat_only:
         p.error(f"the arms {', '.join(flat_only)} set the grasp reward or the wrench's grasp-pose gate, which only the "
                 "flat-box lift has")
+    bad = [kv for kv in args.task_set if "=" not in kv]
+    if bad:
+        p.error(f"--task-set takes KEY=VALUE pairs (e.g. reward.reach_sharpness=3); got {' '.join(bad)}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
