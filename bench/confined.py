@@ -28,16 +28,19 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 METHODS = {"waypoints": "Go1-Waypoints-Confined", "goal": "Go1-Goal-Confined", "skills": "Go1-Skills-Confined"}
 WALKER = REPO / "tests" / "data" / "go1_walk" / "policy.onnx"
+CROUCH_WALKER = "Go1-Velocity-Height-Flat"  # `train --method crouch_walker`: the warm start with a posture input
 # Training maps per scene and their levels: a spread, so the last (hardest) level is seen from the start.
 TRAIN_DIFFICULTIES = (0.0, 0.25, 0.5, 0.75, 1.0, 0.5, 0.75, 1.0)
 
 
 def train(method: str, steps: int, minutes: float, runs: Path, num_envs: int, seed: int,
-          clearance_weight: float | None = None) -> dict:
+          clearance_weight: float | None = None, init: Path = WALKER) -> dict:
     """One PPO run of `method` for `steps` env steps (or `minutes`, whichever first); returns its summary.
 
     `clearance_weight` overrides the task's `ceiling_clearance` reward weight (None: as registered; the
-    follower's is 1, the baselines' 0), e.g. to give a baseline the follower's safety shaping too.
+    registered weight is 0 in all three tasks). `init`: the
+    exported policy every method warm-starts from; method "crouch_walker" trains the walker with a body-height
+    input (Go1-Velocity-Height-Flat, `s2r.sim.tasks.crouch_walk`) from the flat walker, to be that policy.
     """
     import torch
     from s2r.policies.driver import Budget, RunDriver, RunSpec
@@ -45,16 +48,17 @@ def train(method: str, steps: int, minutes: float, runs: Path, num_envs: int, se
     from s2r.sim import task_config
 
     torch.set_num_threads(1)
-    task = METHODS[method]
+    task = METHODS.get(method, CROUCH_WALKER)
     tcfg = task_config(task)
-    tcfg = replace(tcfg, maps_per_scene=len(TRAIN_DIFFICULTIES), difficulties=TRAIN_DIFFICULTIES)
+    if method in METHODS:
+        tcfg = replace(tcfg, maps_per_scene=len(TRAIN_DIFFICULTIES), difficulties=TRAIN_DIFFICULTIES)
     if clearance_weight is not None:
         term = replace(tcfg.rewards.ceiling_clearance, weight=clearance_weight)
         tcfg = replace(tcfg, rewards=replace(tcfg.rewards, ceiling_clearance=term))
     base = PPOConfig()
     # A warm-started actor: small exploration noise around the walker's gait, a gentler first learning rate.
     algo = replace(base, critic_warmup=5, learning_rate=3e-4, policy=replace(base.policy, init_std=0.3))
-    cfg = TrainConfig(num_envs=num_envs, seed=seed, save_every=20, torch_threads=1, init_policy=str(WALKER), algo=algo)
+    cfg = TrainConfig(num_envs=num_envs, seed=seed, save_every=20, torch_threads=1, init_policy=str(init), algo=algo)
     spec = RunSpec(algo="ppo", task_id=task, task_cfg=tcfg, cfg=cfg, seed=seed,
                    budget=Budget(steps=steps, minutes=minutes))
     out = runs / method
@@ -67,7 +71,8 @@ def train(method: str, steps: int, minutes: float, runs: Path, num_envs: int, se
     summary = {"method": method, "task": task, "run": str(out), "wall_s": time.perf_counter() - t0,
                "env_steps": int(result.get("progress", 0)), "budget_steps": steps, "budget_minutes": minutes,
                "num_envs": num_envs, "seed": seed, "interrupted": bool(result.get("interrupted")),
-               "ceiling_clearance_weight": tcfg.rewards.ceiling_clearance.weight}
+               "init_policy": str(init),
+               "ceiling_clearance_weight": getattr(getattr(tcfg.rewards, "ceiling_clearance", None), "weight", None)}
     (out / "bench_train.json").write_text(json.dumps(summary, indent=2))
     print(json.dumps(summary))
     return summary
@@ -351,7 +356,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
     t = sub.add_parser("train")
-    t.add_argument("--method", choices=list(METHODS), required=True)
+    t.add_argument("--method", choices=[*METHODS, "crouch_walker"], required=True)
     t.add_argument("--steps", type=int, default=1_500_000)
     t.add_argument("--minutes", type=float, default=14.0)
     t.add_argument("--num-envs", type=int, default=64)
@@ -359,6 +364,7 @@ def main() -> None:
     t.add_argument("--runs", type=Path, default=REPO / "runs" / "confined")
     t.add_argument("--clearance-weight", type=float, default=None,
                    help="override the task's ceiling_clearance reward weight (default: as registered)")
+    t.add_argument("--init", type=Path, default=WALKER, help="exported policy.onnx to warm-start from")
     e = sub.add_parser("eval")
     e.add_argument("--runs", type=Path, default=REPO / "runs" / "confined")
     e.add_argument("--maps", type=int, default=25)
@@ -376,7 +382,7 @@ def main() -> None:
     su.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "confined.json")
     a = p.parse_args()
     if a.cmd == "train":
-        train(a.method, a.steps, a.minutes, a.runs, a.num_envs, a.seed, a.clearance_weight)
+        train(a.method, a.steps, a.minutes, a.runs, a.num_envs, a.seed, a.clearance_weight, a.init)
     elif a.cmd == "eval":
         eval_all(a.runs, a.maps, [float(x) for x in a.levels.split(",")], a.out, a.methods.split(","), a.seconds)
     elif a.cmd == "summarize":

@@ -16,6 +16,14 @@ vy statistics have zero variance), linear in the inputs and so exact in the firs
 goal-only actor (one far waypoint) gets no such map: a command proportional to a goal metres away is
 nothing the walker was trained on.
 
+Likewise for posture: when the source also reads a `crouch_command` (how far below the standing height
+STAND_HEIGHT to hold the base: the crouching walker, Go1-Velocity-Height-Flat) and the new actor reads
+waypoints and a `height_map` but no such command, the column is fed STAND_HEIGHT minus the height above the
+floor the first waypoint asks for: its z in the body frame (the planner puts a waypoint `crouch_body_z` or
+`stand_body_z` above the floor) plus the base's height above the floor, read as the mean drop of the two
+height-map points beside the base (HEIGHT_POINTS). Linear again, so exact in the first layer up to the
+height map's noise; the follower starts out crouching where its waypoints are low.
+
 The normaliser keeps the source's statistics with a large pseudo-count, so the copied first layer keeps
 meaning what it meant (new inputs are normalised with mean 0, variance 1 until real statistics accumulate).
 
@@ -35,6 +43,10 @@ from s2r.policies.networks import ActorCritic, EmpiricalNormalizer
 WALK_GAIN = 1.2  # (m/s) per m: a waypoint 0.4 m ahead asks ~0.5 m/s
 TURN_GAIN = 1.5  # (rad/s) per m sideways
 PSEUDO_COUNT = 1e6  # samples the copied statistics count for
+# Height-map points read as the base's height above the floor: (x, y) = (-0.2, 0) and (0.1, 0), the grid
+# points under the trunk (grid rows x in GRID_XS, columns y in GRID_YS, x-major as RayHeightMap lays them out).
+HEIGHT_POINTS = ((-0.2, 0.0), (0.1, 0.0))
+STAND_HEIGHT = 0.28  # (m) crouch_command 0: the confined planner's stand_body_z and the crouching walker's
 
 
 class WarmStartError(ValueError):
@@ -123,9 +135,10 @@ def warm_start_actor(model: ActorCritic, onnx_path: str | Path, terms: list[tupl
             norm.var[cols_new] = torch.as_tensor(np.maximum(div[cols_src] ** 2 - norm.eps, 1e-6), dtype=norm.var.dtype)
             norm.count.fill_(PSEUDO_COUNT)
         mapped = _command_from_waypoints(model, layers[0], tensors[f"{names[0]}.weight"], mean, div, src_at, terms)
+        height = _height_from_waypoints(model, layers[0], tensors[f"{names[0]}.weight"], mean, div, src_at, terms)
     dropped = [t.name for t in src.terms if t.name not in matched]
     return {"init_policy": str(onnx_path), "matched": matched, "new": new, "dropped": dropped,
-            "command_from_waypoints": mapped}
+            "command_from_waypoints": mapped, "height_from_waypoints": height}
 
 
 def _command_from_waypoints(model: ActorCritic, first: torch.nn.Linear, w_src: np.ndarray, mean: np.ndarray,
@@ -148,4 +161,34 @@ def _command_from_waypoints(model: ActorCritic, first: torch.nn.Linear, w_src: n
         w = torch.as_tensor(w_src[:, c0 + k], dtype=first.weight.dtype)
         first.weight[:, j] += w * (cmd_scale[k] * gain / wp_scale * wp_std / div[c0 + k])
         first.bias -= w * (mean[c0 + k] / div[c0 + k])
+    return True
+
+
+def _height_from_waypoints(model: ActorCritic, first: torch.nn.Linear, w_src: np.ndarray, mean: np.ndarray,
+                           div: np.ndarray, src_at: dict[str, tuple[int, int]], terms: list[tuple[str, int]]) -> bool:
+    """Feed the source's body-height column from the first waypoint's z and the height map (module docstring)."""
+    from s2r.real.waypoint_follow import GRID_XS, GRID_YS
+
+    names = dict(terms)
+    if ("crouch_command" not in src_at or "crouch_command" in names or names.get("waypoints", 0) < 6
+            or names.get("height_map") != 2 * len(GRID_XS) * len(GRID_YS)):
+        return False
+    if not isinstance(model.actor_norm, EmpiricalNormalizer):
+        return False
+    order = [n for n, _ in terms]
+    wp_col = sum(size for name, size in terms[: order.index("waypoints")]) + 2  # the first waypoint's z
+    hm_col = sum(size for name, size in terms[: order.index("height_map")])  # drops first, then headroom
+    drops = [hm_col + GRID_XS.index(x) * len(GRID_YS) + GRID_YS.index(y) for x, y in HEIGHT_POINTS]
+    c = src_at["crouch_command"][0]
+    # Scales in the observation: crouch command 10 (as Go1-Skills-Confined), waypoints 0.5, height map 2.
+    c_scale, wp_scale, hm_scale = 10.0, 0.5, 2.0
+    norm = model.actor_norm
+    w_c = torch.as_tensor(w_src[:, c], dtype=first.weight.dtype)
+    w = w_c * (c_scale / div[c])
+    # crouch = STAND_HEIGHT - (z_wp + mean(drops)); the new columns' normaliser has mean 0, so input j carries
+    # obs_j / std_j; the source's normalised input is (c_scale * crouch - mean_c) / div_c.
+    first.weight[:, wp_col] -= w * float(torch.sqrt(norm.var[wp_col] + norm.eps)) / wp_scale
+    for j in drops:
+        first.weight[:, j] -= w * float(torch.sqrt(norm.var[j] + norm.eps)) / (hm_scale * len(drops))
+    first.bias += w * STAND_HEIGHT - w_c * (mean[c] / div[c])
     return True

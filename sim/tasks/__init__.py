@@ -5,6 +5,7 @@ from dataclasses import replace
 from s2r.sim.env import VecEnv
 from s2r.sim.registry import register_device_task, register_task
 from s2r.sim.tasks.confined import ConfinedWaypointConfig, ConfinedWaypointEnv, WaypointRewardConfig
+from s2r.sim.tasks.crouch_walk import CrouchWalkConfig, CrouchWalkEnv
 from s2r.sim.tasks.locomotion import LocomotionConfig, LocomotionEnv
 from s2r.sim.tasks.manipulation import (
     ALL_PRIVILEGES,
@@ -23,6 +24,7 @@ from s2r.sim.tasks.manipulation import (
 from s2r.sim.tasks.puck import PuckConfig, PuckEnv
 from s2r.sim.tasks.quadrotor import ReplanConfig, ReplanEnv
 from s2r.sim.tasks.terrain import TerrainVelocityConfig, TerrainVelocityEnv
+from s2r.sim.tasks.velocity import CommandConfig
 from s2r.sim.tasks.wide_randomization import ood_config
 
 register_task(
@@ -30,6 +32,13 @@ register_task(
     LocomotionEnv,
     LocomotionConfig(),
     "Go1-class quadruped tracks a commanded forward speed and yaw rate on flat ground.",
+)
+register_task(
+    "Go1-Velocity-Height-Flat",
+    CrouchWalkEnv,
+    CrouchWalkConfig(commands=CommandConfig(ang_vel_z=(-1.0, 1.0))),  # yaw as the skills baseline commands it
+    "Go1-class quadruped tracks a forward speed, a yaw rate and a body height (0.17-0.30 m: crouching) on flat "
+    "ground; the confined-space policies' warm start.",
 )
 register_task(
     "Go1-Velocity-Rough",
@@ -121,17 +130,15 @@ register_task(
     "Crazyflie time allocation through 3-6 random waypoints (one-step bandit); reward = time saved over the "
     "heuristic when the minimum-snap plan passes the flatness check.",
 )
-_R = WaypointRewardConfig()
 register_task(
     "Go1-Waypoints-Confined",
     ConfinedWaypointEnv,
-    # The follower is paid while its trunk clears a low ceiling over or just ahead of it (safety shaping from the
-    # map; no height is commanded): without it, it never found crouching in 164k steps (issue 18).
-    ConfinedWaypointConfig(rewards=replace(_R, ceiling_clearance=replace(_R.ceiling_clearance, weight=1.0))),
+    ConfinedWaypointConfig(),
     "Go1-class quadruped follows planner waypoints through a procedural tunnel (low ceilings, narrow corridors, "
     "overhangs, steps, voids); observes waypoints, proprioception and a ray-cast floor/ceiling map.",
 )
 
+_R = WaypointRewardConfig()
 register_task(
     "Go1-Goal-Confined",
     ConfinedWaypointEnv,

@@ -54,9 +54,10 @@ class WaypointRewardConfig:
     headroom: RewardTerm = reward_field("headroom", -2.0, margin=0.04)
     # Safety shaping from the map (no commanded height): 1 while the trunk's top clears the lowest ceiling over
     # it and just ahead by `margin`, falling linearly to 0 over the next `span` closer, so under a low ceiling
-    # every centimetre lower pays. 0 here; the follower's registered config turns it on (issue 18: without it
-    # the follower never found crouching). Positive, not a penalty: a per-step penalty made a robot stuck
-    # under a ceiling better off falling (first try: falls 3 -> 8 of 25 at difficulty 1).
+    # every centimetre lower pays. Off (0) in all three registered tasks: with the flat walker as warm start it
+    # did not make the follower crouch in 164k steps (+1: 0/25 at difficulty 1; as a penalty, -3: 2/25 and
+    # falls 3 -> 8 of 25, a robot stuck under a ceiling was better off falling); `bench/confined.py train
+    # --clearance-weight` turns it on.
     ceiling_clearance: RewardTerm = reward_field("ceiling_clearance", 0.0, margin=0.04, span=0.12)
     lin_vel_z: RewardTerm = reward_field("lin_vel_z", -2.0)
     ang_vel_xy: RewardTerm = reward_field("ang_vel_xy", -0.05)
@@ -131,6 +132,7 @@ class WaypointState(T.LocoState):
     headroom: T.Array = None  # (n,) ceiling above the trunk's top (m)
     clearance: T.Array = None  # (n,) lowest ceiling over the trunk and ahead (CLEARANCE_POINTS) above its top (m)
     height_command: T.Array = None  # (n,) body height the planner wants here ("skills" mode; m above the floor)
+    crouch: T.Array = None  # (n,) how far that is below the standing height (m; 0 standing)
 
 
 def obs_waypoints(s: WaypointState) -> T.Array:
@@ -143,9 +145,14 @@ def obs_height_map(s: WaypointState) -> T.Array:
     return s.height_map
 
 
-def obs_body_height_command(s: WaypointState) -> T.Array:
-    """The body height command of the "skills" baseline (m above the floor)."""
-    return s.height_command[:, None]
+def obs_crouch_command(s: WaypointState) -> T.Array:
+    """The posture command: how far below its standing height the body should be (m; 0 stands).
+
+    Relative to standing rather than the height itself, so that a warm-started actor's new (zero-weight,
+    mean-0 normalised) input reads 0 while the robot is asked to stand and grows only as it is asked to crouch
+    (the raw height, ~0.2-0.3 m, is mostly a constant offset a new column learns slowly from).
+    """
+    return s.crouch[:, None]
 
 
 def rew_track_body_height(s: WaypointState, sigma: float = 0.05) -> T.Array:
@@ -186,14 +193,14 @@ for _name, _fn in (("waypoint_progress", rew_waypoint_progress), ("waypoint_reac
     T.REWARD_TERMS[_name] = _fn
 T.OBS_TERMS.setdefault("waypoints", obs_waypoints)
 T.OBS_TERMS.setdefault("height_map", obs_height_map)
-T.OBS_TERMS.setdefault("body_height_command", obs_body_height_command)
+T.OBS_TERMS.setdefault("crouch_command", obs_crouch_command)
 
 
 def policy_terms(cfg: ConfinedWaypointConfig) -> tuple[ObsTerm, ...]:
     """The `policy` group: waypoints (or the skill commands), proprioception and the height map."""
     if cfg.command_mode == "skills":
         command = (ObsTerm(name="velocity_command", size=3, scale=(2.0, 2.0, 0.25)),
-                   ObsTerm(name="body_height_command", size=1, scale=(4.0,)))
+                   ObsTerm(name="crouch_command", size=1, scale=(10.0,)))
     else:  # "goal" has one waypoint: the goal (waypoints_observed 1 in its registered config)
         command = (ObsTerm(name="waypoints", size=3 * cfg.waypoints_observed, scale=(0.5,)),)
     return (
@@ -372,10 +379,11 @@ class ConfinedWaypointEnv(LocomotionEnv):
         ceiling = self.maps.ceiling(self.env_map[rows], qpos[:, :2])
         lowest = self.maps.lowest_ceiling(self.env_map[rows], qpos[:, :2], yaw, CLEARANCE_POINTS)
         top = qpos[:, 2] + TRUNK_HALF_HEIGHT
+        body_z = self.wp_body_z[rows, self.wp_index[rows]]
         fields = {f: getattr(s, f) for f in s.__dataclass_fields__}
         return WaypointState(**fields, waypoints=body, height_map=hmap, progress=self._progress[rows],
                              reached=self._reached[rows], headroom=ceiling - top, clearance=lowest - top,
-                             height_command=self.wp_body_z[rows, self.wp_index[rows]])
+                             height_command=body_z, crouch=self.cfg.planner.stand_body_z - body_z)
 
     def _frame(self, s: T.LocoState, rows: np.ndarray | slice = slice(None)) -> tuple[np.ndarray, np.ndarray]:
         pol = np.concatenate([T.OBS_TERMS[t.name](s) for t in self._policy_terms], axis=1) * self._policy_scale

@@ -91,3 +91,56 @@ def test_critic_warmup_updates_only_the_critic_first() -> None:
     ppo.update()
     assert not all(torch.equal(a, b) for a, b in zip(actor1, ppo.model.actor.parameters(), strict=True))
     assert ppo.state_dict()["updates"] == 2
+
+
+CROUCH = Path(__file__).resolve().parents[1] / "data" / "go1_crouch_walk" / "policy.onnx"
+
+
+def test_the_crouching_walkers_height_input_is_fed_from_the_first_waypoint_and_the_height_map() -> None:
+    from s2r.policies.warm_start import HEIGHT_POINTS
+    from s2r.real.waypoint_follow import GRID_XS, GRID_YS
+
+    torch.manual_seed(0)
+    dim = sum(s for _, s in TERMS)
+    model = ActorCritic({"policy": dim, "privileged": 12}, 12, ActorCriticConfig())
+    report = warm_start_actor(model, CROUCH, TERMS)
+    assert report["command_from_waypoints"] and report["height_from_waypoints"]
+    assert set(report["dropped"]) == {"velocity_command", "crouch_command"}
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(16, dim)).astype(np.float32)
+    at, col = {}, 0
+    for name, size in TERMS:
+        at[name] = slice(col, col + size)
+        col += size
+    wp, hm = at["waypoints"].start, at["height_map"].start
+    x[:, wp : wp + 9] *= 0.15
+    x[:, wp + 2] = rng.uniform(-0.1, 0.02, 16) * 0.5  # first waypoint 0-10 cm below the base (0.5 x metres)
+    x[:, hm : hm + 30] = rng.uniform(0.2, 0.3, (16, 30)) * 2.0  # drops and headroom (2 x metres)
+    with torch.no_grad():
+        ours = model.act_mean(torch.as_tensor(x)).numpy()
+    sess = ort.InferenceSession(str(CROUCH))
+    meta = json.loads(CROUCH.with_suffix(".json").read_text())
+    terms = next(o["terms"] for o in meta["observation"] if o["group"] == "policy")
+    src = np.zeros((16, sum(t["size"] for t in terms)), dtype=np.float32)
+    dx, dy = x[:, wp] / 0.5, x[:, wp + 1] / 0.5
+    drops = [x[:, hm + GRID_XS.index(px) * len(GRID_YS) + GRID_YS.index(py)] / 2.0 for px, py in HEIGHT_POINTS]
+    height = x[:, wp + 2] / 0.5 + np.mean(drops, axis=0)  # the waypoint's height above the floor
+    assert height.min() > 0.1 and height.max() < 0.33
+    col = 0
+    for t in terms:
+        dst = slice(col, col + t["size"])
+        col += t["size"]
+        if t["name"] == "velocity_command":
+            src[:, dst] = np.stack([WALK_GAIN * dx, 0 * dy, TURN_GAIN * dy], axis=1) * [2.0, 2.0, 0.25]
+        elif t["name"] == "crouch_command":
+            src[:, dst] = (0.28 - height[:, None]) * 10.0
+        else:
+            src[:, dst] = x[:, at[t["name"]]]
+    (theirs,) = sess.run(None, {"obs": src})
+    np.testing.assert_allclose(ours, theirs, atol=1e-4)
+    # Lower waypoints change what the actor does (the posture input is live, not ignored).
+    x2 = x.copy()
+    x2[:, wp + 2] -= 0.08 * 0.5
+    with torch.no_grad():
+        lower = model.act_mean(torch.as_tensor(x2)).numpy()
+    assert np.abs(lower - ours).max() > 0.05

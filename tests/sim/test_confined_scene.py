@@ -129,7 +129,7 @@ def test_skills_baseline_observes_velocity_and_body_height_commands_from_the_pat
     try:
         env.reset(seed=0)
         names = [t.name for t in env.spec.obs_terms["policy"]]
-        assert "velocity_command" in names and "body_height_command" in names and "waypoints" not in names
+        assert "velocity_command" in names and "crouch_command" in names and "waypoints" not in names
         env.step(np.zeros((2, 12)))
         q = env.backend.qpos
         to = env.waypoints[[0, 1], env.wp_index, :2] - q[:, :2]
