@@ -1,13 +1,17 @@
 """Confined 3D legged locomotion (issue 18): the hierarchical waypoint follower against two baselines.
 
-Trains three PPO policies on the same env-step budget, each warm-started from the shipped flat walker
-(tests/data/go1_walk) with a few critic-only iterations:
+Trains three PPO policies on the same env-step budget, each warm-started with a few critic-only iterations
+from the shipped crouching walker (tests/data/go1_crouch_walk: the flat walker plus a `crouch_command` input,
+trained by `train --method crouch_walker`, 2 x 400k steps; `--init tests/data/go1_walk/policy.onnx` gives
+the first benchmark's start, a walker that never crouched):
   waypoints  Go1-Waypoints-Confined  planner waypoints (the hierarchy)
   goal       Go1-Goal-Confined       only the global goal, end to end
   skills     Go1-Skills-Confined     velocity + body-height commands derived from the planner's path
+(the follower gets the walker's velocity and crouch inputs fed from its first waypoint, `policies/warm_start`),
 then evaluates each on held-out maps (`EVAL_SEEDS`) at difficulty 0, 0.5 and 1: one episode per map, success
 = the base within reach_radius of the goal within the task's 30 s episode and before a fall, time to goal.
 
+    OMP_NUM_THREADS=1 python bench/confined.py train --method crouch_walker --steps 400000 --runs runs/walker
     OMP_NUM_THREADS=1 python bench/confined.py train --method waypoints --steps 164352 --seed 0 --runs runs/confined
     OMP_NUM_THREADS=1 python bench/confined.py eval --runs runs/confined --maps 25 --out eval_seed0.json
     python bench/confined.py summarize eval_seed0.json eval_seed1.json ... --out bench/results/confined.json
@@ -28,13 +32,14 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 METHODS = {"waypoints": "Go1-Waypoints-Confined", "goal": "Go1-Goal-Confined", "skills": "Go1-Skills-Confined"}
 WALKER = REPO / "tests" / "data" / "go1_walk" / "policy.onnx"
+CROUCH_WALK = REPO / "tests" / "data" / "go1_crouch_walk" / "policy.onnx"  # the default warm start
 CROUCH_WALKER = "Go1-Velocity-Height-Flat"  # `train --method crouch_walker`: the warm start with a posture input
 # Training maps per scene and their levels: a spread, so the last (hardest) level is seen from the start.
 TRAIN_DIFFICULTIES = (0.0, 0.25, 0.5, 0.75, 1.0, 0.5, 0.75, 1.0)
 
 
 def train(method: str, steps: int, minutes: float, runs: Path, num_envs: int, seed: int,
-          clearance_weight: float | None = None, init: Path = WALKER) -> dict:
+          clearance_weight: float | None = None, init: Path = CROUCH_WALK) -> dict:
     """One PPO run of `method` for `steps` env steps (or `minutes`, whichever first); returns its summary.
 
     `clearance_weight` overrides the task's `ceiling_clearance` reward weight (None: as registered; the
@@ -364,7 +369,9 @@ def main() -> None:
     t.add_argument("--runs", type=Path, default=REPO / "runs" / "confined")
     t.add_argument("--clearance-weight", type=float, default=None,
                    help="override the task's ceiling_clearance reward weight (default: as registered)")
-    t.add_argument("--init", type=Path, default=WALKER, help="exported policy.onnx to warm-start from")
+    t.add_argument("--init", type=Path, default=None,
+                   help="exported policy.onnx to warm-start from (default: the crouching walker; for "
+                        "--method crouch_walker the flat walker)")
     e = sub.add_parser("eval")
     e.add_argument("--runs", type=Path, default=REPO / "runs" / "confined")
     e.add_argument("--maps", type=int, default=25)
@@ -382,7 +389,8 @@ def main() -> None:
     su.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "confined.json")
     a = p.parse_args()
     if a.cmd == "train":
-        train(a.method, a.steps, a.minutes, a.runs, a.num_envs, a.seed, a.clearance_weight, a.init)
+        init = a.init or (WALKER if a.method == "crouch_walker" else CROUCH_WALK)
+        train(a.method, a.steps, a.minutes, a.runs, a.num_envs, a.seed, a.clearance_weight, init)
     elif a.cmd == "eval":
         eval_all(a.runs, a.maps, [float(x) for x in a.levels.split(",")], a.out, a.methods.split(","), a.seconds)
     elif a.cmd == "summarize":
