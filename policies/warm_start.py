@@ -20,9 +20,12 @@ Likewise for posture: when the source also reads a `crouch_command` (how far bel
 STAND_HEIGHT to hold the base: the crouching walker, Go1-Velocity-Height-Flat) and the new actor reads
 waypoints and a `height_map` but no such command, the column is fed STAND_HEIGHT minus the height above the
 floor the first waypoint asks for: its z in the body frame (the planner puts a waypoint `crouch_body_z` or
-`stand_body_z` above the floor) plus the base's height above the floor, read as the mean drop of the two
-height-map points beside the base (HEIGHT_POINTS). Linear again, so exact in the first layer up to the
-height map's noise; the follower starts out crouching where its waypoints are low.
+`stand_body_z` above the floor) plus the height of the base above the floor near that waypoint, read as the
+mean drop of the two height-map points ahead (HEIGHT_POINTS, the waypoints are 0.25-0.4 m ahead). The sum is
+the waypoint's height above the floor there, whatever the floor does under the base (with the drop under
+the base instead, a step up ahead read as "stand 0.1 m taller than standing", a command the walker never
+had, and the follower fell on steps: 14 of 25 falls at difficulty 0.5). Linear again, so exact in the first
+layer up to the height map's noise; the follower starts out crouching where its waypoints are low.
 
 The normaliser keeps the source's statistics with a large pseudo-count, so the copied first layer keeps
 meaning what it meant (new inputs are normalised with mean 0, variance 1 until real statistics accumulate).
@@ -43,9 +46,10 @@ from s2r.policies.networks import ActorCritic, EmpiricalNormalizer
 WALK_GAIN = 1.2  # (m/s) per m: a waypoint 0.4 m ahead asks ~0.5 m/s
 TURN_GAIN = 1.5  # (rad/s) per m sideways
 PSEUDO_COUNT = 1e6  # samples the copied statistics count for
-# Height-map points read as the base's height above the floor: (x, y) = (-0.2, 0) and (0.1, 0), the grid
-# points under the trunk (grid rows x in GRID_XS, columns y in GRID_YS, x-major as RayHeightMap lays them out).
-HEIGHT_POINTS = ((-0.2, 0.0), (0.1, 0.0))
+# Height-map points whose drop, added to the first waypoint's z, gives its height above the floor: (x, y) =
+# (0.1, 0) and (0.4, 0), ahead where the next waypoint is (grid rows x in GRID_XS, columns y in GRID_YS,
+# x-major as RayHeightMap lays them out).
+HEIGHT_POINTS = ((0.1, 0.0), (0.4, 0.0))
 STAND_HEIGHT = 0.28  # (m) crouch_command 0: the confined planner's stand_body_z and the crouching walker's
 
 
