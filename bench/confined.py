@@ -296,8 +296,9 @@ def plot(res: dict, path: Path) -> None:
     fig.savefig(path, dpi=100)
 
 
-def video(method: str, runs: Path, level: float, out: Path, seconds: float = 30.0) -> dict:
-    """The policy on the hardest held-out map (the one whose plan crouches most) as an MP4 and a frame strip."""
+def video(method: str, runs: Path, level: float, out: Path, seconds: float = 30.0, map_seed: int | None = None) -> dict:
+    """The policy on the hardest held-out map (the one whose plan crouches most; or `map_seed`) as an MP4 and a
+    frame strip."""
     import mujoco
     from s2r.policies.evaluate import OnnxPolicy, run_task_config
     from s2r.sim import make
@@ -312,7 +313,7 @@ def video(method: str, runs: Path, level: float, out: Path, seconds: float = 30.
     for s in EVAL_SEEDS[:25]:
         sm = SceneMaps([generate(s, level, cfg.map)], cfg.planner)
         crouch.append(int(sm.planners[0].plan(sm.starts[0]).crouch.sum()))
-    seed = EVAL_SEEDS[int(np.argmax(crouch))]
+    seed = EVAL_SEEDS[int(np.argmax(crouch))] if map_seed is None else map_seed
     cfg = replace(cfg, map_seeds=(seed,), difficulty=level, difficulties=(),
                   randomization=replace(cfg.randomization, push_velocity=0.0))
     env = make(task, 1, cfg=cfg, seed=0)
@@ -321,14 +322,14 @@ def video(method: str, runs: Path, level: float, out: Path, seconds: float = 30.
     for g in range(model.ngeom):
         name = mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_GEOM, g) or ""
         if name.startswith("confined_"):
-            model.geom_rgba[g, 3] = 0.12 if name.endswith("_wall") else 0.45
+            model.geom_rgba[g, 3] = 0.08 if name.endswith("_wall") else 0.25
     renderer = mujoco.Renderer(model, 360, 640)
     data = mujoco.MjData(model)
     cam = mujoco.MjvCamera()
     cam.type = mujoco.mjtCamera.mjCAMERA_FREE
-    cam.distance, cam.elevation, cam.azimuth = 2.0, -25.0, 100.0
+    cam.distance, cam.elevation, cam.azimuth = 1.8, -12.0, 100.0  # low, from the side: under the ceilings
     obs = env.reset(seed=0)
-    frames, reached, heights = [], None, []
+    frames, reached, heights, frame_heights = [], None, [], []
     for k in range(round(seconds / env.spec.control_dt)):
         obs, _, term, _, _ = env.step(policy(obs["policy"]))
         if term[0]:  # a fall: the env has already reset, nothing after it is this episode
@@ -340,6 +341,7 @@ def video(method: str, runs: Path, level: float, out: Path, seconds: float = 30.
         renderer.update_scene(data, camera=cam)
         if k % 2 == 0:
             frames.append(renderer.render().copy())
+            frame_heights.append(heights[-1])
         if env.goal_reached()[0]:
             reached = (k + 1) * env.spec.control_dt
             break
@@ -349,9 +351,14 @@ def video(method: str, runs: Path, level: float, out: Path, seconds: float = 30.
 
     out.parent.mkdir(parents=True, exist_ok=True)
     imageio.mimsave(str(out), frames, fps=25, macro_block_size=1)
-    strip = np.concatenate([frames[i] for i in np.linspace(0, len(frames) - 1, 4).astype(int)], axis=1)[::2, ::2]
+    # The strip: the start, the lowest crouch, a frame between them and the end.
+    low = int(np.argmin(frame_heights))
+    picks = sorted({0, low // 2 if low > 2 else 0, low, len(frames) - 1})
+    strip = np.concatenate([frames[i] for i in picks], axis=1)[::2, ::2]
     imageio.imwrite(str(out.with_suffix(".png")), strip)
-    info = {"method": method, "map_seed": seed, "level": level, "crouch_waypoints": max(crouch),
+    crouched = crouch[EVAL_SEEDS.index(seed)] if seed in EVAL_SEEDS[:25] else None
+    info = {"method": method, "map_seed": seed, "level": level, "crouch_waypoints": crouched,
+            "hardest_of_25": {"map_seed": EVAL_SEEDS[int(np.argmax(crouch))], "crouch_waypoints": max(crouch)},
             "reached_s": reached, "min_body_height_m": min(heights), "frames": len(frames)}
     print(json.dumps(info))
     return info
@@ -384,6 +391,7 @@ def main() -> None:
     v.add_argument("--runs", type=Path, default=REPO / "runs" / "confined")
     v.add_argument("--level", type=float, default=1.0)
     v.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "confined_follower.mp4")
+    v.add_argument("--map-seed", type=int, default=None, help="this held-out map instead of the hardest")
     su = sub.add_parser("summarize")
     su.add_argument("inputs", type=Path, nargs="+", help="eval JSONs, one per training seed")
     su.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "confined.json")
@@ -396,7 +404,7 @@ def main() -> None:
     elif a.cmd == "summarize":
         summarize(a.inputs, a.out)
     else:
-        video(a.method, a.runs, a.level, a.out)
+        video(a.method, a.runs, a.level, a.out, map_seed=a.map_seed)
 
 
 if __name__ == "__main__":
