@@ -65,9 +65,12 @@ def test_untrained_residual_exports_the_base_and_learns_without_error(base, tmp_
         assert meta["residual"]["scale"] == algo.cfg.scale and meta["chunking"]["size"] == 4
         assert meta["algo"] == "residual" and meta["action"]["kind"] == "ee_delta" and meta["command"]["kind"] == "none"
         res = driver.learn()
+        evals = [r for r in driver.history if "success_rate" in r]
     finally:
         driver.close()
     assert res["algo"] == "residual" and res["progress"] == 160 and algo.learner.updates > 0
+    # The Q-filter is on by default: each evaluation also reports the unfiltered policy (what is exported).
+    assert evals and all("success_rate_unfiltered" in r and 0.0 <= r["filter_keep_eval"] <= 1.0 for r in evals)
     assert (tmp_path / "run" / CHECKPOINT).is_file() and (tmp_path / "run" / "learning_curve.png").is_file()
     assert torch.load(tmp_path / "run" / CHECKPOINT, weights_only=False)["algo"] == "residual"
     # After learning the residual is no longer zero, and stays inside its bound.

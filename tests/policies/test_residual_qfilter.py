@@ -6,16 +6,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 import torch
-from s2r.policies.bc import BCConfig, train_bc
-from s2r.policies.demos import collect_demos
-from s2r.policies.driver import Budget, RunDriver, RunSpec
 from s2r.policies.offpolicy import OffPolicyConfig, OffPolicyLearner, residual_compose
 from s2r.policies.residual import BASE_GROUP, ResidualConfig
-from s2r.sim import task_config
 
 STEPS = 150
 SCALE = 0.5  # large, so the critics' fit resolves the residual's effect within a few hundred steps
@@ -114,21 +109,6 @@ def test_bad_filter_settings_are_refused(make, message):
         make()
 
 
-def test_residual_run_evaluates_filtered_and_unfiltered(tmp_path: Path) -> None:
-    """A residual run with the filter on reports both successes (the exported graph has no critic, so no filter)."""
-    task = "Panda-Lift-Cube"
-    collect_demos(task, tmp_path / "demos", 2, noise=0.05, num_envs=2, progress=False)
-    train_bc(task, tmp_path / "demos", tmp_path / "bc", BCConfig(updates=10, hidden=(32, 32)), progress=False)
-    cfg = ResidualConfig(base=str(tmp_path / "bc"), num_envs=2, eval_every=100_000, eval_episodes=2,
-                         checkpoint_every=100_000, buffer_capacity=1_000, learning_starts=8, torch_threads=1)
-    cfg = replace(cfg, learner=replace(cfg.learner, q_filter=1.0, q_filter_bc=1.0, critic_warmup_updates=0,
-                                       policy_delay=1, batch_size=16))
-    spec = RunSpec(algo="residual", task_id=task, task_cfg=task_config(task), cfg=cfg, budget=Budget(steps=16))
-    driver = RunDriver(spec, tmp_path / "run", progress=False)
-    try:
-        driver.learn()
-        rows = [r for r in driver.history if "success_rate" in r]
-    finally:
-        driver.close()
-    assert rows and all("success_rate_unfiltered" in r and 0.0 <= r["filter_keep_eval"] <= 1.0 for r in rows)
-    assert (tmp_path / "run" / "policy.onnx").is_file()
+def test_residual_runs_filter_by_default() -> None:
+    learner = ResidualConfig().learner
+    assert learner.q_filter == 1.0 and learner.q_filter_bc == 1.0

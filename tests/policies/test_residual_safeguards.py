@@ -24,7 +24,7 @@ TASK = "Panda-Lift-Cube"
 # What residual RL ran with before issue 13 (bench/results/README.md, issue 4): the settings that collapsed.
 ISSUE4 = dict(scale=0.2, learning_starts=2_000, warmup_noise=None, min_obs_std=0.0, min_action_range=0.0)
 ISSUE4_LEARNER = dict(actor_lr=1e-4, critic_lr=3e-4, exploration_noise=0.3, target_noise=0.2, target_noise_clip=0.5,
-                      policy_delay=2, max_grad_norm=None)
+                      policy_delay=2, max_grad_norm=None, q_filter=None, q_filter_bc=0.0)
 
 # Largest change of any env action (normalised units, actions span [-1, 1]) the first actor updates may make:
 # a tenth of the residual's own bound, i.e. 0.5% of the action range.
