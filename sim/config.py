@@ -49,8 +49,9 @@ def _replace_path(cfg: Any, path: list[str], value: Any, full: str) -> Any:
     optional, inner = _optional_kind(type(cfg), head)
     if optional and isinstance(value, str) and value.strip().lower() in ("none", "null"):
         return dataclasses.replace(cfg, **{head: None})
-    if current is None and inner is not None:
-        # An `X | None` field now at None: the value's type comes from the annotation, not the current value.
+    if inner is not None and (current is None or isinstance(value, str)):
+        # An `X | None` field: the value's type comes from the annotation (the current value may be None), and the
+        # error says that none is allowed too.
         try:
             return dataclasses.replace(cfg, **{head: inner(value)})
         except (TypeError, ValueError) as exc:
