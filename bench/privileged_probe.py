@@ -73,8 +73,8 @@ def drawer(env, model, sample: bool, seed: int) -> dict[str, float]:
         obs = env.step(actions(model, obs, sample, gen))[0]  # no success here: the episode runs to its end
         opened[(opened < 0) & (env.opening >= env.cfg.open_distance)] = t
         dist.append(np.linalg.norm(env.backend.qpos[:, 9:12] - env.ee_pos, axis=1))
-    d = np.array(dist)
-    return {"opened": float((opened >= 0).mean()), "mean_steps_to_open": float(opened[opened >= 0].mean()),
+    d, did = np.array(dist), opened >= 0
+    return {"opened": float(did.mean()), "mean_steps_to_open": float(opened[did].mean()) if did.any() else None,
             "mean_hand_cube_m_last_half": float(d[len(d) // 2:].mean()), "min_hand_cube_m": float(d.min()),
             "steps_within_8cm": float((d < 0.08).mean()),
             "mean_cube_moved_m": float(np.linalg.norm(env.backend.qpos[:, 9:12] - cube0, axis=1).mean())}
