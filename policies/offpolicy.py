@@ -115,7 +115,8 @@ class OffPolicyConfig:
     # an unpaired bound would subtract it and reject every residual whatever the critic learned about the
     # residual itself. None: off. `q_filter_bc` (Q-filtered BC, Nair et al. 2018) adds to the actor loss
     # this weight times the squared output where the filter rejects the actor's action: the actor is pulled
-    # back to the base where the critics show no confident gain, instead of drifting on their noise.
+    # back to the base where the critics show no confident gain, instead of drifting on their noise. It filters
+    # with the same k, so it is inert while q_filter is None (`q_filter=none` alone turns both off).
     q_filter: float | None = None
     q_filter_bc: float = 0.0
     demo_fraction: float = 0.5  # share of each batch drawn from the demo buffer, when one is given (RLPD: half)
@@ -136,9 +137,8 @@ class OffPolicyConfig:
         if self.q_filter is not None and not self.q_filter >= 0.0:
             raise ValueError(f"OffPolicyConfig.q_filter must be None (off) or >= 0 (the k of mean - k*std), "
                              f"got {self.q_filter}")
-        if self.q_filter_bc < 0.0 or (self.q_filter_bc > 0.0 and self.q_filter is None):
-            raise ValueError(f"OffPolicyConfig.q_filter_bc must be >= 0 and needs q_filter set (got q_filter_bc="
-                             f"{self.q_filter_bc}, q_filter={self.q_filter}); set q_filter=1.0 or q_filter_bc=0")
+        if not self.q_filter_bc >= 0.0:
+            raise ValueError(f"OffPolicyConfig.q_filter_bc must be >= 0 (0: off), got {self.q_filter_bc}")
         if self.policy_delay < 1 or self.n_step < 1 or not self.utd_ratio > 0:
             raise ValueError("OffPolicyConfig.policy_delay and n_step must be >= 1 and utd_ratio > 0")
 
@@ -357,7 +357,8 @@ class OffPolicyLearner:
                           features: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         features = None if features is None else features.detach()  # the actor loss never reaches the encoder
         a, logp = self.policy(obs, sample=True, features=features)
-        if self.cfg.q_filter_bc > 0.0:
+        bc = self.cfg.q_filter_bc if self.cfg.q_filter is not None else 0.0
+        if bc > 0.0:
             qs, q_0 = self.q_pair(obs, a, features)  # (E, batch) each; the anchor's Q carries no actor gradient
         else:
             qs = self.critic(torch.cat([self.critic_input(obs, features), self.compose(a, obs)], dim=-1)).squeeze(-1)
@@ -366,10 +367,10 @@ class OffPolicyLearner:
             q = q - self.cfg.actor_pessimism * qs.std(0)
         if self.cfg.actor_penalty > 0.0:
             q = q - self.cfg.actor_penalty * a.square().mean(-1)
-        if self.cfg.q_filter_bc > 0.0:
+        if bc > 0.0:
             # Q-filtered BC towards output 0: only where the filter would reject this action.
-            reject = ~_filter_keep((qs - q_0).detach(), self.cfg.q_filter or 0.0)
-            q = q - self.cfg.q_filter_bc * reject.float() * a.square().mean(-1)
+            reject = ~_filter_keep((qs - q_0).detach(), self.cfg.q_filter)
+            q = q - bc * reject.float() * a.square().mean(-1)
         if logp is None:
             return -q.mean(), torch.zeros((), device=q.device)
         return (alpha * logp - q).mean(), logp.detach()

@@ -93,8 +93,8 @@ class ResidualConfig:
             clipped at 0.3 (in residual units); gradient clip 1.0; critic-only warm-up 2,500 updates (the
             paper's 10k over 300k+ steps scaled to our 100k-step budget: with 5k warm-up transitions and
             0.5 updates per transition the actor starts at 10k env steps, a tenth of the budget).
-            Pessimistic Q-filter on (`learner.q_filter=1.0`, `learner.q_filter_bc=1.0`; off: `q_filter=none`,
-            `q_filter_bc=0`): the residual is applied only where the critics' paired lower bound favours it over
+            Pessimistic Q-filter on (`learner.q_filter=1.0`, `learner.q_filter_bc=1.0`; off:
+            `q_filter=none`): the residual is applied only where the critics' paired lower bound favours it over
             the base, and the actor is pulled back to the base elsewhere. With it, insertion (seed 0, 30k
             steps) held 0.56 -> 0.59 where the same run without it fell to 0.15; lift was not slowed (issue 13
             in bench/results/README.md). The filter needs the critics, which read privileged observations, so

@@ -101,7 +101,6 @@ def test_q_filtered_bc_pulls_the_actor_to_the_base_only_where_the_filter_rejects
 
 @pytest.mark.parametrize(("make", "message"), [
     (lambda: OffPolicyConfig(q_filter=-1.0), "OffPolicyConfig.q_filter must be None"),
-    (lambda: OffPolicyConfig(q_filter_bc=1.0), "OffPolicyConfig.q_filter_bc must be >= 0 and needs q_filter set"),
     (lambda: OffPolicyConfig(q_filter=1.0, q_filter_bc=-1.0), "OffPolicyConfig.q_filter_bc must be >= 0"),
 ])
 def test_bad_filter_settings_are_refused(make, message):
@@ -112,3 +111,17 @@ def test_bad_filter_settings_are_refused(make, message):
 def test_residual_runs_filter_by_default() -> None:
     learner = ResidualConfig().learner
     assert learner.q_filter == 1.0 and learner.q_filter_bc == 1.0
+
+
+def test_filter_off_alone_turns_its_bc_term_off() -> None:
+    """`--set learner.q_filter=none` is enough: the BC term filters with the same k, so it has nothing to do."""
+    from s2r.sim.config import apply_overrides
+
+    assert apply_overrides(ResidualConfig(), {"learner.q_filter": "none"}).learner.q_filter is None
+    obs = _obs(64, torch.Generator().manual_seed(4))
+    plain = _learner(0.0, replace(CFG, q_filter=None))
+    bc = OffPolicyLearner(DIMS, 2, replace(CFG, q_filter=None, q_filter_bc=2.0), compose=residual_compose(SCALE, BASE_GROUP))
+    bc.actor.load_state_dict(plain.actor.state_dict())
+    bc.critic.load_state_dict(plain.critic.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(bc._actor_loss_eager(obs, bc.alpha)[0], plain._actor_loss_eager(obs, plain.alpha)[0])

@@ -95,7 +95,7 @@ def test_optional_fields_take_a_value_from_none_and_back() -> None:
 
     cfg = apply_overrides(ResidualConfig(), {"learner.q_filter": "1.5", "warmup_noise": "none"})
     assert cfg.learner.q_filter == 1.5 and isinstance(cfg.learner.q_filter, float) and cfg.warmup_noise is None
-    back = apply_overrides(cfg, {"learner.q_filter_bc": "0", "learner.q_filter": "None", "warmup_noise": "0.1"})
+    back = apply_overrides(cfg, {"learner.q_filter": "None", "warmup_noise": "0.1"})
     assert back.learner.q_filter is None and back.warmup_noise == 0.1
     with pytest.raises(ConfigError, match=r"config key 'learner\.q_filter' wants float or none, got 'high'"):
         apply_overrides(ResidualConfig(), {"learner.q_filter": "high"})
