@@ -11,6 +11,7 @@ import os
 os.environ.setdefault("MUJOCO_GL", "egl")
 
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -53,3 +54,15 @@ def renderer_or_skip() -> None:
         pytest.skip(f"offscreen rendering unavailable with MUJOCO_GL={os.environ.get('MUJOCO_GL')}: "
                     f"{type(exc).__name__}: {exc}")
     renderer.close()
+
+
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    """One torch thread for the test (`pytestmark = pytest.mark.usefixtures("one_torch_thread")`): reproducible
+    and fair to the other tests sharing the machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -385,14 +385,6 @@ class ConfinedWaypointEnv(LocomotionEnv):
                              reached=self._reached[rows], headroom=ceiling - top, clearance=lowest - top,
                              height_command=body_z, crouch=self.cfg.planner.stand_body_z - body_z)
 
-    def _frame(self, s: T.LocoState, rows: np.ndarray | slice = slice(None)) -> tuple[np.ndarray, np.ndarray]:
-        pol = np.concatenate([T.OBS_TERMS[t.name](s) for t in self._policy_terms], axis=1) * self._policy_scale
-        noise = self.cfg.randomization.observation_noise
-        if noise > 0:
-            pol += self.rng.uniform(-1.0, 1.0, pol.shape) * (self._policy_noise * noise)
-        priv_raw = [T.OBS_TERMS[t.name](s) for t in PRIVILEGED_TERMS[:-1]] + [self.dr_params[rows]]
-        return pol, np.concatenate(priv_raw, axis=1) * self._priv_scale
-
     def _observe(self, s: T.LocoState) -> Obs:
         pol, priv = self._frame(s)
         obs = self._history.push({"policy": pol, "privileged": priv})

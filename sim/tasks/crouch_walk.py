@@ -85,11 +85,3 @@ class CrouchWalkEnv(LocomotionEnv):
         fields = {f: getattr(s, f) for f in s.__dataclass_fields__}
         h = self.height_command[rows]
         return CrouchState(**fields, height_command=h, crouch=self.cfg.stand_height - h)
-
-    def _frame(self, s: T.LocoState, rows: np.ndarray | slice = slice(None)) -> tuple[np.ndarray, np.ndarray]:
-        pol = np.concatenate([T.OBS_TERMS[t.name](s) for t in self._policy_terms], axis=1) * self._policy_scale
-        noise = self.cfg.randomization.observation_noise
-        if noise > 0:
-            pol += self.rng.uniform(-1.0, 1.0, pol.shape) * (self._policy_noise * noise)
-        priv_raw = [T.OBS_TERMS[t.name](s) for t in PRIVILEGED_TERMS[:-1]] + [self.dr_params[rows]]
-        return pol, np.concatenate(priv_raw, axis=1) * self._priv_scale

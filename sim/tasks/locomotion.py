@@ -152,6 +152,9 @@ def _quat_rotate_inv(q: np.ndarray, v: np.ndarray) -> np.ndarray:
 class LocomotionEnv(VelocityEnv):
     """Batched legged velocity tracking; the step's order of events is `VelocityEnv.step`."""
 
+    # The `policy` group's terms; tasks that add commands (crouch, waypoints) set their own before `_declare`.
+    _policy_terms: tuple = POLICY_TERMS
+
     def __init__(self, cfg: LocomotionConfig, num_envs: int = 1, seed: int = 0) -> None:
         model = self._load_model(cfg, seed)
         if cfg.randomization.calibration:
@@ -305,7 +308,7 @@ class LocomotionEnv(VelocityEnv):
 
     def _frame(self, s: T.LocoState, rows: np.ndarray | slice = slice(None)) -> tuple[np.ndarray, np.ndarray]:
         """One frame of the `policy` terms (scaled, with noise) and of the `privileged` terms, for `rows`."""
-        pol = np.concatenate([T.OBS_TERMS[t.name](s) for t in POLICY_TERMS], axis=1) * self._policy_scale
+        pol = np.concatenate([T.OBS_TERMS[t.name](s) for t in self._policy_terms], axis=1) * self._policy_scale
         noise = self.cfg.randomization.observation_noise
         if noise > 0:
             pol += self.rng.uniform(-1.0, 1.0, pol.shape) * (self._policy_noise * noise)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 import pytest
 import torch
@@ -17,12 +15,8 @@ ENC = EncoderConfig(image_groups=("image",), feature_dim=16, channels=8, num_lay
 CFG = OffPolicyConfig(actor_hidden=(32,), critic_hidden=(32,), num_critics=2, batch_size=16, encoder=ENC)
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Reproducible and fair to the other tests sharing the machine (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _batch(n: int = 16, seed: int = 0) -> Batch:

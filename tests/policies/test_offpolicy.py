@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
 from dataclasses import replace
 
 import numpy as np
@@ -18,13 +17,8 @@ SMALL = OffPolicyConfig(actor_hidden=(32, 32), critic_hidden=(32, 32), num_criti
 DIMS = {"policy": 3, "base_action": 2}
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    """Reproducible and fair to the other tests sharing the machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Reproducible and fair to the other tests sharing the machine (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _batch(n: int = 64, seed: int = 0) -> Batch:

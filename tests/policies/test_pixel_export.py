@@ -3,7 +3,6 @@ lists the camera in policy.json, and runs on the robot side from numpy frames (t
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -24,12 +23,8 @@ from tests.policy_files import PANDA_ROBOT, PANDA_TASK
 SIZE = (32, 32)
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Reproducible and fair to the other tests sharing the machine (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -3,8 +3,6 @@ which the state group does not say. Trained from replay with the encoder and ran
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 import pytest
 import torch
@@ -18,12 +16,8 @@ SHAPES = {"policy": (2,), "image": (SIZE, SIZE, 3)}
 DTYPES = {"policy": "float32", "image": "uint8"}
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Reproducible and fair to the other tests sharing the machine (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def square_frames(rng: np.random.Generator, n: int) -> tuple[dict[str, np.ndarray], np.ndarray]:

@@ -4,7 +4,6 @@ the critics are fitted to a known preference, then the filter is judged against 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import replace
 
 import pytest
@@ -20,12 +19,8 @@ CFG = OffPolicyConfig(actor="deterministic", actor_obs=("policy", BASE_GROUP), c
                       exploration_noise=0.3)
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Reproducible and fair to the other tests sharing the machine (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _obs(n: int, gen: torch.Generator) -> dict[str, torch.Tensor]:

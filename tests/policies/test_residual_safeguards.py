@@ -4,7 +4,6 @@ bounds, demo relabelling with a fresh chunk history, the actor's ensemble reduct
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -31,12 +30,8 @@ ISSUE4_LEARNER = dict(actor_lr=1e-4, critic_lr=3e-4, exploration_noise=0.3, targ
 FIRST_UPDATES_BOUND = 0.01
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Reproducible and fair to the other tests sharing the machine (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
