@@ -183,9 +183,12 @@ def test_silent_object_tracker_holds_then_recovers(arm_graph_ros, panda_policy: 
     driver.relay = False
     t0 = time.monotonic()
     wait_for(lambda: driver.mode() == "damping", 2, "hold when the tracker goes silent")
-    assert time.monotonic() - t0 < 0.25 + 0.3  # the timeout plus scheduling slack on two loaded cores
-    time.sleep(max(0.0, 0.7 - (time.monotonic() - t0)))
-    held = driver.since(t0 + 0.3)
+    t_hold = time.monotonic()
+    assert t_hold - t0 < 0.25 + 0.3  # the timeout plus scheduling slack on two loaded cores
+    # Judged from when the hold is reported, as in the bad-frame test: on a loaded machine t0 + 0.3 s can still
+    # fall before the switch, while the arm is moving under the policy (CI saw 9 commands drift 2 mm).
+    time.sleep(0.4)
+    held = driver.since(t_hold)
     assert len(held) >= 3 and all(np.allclose(x, held[0], atol=2e-3) for x in held)
     driver.relay = True
     wait_for(lambda: driver.mode() == "run", 3, "running again when poses return")
