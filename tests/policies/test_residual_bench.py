@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.bench_modules import load_bench
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("bench_residual", REPO / "bench" / "residual.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_bench("residual")
 
 
 def _result(path: Path, seed: int, curve: list[float], task: str = "Panda-Lift-Cube", steps: int = 20) -> Path:

@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 from s2r.sim import make, task_config
 from s2r.sim.terrain.confined import EVAL_SEEDS
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.bench_modules import load_bench
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("bench_confined", REPO / "bench" / "confined.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_bench("confined")
 
 
 def test_a_standing_robot_stalls_and_one_pressed_into_a_ceiling_touches_it() -> None:
