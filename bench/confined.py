@@ -12,6 +12,7 @@ then evaluates each on held-out maps (`EVAL_SEEDS`) at difficulty 0, 0.5 and 1: 
 = the base within reach_radius of the goal within the task's 30 s episode and before a fall, time to goal.
 
     OMP_NUM_THREADS=1 python bench/confined.py train --method crouch_walker --steps 400000 --runs runs/walker
+    OMP_NUM_THREADS=1 python bench/confined.py train --method crouch_steps --steps 300000 --runs runs/walker
     OMP_NUM_THREADS=1 python bench/confined.py train --method waypoints --steps 164352 --seed 0 --runs runs/confined
     OMP_NUM_THREADS=1 python bench/confined.py eval --runs runs/confined --maps 25 --out eval_seed0.json
     python bench/confined.py summarize eval_seed0.json eval_seed1.json ... --out bench/results/confined.json
@@ -34,6 +35,8 @@ METHODS = {"waypoints": "Go1-Waypoints-Confined", "goal": "Go1-Goal-Confined", "
 WALKER = REPO / "tests" / "data" / "go1_walk" / "policy.onnx"
 CROUCH_WALK = REPO / "tests" / "data" / "go1_crouch_walk" / "policy.onnx"  # the default warm start
 CROUCH_WALKER = "Go1-Velocity-Height-Flat"  # `train --method crouch_walker`: the warm start with a posture input
+# `train --method crouch_steps`: the same walker on random step-ups (issue 18, third round), from the crouch walker.
+WALKERS = {"crouch_walker": CROUCH_WALKER, "crouch_steps": "Go1-Velocity-Height-Steps"}
 # Training maps per scene and their levels: a spread, so the last (hardest) level is seen from the start.
 TRAIN_DIFFICULTIES = (0.0, 0.25, 0.5, 0.75, 1.0, 0.5, 0.75, 1.0)
 
@@ -53,7 +56,7 @@ def train(method: str, steps: int, minutes: float, runs: Path, num_envs: int, se
     from s2r.sim import task_config
 
     torch.set_num_threads(1)
-    task = METHODS.get(method, CROUCH_WALKER)
+    task = METHODS.get(method) or WALKERS[method]
     tcfg = task_config(task)
     if method in METHODS:
         tcfg = replace(tcfg, maps_per_scene=len(TRAIN_DIFFICULTIES), difficulties=TRAIN_DIFFICULTIES)
@@ -368,7 +371,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
     t = sub.add_parser("train")
-    t.add_argument("--method", choices=[*METHODS, "crouch_walker"], required=True)
+    t.add_argument("--method", choices=[*METHODS, *WALKERS], required=True)
     t.add_argument("--steps", type=int, default=1_500_000)
     t.add_argument("--minutes", type=float, default=14.0)
     t.add_argument("--num-envs", type=int, default=64)
