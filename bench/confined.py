@@ -12,6 +12,7 @@ then evaluates each on held-out maps (`EVAL_SEEDS`) at difficulty 0, 0.5 and 1: 
 = the base within reach_radius of the goal within the task's 30 s episode and before a fall, time to goal.
 
     OMP_NUM_THREADS=1 python bench/confined.py train --method crouch_walker --steps 400000 --runs runs/walker
+    OMP_NUM_THREADS=1 python bench/confined.py train --method crouch_steps --steps 300000 --runs runs/walker
     OMP_NUM_THREADS=1 python bench/confined.py train --method waypoints --steps 164352 --seed 0 --runs runs/confined
     OMP_NUM_THREADS=1 python bench/confined.py eval --runs runs/confined --maps 25 --out eval_seed0.json
     python bench/confined.py summarize eval_seed0.json eval_seed1.json ... --out bench/results/confined.json
@@ -34,12 +35,14 @@ METHODS = {"waypoints": "Go1-Waypoints-Confined", "goal": "Go1-Goal-Confined", "
 WALKER = REPO / "tests" / "data" / "go1_walk" / "policy.onnx"
 CROUCH_WALK = REPO / "tests" / "data" / "go1_crouch_walk" / "policy.onnx"  # the default warm start
 CROUCH_WALKER = "Go1-Velocity-Height-Flat"  # `train --method crouch_walker`: the warm start with a posture input
+# `train --method crouch_steps`: the same walker on random step-ups (issue 18, third round), from the crouch walker.
+WALKERS = {"crouch_walker": CROUCH_WALKER, "crouch_steps": "Go1-Velocity-Height-Steps"}
 # Training maps per scene and their levels: a spread, so the last (hardest) level is seen from the start.
 TRAIN_DIFFICULTIES = (0.0, 0.25, 0.5, 0.75, 1.0, 0.5, 0.75, 1.0)
 
 
 def train(method: str, steps: int, minutes: float, runs: Path, num_envs: int, seed: int,
-          clearance_weight: float | None = None, init: Path = CROUCH_WALK) -> dict:
+          clearance_weight: float | None = None, init: Path = CROUCH_WALK, overrides: dict | None = None) -> dict:
     """One PPO run of `method` for `steps` env steps (or `minutes`, whichever first); returns its summary.
 
     `clearance_weight` overrides the task's `ceiling_clearance` reward weight (None: as registered; the
@@ -53,8 +56,8 @@ def train(method: str, steps: int, minutes: float, runs: Path, num_envs: int, se
     from s2r.sim import task_config
 
     torch.set_num_threads(1)
-    task = METHODS.get(method, CROUCH_WALKER)
-    tcfg = task_config(task)
+    task = METHODS.get(method) or WALKERS[method]
+    tcfg = task_config(task, overrides or {})  # overrides: dotted task-config fields, e.g. field.step
     if method in METHODS:
         tcfg = replace(tcfg, maps_per_scene=len(TRAIN_DIFFICULTIES), difficulties=TRAIN_DIFFICULTIES)
     if clearance_weight is not None:
@@ -251,9 +254,34 @@ def summarize(inputs: list[Path], out: Path) -> dict:
                            "time_to_goal_s": float(np.mean(times)) if times else None,
                            "outcomes": _sum_outcomes([r.get("outcomes") for r in rows])})
         res["methods"][m] = {"task": METHODS[m], "levels": levels, "per_seed": runs}
+    if all(r.get("outcomes") for m in res["methods"].values() for r in m["per_seed"][0]["levels"]):
+        res["step_falls"] = step_falls(res)
     out.write_text(json.dumps(res, indent=2))
     plot(res, out.with_suffix(".png"))
     return res
+
+
+def step_maps(maps: int) -> list[bool]:
+    """Which of the first `maps` held-out maps have a step-up (a map's features are the same at every level)."""
+    from s2r.sim.terrain.confined import EVAL_SEEDS, generate
+
+    return ["step" in generate(s, 0.0).features for s in EVAL_SEEDS[:maps]]
+
+
+def step_falls(res: dict) -> dict:
+    """Falls per method and level over all seeds of a `summarize` JSON: in all, and on the maps with a step-up."""
+    steps = np.array(step_maps(res["maps_per_level"]))
+    out = {"step_maps": int(steps.sum()), "maps": len(steps), "methods": {}}
+    for m, r in res["methods"].items():
+        rows = []
+        for i, lv in enumerate(res["levels"]):
+            cls = [np.array(sd["levels"][i]["outcomes"]["per_episode"]) for sd in r["per_seed"]]
+            falls = sum(int((c == "fall").sum()) for c in cls)
+            rows.append({"level": lv, "falls": falls, "falls_on_step_maps": sum(int((c[steps] == "fall").sum()) for c in cls),
+                         "successes_on_step_maps": sum(int((c[steps] == "success").sum()) for c in cls),
+                         "episodes_on_step_maps": int(steps.sum()) * len(cls)})
+        out["methods"][m] = rows
+    return out
 
 
 def _sum_outcomes(rows: list[dict | None]) -> dict | None:
@@ -368,7 +396,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
     t = sub.add_parser("train")
-    t.add_argument("--method", choices=[*METHODS, "crouch_walker"], required=True)
+    t.add_argument("--method", choices=[*METHODS, *WALKERS], required=True)
     t.add_argument("--steps", type=int, default=1_500_000)
     t.add_argument("--minutes", type=float, default=14.0)
     t.add_argument("--num-envs", type=int, default=64)
@@ -379,6 +407,8 @@ def main() -> None:
     t.add_argument("--init", type=Path, default=None,
                    help="exported policy.onnx to warm-start from (default: the crouching walker; for "
                         "--method crouch_walker the flat walker)")
+    t.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="override a task-config field (dotted), e.g. field.step=[0.02,0.1]")
     e = sub.add_parser("eval")
     e.add_argument("--runs", type=Path, default=REPO / "runs" / "confined")
     e.add_argument("--maps", type=int, default=25)
@@ -398,7 +428,8 @@ def main() -> None:
     a = p.parse_args()
     if a.cmd == "train":
         init = a.init or (WALKER if a.method == "crouch_walker" else CROUCH_WALK)
-        train(a.method, a.steps, a.minutes, a.runs, a.num_envs, a.seed, a.clearance_weight, init)
+        sets = dict(kv.split("=", 1) for kv in a.set)
+        train(a.method, a.steps, a.minutes, a.runs, a.num_envs, a.seed, a.clearance_weight, init, sets)
     elif a.cmd == "eval":
         eval_all(a.runs, a.maps, [float(x) for x in a.levels.split(",")], a.out, a.methods.split(","), a.seconds)
     elif a.cmd == "summarize":

@@ -5,6 +5,7 @@ from dataclasses import replace
 from s2r.sim.env import VecEnv
 from s2r.sim.registry import register_device_task, register_task
 from s2r.sim.tasks.confined import ConfinedWaypointConfig, ConfinedWaypointEnv, WaypointRewardConfig
+from s2r.sim.tasks.crouch_steps import CrouchStepsConfig, CrouchStepsEnv
 from s2r.sim.tasks.crouch_walk import CrouchWalkConfig, CrouchWalkEnv
 from s2r.sim.tasks.locomotion import LocomotionConfig, LocomotionEnv
 from s2r.sim.tasks.manipulation import (
@@ -39,6 +40,13 @@ register_task(
     CrouchWalkConfig(commands=CommandConfig(ang_vel_z=(-1.0, 1.0))),  # yaw as the skills baseline commands it
     "Go1-class quadruped tracks a forward speed, a yaw rate and a body height (0.17-0.30 m: crouching) on flat "
     "ground; the confined-space policies' warm start.",
+)
+register_task(
+    "Go1-Velocity-Height-Steps",
+    CrouchStepsEnv,
+    CrouchStepsConfig(commands=CommandConfig(ang_vel_z=(-1.0, 1.0))),
+    "Go1-Velocity-Height-Flat on a field of random step-ups (flat-topped blocks 0.03-0.15 m high): the confined "
+    "policies' warm start that crouches and climbs.",
 )
 register_task(
     "Go1-Velocity-Rough",

@@ -54,3 +54,20 @@ def test_a_standing_robot_stalls_and_one_pressed_into_a_ceiling_touches_it() -> 
         assert won["fall_at_low_ceiling"] == 1  # env 1's last recorded pose was under the low ceiling
     finally:
         env.close()
+
+
+def test_falls_are_counted_on_the_held_out_maps_with_a_step_up() -> None:
+    from s2r.sim.terrain.confined import generate
+
+    bench = _bench()
+    steps = bench.step_maps(6)
+    assert steps == ["step" in generate(s, 1.0).features for s in EVAL_SEEDS[:6]]  # the same at every level
+    cls = np.where(steps, "fall", "success").tolist()
+    other = np.where(steps, "stall", "fall").tolist()
+    run = {"levels": [{"outcomes": {"per_episode": cls}}]}
+    res = {"maps_per_level": 6, "levels": [1.0],
+           "methods": {"waypoints": {"per_seed": [run, {"levels": [{"outcomes": {"per_episode": other}}]}]}}}
+    row = bench.step_falls(res)["methods"]["waypoints"][0]
+    k = sum(steps)
+    assert row == {"level": 1.0, "falls": 6, "falls_on_step_maps": k, "successes_on_step_maps": 0,
+                   "episodes_on_step_maps": 2 * k}
