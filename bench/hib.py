@@ -10,7 +10,11 @@ teacher (torch, it reads privileged inputs) and each student's exported ONNX fil
 robot runs) for `--episodes` episodes each, with the task's commands, pushes and randomisation:
 - in distribution: the training ranges;
 - out of distribution: `OOD` below, friction, added trunk mass and motor strength all outside the training
-  ranges (held out: no run ever trains on them).
+  ranges (held out: no run ever trains on them);
+- validation (only with `--splits ...,validation`): `VALIDATION` below, between the training and the held-out
+  ranges and overlapping neither, for choosing a setting (HIB's beta) without looking at the held-out range.
+`--student-steps N` ends every student at N env steps (`--student-minutes` is then only a cap), so students
+whose updates cost different time still see the same data.
 `--teacher <run>` reuses an existing teacher run (students and eval read it; the teacher stage is then refused).
 HIB's actor head steps at `--hib-actor-lr-scale` times PPO's rate (0, the default, keeps the teacher's head;
 1 reproduces the first run's joint update). bench/hib_seeds.py gathers several seeds' output.
@@ -38,6 +42,61 @@ STUDENTS = ("rma", "dagger", "hib")
 # (39 in distribution), 0.158 m/s error and 1/16 falls there, while a policy that only stands falls every time.
 OOD = {"randomization.friction": (0.15, 0.3), "randomization.added_mass": (3.0, 5.0),
        "randomization.motor_strength": (0.7, 0.8)}
+# Selection range: each field between its training range and OOD, touching neither (so a setting chosen here was not
+# chosen on the held-out episodes; it is, however, a shift in the same direction, which the README says).
+VALIDATION = {"randomization.friction": (0.3, 0.4), "randomization.added_mass": (2.0, 3.0),
+              "randomization.motor_strength": (0.8, 0.9)}
+SPLITS = {"in_distribution": {}, "validation": VALIDATION, "out_of_distribution": OOD}
+
+
+def parse_splits(text: str) -> list[str]:
+    """`--splits` as a list of known split names (one sentence naming the bad one otherwise)."""
+    names = [n for n in text.split(",") if n]
+    bad = [n for n in names if n not in SPLITS]
+    if bad or not names:
+        raise SystemExit(f"bench/hib.py: --splits {text!r} names unknown split(s) {bad}; choose from {', '.join(SPLITS)}")
+    return names
+
+
+def student_budget(minutes: float, steps: int) -> object:
+    """A student's budget: `steps` env steps when > 0 (`minutes` only a cap then), else `minutes` of wall clock."""
+    from s2r.policies.driver import Budget
+
+    if steps < 0 or minutes <= 0:
+        raise SystemExit(f"bench/hib.py: --student-steps must be >= 0 (got {steps}) and --student-minutes > 0 "
+                         f"(got {minutes})")
+    return Budget(steps=steps or None, minutes=minutes)
+
+
+def latent_reliance(run: Path, num_envs: int = 32, steps: int = 50, seed: int = 7, task_cfg: object = None) -> float:
+    """How much the teacher's actions depend on its latent: rms change of its action means when every state is
+    given another state's latent, over the rms of the actions (0: the latent is ignored). In distribution, the
+    teacher acting."""
+    import torch
+    from s2r.policies.teacher import load_teacher
+    from s2r.sim import make
+    from s2r.sim.config import apply_overrides
+
+    t = load_teacher(run)
+    cfg = apply_overrides(task_cfg or _teacher_task_cfg(run, {}), {"backend.num_threads": 1})
+    env = make(TASK, num_envs, cfg=cfg, seed=seed)
+    gen = torch.Generator().manual_seed(seed)
+    num, den = 0.0, 0.0
+    try:
+        obs = env.reset(seed=seed)
+        for _ in range(steps):
+            with torch.no_grad():
+                x = t.actor_input({k: torch.as_tensor(v) for k, v in obs.items()})
+                z = t.model.latent(x)
+                pol = t.model.normalize_policy(x[:, :t.model.policy_dim])
+                a = t.model.head(pol, z)
+                b = t.model.head(pol, z[torch.randperm(len(z), generator=gen)])
+            num += float(((a - b) ** 2).mean())
+            den += float((a**2).mean())
+            obs, *_ = env.step(a.numpy())
+    finally:
+        env.close()
+    return (num / max(den, 1e-12)) ** 0.5
 
 
 def teacher_episodes(run: Path, task_cfg: object, episodes: int, seed: int, task: str = TASK) -> dict[str, np.ndarray]:
@@ -82,7 +141,8 @@ def evaluate_all(root: Path, args: argparse.Namespace, names: list[str]) -> dict
     from s2r.sim.config import apply_overrides
 
     out: dict[str, dict[str, dict[str, float]]] = {}
-    for split, over in (("in_distribution", {}), ("out_of_distribution", OOD)):
+    for split in parse_splits(args.splits):
+        over = SPLITS[split]
         seed = args.eval_seed
         for name in names:
             # "ppo_init": the PPO policy the teacher was started from, for reference.
@@ -117,13 +177,13 @@ def _teacher_task_cfg(run: Path, over: dict) -> object:
     return apply_overrides(from_dict(type(task_config(TASK)), saved), over)
 
 
-def train_stage(algo: str, run: Path, minutes: float, args: argparse.Namespace, task_over: dict, algo_over: dict,
+def train_stage(algo: str, run: Path, budget: object, args: argparse.Namespace, task_over: dict, algo_over: dict,
                 num_envs: int) -> dict:
-    from s2r.policies.driver import Budget, new_run_spec, train
+    from s2r.policies.driver import new_run_spec, train
 
     spec = new_run_spec(algo, TASK, task_overrides={"backend.num_threads": 1, **task_over},
                         algo_overrides={"torch_threads": 1, **algo_over}, num_envs=num_envs, seed=args.seed,
-                        budget=Budget(minutes=minutes))
+                        budget=budget)
     t0 = time.perf_counter()
     res = train(spec, run, progress=False)
     hist = json.loads((run / "history.json").read_text())
@@ -185,7 +245,9 @@ def goals(ev: dict) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--teacher-minutes", type=float, default=25.0)
-    p.add_argument("--student-minutes", type=float, default=5.0)
+    p.add_argument("--student-minutes", type=float, default=5.0, help="wall clock per student (a cap with --student-steps)")
+    p.add_argument("--student-steps", type=int, default=0,
+                   help="env steps per student (0: wall clock only); the same data for rma, dagger and hib")
     p.add_argument("--num-envs", type=int, default=256, help="teacher envs")
     p.add_argument("--student-envs", type=int, default=64, help="student envs (more updates per env step)")
     p.add_argument("--teacher-init", default="bench/results/time_to_walk",
@@ -201,6 +263,9 @@ def main() -> None:
     p.add_argument("--variant", default="", help="suffix of the student runs' names (a variant beside the main ones)")
     p.add_argument("--eval", default="teacher," + ",".join(STUDENTS), help="runs the eval stage evaluates (merged)")
     p.add_argument("--episodes", type=int, default=64)
+    p.add_argument("--splits", default="in_distribution,out_of_distribution",
+                   help=f"dynamics ranges the eval stage runs, of {', '.join(SPLITS)}")
+    p.add_argument("--reliance", action="store_true", help="eval stage: also measure the teacher's latent reliance")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eval-seed", type=int, default=4242)
     p.add_argument("--stages", default="teacher,students,eval")
@@ -209,6 +274,7 @@ def main() -> None:
     args = p.parse_args()
 
     import torch
+    from s2r.policies.driver import Budget
 
     torch.set_num_threads(1)
     root, out = Path(args.run_root), Path(args.out)
@@ -228,13 +294,15 @@ def main() -> None:
         json_path.write_text(json.dumps(result, indent=1))
 
     stages = args.stages.split(",")
+    parse_splits(args.splits)
+    budget = student_budget(args.student_minutes, args.student_steps)
     if "teacher" in stages and args.teacher:
         raise SystemExit(f"bench/hib.py: --teacher {args.teacher} reuses a teacher, so leave 'teacher' out of --stages")
     if "teacher" in stages:
         result["load_average"]["teacher_start"] = os.getloadavg()
         warm = {"init_from": args.teacher_init, "algo.policy.init_std": args.teacher_init_std} if args.teacher_init else {}
-        result["train"]["teacher"] = train_stage("ppo-teacher", root / "teacher", args.teacher_minutes, args, {}, warm,
-                                                 args.num_envs)
+        result["train"]["teacher"] = train_stage("ppo-teacher", root / "teacher", Budget(minutes=args.teacher_minutes),
+                                                 args, {}, warm, args.num_envs)
         result["load_average"]["teacher_end"] = os.getloadavg()
         save()
     if "students" in stages:
@@ -245,7 +313,7 @@ def main() -> None:
                 algo_over["hib_actor_lr_scale"] = args.hib_actor_lr_scale
             name = s + args.variant
             result["load_average"][f"{name}_start"] = os.getloadavg()
-            result["train"][name] = train_stage("distill", root / name, args.student_minutes, args,
+            result["train"][name] = train_stage("distill", root / name, budget, args,
                                                 {"history_length": args.history}, algo_over, args.student_envs)
             save()
     if "eval" in stages:
@@ -253,6 +321,8 @@ def main() -> None:
         result["load_average"]["eval_start"] = os.getloadavg()
         result["eval"] = {**result.get("eval", {}), **evaluate_all(root, args, args.eval.split(","))}
         result["eval_wall_s"] = round(time.perf_counter() - t0, 1)
+        if args.reliance:
+            result["teacher_latent_reliance"] = latent_reliance(teacher_dir(args))
         result["goals"] = goals(result["eval"])
         save()
         plot(result, out.with_suffix(".png"))

@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 
 METRICS = (("mean_return", "mean return"), ("mean_vel_error", "velocity error (m/s)"), ("fall_rate", "fall rate"))
-SPLITS = (("in_distribution", "in distribution"), ("out_of_distribution", "held-out dynamics"))
+SPLITS = (("in_distribution", "in distribution"), ("validation", "validation (selection) range"),
+          ("out_of_distribution", "held-out dynamics"))
 SEEDED = re.compile(r"^(?P<group>.+)_s(?P<seed>\d+)$")
 
 
@@ -110,12 +111,14 @@ def plot(stats: dict, path: Path, title: str) -> None:
     fig, axes = plt.subplots(1, 3, figsize=(14, 4))
     x = np.arange(len(names))
     for ax, (key, label) in zip(axes, METRICS, strict=True):
-        for k, (split, slabel) in enumerate(SPLITS):
+        shown = [(sp, lab) for sp, lab in SPLITS if any(stats[n].get(sp) for n in names)]
+        width = 0.8 / len(shown)
+        for k, (split, slabel) in enumerate(shown):
             cells = [stats[n].get(split, {}).get(key) for n in names]
             mean = np.array([c["mean"] if c else np.nan for c in cells])
             lo = np.array([c["mean"] - c["min"] if c else 0.0 for c in cells])
             hi = np.array([c["max"] - c["mean"] if c else 0.0 for c in cells])
-            ax.bar(x + (k - 0.5) * 0.38, mean, 0.38, yerr=[lo, hi], capsize=3, label=slabel)
+            ax.bar(x + (k - (len(shown) - 1) / 2) * width, mean, width, yerr=[lo, hi], capsize=3, label=slabel)
         ax.set_xticks(x, [f"{n} ({len(stats[n]['seeds'])})" for n in names], rotation=30, ha="right", fontsize=8)
         ax.set_title(label)
         ax.grid(alpha=0.3, axis="y")
