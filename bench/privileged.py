@@ -11,7 +11,8 @@ reward and budget per seed:
 (`--task drawer` runs the same arms on Panda-Drawer-Cube(-Privileged));
 and on request (`--arms`) (d) curriculum_grasp_reward: (a) plus a reward for holding the box (reward.grasp 0.3);
 (e) curriculum_grasp_gate: (a) with the wrench acting only on a hand placed for a grasp (`gate="grasp_pose"`) and
-the table / joint relaxations faded out by stage scale 0.5 (`curriculum.fades`); (f) all_at_once_grasp_gate.
+the table / joint relaxations faded out by stage scale 0.5 (`curriculum.fades`); (f) all_at_once_grasp_gate;
+(g) curriculum_gated: (e) with the table relaxation gated on the grasp pose too; (h) all_at_once_gated.
 `--jobs 2` trains two arms at once (one process each, one torch thread each); `--resume` continues each
 arm's run folder under `--runs` to the new budget (with `--steps`, the total env steps). Each run's exported
 ONNX policy (no privileged dims) is evaluated at scale 0 on `--episodes` episodes of the plain task.
@@ -32,7 +33,8 @@ from pathlib import Path
 
 # --task -> the plain task id (the arms with privileges use its "-Privileged" variant)
 TASKS = {"flatbox": "Panda-Lift-FlatBox", "drawer": "Panda-Drawer-Cube"}
-# arm -> (algorithm, task id suffix, algorithm overrides, task overrides, virtual-wrench fields replaced)
+# arm -> (algorithm, task id suffix, algorithm overrides, task overrides, virtual-wrench fields replaced
+#         [, table-relaxation fields replaced])
 ARMS = {
     "curriculum": ("ppo-privileged", "-Privileged", {}, {}, {}),
     "none": ("ppo", "", {}, {}, {}),
@@ -47,7 +49,16 @@ ARMS = {
                               {"gate": "grasp_pose"}),
     "all_at_once_grasp_gate": ("ppo-privileged", "-Privileged", {"curriculum.stages": "1.0,0.0"}, {},
                                {"gate": "grasp_pose"}),
+    # Round 4: (e) with the table relaxation also gated on the grasp pose (ungated, the hand scooped the unturned
+    # box from below through the table once the wrench was gated), and its all-at-once twin.
+    "curriculum_gated": ("ppo-privileged", "-Privileged",
+                         {"curriculum.fades": "table_collision_off:0.5:1,wider_joint_limits:0.5:1"}, {},
+                         {"gate": "grasp_pose"}, {"gate": "grasp_pose"}),
+    "all_at_once_gated": ("ppo-privileged", "-Privileged", {"curriculum.stages": "1.0,0.0"}, {},
+                          {"gate": "grasp_pose"}, {"gate": "grasp_pose"}),
 }
+# Fields of the table relaxation replaced, per arm (the arms above without an entry keep the task's).
+TABLE = {arm: spec[5] for arm, spec in ARMS.items() if len(spec) > 5}
 
 
 def run_arm(arm: str, seed: int, args: argparse.Namespace, root: Path) -> dict:
@@ -57,7 +68,8 @@ def run_arm(arm: str, seed: int, args: argparse.Namespace, root: Path) -> dict:
     from s2r.policies.evaluate import evaluate_success
 
     torch.set_num_threads(1)
-    algo, suffix, extra, task_extra, wrench = ARMS[arm]
+    algo, suffix, extra, task_extra, wrench = ARMS[arm][:5]
+    table = TABLE.get(arm, {})
     task = TASKS[args.task] + suffix
     overrides = {"torch_threads": 1, "algo.steps_per_env": args.steps_per_env, "algo.entropy_coef": args.entropy,
                  "algo.learning_rate": args.lr, "algo.schedule": args.schedule, **extra}
@@ -73,8 +85,9 @@ def run_arm(arm: str, seed: int, args: argparse.Namespace, root: Path) -> dict:
         task_extra = {**dict(kv.split("=", 1) for kv in args.task_set), **task_extra}
         spec = new_run_spec(algo, task, task_overrides={"backend.num_threads": 1, **task_extra}, algo_overrides=overrides,
                             num_envs=args.num_envs, seed=seed, budget=budget)
-        if wrench:  # a tuple entry, out of reach of dotted overrides; config.json keeps it for --resume
-            priv = tuple(replace(p, **wrench) if p.kind == "virtual_wrench" else p for p in spec.task_cfg.privileged)
+        if wrench or table:  # tuple entries, out of reach of dotted overrides; config.json keeps them for --resume
+            fields = {"virtual_wrench": wrench, "table_collision_off": table}
+            priv = tuple(replace(p, **fields[p.kind]) if fields.get(p.kind) else p for p in spec.task_cfg.privileged)
             spec = replace(spec, task_cfg=replace(spec.task_cfg, privileged=priv))
     t0 = time.perf_counter()
     summary = train(spec, run_dir, resume=args.resume, progress=False)
@@ -84,7 +97,7 @@ def run_arm(arm: str, seed: int, args: argparse.Namespace, root: Path) -> dict:
     last = next((r for r in reversed(hist) if "mean_return" in r), hist[-1])  # the last training row
     stage_steps = {k: v for k, v in summary.items() if k.startswith("steps_to_stage_")}
     return {"arm": arm, "seed": seed, "algo": algo, "task": task, "overrides": overrides, "task_overrides": task_extra,
-            "run_dir": str(run_dir), "wrench": wrench,
+            "run_dir": str(run_dir), "wrench": wrench, "table": table,
             "env_steps": summary["progress"], "train_wall_s": round(wall, 1),
             "success_at_scale0": ev["success_rate"], "eval_episodes": ev["episodes"],
             "final_privilege_scale": last.get("privilege_scale", 0.0),
@@ -150,7 +163,8 @@ def main() -> None:
     args = p.parse_args()
     if not (args.minutes or args.steps):
         p.error("give a budget: --steps (env steps per arm, equal for every arm) and/or --minutes")
-    flat_only = sorted({"curriculum_grasp_reward", "curriculum_grasp_gate", "all_at_once_grasp_gate"} & set(args.arms))
+    flat_only = sorted({"curriculum_grasp_reward", "curriculum_grasp_gate", "all_at_once_grasp_gate", "curriculum_gated",
+                        "all_at_once_gated"} & set(args.arms))
     if args.task != "flatbox" and flat_only:
         p.error(f"the arms {', '.join(flat_only)} set the grasp reward or the wrench's grasp-pose gate, which only the "
                 "flat-box lift has")
