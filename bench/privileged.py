@@ -11,7 +11,11 @@ reward and budget per seed:
 (`--task drawer` runs the same arms on Panda-Drawer-Cube(-Privileged));
 and on request (`--arms`) (d) curriculum_grasp_reward: (a) plus a reward for holding the box (reward.grasp 0.3);
 (e) curriculum_grasp_gate: (a) with the wrench acting only on a hand placed for a grasp (`gate="grasp_pose"`) and
-the table / joint relaxations faded out by stage scale 0.5 (`curriculum.fades`); (f) all_at_once_grasp_gate.
+the table / joint relaxations faded out by stage scale 0.5 (`curriculum.fades`); (f) all_at_once_grasp_gate;
+(g) curriculum_gated: (e) with the table relaxation gated on the grasp pose too; (h) all_at_once_gated;
+(i) curriculum_table_first: (e) with the table relaxation removed at a first stage of its own, before the wrench;
+(j) all_at_once_timed: (h) on a clock: scale 1 for `--switch-share` of the budget, then scale 0 (resumed; with
+`--resume`, an existing scale-1 run folder is switched to 0 from where it stands).
 `--jobs 2` trains two arms at once (one process each, one torch thread each); `--resume` continues each
 arm's run folder under `--runs` to the new budget (with `--steps`, the total env steps). Each run's exported
 ONNX policy (no privileged dims) is evaluated at scale 0 on `--episodes` episodes of the plain task.
@@ -32,7 +36,8 @@ from pathlib import Path
 
 # --task -> the plain task id (the arms with privileges use its "-Privileged" variant)
 TASKS = {"flatbox": "Panda-Lift-FlatBox", "drawer": "Panda-Drawer-Cube"}
-# arm -> (algorithm, task id suffix, algorithm overrides, task overrides, virtual-wrench fields replaced)
+# arm -> (algorithm, task id suffix, algorithm overrides, task overrides, virtual-wrench fields replaced
+#         [, table-relaxation fields replaced])
 ARMS = {
     "curriculum": ("ppo-privileged", "-Privileged", {}, {}, {}),
     "none": ("ppo", "", {}, {}, {}),
@@ -47,17 +52,39 @@ ARMS = {
                               {"gate": "grasp_pose"}),
     "all_at_once_grasp_gate": ("ppo-privileged", "-Privileged", {"curriculum.stages": "1.0,0.0"}, {},
                                {"gate": "grasp_pose"}),
+    # Round 4: (e) with the table relaxation also gated on the grasp pose (ungated, the hand scooped the unturned
+    # box from below through the table once the wrench was gated), and its all-at-once twin.
+    "curriculum_gated": ("ppo-privileged", "-Privileged",
+                         {"curriculum.fades": "table_collision_off:0.5:1,wider_joint_limits:0.5:1"}, {},
+                         {"gate": "grasp_pose"}, {"gate": "grasp_pose"}),
+    "all_at_once_gated": ("ppo-privileged", "-Privileged", {"curriculum.stages": "1.0,0.0"}, {},
+                          {"gate": "grasp_pose"}, {"gate": "grasp_pose"}),
+    # All at once on a clock, not on success: the gated privileges at scale 1 (one stage, so no advance) for
+    # `--switch-share` of the budget, then resumed with every privilege at 0 (one stage, so no fall-back).
+    "all_at_once_timed": ("ppo-privileged", "-Privileged",
+                          {"curriculum.stages": "1.0"}, {},
+                          {"gate": "grasp_pose"}, {"gate": "grasp_pose"}),
+    # The other way to close the scoop: the table relaxation (and the wider joints) removed first, at a stage of
+    # its own (0.9), while the wrench and the lighter box stay whole; they fade over the stages after it.
+    "curriculum_table_first": ("ppo-privileged", "-Privileged",
+                               {"curriculum.stages": "1.0,0.9,0.5,0.25,0.12,0.06,0.03,0.015,0.0",
+                                "curriculum.fades": "table_collision_off:0.9:1,wider_joint_limits:0.9:1,"
+                                                    "virtual_wrench:0:0.9,reduced_gravity:0:0.9"}, {},
+                               {"gate": "grasp_pose"}),
 }
+# Fields of the table relaxation replaced, per arm (the arms above without an entry keep the task's).
+TABLE = {arm: spec[5] for arm, spec in ARMS.items() if len(spec) > 5}
 
 
 def run_arm(arm: str, seed: int, args: argparse.Namespace, root: Path) -> dict:
     """Train one arm for the budget (or continue its run with `--resume`), then evaluate its export at scale 0."""
     import torch
-    from s2r.policies.driver import Budget, new_run_spec, resume_run_spec, train
+    from s2r.policies.driver import Budget, load_checkpoint, new_run_spec, resume_run_spec, train
     from s2r.policies.evaluate import evaluate_success
 
     torch.set_num_threads(1)
-    algo, suffix, extra, task_extra, wrench = ARMS[arm]
+    algo, suffix, extra, task_extra, wrench = ARMS[arm][:5]
+    table = TABLE.get(arm, {})
     task = TASKS[args.task] + suffix
     overrides = {"torch_threads": 1, "algo.steps_per_env": args.steps_per_env, "algo.entropy_coef": args.entropy,
                  "algo.learning_rate": args.lr, "algo.schedule": args.schedule, **extra}
@@ -73,18 +100,31 @@ def run_arm(arm: str, seed: int, args: argparse.Namespace, root: Path) -> dict:
         task_extra = {**dict(kv.split("=", 1) for kv in args.task_set), **task_extra}
         spec = new_run_spec(algo, task, task_overrides={"backend.num_threads": 1, **task_extra}, algo_overrides=overrides,
                             num_envs=args.num_envs, seed=seed, budget=budget)
-        if wrench:  # a tuple entry, out of reach of dotted overrides; config.json keeps it for --resume
-            priv = tuple(replace(p, **wrench) if p.kind == "virtual_wrench" else p for p in spec.task_cfg.privileged)
+        if wrench or table:  # tuple entries, out of reach of dotted overrides; config.json keeps them for --resume
+            fields = {"virtual_wrench": wrench, "table_collision_off": table}
+            priv = tuple(replace(p, **fields[p.kind]) if fields.get(p.kind) else p for p in spec.task_cfg.privileged)
             spec = replace(spec, task_cfg=replace(spec.task_cfg, privileged=priv))
     t0 = time.perf_counter()
-    summary = train(spec, run_dir, resume=args.resume, progress=False)
+    switch = None
+    if arm == "all_at_once_timed":
+        if not args.resume:  # phase 1: scale 1 for the share of the budget
+            share = Budget(minutes=args.minutes * args.switch_share or None,
+                           steps=int(args.steps * args.switch_share) or None)
+            train(replace(spec, budget=share), run_dir, progress=False)
+        # phase 2 (or, with --resume, a scale-1 run's folder taken from here on): every privilege at 0
+        spec = resume_run_spec(run_dir, algo=algo, task_id=task, budget=budget,
+                               algo_overrides={"curriculum.stages": "0.0"})
+        switch = int(load_checkpoint(run_dir / "checkpoint.pt")["progress"])
+        summary = train(spec, run_dir, resume=True, progress=False)
+    else:
+        summary = train(spec, run_dir, resume=args.resume, progress=False)
     wall = time.perf_counter() - t0
     ev = evaluate_success(run_dir, episodes=args.episodes, seed=1000 + seed)
     hist = json.loads((run_dir / "history.json").read_text())
     last = next((r for r in reversed(hist) if "mean_return" in r), hist[-1])  # the last training row
     stage_steps = {k: v for k, v in summary.items() if k.startswith("steps_to_stage_")}
     return {"arm": arm, "seed": seed, "algo": algo, "task": task, "overrides": overrides, "task_overrides": task_extra,
-            "run_dir": str(run_dir), "wrench": wrench,
+            "run_dir": str(run_dir), "wrench": wrench, "table": table, "switched_to_scale0_at": switch,
             "env_steps": summary["progress"], "train_wall_s": round(wall, 1),
             "success_at_scale0": ev["success_rate"], "eval_episodes": ev["episodes"],
             "final_privilege_scale": last.get("privilege_scale", 0.0),
@@ -143,6 +183,8 @@ def main() -> None:
                    help="PPO learning-rate schedule: fixed at --lr, or adapted by KL (which sank to 1e-5 here)")
     p.add_argument("--task-set", nargs="*", default=[], metavar="KEY=VALUE",
                    help="task config overrides for every arm, e.g. reward.reach_sharpness=3 (the arms' own come after)")
+    p.add_argument("--switch-share", type=float, default=0.5,
+                   help="all_at_once_timed: the share of the budget (steps and minutes) trained at scale 1")
     p.add_argument("--jobs", type=int, default=1, choices=(1, 2), help="arms trained at once (a process each)")
     p.add_argument("--resume", action="store_true", help="continue each arm's run folder under --runs")
     p.add_argument("--out", default="bench/results/privileged")
@@ -150,7 +192,8 @@ def main() -> None:
     args = p.parse_args()
     if not (args.minutes or args.steps):
         p.error("give a budget: --steps (env steps per arm, equal for every arm) and/or --minutes")
-    flat_only = sorted({"curriculum_grasp_reward", "curriculum_grasp_gate", "all_at_once_grasp_gate"} & set(args.arms))
+    flat_only = sorted({"curriculum_grasp_reward", "curriculum_grasp_gate", "all_at_once_grasp_gate", "curriculum_gated",
+                        "all_at_once_gated", "curriculum_table_first", "all_at_once_timed"} & set(args.arms))
     if args.task != "flatbox" and flat_only:
         p.error(f"the arms {', '.join(flat_only)} set the grasp reward or the wrench's grasp-pose gate, which only the "
                 "flat-box lift has")

@@ -177,3 +177,21 @@ def test_trainer_sets_each_privilege_by_its_fade_and_refuses_an_undeclared_one(t
     bad = replace(spec, cfg=replace(spec.cfg, curriculum=replace(spec.cfg.curriculum, fades=("fixture_force:0:1",))))
     with pytest.raises(AlgorithmTaskMismatch, match="names fixture_force, which Panda-Lift-FlatBox-Privileged does not"):
         train(bad, tmp_path / "bad", progress=False)
+
+
+def test_bench_closes_the_table_scoop_by_gate_or_by_removing_the_table_first() -> None:
+    # The two switchable ways round 4 of bench/privileged.py closes the table-relaxation shortcut on the flat box.
+    from tests.bench_modules import load_bench
+
+    arms = load_bench("privileged").ARMS
+    # Gated: both the wrench and the table relaxation act only on a hand placed for a grasp.
+    assert arms["curriculum_gated"][4] == {"gate": "grasp_pose"} and arms["curriculum_gated"][5] == {"gate": "grasp_pose"}
+    # Table first: its own first stage removes the table relaxation while the wrench and the lighter box stay whole.
+    extra = arms["curriculum_table_first"][2]
+    cfg = CurriculumConfig(stages=tuple(float(x) for x in extra["curriculum.stages"].split(",")),
+                           fades=tuple(extra["curriculum.fades"].split(",")))
+    kinds = ("virtual_wrench", "table_collision_off", "wider_joint_limits", "reduced_gravity")
+    first, second = (kind_scales(s, kinds, cfg.fade_spans()) for s in cfg.stages[:2])
+    assert set(first.values()) == {1.0}
+    assert second == {"virtual_wrench": 1.0, "table_collision_off": 0.0, "wider_joint_limits": 0.0, "reduced_gravity": 1.0}
+    assert set(kind_scales(cfg.stages[-1], kinds, cfg.fade_spans()).values()) == {0.0}

@@ -79,10 +79,12 @@ class PandaEnv(VecEnv):
         self.priv = Privileges(cfg.privileged, self.backend.models, self._body, (self._geom, *fixtures),
                                self._q_lo, self._q_hi, self._ws_lo, *self._fixture(model), task_name=type(cfg).__name__)
         self._q_lo, self._q_hi, self._ws_lo = self.priv.q_lo, self.priv.q_hi, self.priv.ws_lo  # (n, 7), (n, 7), (n, 3)
-        if self.priv.wrench_gate == "grasp_pose" and not self.HAS_GRASP_POSE:
-            raise ValueError(f"{type(cfg).__name__}.privileged: virtual_wrench.gate 'grasp_pose' needs a task that "
-                             f"defines a grasp pose (Panda-Lift-FlatBox does; {type(self).__name__} does not): use gate "
-                             "'reach'")
+        for kind, gate, other in (("virtual_wrench", self.priv.wrench_gate, "reach"),
+                                  ("table_collision_off", self.priv.table_gate, "episode")):
+            if gate == "grasp_pose" and not self.HAS_GRASP_POSE:
+                raise ValueError(f"{type(cfg).__name__}.privileged: {kind}.gate 'grasp_pose' needs a task that defines "
+                                 f"a grasp pose (Panda-Lift-FlatBox does; {type(self).__name__} does not): use gate "
+                                 f"'{other}'")
         self.task_action_dim = len(ACTION_NAMES)
 
         policy_terms = self.POLICY_TERMS if cfg.object_in_policy else tuple(
@@ -211,7 +213,10 @@ class PandaEnv(VecEnv):
         self.actions[:] = a
         prev = self._ctrl.copy()
         obj = self.backend.qpos[:, OBJ_POS]
-        pose = self.in_grasp_pose(obj, self.ee_pos) if self.priv.wrench_gate == "grasp_pose" else None
+        gated = "grasp_pose" in (self.priv.wrench_gate, self.priv.table_gate)
+        pose = self.in_grasp_pose(obj, self.ee_pos) if gated else None
+        if self.priv.table_gate == "grasp_pose":
+            self.priv.gate_table(pose, self.ee_pos[:, 2])  # the table top is z = 0
         xfrc = self.priv.wrench(a[:, self.task_action_dim:], np.linalg.norm(obj - self.ee_pos, axis=1),
                                 self._fixture_distance(), pose)
         return self._advance(prev, self._joint_targets(a), xfrc)

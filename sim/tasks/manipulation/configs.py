@@ -268,7 +268,10 @@ class FlatBoxRewardConfig:
         grasp: Weight of holding the box across its short side (`FlatBoxLiftEnv.behaviour`'s "grasped"), per
             step. 0 by default, the paper's few terms; a benchmark arm tries it as a bridge from turn to lift.
         lift: Weight of the lowest corner's height as a fraction of `lift_height` (clipped to [0, 1]), per step.
-        success: Reward on the success step (which ends the episode).
+        success: Reward on the success step (which ends the episode). It must exceed what the shaping can pay
+            over an endless episode, (reach + turn + lift) / (1 - gamma) = 80 at gamma 0.99 (a time-out bootstraps
+            from the value): at 10, training success fell while the return rose. Before 100 it was 10
+            (`--task-set reward.success=10` reproduces the older runs).
     """
 
     reach: float = 0.1
@@ -276,7 +279,7 @@ class FlatBoxRewardConfig:
     turn: float = 0.2
     grasp: float = 0.0
     lift: float = 0.5
-    success: float = 10.0
+    success: float = 100.0
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -74,7 +74,10 @@ class DrawerCubeRewardConfig:
         open: Weight of the drawer's opening as a fraction of `open_distance` (clipped to [0, 1]).
         over: Weight of 1 - tanh(reach_sharpness * horizontal cube-to-slot distance), once the drawer is open.
         inside: Weight of the cube being in the tray (held or not).
-        success: Reward on the success step (which ends the episode).
+        success: Reward on the success step (which ends the episode). It must exceed what the shaping can pay
+            over an endless episode, (reach + open + over + inside) / (1 - gamma) = 120 at gamma 0.99 (a time-out
+            bootstraps from the value), or not succeeding pays more than succeeding. Before 150 it was 10
+            (`--task-set reward.success=10` reproduces the older runs).
     """
 
     reach: float = 0.1
@@ -82,7 +85,7 @@ class DrawerCubeRewardConfig:
     open: float = 0.3
     over: float = 0.3
     inside: float = 0.5
-    success: float = 10.0
+    success: float = 150.0
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -19,7 +19,8 @@ an empty tuple is the deployable task. What scale 1 and 0 mean for each:
   fixture's handle. Only a task with a fixture joint (Panda-Drawer-Cube) accepts it. Its column follows the
   wrench's six when both are declared, whatever the declaration order.
 - `TableCollisionOff`: each episode, with probability `scale`, the hand and finger pads do not collide with
-  the table (their contact bits are moved off the table's) and the TCP may go `floor_drop` below the table.
+  the table (their contact bits are moved off the table's) and the TCP may go `floor_drop` below the table;
+  with gate "grasp_pose" only while the hand is placed around the object as for a grasp.
   They still touch the object and the task's fixture geoms (`PandaEnv.FIXTURE_GEOMS`); everything else, a
   drawer's cabinet and tray walls included, they pass through.
 - `WiderJointLimits`: joint limits (and the servo target box) widened by scale * extra rad per side.
@@ -111,12 +112,26 @@ class TableCollisionOff:
         kind: Registry name.
         scale: Starting scale in [0, 1] (the probability that an episode has the relaxation).
         floor_drop: How far below the table the TCP target may go in a relaxed episode (m).
+        gate: "episode": the whole of a relaxed episode; "grasp_pose": in a relaxed episode, only while the hand
+            is placed around the object as for a grasp (the task's `in_grasp_pose`), and until its TCP is
+            `CLEAR_Z` above the table again. Ungated, a flat-box policy whose wrench was gated on the grasp pose
+            lifted the unturned box by passing its hand through the table and scooping it from below (97 %
+            success at scale 1 with the wrench off, 0 % with the table back): a lift no real table allows.
     """
 
     kind: str = "table_collision_off"
     scale: float = 1.0
     floor_drop: float = 0.03
+    gate: str = "episode"
     action_dims: ClassVar[int] = 0
+    GATES: ClassVar[tuple[str, ...]] = ("episode", "grasp_pose")
+    #: With gate "grasp_pose", a relaxed hand stays relaxed after leaving the pose while its TCP is below this
+    #: height (m): switching contact back on with the pads inside the table would pop them (and the box) up.
+    CLEAR_Z: ClassVar[float] = 0.01
+
+    def __post_init__(self) -> None:
+        if self.gate not in self.GATES:
+            raise ValueError(f"table_collision_off.gate is '{self.gate}'; use one of {', '.join(self.GATES)}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -235,7 +250,8 @@ class Privileges:
         self.q_lo, self.q_hi = np.tile(q_lo, (n, 1)), np.tile(q_hi, (n, 1))
         self._ws_lo = ws_lo.copy()
         self.ws_lo = np.tile(ws_lo, (n, 1))
-        self.relaxed = np.zeros(n, dtype=bool)
+        self.relaxed = np.zeros(n, dtype=bool)  # the hand passes the table now
+        self.drawn = np.zeros(n, dtype=bool)  # this episode has the relaxation (all of it with gate "episode")
         self.xfrc = np.zeros((n, m0.nbody, 6))
         self._apply_joint_limits()
 
@@ -270,19 +286,43 @@ class Privileges:
         p = self.items.get("table_collision_off")
         if p is None or len(ids) == 0:
             return
-        self.relaxed[ids] = rng.uniform(size=len(ids)) < self.scales[p.kind]
+        self.drawn[ids] = rng.uniform(size=len(ids)) < self.scales[p.kind]
+        self._relax(ids, self.drawn[ids] & (p.gate == "episode"))
+
+    def _relax(self, ids: np.ndarray, on: np.ndarray) -> None:
+        """Set worlds `ids`' hand contact bits and TCP floor: relaxed where `on`, nominal elsewhere."""
+        p = self.items["table_collision_off"]
+        self.relaxed[ids] = on
         contype, conaff = self._hand_bits
-        for i in ids:
+        for i, relaxed in zip(ids, on, strict=True):
             m = self.models[i]
-            if self.relaxed[i]:
-                m.geom_contype[self.hand_geoms] = RELAXED_BIT
-                m.geom_conaffinity[self.hand_geoms] = RELAXED_BIT
-            else:
-                m.geom_contype[self.hand_geoms] = contype
-                m.geom_conaffinity[self.hand_geoms] = conaff
+            m.geom_contype[self.hand_geoms] = RELAXED_BIT if relaxed else contype
+            m.geom_conaffinity[self.hand_geoms] = RELAXED_BIT if relaxed else conaff
             self.ws_lo[i] = self._ws_lo
-            if self.relaxed[i]:
+            if relaxed:
                 self.ws_lo[i, 2] -= p.floor_drop
+
+    @property
+    def table_gate(self) -> str:
+        """The declared table relaxation's gate ("episode" or "grasp_pose"); "" without one."""
+        p = self.items.get("table_collision_off")
+        return p.gate if p is not None else ""
+
+    def gate_table(self, grasp_pose: np.ndarray, tcp_z: np.ndarray) -> None:
+        """With gate "grasp_pose": relax the table for this control step in the worlds whose episode drew the
+        relaxation and whose hand is in the grasp pose (or still below `CLEAR_Z` since it was); a no-op otherwise.
+
+        Args:
+            grasp_pose: (n,) bool, the task's `in_grasp_pose` now.
+            tcp_z: (n,) TCP heights above the table (m).
+        """
+        p = self.items.get("table_collision_off")
+        if p is None or p.gate != "grasp_pose":
+            return
+        want = self.drawn & (np.asarray(grasp_pose, dtype=bool) | (self.relaxed & (tcp_z < p.CLEAR_Z)))
+        ids = np.flatnonzero(want != self.relaxed)
+        if len(ids):
+            self._relax(ids, want[ids])
 
     @property
     def wrench_gate(self) -> str:
