@@ -154,13 +154,14 @@ class EnsembleLayerNorm(nn.Module):
     def __init__(self, num_members: int, dim: int, eps: float = 1e-5) -> None:
         super().__init__()
         self.eps = eps
+        self.dim = dim  # a constant shape, not x.shape[-1:], so the ONNX tracer does not turn it into a Gather
         self.weight = nn.Parameter(torch.ones(num_members, 1, dim))
         self.bias = nn.Parameter(torch.zeros(num_members, 1, dim))
 
     def forward(self, x: torch.Tensor, members: torch.Tensor | None = None) -> torch.Tensor:
         """(E, batch, dim) -> (E, batch, dim)."""
         w, b = (self.weight, self.bias) if members is None else (self.weight[members], self.bias[members])
-        return torch.addcmul(b, nn.functional.layer_norm(x, x.shape[-1:], eps=self.eps), w)
+        return torch.addcmul(b, nn.functional.layer_norm(x, (self.dim,), eps=self.eps), w)
 
 
 class EnsembleMLP(nn.Module):

@@ -40,7 +40,15 @@ from s2r.policies.bc import BC_CHECKPOINT, ChunkedBC, ChunkedPolicyGraph, export
 from s2r.policies.evaluate import success_episodes
 from s2r.policies.offpolicy import ExportedActor, OffPolicyConfig, OffPolicyLearner, residual_compose
 from s2r.policies.replay import ReplayBuffer
-from s2r.policies.residual_base import BASE_GROUP, BasePolicy, FirstActionActor, demos_with_base, first_action_bc
+from s2r.policies.residual_base import (
+    BASE_GROUP,
+    BasePolicy,
+    FilteredResidual,
+    FirstActionActor,
+    demos_with_base,
+    exportable_filter,
+    first_action_bc,
+)
 from s2r.real.episodes import Episode, read_episodes
 from s2r.real.metadata import ResidualSection
 
@@ -406,19 +414,25 @@ class ResidualRL(Algorithm):
     def export_graph(self) -> ChunkedPolicyGraph:
         """The deployable graph: base + scale * residual (or the fine-tuned network alone).
 
-        Without the Q-filter: it needs the critics, which read privileged observations the robot does not have,
-        so the filter is a training-time (simulation) safeguard; `evaluate` reports the unfiltered success too.
+        With the Q-filter, the graph carries it (critics included) only when the critics read nothing the robot
+        lacks (`learner.critic_obs` without `privileged`); the default critics read privileged observations, so
+        there the filter is a training-time (simulation) safeguard and `evaluate` reports the unfiltered
+        success too, which is what such a graph does.
         """
         if self.cfg.finetune:
             return ChunkedPolicyGraph(first_action_bc(self.learner.actor.bc), 0.0)
-        return ChunkedPolicyGraph(self.bc, self.bc_cfg.ensemble_m, ExportedActor(self.learner), self.cfg.scale)
+        residual = (FilteredResidual(self.learner, self.cfg.scale) if exportable_filter(self.learner.cfg)
+                    else ExportedActor(self.learner))
+        return ChunkedPolicyGraph(self.bc, self.bc_cfg.ensemble_m, residual, self.cfg.scale)
 
     def export(self) -> dict[str, float]:
         """policy.onnx + policy.json (with parity check) into the run folder."""
         from s2r.sim.env import sample_obs
 
         parity = sample_obs(self.eval_env, 2, seed=self.cfg.seed)["policy"][:256]
-        residual = ResidualSection(scale=self.cfg.scale, base=str(self.base_dir), finetune=self.cfg.finetune)
+        in_graph = not self.cfg.finetune and exportable_filter(self.learner.cfg)
+        residual = ResidualSection(scale=self.cfg.scale, base=str(self.base_dir), finetune=self.cfg.finetune,
+                                   q_filter=self.learner.cfg.q_filter if in_graph else None)
         return export_chunked(self.export_graph(), self.env.spec, self.task_id, self.run_dir, parity,
                               algo="finetune" if self.cfg.finetune else "residual",
                               residual=residual)

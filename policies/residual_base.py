@@ -96,3 +96,55 @@ def demos_with_base(episodes: list[Episode], bc: ChunkedBC, ensemble_m: float, *
             acts = np.concatenate([ep.actions, ep.actions[-1:]])
         out.append(replace(ep, obs={**ep.obs, BASE_GROUP: acts.astype(np.float32)}))
     return out
+
+
+class FilteredResidual(nn.Module):
+    """The residual actor with the learner's pessimistic Q-filter inside: (obs, base_action) -> correction.
+
+    What the learner does at acting time (`OffPolicyLearner.act(..., filtered=True)`), as a graph: the critic
+    ensemble scores base + scale * r against the base alone, per head, and r is replaced by 0 where
+    mean - k * std of the paired differences is not above 0. Only possible when the critics read nothing the
+    robot lacks (`critic_obs` within the actor's groups: no `privileged`); `exportable_filter` says whether.
+    A copy: later updates do not change it.
+    """
+
+    def __init__(self, learner: object, scale: float) -> None:
+        from s2r.policies.offpolicy import ExportedActor  # offpolicy imports nothing from here; keeps startup lean
+
+        super().__init__()
+        cfg = learner.cfg
+        if not exportable_filter(cfg):
+            raise ValueError(f"the Q-filter reads {list(cfg.critic_obs)}, not only the actor's groups "
+                             f"{list(cfg.actor_obs)}: it cannot go into the exported graph")
+        self.actor = ExportedActor(learner)
+        self.critic = copy.deepcopy(learner.critic).cpu().eval().requires_grad_(False)
+        self.scale, self.k = float(scale), float(cfg.q_filter)
+        # Where each critic group sits among the actor's inputs (the graph's inputs are the actor's groups).
+        self.critic_index = [list(cfg.actor_obs).index(g) for g in cfg.critic_obs]
+        dims = [learner.vector_dims[g] for g in cfg.actor_obs]
+        width = sum(dims[i] for i in self.critic_index)
+        norm = learner.critic_norm
+        self.register_buffer("mean", norm[0].detach().cpu().clone() if norm is not None else torch.zeros(width))
+        self.register_buffer("inv_std", norm[1].detach().cpu().clone() if norm is not None else torch.ones(width))
+        self.base_index = list(cfg.actor_obs).index(BASE_GROUP)
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        r = self.actor(*inputs)
+        base = inputs[self.base_index]
+        x = (torch.cat([inputs[i] for i in self.critic_index], dim=-1) - self.mean) * self.inv_std
+        with_r = torch.clamp(base + self.scale * r, -1.0, 1.0)
+        anchor = torch.clamp(base, -1.0, 1.0)
+        q = self.critic(torch.cat([torch.cat([x, with_r], dim=-1), torch.cat([x, anchor], dim=-1)])).squeeze(-1)
+        n = r.shape[0]
+        d = q[:, :n] - q[:, n:]  # (E, batch) paired per head
+        mean = d.mean(0)
+        # Unbiased std written out (as torch.std computes it in training), which every ONNX runtime has.
+        std = torch.sqrt((d - mean).square().sum(0) / (d.shape[0] - 1))
+        keep = (mean - self.k * std > 0.0).unsqueeze(-1)
+        return torch.where(keep, r, torch.zeros_like(r))
+
+
+def exportable_filter(cfg: object) -> bool:
+    """The learner config has a Q-filter whose critics read only groups the exported graph gets."""
+    return (getattr(cfg, "q_filter", None) is not None and BASE_GROUP in cfg.actor_obs
+            and set(cfg.critic_obs) <= set(cfg.actor_obs))

@@ -297,6 +297,7 @@ class ResidualSection:
     scale: float
     base: str
     finetune: bool = False
+    q_filter: float | None = None  # the k of the pessimistic Q-filter inside the graph; None: no filter in it
 
 
 @dataclass(frozen=True, kw_only=True)

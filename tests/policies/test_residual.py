@@ -249,3 +249,34 @@ def test_residual_beats_its_base_on_lift(tmp_path):
     rows = [r for r in driver.history if "success_rate" in r]
     base, final = rows[0]["success_rate"], rows[-1]["success_rate"]
     assert final >= base + 0.1 and final >= 0.9, (base, final)
+
+
+def test_critics_on_the_robots_inputs_put_the_q_filter_into_the_exported_graph(base, tmp_path):
+    """`learner.critic_obs` without `privileged`: the exported ONNX acts as the learner's filtered policy does."""
+    from s2r.policies.residual_base import BasePolicy
+
+    spec = _spec(base)
+    # A fast actor, so that 160 steps grow a residual the filter visibly keeps or drops.
+    cfg = replace(spec.cfg, learner=replace(spec.cfg.learner, critic_obs=("policy", "base_action"), actor_lr=1e-3))
+    driver = RunDriver(replace(spec, cfg=cfg), tmp_path / "run", progress=False)
+    algo = driver.algo
+    try:
+        driver.learn()
+        obs = np.random.default_rng(1).normal(size=(64, algo.bc.obs_dim)).astype(np.float32)
+        b = BasePolicy(algo.bc, algo.bc_cfg.ensemble_m, len(obs)).step(obs)
+        want = algo.learner.act({"policy": obs, "base_action": b}, deterministic=True).numpy()
+        keep = algo.learner.last_filter_keep
+        unfiltered = algo.learner.act({"policy": obs, "base_action": b}, deterministic=True, filtered=False).numpy()
+    finally:
+        driver.close()
+    policy = OnnxPolicy(tmp_path / "run")
+    got = policy(obs)
+    assert policy.meta.residual.q_filter == 1.0
+    # Nearly every row is the learner's filtered action; the rest are decisions at mean - k*std ~ 0 that flip
+    # between float kernels, so they are the base or base + residual.
+    same = np.abs(got - want).max(-1) <= 1e-5
+    other = np.minimum(np.abs(got - unfiltered).max(-1), np.abs(got - np.clip(b, -1, 1)).max(-1))
+    assert same.mean() >= 0.9 and (other[~same] <= 1e-5).all()
+    # The filter really acts here (some states keep the residual, some fall back to the base), so the match is not
+    # the unfiltered graph's by accident.
+    assert 0.0 < keep < 1.0 and np.abs(want - unfiltered).max() > 1e-3

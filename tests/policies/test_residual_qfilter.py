@@ -120,3 +120,54 @@ def test_filter_off_alone_turns_its_bc_term_off() -> None:
     bc.critic.load_state_dict(plain.critic.state_dict())
     with torch.no_grad():
         torch.testing.assert_close(bc._actor_loss_eager(obs, bc.alpha)[0], plain._actor_loss_eager(obs, plain.alpha)[0])
+
+
+def _onnx_run(module: torch.nn.Module, inputs: dict[str, torch.Tensor], tmp_path) -> torch.Tensor:
+    import warnings
+
+    import onnxruntime as ort
+
+    path = tmp_path / "filtered.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, tuple(inputs.values()), str(path), input_names=list(inputs), output_names=["r"],
+                          dynamic_axes={n: {0: "batch"} for n in [*inputs, "r"]}, opset_version=17, dynamo=False)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return torch.from_numpy(sess.run(["r"], {n: v.numpy() for n, v in inputs.items()})[0])
+
+
+@pytest.mark.parametrize("best", [0.0, 0.5 * SCALE * 0.7616, SCALE * 0.7616])
+def test_exported_filter_acts_as_the_learner_does_through_onnxruntime(best: float, tmp_path) -> None:
+    """Critics on the actor's own groups: the filter goes into the graph, and the graph's action (base + scale *
+    filtered residual), through onnxruntime, is the learner's filtered action; at half the residual the heads
+    split, so both branches of the filter are exercised."""
+    from s2r.policies.residual import FilteredResidual
+
+    stats = {"policy": (torch.full((3,), 0.2).numpy(), torch.full((3,), 1.5).numpy())}
+    learner = _learner(best)
+    normed = OffPolicyLearner(DIMS, 2, CFG, compose=residual_compose(SCALE, BASE_GROUP), obs_stats=stats)
+    normed.actor.load_state_dict(learner.actor.state_dict())
+    normed.critic.load_state_dict(learner.critic.state_dict())
+    for lrn in (learner, normed):
+        obs = _obs(400, torch.Generator().manual_seed(5))
+        want = lrn.act(obs, deterministic=True)
+        graph = FilteredResidual(lrn, SCALE)
+        with torch.no_grad():
+            r = graph(obs["policy"], obs[BASE_GROUP])
+        torch.testing.assert_close(torch.clamp(obs[BASE_GROUP] + SCALE * r, -1, 1), want, atol=1e-6, rtol=0)
+        torch.testing.assert_close(_onnx_run(graph, obs, tmp_path), r, atol=1e-5, rtol=0)
+        kept = (r.abs().sum(-1) > 0).float().mean()
+        torch.testing.assert_close(kept, torch.tensor(lrn.last_filter_keep))
+    assert 0.0 <= lrn.last_filter_keep <= 1.0
+
+
+def test_a_filter_on_privileged_critics_stays_out_of_the_graph() -> None:
+    from s2r.policies.residual import FilteredResidual, exportable_filter
+
+    assert not exportable_filter(ResidualConfig().learner)  # the default critics read `privileged`
+    assert exportable_filter(replace(ResidualConfig().learner, critic_obs=("policy", BASE_GROUP)))
+    assert not exportable_filter(replace(ResidualConfig().learner, critic_obs=("policy", BASE_GROUP), q_filter=None))
+    priv = OffPolicyLearner({**DIMS, "privileged": 2}, 2, replace(CFG, critic_obs=("policy", "privileged", BASE_GROUP)),
+                            compose=residual_compose(SCALE, BASE_GROUP))
+    with pytest.raises(ValueError, match="cannot go into the exported graph"):
+        FilteredResidual(priv, SCALE)
