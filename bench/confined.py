@@ -42,7 +42,8 @@ TRAIN_DIFFICULTIES = (0.0, 0.25, 0.5, 0.75, 1.0, 0.5, 0.75, 1.0)
 
 
 def train(method: str, steps: int, minutes: float, runs: Path, num_envs: int, seed: int,
-          clearance_weight: float | None = None, init: Path = CROUCH_WALK, overrides: dict | None = None) -> dict:
+          clearance_weight: float | None = None, init: Path = CROUCH_WALK, overrides: dict | None = None,
+          init_std: float = 0.3) -> dict:
     """One PPO run of `method` for `steps` env steps (or `minutes`, whichever first); returns its summary.
 
     `clearance_weight` overrides the task's `ceiling_clearance` reward weight (None: as registered; the
@@ -65,7 +66,7 @@ def train(method: str, steps: int, minutes: float, runs: Path, num_envs: int, se
         tcfg = replace(tcfg, rewards=replace(tcfg.rewards, ceiling_clearance=term))
     base = PPOConfig()
     # A warm-started actor: small exploration noise around the walker's gait, a gentler first learning rate.
-    algo = replace(base, critic_warmup=5, learning_rate=3e-4, policy=replace(base.policy, init_std=0.3))
+    algo = replace(base, critic_warmup=5, learning_rate=3e-4, policy=replace(base.policy, init_std=init_std))
     cfg = TrainConfig(num_envs=num_envs, seed=seed, save_every=20, torch_threads=1, init_policy=str(init), algo=algo)
     spec = RunSpec(algo="ppo", task_id=task, task_cfg=tcfg, cfg=cfg, seed=seed,
                    budget=Budget(steps=steps, minutes=minutes))
@@ -409,6 +410,7 @@ def main() -> None:
                         "--method crouch_walker the flat walker)")
     t.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="override a task-config field (dotted), e.g. field.step=[0.02,0.1]")
+    t.add_argument("--init-std", type=float, default=0.3, help="the warm-started actor's initial action std")
     e = sub.add_parser("eval")
     e.add_argument("--runs", type=Path, default=REPO / "runs" / "confined")
     e.add_argument("--maps", type=int, default=25)
@@ -429,7 +431,7 @@ def main() -> None:
     if a.cmd == "train":
         init = a.init or (WALKER if a.method == "crouch_walker" else CROUCH_WALK)
         sets = dict(kv.split("=", 1) for kv in a.set)
-        train(a.method, a.steps, a.minutes, a.runs, a.num_envs, a.seed, a.clearance_weight, init, sets)
+        train(a.method, a.steps, a.minutes, a.runs, a.num_envs, a.seed, a.clearance_weight, init, sets, a.init_std)
     elif a.cmd == "eval":
         eval_all(a.runs, a.maps, [float(x) for x in a.levels.split(",")], a.out, a.methods.split(","), a.seconds)
     elif a.cmd == "summarize":
