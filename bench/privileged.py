@@ -189,7 +189,13 @@ def main() -> None:
     p.add_argument("--resume", action="store_true", help="continue each arm's run folder under --runs")
     p.add_argument("--out", default="bench/results/privileged")
     p.add_argument("--runs", default="/tmp/s2r_privileged_runs")
+    p.add_argument("--plot-only", nargs="+", default=[], metavar="JSON",
+                   help="no training: plot the runs of these result files together into <out>.png")
     args = p.parse_args()
+    if args.plot_only:
+        merged = [r for f in args.plot_only for r in json.loads(Path(f).read_text())["results"]]
+        plot(merged, Path(args.out).with_suffix(".png"), TASKS[args.task])
+        return
     if not (args.minutes or args.steps):
         p.error("give a budget: --steps (env steps per arm, equal for every arm) and/or --minutes")
     flat_only = sorted({"curriculum_grasp_reward", "curriculum_grasp_gate", "all_at_once_grasp_gate", "curriculum_gated",
