@@ -111,10 +111,14 @@ def run_arm(arm: str, seed: int, args: argparse.Namespace, root: Path) -> dict:
             share = Budget(minutes=args.minutes * args.switch_share or None,
                            steps=int(args.steps * args.switch_share) or None)
             train(replace(spec, budget=share), run_dir, progress=False)
-        # phase 2 (or, with --resume, a scale-1 run's folder taken from here on): every privilege at 0
-        spec = resume_run_spec(run_dir, algo=algo, task_id=task, budget=budget,
+        # phase 2 (or, with --resume, a scale-1 run's folder taken from here on): every privilege at 0. A resumed
+        # run's minutes count from its resume, so phase 2 gets what phase 1 left of them.
+        ckpt = load_checkpoint(run_dir / "checkpoint.pt")
+        switch = int(ckpt["progress"])
+        left = Budget(minutes=max(args.minutes - ckpt["wall_time"] / 60, 0.1) if args.minutes else None,
+                      steps=args.steps or None)
+        spec = resume_run_spec(run_dir, algo=algo, task_id=task, budget=left,
                                algo_overrides={"curriculum.stages": "0.0"})
-        switch = int(load_checkpoint(run_dir / "checkpoint.pt")["progress"])
         summary = train(spec, run_dir, resume=True, progress=False)
     else:
         summary = train(spec, run_dir, resume=args.resume, progress=False)
