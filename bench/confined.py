@@ -12,7 +12,9 @@ then evaluates each on held-out maps (`EVAL_SEEDS`) at difficulty 0, 0.5 and 1: 
 = the base within reach_radius of the goal within the task's 30 s episode and before a fall, time to goal.
 
     OMP_NUM_THREADS=1 python bench/confined.py train --method crouch_walker --steps 400000 --runs runs/walker
-    OMP_NUM_THREADS=1 python bench/confined.py train --method crouch_steps --steps 300000 --runs runs/walker
+    OMP_NUM_THREADS=1 python bench/confined.py train --method crouch_steps --steps 250000 --runs runs/walker \
+        --set 'field.step=[0.02,0.12]' --set field.blocks=25 --set randomization.push_velocity=0 \
+        --set rewards.track_lin_vel_xy.weight=3 --init-std 0.15   # round 3; shipped: tests/data/go1_crouch_steps_walk
     OMP_NUM_THREADS=1 python bench/confined.py train --method waypoints --steps 164352 --seed 0 --runs runs/confined
     OMP_NUM_THREADS=1 python bench/confined.py eval --runs runs/confined --maps 25 --out eval_seed0.json
     python bench/confined.py summarize eval_seed0.json eval_seed1.json ... --out bench/results/confined.json

@@ -9,6 +9,11 @@ flat floor between them, so a crouch command meets step-ups and step-downs as it
 The base height (for the height reward and the fall check) is measured from the mean ground under the body's
 footprint, as in `s2r.sim.tasks.terrain`: a step edge under the trunk reads as a gradual change of floor, not as
 a fall or a jump. The field is one heightfield (`load_terrain_model`), fixed per env seed.
+
+Measured (issue 18, round 3, bench/results/README.md): PPO from the flat crouch walker on this field drifts
+towards standing still (the registered field, or 0.02-0.10 / 0.02-0.06 m steps: no forward speed left after
+300k steps); a sparser field (25 blocks of 0.02-0.12 m), pushes off, a smaller initial action std and a heavier
+velocity-tracking term kept it walking; its 184k-step checkpoint is tests/data/go1_crouch_steps_walk.
 """
 
 from __future__ import annotations
