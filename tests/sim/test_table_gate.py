@@ -6,12 +6,13 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-import mujoco
 import numpy as np
 import pytest
 from s2r.sim import make, task_config
 from s2r.sim.tasks.manipulation import TableCollisionOff
 from s2r.sim.tasks.manipulation.kinematics import yaw_quat
+
+from tests.sim.test_privileged import _lowest_pad_z
 
 TASK = "Panda-Lift-FlatBox"
 GAMMA = 0.99  # PPO's and SAC's default discount (importing them would load torch into this sim test)
@@ -22,16 +23,6 @@ def _env(privileged: tuple, n: int = 1, seed: int = 0):
     env = make(TASK, n, cfg=cfg, seed=seed)
     env.reset(seed=seed)
     return env
-
-
-def _lowest_pad_z(env, i: int) -> float:
-    m = env.backend.models[i]
-    d = mujoco.MjData(m)
-    mujoco.mj_setState(m, d, env.backend.state[i], mujoco.mjtState.mjSTATE_FULLPHYSICS)
-    mujoco.mj_forward(m, d)
-    pads = [g for g in range(m.ngeom) if (mujoco.mj_id2name(m, mujoco.mjtObj.mjOBJ_GEOM, g) or "").startswith("pad_")
-            and m.geom_type[g] == mujoco.mjtGeom.mjGEOM_SPHERE]
-    return float(min(d.geom_xpos[g, 2] - m.geom_size[g, 0] for g in pads))
 
 
 def _descend(env, around_box: bool, turned: bool = True) -> tuple[bool, bool, float]:
