@@ -15,7 +15,9 @@ the table / joint relaxations faded out by stage scale 0.5 (`curriculum.fades`);
 (g) curriculum_gated: (e) with the table relaxation gated on the grasp pose too; (h) all_at_once_gated;
 (i) curriculum_table_first: (e) with the table relaxation removed at a first stage of its own, before the wrench;
 (j) all_at_once_timed: (h) on a clock: scale 1 for `--switch-share` of the budget, then scale 0 (resumed; with
-`--resume`, an existing scale-1 run folder is switched to 0 from where it stands).
+`--resume`, an existing scale-1 run folder is switched to 0 from where it stands); (k) curriculum_straddle and
+(l) all_at_once_timed_straddle: (g) and (j) with wrench and table gated on an open hand straddling the box
+(`gate="straddle"`: the grasp pose let a closed hand against the unturned box's long side throw it).
 `--jobs 2` trains two arms at once (one process each, one torch thread each); `--resume` continues each
 arm's run folder under `--runs` to the new budget (with `--steps`, the total env steps). Each run's exported
 ONNX policy (no privileged dims) is evaluated at scale 0 on `--episodes` episodes of the plain task.
@@ -64,6 +66,14 @@ ARMS = {
     "all_at_once_timed": ("ppo-privileged", "-Privileged",
                           {"curriculum.stages": "1.0"}, {},
                           {"gate": "grasp_pose"}, {"gate": "grasp_pose"}),
+    # Round 5: (g) and (j) with wrench and table gated on a hand open across the box (or closed on it), not on the
+    # grasp pose alone: a closed hand pressed against the unturned box's long side passed that gate.
+    "curriculum_straddle": ("ppo-privileged", "-Privileged",
+                            {"curriculum.fades": "table_collision_off:0.5:1,wider_joint_limits:0.5:1"}, {},
+                            {"gate": "straddle"}, {"gate": "straddle"}),
+    "all_at_once_timed_straddle": ("ppo-privileged", "-Privileged",
+                                   {"curriculum.stages": "1.0"}, {},
+                                   {"gate": "straddle"}, {"gate": "straddle"}),
     # The other way to close the scoop: the table relaxation (and the wider joints) removed first, at a stage of
     # its own (0.9), while the wrench and the lighter box stay whole; they fade over the stages after it.
     "curriculum_table_first": ("ppo-privileged", "-Privileged",
@@ -106,7 +116,7 @@ def run_arm(arm: str, seed: int, args: argparse.Namespace, root: Path) -> dict:
             spec = replace(spec, task_cfg=replace(spec.task_cfg, privileged=priv))
     t0 = time.perf_counter()
     switch = None
-    if arm == "all_at_once_timed":
+    if arm.startswith("all_at_once_timed"):
         if not args.resume:  # phase 1: scale 1 for the share of the budget
             share = Budget(minutes=args.minutes * args.switch_share or None,
                            steps=int(args.steps * args.switch_share) or None)
@@ -203,7 +213,8 @@ def main() -> None:
     if not (args.minutes or args.steps):
         p.error("give a budget: --steps (env steps per arm, equal for every arm) and/or --minutes")
     flat_only = sorted({"curriculum_grasp_reward", "curriculum_grasp_gate", "all_at_once_grasp_gate", "curriculum_gated",
-                        "all_at_once_gated", "curriculum_table_first", "all_at_once_timed"} & set(args.arms))
+                        "all_at_once_gated", "curriculum_table_first", "all_at_once_timed", "curriculum_straddle",
+                        "all_at_once_timed_straddle"} & set(args.arms))
     if args.task != "flatbox" and flat_only:
         p.error(f"the arms {', '.join(flat_only)} set the grasp reward or the wrench's grasp-pose gate, which only the "
                 "flat-box lift has")

@@ -81,8 +81,8 @@ class PandaEnv(VecEnv):
         self._q_lo, self._q_hi, self._ws_lo = self.priv.q_lo, self.priv.q_hi, self.priv.ws_lo  # (n, 7), (n, 7), (n, 3)
         for kind, gate, other in (("virtual_wrench", self.priv.wrench_gate, "reach"),
                                   ("table_collision_off", self.priv.table_gate, "episode")):
-            if gate == "grasp_pose" and not self.HAS_GRASP_POSE:
-                raise ValueError(f"{type(cfg).__name__}.privileged: {kind}.gate 'grasp_pose' needs a task that defines "
+            if gate not in ("", other) and not self.HAS_GRASP_POSE:
+                raise ValueError(f"{type(cfg).__name__}.privileged: {kind}.gate '{gate}' needs a task that defines "
                                  f"a grasp pose (Panda-Lift-FlatBox does; {type(self).__name__} does not): use gate "
                                  f"'{other}'")
         self.task_action_dim = len(ACTION_NAMES)
@@ -155,6 +155,13 @@ class PandaEnv(VecEnv):
         """
         raise NotImplementedError(f"{type(self).__name__} defines no grasp pose")
 
+    def gate_mask(self, gate: str) -> np.ndarray:
+        """(n,) bool: where a privilege gated on `gate` may act now ("grasp_pose": `in_grasp_pose`; a task with a
+        grasp pose adds its own, e.g. the flat box's "straddle" and "grasped")."""
+        if gate == "grasp_pose":
+            return self.in_grasp_pose(self.backend.qpos[:, OBJ_POS], self.ee_pos)
+        raise NotImplementedError(f"{type(self).__name__} defines no gate '{gate}'")
+
     def _fixture_distance(self) -> np.ndarray | None:
         """(n,) TCP-to-handle distance of the task's fixture, for the fixture force's reach; None without one."""
         return None
@@ -213,12 +220,11 @@ class PandaEnv(VecEnv):
         self.actions[:] = a
         prev = self._ctrl.copy()
         obj = self.backend.qpos[:, OBJ_POS]
-        gated = "grasp_pose" in (self.priv.wrench_gate, self.priv.table_gate)
-        pose = self.in_grasp_pose(obj, self.ee_pos) if gated else None
-        if self.priv.table_gate == "grasp_pose":
-            self.priv.gate_table(pose, self.ee_pos[:, 2])  # the table top is z = 0
+        masks = {g: self.gate_mask(g) for g in {self.priv.wrench_gate, self.priv.table_gate} - {"", "reach", "episode"}}
+        if self.priv.table_gate in masks:
+            self.priv.gate_table(masks[self.priv.table_gate], self.ee_pos[:, 2])  # the table top is z = 0
         xfrc = self.priv.wrench(a[:, self.task_action_dim:], np.linalg.norm(obj - self.ee_pos, axis=1),
-                                self._fixture_distance(), pose)
+                                self._fixture_distance(), masks.get(self.priv.wrench_gate))
         return self._advance(prev, self._joint_targets(a), xfrc)
 
     def step_cartesian(self, ee_targets: Any, finger_targets: Any) -> tuple[Obs, np.ndarray, np.ndarray, np.ndarray,

@@ -145,6 +145,22 @@ class FlatBoxLiftEnv(PandaEnv):
         below_top = rel[:, 2] > -self.half[:, 2]
         return (np.linalg.norm(rel[:, :2], axis=1) < 0.03) & below_top & (rel[:, 2] < 0.02)
 
+    def straddles(self, s: PandaState) -> np.ndarray:
+        """(n,) bool: `in_grasp_pose` with the pads open at least as wide as the box spans along their closing axis
+        (world y), less `_grasped`'s 8 mm tolerance, so a hand closed on the turned box still counts. As the box
+        lies it spans its long side, 22-24 cm, beyond the 8 cm stroke: a hand beside or on it never straddles
+        it, open or closed (the grasp pose alone let a closed hand against the long side count)."""
+        span = 2.0 * (np.abs(quat_to_mat(s.obj_quat)[:, 1, :]) * self.half).sum(axis=1)
+        return self.in_grasp_pose(s.obj_pos, s.ee_pos) & (s.gripper[:, 0] >= span - 0.008)
+
+    def gate_mask(self, gate: str) -> np.ndarray:
+        """(n,) bool: "grasp_pose" (`in_grasp_pose`), "straddle" (`straddles`) or "grasped" (`_grasped`) now."""
+        if gate == "straddle":
+            return self.straddles(self._state())
+        if gate == "grasped":
+            return self._grasped(self._state())
+        return super().gate_mask(gate)
+
     def _grasped(self, s: PandaState) -> np.ndarray:
         """(n,) bool: `in_grasp_pose` and the hand closed on about the box's short side."""
         return self.in_grasp_pose(s.obj_pos, s.ee_pos) & (np.abs(s.gripper[:, 0] - 2 * self.half[:, 1]) < 0.008)

@@ -11,8 +11,9 @@ an empty tuple is the deployable task. What scale 1 and 0 mean for each:
 
 - `VirtualWrench`: six extra action dimensions (force xyz, torque xyz in [-1, 1]) applied to the object's
   centre of mass in the world frame through the backend's `xfrc_applied`, bounded by scale * max_force /
-  max_torque, while the hand is within `reach_radius` of the object (gate "reach") or placed around it as
-  for a grasp (gate "grasp_pose"). These are the only privileged
+  max_torque, while the hand is within `reach_radius` of the object (gate "reach"), placed around it as
+  for a grasp (gate "grasp_pose"), so placed with the fingers open across it (gate "straddle") or holding it
+  (gate "grasped"). These are the only privileged
   *action dimensions*; exports drop them from the graph.
 - `FixtureForce`: one extra action dimension in [-1, 1], a force along the task's moving fixture's joint (the
   drawer's slide; + opens it) of at most scale * max_force, while the hand is within `reach_radius` of the
@@ -20,7 +21,8 @@ an empty tuple is the deployable task. What scale 1 and 0 mean for each:
   wrench's six when both are declared, whatever the declaration order.
 - `TableCollisionOff`: each episode, with probability `scale`, the hand and finger pads do not collide with
   the table (their contact bits are moved off the table's) and the TCP may go `floor_drop` below the table;
-  with gate "grasp_pose" only while the hand is placed around the object as for a grasp.
+  with gate "grasp_pose" (or "straddle") only while the hand is placed around the object as for a grasp (and open
+  across it).
   They still touch the object and the task's fixture geoms (`PandaEnv.FIXTURE_GEOMS`); everything else, a
   drawer's cabinet and tray walls included, they pass through.
 - `WiderJointLimits`: joint limits (and the servo target box) widened by scale * extra rad per side.
@@ -67,7 +69,11 @@ class VirtualWrench:
             object as for a grasp (the task's `in_grasp_pose`; the gripper's opening does not matter). With
             "reach" a hand hovering near the flat box lifted it with the wrench alone down to scale ~0.1 and never
             learned to grasp; gated on the grasp pose, the wrench assists a hand that is where a grasp would hold
-            the object, so closing the fingers can take over the lift as the scale falls.
+            the object, so closing the fingers can take over the lift as the scale falls. "grasp_pose" still leaked:
+            a *closed* hand pressed against the unturned flat box's long side is within its 3 cm, and a step or two
+            of 6 N threw the light box (round 4). "straddle": the grasp pose with the fingers open at least as wide
+            as the object spans across them (the task's `straddles`; a hand closed on it counts, within the
+            grasp's tolerance), which for the flat box needs the turn first; "grasped": the task's `_grasped`.
     """
 
     kind: str = "virtual_wrench"
@@ -77,7 +83,7 @@ class VirtualWrench:
     reach_radius: float = 0.08
     gate: str = "reach"
     action_dims: ClassVar[int] = 6
-    GATES: ClassVar[tuple[str, ...]] = ("reach", "grasp_pose")
+    GATES: ClassVar[tuple[str, ...]] = ("reach", "grasp_pose", "straddle", "grasped")
 
     def __post_init__(self) -> None:
         if self.gate not in self.GATES:
@@ -117,6 +123,7 @@ class TableCollisionOff:
             `CLEAR_Z` above the table again. Ungated, a flat-box policy whose wrench was gated on the grasp pose
             lifted the unturned box by passing its hand through the table and scooping it from below (97 %
             success at scale 1 with the wrench off, 0 % with the table back): a lift no real table allows.
+            "straddle": as "grasp_pose", with the hand open across the object as for the wrench's gate of that name.
     """
 
     kind: str = "table_collision_off"
@@ -124,8 +131,8 @@ class TableCollisionOff:
     floor_drop: float = 0.03
     gate: str = "episode"
     action_dims: ClassVar[int] = 0
-    GATES: ClassVar[tuple[str, ...]] = ("episode", "grasp_pose")
-    #: With gate "grasp_pose", a relaxed hand stays relaxed after leaving the pose while its TCP is below this
+    GATES: ClassVar[tuple[str, ...]] = ("episode", "grasp_pose", "straddle")
+    #: With a gate other than "episode", a relaxed hand stays relaxed after leaving the pose while its TCP is below this
     #: height (m): switching contact back on with the pads inside the table would pop them (and the box) up.
     CLEAR_Z: ClassVar[float] = 0.01
 
@@ -304,20 +311,21 @@ class Privileges:
 
     @property
     def table_gate(self) -> str:
-        """The declared table relaxation's gate ("episode" or "grasp_pose"); "" without one."""
+        """The declared table relaxation's gate (one of `TableCollisionOff.GATES`); "" without one."""
         p = self.items.get("table_collision_off")
         return p.gate if p is not None else ""
 
     def gate_table(self, grasp_pose: np.ndarray, tcp_z: np.ndarray) -> None:
-        """With gate "grasp_pose": relax the table for this control step in the worlds whose episode drew the
-        relaxation and whose hand is in the grasp pose (or still below `CLEAR_Z` since it was); a no-op otherwise.
+        """With gate "grasp_pose" or "straddle": relax the table for this control step in the worlds whose episode
+        drew the relaxation and whose hand holds the gate (or is still below `CLEAR_Z` since it did); a no-op
+        with gate "episode".
 
         Args:
-            grasp_pose: (n,) bool, the task's `in_grasp_pose` now.
+            grasp_pose: (n,) bool, the table gate's condition now (the task's `gate_mask(gate)`).
             tcp_z: (n,) TCP heights above the table (m).
         """
         p = self.items.get("table_collision_off")
-        if p is None or p.gate != "grasp_pose":
+        if p is None or p.gate == "episode":
             return
         want = self.drawn & (np.asarray(grasp_pose, dtype=bool) | (self.relaxed & (tcp_z < p.CLEAR_Z)))
         ids = np.flatnonzero(want != self.relaxed)
@@ -326,7 +334,7 @@ class Privileges:
 
     @property
     def wrench_gate(self) -> str:
-        """The declared virtual wrench's gate ("reach" or "grasp_pose"); "" without a wrench."""
+        """The declared virtual wrench's gate (one of `VirtualWrench.GATES`); "" without a wrench."""
         w = self.items.get("virtual_wrench")
         return w.gate if w is not None else ""
 
@@ -339,8 +347,8 @@ class Privileges:
                 force's one, for those declared).
             hand_distance: (n,) TCP-to-object distance (m), for the wrench's `reach_radius`; None: no gating.
             fixture_distance: (n,) TCP-to-handle distance (m), for the fixture force's `reach_radius`; None: no gating.
-            grasp_pose: (n,) bool, the hand placed around the object as for a grasp: the wrench's gate when it is
-                "grasp_pose" (required then).
+            grasp_pose: (n,) bool, the condition of the wrench's gate when it is not "reach" (the task's
+                `gate_mask(gate)`: placed for a grasp, straddling or holding the object; required then).
         """
         self.xfrc[:] = 0.0
         used = False
@@ -357,9 +365,9 @@ class Privileges:
         if w is not None and self.scales[w.kind] > 0:
             s = self.scales[w.kind]
             a = np.clip(extra[:, :6], -1.0, 1.0)
-            if w.gate == "grasp_pose":
+            if w.gate != "reach":
                 if grasp_pose is None:
-                    raise ValueError("virtual_wrench.gate 'grasp_pose' needs the task's grasp pose; none was given")
+                    raise ValueError(f"virtual_wrench.gate '{w.gate}' needs the task's gate condition; none was given")
                 a = a * np.asarray(grasp_pose, dtype=bool)[:, None]
             elif w.reach_radius > 0 and hand_distance is not None:
                 a = a * (hand_distance < w.reach_radius)[:, None]
