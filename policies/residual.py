@@ -102,9 +102,12 @@ class ResidualConfig:
             `q_filter=none`): the residual is applied only where the critics' paired lower bound favours it over
             the base, and the actor is pulled back to the base elsewhere. With it, insertion (seed 0, 30k
             steps) held 0.56 -> 0.59 where the same run without it fell to 0.15; lift was not slowed (issue 13
-            in bench/results/README.md). The filter needs the critics, which read privileged observations, so
-            it acts in simulation only: the exported graph is base + residual unfiltered (evaluations report
-            both). `--algo finetune` runs without it (its anchor is the base, which fine-tuning has none of).
+            in bench/results/README.md). The critics read only the robot's inputs (policy + base action), so
+            the filter, critics included, goes into the exported graph and the robot runs what training
+            evaluates; with privileged critics (`learner.critic_obs=policy,privileged,base_action`, the
+            default before) on lift and insertion, seed 0, success was the same within noise, but the
+            export could only be unfiltered. `--algo finetune` runs without it (its anchor is the base, which
+            fine-tuning has none of).
     """
 
     base: str = ""
@@ -126,7 +129,7 @@ class ResidualConfig:
     seed: int = 0
     torch_threads: int = 0
     learner: OffPolicyConfig = field(default_factory=lambda: OffPolicyConfig(
-        actor="deterministic", actor_obs=("policy", BASE_GROUP), critic_obs=("policy", "privileged", BASE_GROUP),
+        actor="deterministic", actor_obs=("policy", BASE_GROUP), critic_obs=("policy", BASE_GROUP),
         num_critics=10, critic_subset=2, n_step=3, gamma=0.99, utd_ratio=0.5, policy_delay=4, zero_init_actor=True,
         critic_warmup_updates=2_500, exploration_noise=0.05, target_noise=0.05, target_noise_clip=0.3,
         actor_lr=1e-6, critic_lr=1e-4, max_grad_norm=1.0, actor_q="mean", demo_fraction=0.5,
@@ -285,9 +288,9 @@ class ResidualRL(Algorithm):
     def evaluate(self, episodes_env: Any = None) -> dict[str, float]:
         """Success rate of the current deterministic policy, one episode per eval env.
 
-        With the learner's Q-filter on, the policy is filtered (it reads the critic's groups, privileged ones
-        included, so the filter exists in simulation only); `success_rate_unfiltered` is then the same
-        episodes without it, which is what the exported graph (base + residual, no critic) does.
+        With the learner's Q-filter on, the policy is filtered; `success_rate_unfiltered` is then the same
+        episodes without it (the actor alone), which is also what the exported graph does when the critics
+        read privileged observations and the filter cannot go into it.
         """
         out = self._success(episodes_env, filtered=True)
         lcfg = self.learner.cfg
@@ -414,10 +417,9 @@ class ResidualRL(Algorithm):
     def export_graph(self) -> ChunkedPolicyGraph:
         """The deployable graph: base + scale * residual (or the fine-tuned network alone).
 
-        With the Q-filter, the graph carries it (critics included) only when the critics read nothing the robot
-        lacks (`learner.critic_obs` without `privileged`); the default critics read privileged observations, so
-        there the filter is a training-time (simulation) safeguard and `evaluate` reports the unfiltered
-        success too, which is what such a graph does.
+        With the Q-filter, the graph carries it (critics included) when the critics read nothing the robot
+        lacks (the default: `learner.critic_obs` without `privileged`); with privileged critics the filter
+        is a training-time (simulation) safeguard and the graph is base + scale * residual unfiltered.
         """
         if self.cfg.finetune:
             return ChunkedPolicyGraph(first_action_bc(self.learner.actor.bc), 0.0)

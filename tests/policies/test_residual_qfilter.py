@@ -164,8 +164,8 @@ def test_exported_filter_acts_as_the_learner_does_through_onnxruntime(best: floa
 def test_a_filter_on_privileged_critics_stays_out_of_the_graph() -> None:
     from s2r.policies.residual import FilteredResidual, exportable_filter
 
-    assert not exportable_filter(ResidualConfig().learner)  # the default critics read `privileged`
-    assert exportable_filter(replace(ResidualConfig().learner, critic_obs=("policy", BASE_GROUP)))
+    assert exportable_filter(ResidualConfig().learner)  # the default critics read the robot's inputs only
+    assert not exportable_filter(replace(ResidualConfig().learner, critic_obs=("policy", "privileged", BASE_GROUP)))
     assert not exportable_filter(replace(ResidualConfig().learner, critic_obs=("policy", BASE_GROUP), q_filter=None))
     priv = OffPolicyLearner({**DIMS, "privileged": 2}, 2, replace(CFG, critic_obs=("policy", "privileged", BASE_GROUP)),
                             compose=residual_compose(SCALE, BASE_GROUP))
