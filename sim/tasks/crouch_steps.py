@@ -24,7 +24,7 @@ import mujoco
 import numpy as np
 from s2r.sim.tasks import terms as T
 from s2r.sim.tasks.crouch_walk import CrouchWalkConfig, CrouchWalkEnv
-from s2r.sim.tasks.terrain import _around, _yaw
+from s2r.sim.tasks.terrain import footprint_offsets, mean_ground, spawn_ground
 from s2r.sim.terrain.curriculum import TerrainGrid, TerrainGridConfig, load_terrain_model
 
 
@@ -92,18 +92,14 @@ class CrouchStepsEnv(CrouchWalkEnv):
 
     def _load_model(self, cfg: CrouchStepsConfig, seed: int) -> mujoco.MjModel:
         self.grid = step_field(cfg.field, seed)
-        fx, fy = cfg.footprint
-        self._foot_offsets = np.array([[x, y] for x in (-fx, 0.0, fx) for y in (-fy, 0.0, fy)])
+        self._foot_offsets = footprint_offsets(cfg.footprint)
         return load_terrain_model(cfg.model, self.grid)
 
     def _spawn_points(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         s = self.cfg.field.spawn
         xy = self.rng.uniform(-s, s, (len(ids), 2))
-        # Highest ground under a footprint a little wider than the body, whatever the yaw: no foot starts inside.
-        corners = np.array([[dx, dy] for dx in (-0.3, 0.0, 0.3) for dy in (-0.3, 0.0, 0.3)])
-        return xy, self.grid.height_at(xy[:, None, :] + corners[None]).max(axis=1)
+        return xy, spawn_ground(self.grid, xy)
 
     def _step_state(self) -> T.LocoState:
-        qpos = self.backend.qpos
-        self.ground_z[:] = self.grid.height_at(_around(qpos[:, :2], _yaw(qpos[:, 3:7]), self._foot_offsets)).mean(axis=1)
+        self.ground_z[:] = mean_ground(self.grid, self.backend.qpos, self._foot_offsets)
         return super()._step_state()

@@ -99,6 +99,28 @@ def _around(xy: np.ndarray, yaw: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     return np.stack([xy[:, 0:1] + c * ox - s * oy, xy[:, 1:2] + s * ox + c * oy], axis=-1)
 
 
+def footprint_offsets(half: tuple[float, float]) -> np.ndarray:
+    """(9, 2) body-frame points: the corners, edge midpoints and centre of a footprint of half-extents `half`."""
+    fx, fy = half
+    return np.array([[x, y] for x in (-fx, 0.0, fx) for y in (-fy, 0.0, fy)])
+
+
+def mean_ground(grid: TerrainGrid, qpos: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """(n,) mean ground height under the body footprint `offsets`, turned with each base's yaw.
+
+    The base height is measured from it, so a stair edge under the trunk's centre does not read as a fall (nor a
+    gap as a jump)."""
+    return grid.height_at(_around(qpos[:, :2], _yaw(qpos[:, 3:7]), offsets)).mean(axis=1)
+
+
+def spawn_ground(grid: TerrainGrid, xy: np.ndarray) -> np.ndarray:
+    """(n,) highest ground under a footprint a little wider than the body, whatever the yaw: no foot starts inside."""
+    return grid.height_at(xy[:, None, :] + _SPAWN_FOOTPRINT[None]).max(axis=1)
+
+
+_SPAWN_FOOTPRINT = footprint_offsets((0.3, 0.3))
+
+
 class TerrainVelocityEnv(LocomotionEnv):
     """Go1 velocity tracking on the curriculum terrain (see the module docstring)."""
 
@@ -121,8 +143,7 @@ class TerrainVelocityEnv(LocomotionEnv):
         self._spawn_xy = np.zeros((n, 2))
         gx, gy = np.meshgrid(np.asarray(cfg.height_scan.xs), np.asarray(cfg.height_scan.ys), indexing="ij")
         self.scan_offsets = np.stack([gx.ravel(), gy.ravel()], axis=1)  # (points, 2), x-major
-        fx, fy = cfg.footprint
-        self._foot_offsets = np.array([[x, y] for x in (-fx, 0.0, fx) for y in (-fy, 0.0, fy)])
+        self._foot_offsets = footprint_offsets(cfg.footprint)
         self._grid_fresh = True
         self._declare(POLICY_TERMS, privileged_terms(cfg), self.joint_names, {
             **self.spec.extras, "terrain_types": list(cfg.grid.types), "terrain_levels": cfg.grid.levels})
@@ -188,19 +209,12 @@ class TerrainVelocityEnv(LocomotionEnv):
         xy = self.grid.tile_centre(self.curriculum.levels[ids], self.curriculum.types[ids])
         xy = xy + self.rng.uniform(-j, j, (len(ids), 2))
         self._spawn_xy[ids] = xy
-        # Highest ground under a footprint a little wider than the body, whatever the yaw: no foot starts inside.
-        corners = np.array([[dx, dy] for dx in (-0.3, 0.0, 0.3) for dy in (-0.3, 0.0, 0.3)])
-        ground = self.grid.height_at(xy[:, None, :] + corners[None]).max(axis=1)
-        return xy, ground
+        return xy, spawn_ground(self.grid, xy)
 
     # ---- state and observations -------------------------------------------------------------------
 
     def _step_state(self) -> T.LocoState:
-        qpos = self.backend.qpos
-        # Base height is measured from the mean ground under the body, so a stair edge under the trunk's
-        # centre does not read as a fall (nor a gap as a jump).
-        pts = _around(qpos[:, :2], _yaw(qpos[:, 3:7]), self._foot_offsets)
-        self.ground_z[:] = self.grid.height_at(pts).mean(axis=1)
+        self.ground_z[:] = mean_ground(self.grid, self.backend.qpos, self._foot_offsets)
         return super()._step_state()
 
     def _torques(self, q: np.ndarray, qd: np.ndarray, targets: np.ndarray, rows: np.ndarray | slice) -> np.ndarray:
