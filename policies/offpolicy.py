@@ -57,7 +57,7 @@ from s2r.policies.replay import Batch, ReplayBuffer, sample_mixed
 from torch import nn
 
 __all__ = ["Compose", "ExportedActor", "NonFiniteLossError", "OffPolicyConfig", "OffPolicyLearner",
-           "identity_compose", "keep_freed_memory", "residual_compose"]
+           "filter_keep", "identity_compose", "keep_freed_memory", "residual_compose"]
 
 class OffPolicyLearner:
     """Actor + critic ensemble + target critics + optimisers; `act` for collection, `update` for learning.
@@ -196,7 +196,7 @@ class OffPolicyLearner:
                else torch.as_tensor(v, dtype=torch.float32, device=self.device) for g, v in obs.items()}
         a, _ = self.policy(obs, sample=not deterministic)
         if filtered and self.cfg.q_filter is not None:
-            keep = self.q_filter_keep(obs, a)
+            keep = self.qfilter_keep(obs, a)
             a = torch.where(keep[:, None], a, torch.zeros_like(a))
             self.last_filter_keep = float(keep.float().mean())
         if not deterministic and not self.stochastic:
@@ -213,11 +213,11 @@ class OffPolicyLearner:
         return q[:, : len(a)], q[:, len(a):]
 
     @torch.no_grad()
-    def q_filter_keep(self, obs: Mapping[str, torch.Tensor], a: torch.Tensor,
+    def qfilter_keep(self, obs: Mapping[str, torch.Tensor], a: torch.Tensor,
                       features: torch.Tensor | None = None) -> torch.Tensor:
         """(batch,) bool: the critics' paired lower bound favours actor output `a` over the anchor (see `q_filter`)."""
         q_a, q_0 = self.q_pair(obs, a, features)
-        return _filter_keep(q_a - q_0, self.cfg.q_filter or 0.0)
+        return filter_keep(q_a - q_0, self.cfg.q_filter or 0.0)
 
     @property
     def alpha(self) -> torch.Tensor:
@@ -271,7 +271,7 @@ class OffPolicyLearner:
             q = q - self.cfg.actor_penalty * a.square().mean(-1)
         if bc > 0.0:
             # Q-filtered BC towards output 0: only where the filter would reject this action.
-            reject = ~_filter_keep((qs - q_0).detach(), self.cfg.q_filter)
+            reject = ~filter_keep((qs - q_0).detach(), self.cfg.q_filter)
             q = q - bc * reject.float() * a.square().mean(-1)
         if logp is None:
             return -q.mean(), torch.zeros((), device=q.device)
@@ -476,9 +476,14 @@ def _normalizer(groups: tuple[str, ...], obs_dims: Mapping[str, int],
     return torch.cat(means).to(device), torch.cat(inv).to(device)
 
 
-def _filter_keep(d: torch.Tensor, k: float) -> torch.Tensor:
-    """(batch,) bool from per-head advantages d (E, batch): mean - k * std over the heads > 0."""
-    return d.mean(0) - k * d.std(0) > 0.0
+def filter_keep(d: torch.Tensor, k: float) -> torch.Tensor:
+    """(batch,) bool from per-head advantages d (E, batch): mean - k * (unbiased) std over the heads > 0.
+
+    The std is written out rather than `d.std(0)`, so the exported graph (`FilteredResidual`) runs these very ops
+    in ONNX and decides exactly as training did."""
+    mean = d.mean(0)
+    std = torch.sqrt((d - mean).square().sum(0) / (d.shape[0] - 1))
+    return mean - k * std > 0.0
 
 
 def _apply_norm(x: torch.Tensor, norm: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:

@@ -13,6 +13,7 @@ from dataclasses import replace
 import numpy as np
 import torch
 from s2r.policies.bc import ChunkedBC, temporal_ensemble
+from s2r.policies.offpolicy import ExportedActor, filter_keep, residual_compose
 from s2r.real.chunking import ChunkHistory, ensemble_weights
 from s2r.real.episodes import Episode
 from torch import nn
@@ -109,8 +110,6 @@ class FilteredResidual(nn.Module):
     """
 
     def __init__(self, learner: object, scale: float) -> None:
-        from s2r.policies.offpolicy import ExportedActor  # offpolicy imports nothing from here; keeps startup lean
-
         super().__init__()
         cfg = learner.cfg
         if not exportable_filter(cfg):
@@ -118,7 +117,7 @@ class FilteredResidual(nn.Module):
                              f"{list(cfg.actor_obs)}: it cannot go into the exported graph")
         self.actor = ExportedActor(learner)
         self.critic = copy.deepcopy(learner.critic).cpu().eval().requires_grad_(False)
-        self.scale, self.k = float(scale), float(cfg.q_filter)
+        self.compose, self.k = residual_compose(float(scale), BASE_GROUP), float(cfg.q_filter)
         # Where each critic group sits among the actor's inputs (the graph's inputs are the actor's groups).
         self.critic_index = [list(cfg.actor_obs).index(g) for g in cfg.critic_obs]
         dims = [learner.vector_dims[g] for g in cfg.actor_obs]
@@ -130,17 +129,12 @@ class FilteredResidual(nn.Module):
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         r = self.actor(*inputs)
-        base = inputs[self.base_index]
+        obs = {BASE_GROUP: inputs[self.base_index]}
         x = (torch.cat([inputs[i] for i in self.critic_index], dim=-1) - self.mean) * self.inv_std
-        with_r = torch.clamp(base + self.scale * r, -1.0, 1.0)
-        anchor = torch.clamp(base, -1.0, 1.0)
+        with_r, anchor = self.compose(r, obs), self.compose(torch.zeros_like(r), obs)
         q = self.critic(torch.cat([torch.cat([x, with_r], dim=-1), torch.cat([x, anchor], dim=-1)])).squeeze(-1)
         n = r.shape[0]
-        d = q[:, :n] - q[:, n:]  # (E, batch) paired per head
-        mean = d.mean(0)
-        # Unbiased std written out (as torch.std computes it in training), which every ONNX runtime has.
-        std = torch.sqrt((d - mean).square().sum(0) / (d.shape[0] - 1))
-        keep = (mean - self.k * std > 0.0).unsqueeze(-1)
+        keep = filter_keep(q[:, :n] - q[:, n:], self.k).unsqueeze(-1)  # paired per head, as the learner's act
         return torch.where(keep, r, torch.zeros_like(r))
 
 
