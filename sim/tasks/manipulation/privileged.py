@@ -315,19 +315,19 @@ class Privileges:
         p = self.items.get("table_collision_off")
         return p.gate if p is not None else ""
 
-    def gate_table(self, grasp_pose: np.ndarray, tcp_z: np.ndarray) -> None:
+    def gate_table(self, gate_on: np.ndarray, tcp_z: np.ndarray) -> None:
         """With gate "grasp_pose" or "straddle": relax the table for this control step in the worlds whose episode
         drew the relaxation and whose hand holds the gate (or is still below `CLEAR_Z` since it did); a no-op
         with gate "episode".
 
         Args:
-            grasp_pose: (n,) bool, the table gate's condition now (the task's `gate_mask(gate)`).
+            gate_on: (n,) bool, the table gate's condition now (the task's `gate_mask(gate)`).
             tcp_z: (n,) TCP heights above the table (m).
         """
         p = self.items.get("table_collision_off")
         if p is None or p.gate == "episode":
             return
-        want = self.drawn & (np.asarray(grasp_pose, dtype=bool) | (self.relaxed & (tcp_z < p.CLEAR_Z)))
+        want = self.drawn & (np.asarray(gate_on, dtype=bool) | (self.relaxed & (tcp_z < p.CLEAR_Z)))
         ids = np.flatnonzero(want != self.relaxed)
         if len(ids):
             self._relax(ids, want[ids])
@@ -339,7 +339,7 @@ class Privileges:
         return w.gate if w is not None else ""
 
     def wrench(self, extra: np.ndarray, hand_distance: np.ndarray | None = None,
-               fixture_distance: np.ndarray | None = None, grasp_pose: np.ndarray | None = None) -> np.ndarray | None:
+               fixture_distance: np.ndarray | None = None, gate_on: np.ndarray | None = None) -> np.ndarray | None:
         """(n, nbody, 6) applied forces for one control step from the extra action columns; None when none apply.
 
         Args:
@@ -347,7 +347,7 @@ class Privileges:
                 force's one, for those declared).
             hand_distance: (n,) TCP-to-object distance (m), for the wrench's `reach_radius`; None: no gating.
             fixture_distance: (n,) TCP-to-handle distance (m), for the fixture force's `reach_radius`; None: no gating.
-            grasp_pose: (n,) bool, the condition of the wrench's gate when it is not "reach" (the task's
+            gate_on: (n,) bool, the condition of the wrench's gate when it is not "reach" (the task's
                 `gate_mask(gate)`: placed for a grasp, straddling or holding the object; required then).
         """
         self.xfrc[:] = 0.0
@@ -366,9 +366,9 @@ class Privileges:
             s = self.scales[w.kind]
             a = np.clip(extra[:, :6], -1.0, 1.0)
             if w.gate != "reach":
-                if grasp_pose is None:
+                if gate_on is None:
                     raise ValueError(f"virtual_wrench.gate '{w.gate}' needs the task's gate condition; none was given")
-                a = a * np.asarray(grasp_pose, dtype=bool)[:, None]
+                a = a * np.asarray(gate_on, dtype=bool)[:, None]
             elif w.reach_radius > 0 and hand_distance is not None:
                 a = a * (hand_distance < w.reach_radius)[:, None]
             self.xfrc[:, self.body, :3] += a[:, :3] * (s * w.max_force)
