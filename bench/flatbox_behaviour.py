@@ -7,8 +7,10 @@ Scripted references first: `FlatBoxExpert` (push the ledge-side end until the bo
 the short side, lift) and the top-down grasp baseline (the same script without the turn), on `--episodes`
 episodes per seed. Then each run folder's exported ONNX policy at scale 0 (Panda-Lift-FlatBox, no privileged
 actions). Per episode it records the largest turn angle (deg between the box's long axis and the ledge's
-normal), whether the hand ever held the box across its short side, and the highest lowest-corner height;
-the JSON holds the rates (turned >= 80 deg, grasped, lifted >= 1 cm, success) and means.
+normal), whether the hand was ever in `_grasped`'s pose across the short side ("grasped"), whether both finger
+pads ever touched the box ("held", from MuJoCo's contacts), whether they both touched it on the step before the
+success step ("held_at_success": a lift in the hand, not a flick), and the highest lowest-corner height; the
+JSON holds the rates (turned >= 80 deg, grasped, held, held at success, lifted >= 1 cm, success) and means.
 """
 
 from __future__ import annotations
@@ -29,13 +31,16 @@ TASK = "Panda-Lift-FlatBox"
 
 def episodes(act: Callable[[dict[str, np.ndarray]], np.ndarray], env, seed: int,
              reset: Callable[[np.ndarray], None] | None = None) -> dict[str, np.ndarray]:
-    """One episode per env; per episode "success", "turn_deg" (max), "grasped" (ever) and "lift" (max, m)."""
+    """One episode per env; per episode "success", "turn_deg" (max), "grasped" and "held" (ever), "held_at_success"
+    (both pads on the box on the last step before the success step: a hold, not a flick) and "lift" (max, m)."""
     n = env.num_envs
     obs = env.reset(seed=seed)
     if reset is not None:
         reset(np.arange(n))
     done = np.zeros(n, dtype=bool)
-    out = {"success": np.zeros(n, bool), "turn_deg": np.zeros(n), "grasped": np.zeros(n, bool), "lift": np.zeros(n)}
+    out = {"success": np.zeros(n, bool), "turn_deg": np.zeros(n), "grasped": np.zeros(n, bool), "held": np.zeros(n, bool),
+           "held_at_success": np.zeros(n, bool), "lift": np.zeros(n)}
+    held_now = np.zeros(n, bool)
     while not done.all():
         obs, _, term, trunc, info = env.step(act(obs))
         ended = np.logical_or(term, trunc)
@@ -44,9 +49,12 @@ def episodes(act: Callable[[dict[str, np.ndarray]], np.ndarray], env, seed: int,
         b = env.behaviour()
         out["turn_deg"][live] = np.maximum(out["turn_deg"][live], b["turn_deg"][live])
         out["grasped"][live] |= b["grasped"][live]
+        out["held"][live] |= b["held"][live]
+        held_now[live] = b["held"][live]
         out["lift"][live] = np.maximum(out["lift"][live], b["lift"][live])
         first = ended & ~done
         out["success"][first] = np.asarray(info["success"])[first]
+        out["held_at_success"][first] = out["success"][first] & held_now[first]
         done |= ended
         if reset is not None and ended.any():
             reset(np.flatnonzero(ended))
@@ -58,7 +66,8 @@ def summarise(ep: dict[str, np.ndarray]) -> dict[str, float]:
     """Rates and means of `episodes()` output."""
     return {"episodes": len(ep["success"]), "success": float(ep["success"].mean()),
             "turned_80": float((ep["turn_deg"] >= 80.0).mean()), "mean_turn_deg": float(ep["turn_deg"].mean()),
-            "grasped": float(ep["grasped"].mean()), "lifted_1cm": float((ep["lift"] >= 0.01).mean()),
+            "grasped": float(ep["grasped"].mean()), "held": float(ep["held"].mean()),
+            "held_at_success": float(ep["held_at_success"].mean()), "lifted_1cm": float((ep["lift"] >= 0.01).mean()),
             "mean_max_lift_m": float(ep["lift"].mean())}
 
 

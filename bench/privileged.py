@@ -86,6 +86,13 @@ ARMS = {
 TABLE = {arm: spec[5] for arm, spec in ARMS.items() if len(spec) > 5}
 
 
+def curriculum_thresholds(args: argparse.Namespace) -> dict[str, float]:
+    """The curriculum overrides given on the command line (--window, --advance-at, --fall-back-below; 0: the config's)."""
+    given = {"curriculum.window": args.window, "curriculum.advance_at": args.advance_at,
+             "curriculum.fall_back_below": args.fall_back_below}
+    return {k: v for k, v in given.items() if v}
+
+
 def run_arm(arm: str, seed: int, args: argparse.Namespace, root: Path) -> dict:
     """Train one arm for the budget (or continue its run with `--resume`), then evaluate its export at scale 0."""
     import torch
@@ -98,14 +105,14 @@ def run_arm(arm: str, seed: int, args: argparse.Namespace, root: Path) -> dict:
     task = TASKS[args.task] + suffix
     overrides = {"torch_threads": 1, "algo.steps_per_env": args.steps_per_env, "algo.entropy_coef": args.entropy,
                  "algo.learning_rate": args.lr, "algo.schedule": args.schedule, **extra}
-    if args.window and algo.endswith("-privileged"):
-        overrides["curriculum.window"] = args.window
-    if args.advance_at and algo.endswith("-privileged"):
-        overrides["curriculum.advance_at"] = args.advance_at
+    # The thresholds also apply to a resumed run (its stage and window come from the checkpoint): round 6 lowered
+    # advance_at to 0.3 on a run that had spent 618k steps at scale 1 below the default 0.6.
+    thresholds = curriculum_thresholds(args) if algo.endswith("-privileged") else {}
+    overrides.update(thresholds)
     budget = Budget(minutes=args.minutes or None, steps=args.steps or None)
     run_dir = root / f"{arm}_s{seed}"
     if args.resume:
-        spec = resume_run_spec(run_dir, algo=algo, task_id=task, budget=budget)
+        spec = resume_run_spec(run_dir, algo=algo, task_id=task, budget=budget, algo_overrides=thresholds)
     else:
         task_extra = {**dict(kv.split("=", 1) for kv in args.task_set), **task_extra}
         spec = new_run_spec(algo, task, task_overrides={"backend.num_threads": 1, **task_extra}, algo_overrides=overrides,
@@ -128,7 +135,7 @@ def run_arm(arm: str, seed: int, args: argparse.Namespace, root: Path) -> dict:
         left = Budget(minutes=max(args.minutes - ckpt["wall_time"] / 60, 0.1) if args.minutes else None,
                       steps=args.steps or None)
         spec = resume_run_spec(run_dir, algo=algo, task_id=task, budget=left,
-                               algo_overrides={"curriculum.stages": "0.0"})
+                               algo_overrides={**thresholds, "curriculum.stages": "0.0"})
         summary = train(spec, run_dir, resume=True, progress=False)
     else:
         summary = train(spec, run_dir, resume=args.resume, progress=False)
@@ -191,6 +198,8 @@ def main() -> None:
     p.add_argument("--window", type=int, default=0, help="curriculum window in episodes (0: the config's default)")
     p.add_argument("--advance-at", type=float, default=0.0,
                    help="windowed training success that advances a stage (0: the config's default, 0.6)")
+    p.add_argument("--fall-back-below", type=float, default=0.0,
+                   help="windowed training success under which a stage goes back one (0: the config's default, 0.05)")
     p.add_argument("--episodes", type=int, default=100)
     p.add_argument("--lr", type=float, default=3e-4, help="PPO learning rate")
     p.add_argument("--schedule", default="fixed", choices=("fixed", "adaptive"),

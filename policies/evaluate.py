@@ -329,10 +329,13 @@ def play(run_dir: Path, video: Path | None, seconds: float = 10.0, command: tupl
     camera = "track" if mujoco.mj_name2id(model0, mujoco.mjtObj.mjOBJ_CAMERA, "track") >= 0 else getattr(
         cfg, "image_camera", -1)
     falls = successes = 0
-    for _ in range(steps):
+    success_steps = []  # frame k shows the state after step k: a success's frame is already the next episode's start
+    for k in range(steps):
         obs, _, term, _, info = env.step(policy(obs["policy"]))
         success = bool(np.asarray(info.get("success", [False]))[0])
         successes += int(success)
+        if success:
+            success_steps.append(k)
         falls += int(term[0]) - int(success)
         if renderer is not None:
             mujoco.mj_setState(env.backend.models[0], data, env.backend.state[0], mujoco.mjtState.mjSTATE_FULLPHYSICS)
@@ -347,7 +350,7 @@ def play(run_dir: Path, video: Path | None, seconds: float = 10.0, command: tupl
         video.parent.mkdir(parents=True, exist_ok=True)
         imageio.mimsave(str(video), frames, fps=round(1 / env.spec.control_dt), macro_block_size=1)
         renderer.close()
-    return {"steps": steps, "falls": falls, "successes": successes, "distance_m": dist,
+    return {"steps": steps, "falls": falls, "successes": successes, "success_steps": success_steps, "distance_m": dist,
             "video": str(video) if video else None}
 
 

@@ -94,6 +94,8 @@ class FlatBoxLiftEnv(PandaEnv):
             m.body_pos[m.geom_bodyid[ledge]] = [0.5, cfg.ledge_y + hy, 0.0]
             refit_bvh(m, int(m.geom_bodyid[ledge]))
         self.half = np.zeros((num_envs, 3))  # (n, 3) box half extents
+        self._pad_ids: tuple[frozenset[int], frozenset[int]] | None = None  # for pads_on_box, built on first use
+        self._contact_data: mujoco.MjData | None = None
 
     def _reset_task(self, ids: np.ndarray) -> None:
         cfg, r, rng, k = self.cfg, self.cfg.randomization, self.rng, len(ids)
@@ -165,15 +167,43 @@ class FlatBoxLiftEnv(PandaEnv):
         """(n,) bool: `in_grasp_pose` and the hand closed on about the box's short side."""
         return self.in_grasp_pose(s.obj_pos, s.ee_pos) & (np.abs(s.gripper[:, 0] - 2 * self.half[:, 1]) < 0.008)
 
+    def pads_on_box(self) -> np.ndarray:
+        """(n,) bool: MuJoCo reports a contact between the box and each finger pad (one of its six spheres), now,
+        with the pads at least the box's thinnest extent (less 8 mm) apart: the box between them, not a closed
+        hand pushing it with both pads side by side.
+
+        A check from the contact list, not the pose, for benchmarks (one `mj_forward` per env on a scratch
+        MjData): the learned flat-box "lifts" of rounds 3-5 flick the box up with one pad or pin it against the
+        ledge or the palm, which no pose test tells apart from a hold.
+        """
+        if self._pad_ids is None:
+            ids = {side: [mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_GEOM, f"pad_{side}_{k}") for k in range(6)]
+                   for side in ("left", "right")}
+            self._pad_ids = (frozenset(ids["left"]), frozenset(ids["right"]))
+            self._contact_data = mujoco.MjData(self.model)
+        left, right = self._pad_ids
+        d, box, out = self._contact_data, self._geom, np.zeros(self.num_envs, dtype=bool)
+        apart = self._state().gripper[:, 0] >= 2.0 * self.half.min(axis=1) - 0.008
+        for i in np.flatnonzero(apart):
+            m = self.backend.models[i]
+            mujoco.mj_setState(m, d, self.backend.state[i], mujoco.mjtState.mjSTATE_FULLPHYSICS)
+            mujoco.mj_forward(m, d)
+            touching = {int(c.geom2 if c.geom1 == box else c.geom1) for c in d.contact[:d.ncon] if box in (c.geom1, c.geom2)}
+            out[i] = bool(touching & left) and bool(touching & right)
+        return out
+
     def behaviour(self) -> dict[str, np.ndarray]:
         """How far each env's episode has got, now: for benchmarks that ask whether a policy turns, grasps, lifts.
 
         Returns:
             "turn_deg": (n,) `turn_angle` of the box; "grasped": (n,) bool, the hand holds it across its short side
-            (`_grasped`); "lift": (n,) height of its lowest corner above the table (m).
+            (`_grasped`: the grasp pose, the opening within 8 mm of the short side); "held": (n,) bool, both finger
+            pads touch it (`pads_on_box`, from contacts, any side of the box); "lift": (n,) height of its lowest
+            corner above the table (m).
         """
         s = self._state()
-        return {"turn_deg": turn_angle(s.obj_quat), "grasped": self._grasped(s), "lift": self._lowest(s)}
+        return {"turn_deg": turn_angle(s.obj_quat), "grasped": self._grasped(s), "held": self.pads_on_box(),
+                "lift": self._lowest(s)}
 
     def _goal_distance(self, s: PandaState) -> np.ndarray:
         return np.maximum(0.0, self.cfg.lift_height - self._lowest(s))

@@ -1,0 +1,48 @@
+"""`FlatBoxLiftEnv.pads_on_box` (the contact-based hold of the flat-box benchmarks): the scripted expert's grasp
+counts, from the closing onwards; its open hand around the turned box and its closed hand pushing the box do not."""
+
+from __future__ import annotations
+
+import numpy as np
+from s2r.sim import make
+from s2r.sim.tasks.experts import make_expert
+
+TASK = "Panda-Lift-FlatBox"
+
+
+def test_expert_grasp_is_held_and_an_open_or_pushing_hand_is_not() -> None:
+    n = 2
+    env, expert = make(TASK, n, seed=11), make_expert(TASK, n, seed=11)
+    try:
+        obs = env.reset(seed=11)
+        done = np.zeros(n, bool)
+        held_before_success = np.zeros(n, bool)
+        seen = {"open_around": 0, "push": 0, "lift": 0}
+        for _ in range(env.cfg.max_episode_steps):
+            phase = expert.phase.copy()  # the phase the next action comes from
+            obs, _, term, trunc, info = env.step(expert.act(obs))
+            ended = term | trunc
+            live = ~done & ~ended
+            s, b = env._state(), env.behaviour()
+            pose = env.in_grasp_pose(s.obj_pos, s.ee_pos)
+            # Open hand placed around the turned box (the pose holds, the pads 7+ cm apart): not held.
+            open_around = live & pose & (s.gripper[:, 0] > 0.07)
+            assert not b["held"][open_around].any()
+            # The closed hand pushing one end of the box round: both pads may touch it, side by side; not held.
+            push = live & (phase == expert.PUSH)
+            assert not b["held"][push].any()
+            # Lifting: the box between the pads, both touching it, and `_grasped` agrees.
+            lift = live & (phase == expert.LIFT) & (b["lift"] > 0.005)
+            assert b["held"][lift].all() and b["grasped"][lift].all()
+            held_before_success[live] = b["held"][live]
+            for key, mask in (("open_around", open_around), ("push", push), ("lift", lift)):
+                seen[key] += int(mask.sum())
+            first = ended & ~done
+            assert np.asarray(info["success"])[first].all()
+            assert held_before_success[first].all()  # the step before each success was a hold
+            done |= ended
+            if done.all():
+                break
+    finally:
+        env.close()
+    assert done.all() and min(seen.values()) > 0, seen  # every case above was met, in both episodes together
