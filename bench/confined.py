@@ -102,6 +102,10 @@ def train(method: str, steps: int, minutes: float, runs: Path, num_envs: int, se
     spec = RunSpec(algo="ppo", task_id=task, task_cfg=tcfg, cfg=cfg, seed=seed,
                    budget=Budget(steps=steps, minutes=minutes))
     t0 = time.perf_counter()
+    if extra_steps is not None and method in METHODS:  # this call's task config must build the run's inputs
+        from s2r.sim.tasks.confined import policy_terms
+
+        check_terms(out, [t.name for t in policy_terms(tcfg)])
     driver = RunDriver(spec, out, progress=False, resume=extra_steps is not None)
     try:
         result = driver.learn()
@@ -215,7 +219,7 @@ def evaluate(run: Path, level: float, maps: int, seed: int = 0, seconds: float =
                   randomization=replace(cfg.randomization, push_velocity=0.0))
     env = make(task, maps, cfg=cfg, seed=seed)
     try:
-        check_terms(run, env)
+        check_terms(run, [t.name for t in env.spec.groups["policy"].terms])
         obs = env.reset(seed=seed)
         n = env.num_envs
         reached_at = np.full(n, np.nan)
@@ -244,15 +248,15 @@ def evaluate(run: Path, level: float, maps: int, seed: int = 0, seconds: float =
             "outcomes": outcomes}
 
 
-def check_terms(run: Path, env: object) -> None:
+def check_terms(run: Path, have: list[str]) -> None:
     """Refuse a run whose policy.json lists other policy inputs than this code builds for its config (same sizes
     would otherwise evaluate silently wrong, e.g. a first-round skills run without `skills_height_obs`)."""
     meta = json.loads((run / "policy.json").read_text())
     want = [t["name"] for g in meta["observation"] if g.get("group", "policy") == "policy" for t in g["terms"]]
-    have = [t.name for t in env.spec.groups["policy"].terms]
     if want != have:
-        raise ValueError(f"{run / 'policy.json'} reads {want}, but its config.json builds {have}; set the task field "
-                         "that selects the inputs in config.json (e.g. skills_height_obs) to what it was trained with")
+        raise ValueError(f"{run / 'policy.json'} reads {want}, but the task config builds {have}; set the task field "
+                         "that selects the inputs (e.g. skills_height_obs; `train --set` when continuing a run) to what "
+                         "it was trained with")
 
 
 def eval_all(runs: Path, maps: int, levels: list[float], out: Path, methods: list[str], seconds: float) -> dict:

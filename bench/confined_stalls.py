@@ -5,7 +5,7 @@ and for every episode that ends without success or fall reports, over its last S
 feature under/just ahead of the base, the base height above the floor against the planner's wanted body
 height at the current waypoint, the headroom (lowest ceiling over the trunk and 0.4 m ahead minus the
 trunk's top), the floor step just ahead, the distance to the current waypoint and how many waypoints were
-reached, and the forward speed.
+reached, the angle between the heading and the current waypoint, and the forward speed.
 
     OMP_NUM_THREADS=1 python bench/confined_stalls.py --run runs/c18y/f_s0/waypoints --level 1 --maps 25 \
         --out bench/results/confined_stalls_l1.json
@@ -47,10 +47,11 @@ def diagnose(run: Path, level: float, maps: int, seconds: float = 30.0) -> dict:
     rows: list[dict] = []
     done = np.zeros(n, dtype=bool)
     ended = np.array(["timeout"] * n, dtype=object)
-    log: dict[str, list] = {k: [] for k in ("x", "h", "want", "clear", "step", "dist", "wp", "vx")}
+    log: dict[str, list] = {k: [] for k in ("x", "h", "want", "clear", "step", "dist", "wp", "vx", "bearing")}
     try:
         obs = env.reset(seed=0)
-        for _ in range(round(seconds / dt)):
+        # One step short of the episode's end, as `evaluate`: on the last step the env resets the timed-out ones.
+        for _ in range(min(env.spec.max_episode_steps - 1, round(seconds / dt))):
             obs, _, term, _, _ = env.step(policy(obs["policy"]))
             hit = ~done & env.goal_reached() & ~term
             ended[hit] = "success"
@@ -63,10 +64,12 @@ def diagnose(run: Path, level: float, maps: int, seconds: float = 30.0) -> dict:
             floor_ahead = env.maps.floor_z[env.env_map, i, j]
             lowest = env.maps.lowest_ceiling(env.env_map, q[:, :2], yaw, CLEARANCE_POINTS)
             a = np.arange(n)
+            to = env.waypoints[a, env.wp_index, :2] - q[:, :2]
+            bearing = np.angle(np.exp(1j * (np.arctan2(to[:, 1], to[:, 0]) - yaw)))  # waypoint vs heading (rad)
             vals = {"x": q[:, 0], "h": q[:, 2] - env.ground_z, "want": env.wp_body_z[a, env.wp_index],
                     "clear": lowest - (q[:, 2] + TRUNK_HALF_HEIGHT), "step": floor_ahead - env.ground_z,
                     "dist": env._target_dist(), "wp": env.wp_index.astype(float),
-                    "vx": env.backend.qvel[:, 0]}
+                    "vx": env.backend.qvel[:, 0], "bearing": np.abs(bearing)}
             for k, v in vals.items():
                 log[k].append(np.where(done, np.nan, v))
             if done.all():
@@ -87,6 +90,7 @@ def diagnose(run: Path, level: float, maps: int, seconds: float = 30.0) -> dict:
                             "step_ahead": round(float(np.nanmean(last["step"])), 3),
                             "dist_to_wp": round(float(np.nanmean(last["dist"])), 2),
                             "wp_reached": int(np.nanmax(last["wp"])), "vx": round(float(np.nanmean(last["vx"])), 3),
+                            "bearing_deg": round(float(np.degrees(np.nanmean(last["bearing"]))), 0),
                             "moved_m": round(float(abs(last["x"][-1] - last["x"][0])), 2)})
             rows.append(row)
     finally:

@@ -57,11 +57,12 @@ def test_evaluation_refuses_a_policy_that_reads_other_inputs(tmp_path) -> None:
     try:
         terms = [{"name": t.name, "size": t.size} for t in env.spec.groups["policy"].terms]
         (tmp_path / "policy.json").write_text(json.dumps({"observation": [{"group": "policy", "terms": terms}]}))
-        bench.check_terms(tmp_path, env)  # the same inputs pass
+        have = [t.name for t in env.spec.groups["policy"].terms]
+        bench.check_terms(tmp_path, have)  # the same inputs pass
         terms[3]["name"] = "body_height_command"
         (tmp_path / "policy.json").write_text(json.dumps({"observation": [{"group": "policy", "terms": terms}]}))
         with pytest.raises(ValueError, match="skills_height_obs"):
-            bench.check_terms(tmp_path, env)
+            bench.check_terms(tmp_path, have)
     finally:
         env.close()
 
@@ -76,3 +77,9 @@ def test_extra_steps_continue_a_run_from_its_checkpoint_on_other_maps(tmp_path) 
     assert more["difficulties"] == [1.0, 1.0]
     config = json.loads((tmp_path / "waypoints" / "config.json").read_text())
     assert config["task"]["difficulties"] == [1.0, 1.0] and config["budget"]["steps"] == 96
+    skills = tmp_path / "skills"
+    bench.train("skills", 48, 5.0, tmp_path, 2, 0, difficulties=(0.0,),
+                 init=bench.WALKER, overrides={"skills_height_obs": "body_height_command"})
+    with pytest.raises(ValueError, match=r"reads .*body_height_command.* but the task config builds .*crouch_command"):
+        bench.train("skills", 48, 5.0, tmp_path, 2, 0, difficulties=(0.0,), init=bench.WALKER, extra_steps=48)
+    assert json.loads((skills / "config.json").read_text())["task"]["skills_height_obs"] == "body_height_command"
