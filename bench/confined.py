@@ -41,12 +41,34 @@ CROUCH_WALKER = "Go1-Velocity-Height-Flat"  # `train --method crouch_walker`: th
 WALKERS = {"crouch_walker": CROUCH_WALKER, "crouch_steps": "Go1-Velocity-Height-Steps"}
 # Training maps per scene and their levels: a spread, so the last (hardest) level is seen from the start.
 TRAIN_DIFFICULTIES = (0.0, 0.25, 0.5, 0.75, 1.0, 0.5, 0.75, 1.0)
+# `train --difficulties hard` (round 4): 16 maps, half at the hardest level. The default 8 held 2 level-1 maps
+# per seed, and seed 0's had no level-1 ceiling at all (0.30-0.35 m, where most level-1 stalls are).
+DIFFICULTY_SETS = {"default": TRAIN_DIFFICULTIES, "hard": (0.0, 0.25, 0.5, 0.5, 0.75, 0.75, 0.75, 0.75, *(1.0,) * 8)}
+
+
+def parse_difficulties(text: str) -> tuple[float, ...]:
+    """A named set of `DIFFICULTY_SETS` or comma-separated levels in [0, 1] (one training map each)."""
+    if text in DIFFICULTY_SETS:
+        return DIFFICULTY_SETS[text]
+    try:
+        levels = tuple(float(x) for x in text.split(","))
+    except ValueError:
+        raise ValueError(f"--difficulties '{text}' is neither one of {sorted(DIFFICULTY_SETS)} nor comma-separated "
+                         "numbers; pass e.g. hard or 0.5,1,1") from None
+    if not levels or not all(0.0 <= v <= 1.0 for v in levels):
+        raise ValueError(f"--difficulties '{text}': every level must lie in [0, 1]")
+    return levels
 
 
 def train(method: str, steps: int, minutes: float, runs: Path, num_envs: int, seed: int,
           clearance_weight: float | None = None, init: Path = CROUCH_WALK, overrides: dict | None = None,
-          init_std: float = 0.3) -> dict:
+          init_std: float = 0.3, difficulties: tuple[float, ...] = TRAIN_DIFFICULTIES,
+          extra_steps: int | None = None) -> dict:
     """One PPO run of `method` for `steps` env steps (or `minutes`, whichever first); returns its summary.
+
+    `difficulties`: one training map per level (the confined methods). `extra_steps`: continue the run already in
+    `runs/method` from its checkpoint for this many more env steps (`steps` is then ignored), on this call's task
+    config (e.g. other training maps); its summary keeps the earlier summary as `continued_from`.
 
     `clearance_weight` overrides the task's `ceiling_clearance` reward weight (None: as registered; the
     registered weight is 0 in all three tasks). `init`: the
@@ -62,7 +84,7 @@ def train(method: str, steps: int, minutes: float, runs: Path, num_envs: int, se
     task = METHODS.get(method) or WALKERS[method]
     tcfg = task_config(task, overrides or {})  # overrides: dotted task-config fields, e.g. field.step
     if method in METHODS:
-        tcfg = replace(tcfg, maps_per_scene=len(TRAIN_DIFFICULTIES), difficulties=TRAIN_DIFFICULTIES)
+        tcfg = replace(tcfg, maps_per_scene=len(difficulties), difficulties=tuple(difficulties))
     if clearance_weight is not None:
         term = replace(tcfg.rewards.ceiling_clearance, weight=clearance_weight)
         tcfg = replace(tcfg, rewards=replace(tcfg.rewards, ceiling_clearance=term))
@@ -70,11 +92,21 @@ def train(method: str, steps: int, minutes: float, runs: Path, num_envs: int, se
     # A warm-started actor: small exploration noise around the walker's gait, a gentler first learning rate.
     algo = replace(base, critic_warmup=5, learning_rate=3e-4, policy=replace(base.policy, init_std=init_std))
     cfg = TrainConfig(num_envs=num_envs, seed=seed, save_every=20, torch_threads=1, init_policy=str(init), algo=algo)
+    out = runs / method
+    before: dict = {}
+    if extra_steps is not None:
+        from s2r.policies.driver import load_checkpoint
+
+        before = json.loads((out / "bench_train.json").read_text()) if (out / "bench_train.json").is_file() else {}
+        steps = int(load_checkpoint(out / "checkpoint.pt", task, "ppo")["progress"]) + extra_steps
     spec = RunSpec(algo="ppo", task_id=task, task_cfg=tcfg, cfg=cfg, seed=seed,
                    budget=Budget(steps=steps, minutes=minutes))
-    out = runs / method
     t0 = time.perf_counter()
-    driver = RunDriver(spec, out, progress=False)
+    if extra_steps is not None and method in METHODS:  # this call's task config must build the run's inputs
+        from s2r.sim.tasks.confined import policy_terms
+
+        check_terms(out, [t.name for t in policy_terms(tcfg)])
+    driver = RunDriver(spec, out, progress=False, resume=extra_steps is not None)
     try:
         result = driver.learn()
     finally:
@@ -82,8 +114,10 @@ def train(method: str, steps: int, minutes: float, runs: Path, num_envs: int, se
     summary = {"method": method, "task": task, "run": str(out), "wall_s": time.perf_counter() - t0,
                "env_steps": int(result.get("progress", 0)), "budget_steps": steps, "budget_minutes": minutes,
                "num_envs": num_envs, "seed": seed, "interrupted": bool(result.get("interrupted")),
-               "init_policy": str(init),
+               "init_policy": str(init), "difficulties": list(getattr(tcfg, "difficulties", ())),
                "ceiling_clearance_weight": getattr(getattr(tcfg.rewards, "ceiling_clearance", None), "weight", None)}
+    if extra_steps is not None:
+        summary.update(extra_steps=extra_steps, continued_from=before)
     (out / "bench_train.json").write_text(json.dumps(summary, indent=2))
     print(json.dumps(summary))
     return summary
@@ -185,6 +219,7 @@ def evaluate(run: Path, level: float, maps: int, seed: int = 0, seconds: float =
                   randomization=replace(cfg.randomization, push_velocity=0.0))
     env = make(task, maps, cfg=cfg, seed=seed)
     try:
+        check_terms(run, [t.name for t in env.spec.groups["policy"].terms])
         obs = env.reset(seed=seed)
         n = env.num_envs
         reached_at = np.full(n, np.nan)
@@ -211,6 +246,17 @@ def evaluate(run: Path, level: float, maps: int, seed: int = 0, seconds: float =
             "time_to_goal_s": float(np.mean(reached_at[ok])) if ok.any() else None,
             "mean_progress": float(np.where(ok, 1.0, progress).mean()), "per_map_success": ok.astype(int).tolist(),
             "outcomes": outcomes}
+
+
+def check_terms(run: Path, have: list[str]) -> None:
+    """Refuse a run whose policy.json lists other policy inputs than this code builds for its config (same sizes
+    would otherwise evaluate silently wrong, e.g. a first-round skills run without `skills_height_obs`)."""
+    meta = json.loads((run / "policy.json").read_text())
+    want = [t["name"] for g in meta["observation"] if g.get("group", "policy") == "policy" for t in g["terms"]]
+    if want != have:
+        raise ValueError(f"{run / 'policy.json'} reads {want}, but the task config builds {have}; set the task field "
+                         "that selects the inputs (e.g. skills_height_obs; `train --set` when continuing a run) to what "
+                         "it was trained with")
 
 
 def eval_all(runs: Path, maps: int, levels: list[float], out: Path, methods: list[str], seconds: float) -> dict:
@@ -413,6 +459,10 @@ def main() -> None:
     t.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="override a task-config field (dotted), e.g. field.step=[0.02,0.1]")
     t.add_argument("--init-std", type=float, default=0.3, help="the warm-started actor's initial action std")
+    t.add_argument("--difficulties", default="default",
+                   help=f"training maps' levels, one map each: {sorted(DIFFICULTY_SETS)} or e.g. 0.5,1,1")
+    t.add_argument("--extra-steps", type=int, default=None,
+                   help="continue RUNS/METHOD from its checkpoint for this many more env steps (--steps ignored)")
     e = sub.add_parser("eval")
     e.add_argument("--runs", type=Path, default=REPO / "runs" / "confined")
     e.add_argument("--maps", type=int, default=25)
@@ -433,7 +483,8 @@ def main() -> None:
     if a.cmd == "train":
         init = a.init or (WALKER if a.method == "crouch_walker" else CROUCH_WALK)
         sets = dict(kv.split("=", 1) for kv in a.set)
-        train(a.method, a.steps, a.minutes, a.runs, a.num_envs, a.seed, a.clearance_weight, init, sets, a.init_std)
+        train(a.method, a.steps, a.minutes, a.runs, a.num_envs, a.seed, a.clearance_weight, init, sets, a.init_std,
+              parse_difficulties(a.difficulties), a.extra_steps)
     elif a.cmd == "eval":
         eval_all(a.runs, a.maps, [float(x) for x in a.levels.split(",")], a.out, a.methods.split(","), a.seconds)
     elif a.cmd == "summarize":

@@ -36,6 +36,8 @@ from s2r.sim.terrain.heightmap import HeightMapConfig, RayHeightMap
 
 TRUNK_HALF_HEIGHT = 0.057  # go1.xml trunk box half-size along z: headroom is measured from its top
 COMMAND_MODES = ("waypoints", "goal", "skills")
+# The skills baseline's posture input and its observation scale (see ConfinedWaypointConfig.skills_height_obs).
+SKILLS_HEIGHT_OBS = {"crouch_command": 10.0, "body_height_command": 4.0}
 # Spawn this far (m) ahead of the map's start point: from the start itself (0.4 m in front of the back wall)
 # the hind knees, which reach ~0.37 m behind the base, touched the wall and tipped the robot over.
 SPAWN_AHEAD = (0.1, 0.25)
@@ -93,6 +95,9 @@ class ConfinedWaypointConfig(LocomotionConfig):
         waypoints_observed: Waypoints in the observation (the current one first; the last repeats at the end).
         reach_radius: Horizontal distance at which the current waypoint counts as reached.
         approach_speed: Speed (m/s) of the implicit command towards the waypoint that gates the air-time reward.
+        skills_height_obs: The "skills" baseline's posture input: "crouch_command" (m below standing, scale 10)
+            or "body_height_command" (the wanted height above the floor, scale 4: issue 18's first round, kept
+            so its runs load, evaluate and train on unchanged).
     """
 
     map: ConfinedConfig = field(default_factory=ConfinedConfig)
@@ -107,6 +112,7 @@ class ConfinedWaypointConfig(LocomotionConfig):
     waypoints_observed: int = 3
     reach_radius: float = 0.25
     approach_speed: float = 0.5
+    skills_height_obs: str = "crouch_command"
     episode_s: float = 30.0
     spawn_height: float = 0.3
     rewards: WaypointRewardConfig = field(default_factory=WaypointRewardConfig)
@@ -114,6 +120,8 @@ class ConfinedWaypointConfig(LocomotionConfig):
     def __post_init__(self) -> None:
         if self.command_mode not in COMMAND_MODES:
             raise ValueError(f"command_mode '{self.command_mode}' is not one of {COMMAND_MODES}")
+        if self.skills_height_obs not in SKILLS_HEIGHT_OBS:
+            raise ValueError(f"skills_height_obs '{self.skills_height_obs}' is not one of {tuple(SKILLS_HEIGHT_OBS)}")
         if self.maps_per_scene < 1:
             raise ValueError(f"maps_per_scene must be >= 1, got {self.maps_per_scene}")
         if not all(0.0 <= d <= 1.0 for d in (self.difficulty, *self.difficulties)):
@@ -155,6 +163,11 @@ def obs_crouch_command(s: WaypointState) -> T.Array:
     return s.crouch[:, None]
 
 
+def obs_body_height_command(s: WaypointState) -> T.Array:
+    """The body height the planner wants at the current waypoint (m above the floor; first-round skills input)."""
+    return s.height_command[:, None]
+
+
 def rew_track_body_height(s: WaypointState, sigma: float = 0.05) -> T.Array:
     """exp(-(height error / sigma)^2) for the "skills" baseline's body-height command."""
     return s.xp.exp(-((s.base_height - s.height_command) / sigma) ** 2)
@@ -194,13 +207,14 @@ for _name, _fn in (("waypoint_progress", rew_waypoint_progress), ("waypoint_reac
 T.OBS_TERMS.setdefault("waypoints", obs_waypoints)
 T.OBS_TERMS.setdefault("height_map", obs_height_map)
 T.OBS_TERMS.setdefault("crouch_command", obs_crouch_command)
+T.OBS_TERMS.setdefault("body_height_command", obs_body_height_command)
 
 
 def policy_terms(cfg: ConfinedWaypointConfig) -> tuple[ObsTerm, ...]:
     """The `policy` group: waypoints (or the skill commands), proprioception and the height map."""
     if cfg.command_mode == "skills":
         command = (ObsTerm(name="velocity_command", size=3, scale=(2.0, 2.0, 0.25)),
-                   ObsTerm(name="crouch_command", size=1, scale=(10.0,)))
+                   ObsTerm(name=cfg.skills_height_obs, size=1, scale=(SKILLS_HEIGHT_OBS[cfg.skills_height_obs],)))
     else:  # "goal" has one waypoint: the goal (waypoints_observed 1 in its registered config)
         command = (ObsTerm(name="waypoints", size=3 * cfg.waypoints_observed, scale=(0.5,)),)
     return (
