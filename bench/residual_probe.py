@@ -42,7 +42,7 @@ def main() -> None:
             r, _ = learner.policy(batch.obs, sample=False)
             q_r, q_b = learner.q_pair(batch.obs, r)
         d = q_r - q_b  # (heads, states)
-        env_r = cfg.scale * r
+        env_r = torch.as_tensor(cfg.action_scale(), dtype=r.dtype) * r
         print(json.dumps({"run": str(run), "updates": learner.updates, "mean_r_env": env_r.mean(0).tolist(),
                           "mean_abs_r_env": float(env_r.abs().mean()), "max_abs_r_env": float(env_r.abs().max()),
                           "k": k, "kept": float((d.mean(0) - k * d.std(0) > 0).float().mean()),

@@ -111,11 +111,13 @@ class ChunkedPolicyGraph(nn.Module):
     `residual` maps (obs, base_action) to a correction in [-1, 1]; without it the graph is the base alone.
     """
 
-    def __init__(self, base: ChunkedBC, ensemble_m: float, residual: nn.Module | None = None, scale: float = 0.0) -> None:
+    def __init__(self, base: ChunkedBC, ensemble_m: float, residual: nn.Module | None = None,
+                 scale: float | tuple[float, ...] = 0.0) -> None:
         super().__init__()
         self.base = base
         self.residual = residual
-        self.scale = float(scale)
+        # One number, or one per action dimension (a constant of the graph either way).
+        self.scale = float(scale) if isinstance(scale, int | float) else torch.tensor([float(v) for v in scale])
         self.ensemble_m = float(ensemble_m)
         self.register_buffer("weights", torch.from_numpy(ensemble_weights(base.chunk, ensemble_m)))
 

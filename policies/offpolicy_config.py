@@ -111,10 +111,13 @@ def identity_compose(actor_out: torch.Tensor, obs: Mapping[str, torch.Tensor]) -
     return actor_out
 
 
-def residual_compose(scale: float, group: str = "base_action") -> Compose:
-    """`clip(base + scale * actor_out, -1, 1)` with the base policy's action read from observation `group`."""
+def residual_compose(scale: float | tuple[float, ...], group: str = "base_action") -> Compose:
+    """`clip(base + scale * actor_out, -1, 1)` with the base policy's action read from observation `group`;
+    `scale` is one number or one per action dimension."""
+    s = float(scale) if isinstance(scale, int | float) else torch.tensor([float(v) for v in scale])
 
     def compose(actor_out: torch.Tensor, obs: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        return torch.clamp(obs[group] + scale * actor_out, -1.0, 1.0)
+        k = s if isinstance(s, float) else s.to(actor_out.device)
+        return torch.clamp(obs[group] + k * actor_out, -1.0, 1.0)
 
     return compose

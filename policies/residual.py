@@ -65,6 +65,11 @@ class ResidualConfig:
         base: The behaviour-cloning run folder to start from (`--base`).
         scale: Largest residual per action dimension, in normalised action units (actions span [-1, 1], so
             0.1 is 5% of the range; the paper's default).
+        dim_scale: One largest residual per action dimension, replacing `scale` when given (as many as the
+            task's actions; `--set dim_scale=0.1,0.1,0.1,0.5`). Why: on the cube tasks the gripper command is a
+            finger *position* target, and the lift base's drops hold the cube with a command near -0.2 where its
+            successes hold +0.8 (bench/cube_failures.py): a residual of 0.1 or 0.2 cannot close that gap, a
+            larger one on the arm's dimensions would move the hand 5-10 mm per step. Empty: `scale` everywhere.
         num_envs: Envs stepped together while collecting.
         learning_starts: Transitions collected before the first update (the env-step warm-up).
         warmup_noise: During those first transitions the env gets the base action plus uniform noise in
@@ -112,6 +117,7 @@ class ResidualConfig:
 
     base: str = ""
     scale: float = 0.1
+    dim_scale: tuple[float, ...] = ()
     num_envs: int = 8
     learning_starts: int = 5_000
     warmup_noise: float | None = 0.2
@@ -138,6 +144,9 @@ class ResidualConfig:
     def __post_init__(self) -> None:
         if not 0.0 < self.scale <= 2.0:
             raise ValueError(f"ResidualConfig.scale must be in (0, 2] (normalised action units), got {self.scale}")
+        if not all(0.0 < s <= 2.0 for s in self.dim_scale):
+            raise ValueError(f"ResidualConfig.dim_scale must hold values in (0, 2] (normalised action units), "
+                             f"got {self.dim_scale}")
         if self.warmup_noise is not None and not 0.0 <= self.warmup_noise <= 2.0:
             raise ValueError(f"ResidualConfig.warmup_noise must be None or in [0, 2], got {self.warmup_noise}")
         for name in ("learning_starts", "progressive_steps"):
@@ -146,6 +155,10 @@ class ResidualConfig:
         for name in ("min_obs_std", "min_action_range"):
             if getattr(self, name) < 0.0:
                 raise ValueError(f"ResidualConfig.{name} must be >= 0 (0 switches the bound off), got {getattr(self, name)}")
+
+    def action_scale(self) -> float | tuple[float, ...]:
+        """The residual's largest step: `dim_scale` when given, else `scale` on every dimension."""
+        return self.dim_scale or self.scale
 
 
 def demo_stats(episodes: list[Episode], groups: list[str], cfg: ResidualConfig) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -223,6 +236,9 @@ class ResidualRL(Algorithm):
             raise AlgorithmTaskMismatch(f"base policy {self.base_dir} maps {bc.obs_dim} observations to {bc.action_dim} "
                                         f"actions; task {task_id} has {self.env.obs_dims['policy']} and {spec.action_dim}")
         self.bc = bc
+        if cfg.dim_scale and len(cfg.dim_scale) != spec.action_dim:
+            raise ValueError(f"ResidualConfig.dim_scale holds {len(cfg.dim_scale)} values but task {task_id} has "
+                             f"{spec.action_dim} actions; give one per action or leave it empty to use `scale`")
         # obs_dims holds the vector groups only: an image group the task may render is not read by this learner.
         self.obs_dims = {**self.env.obs_dims, BASE_GROUP: spec.action_dim}
         demos = None
@@ -243,7 +259,8 @@ class ResidualRL(Algorithm):
             lcfg = replace(lcfg, actor_obs=("policy",), zero_init_actor=False, q_filter=None, q_filter_bc=0.0)
             self.learner = OffPolicyLearner(self.obs_dims, spec.action_dim, lcfg, actor=FirstActionActor(self._trainable_bc()))
         else:
-            self.learner = OffPolicyLearner(self.obs_dims, spec.action_dim, lcfg, compose=residual_compose(cfg.scale, BASE_GROUP),
+            self.learner = OffPolicyLearner(self.obs_dims, spec.action_dim, lcfg,
+                                            compose=residual_compose(cfg.action_scale(), BASE_GROUP),
                                             obs_stats=stats)
         self._check_replay_owner()
         self.buffer = ReplayBuffer(self.obs_dims, spec.action_dim, cfg.buffer_capacity, num_envs=cfg.num_envs,
@@ -423,9 +440,10 @@ class ResidualRL(Algorithm):
         """
         if self.cfg.finetune:
             return ChunkedPolicyGraph(first_action_bc(self.learner.actor.bc), 0.0)
-        residual = (FilteredResidual(self.learner, self.cfg.scale) if exportable_filter(self.learner.cfg)
+        scale = self.cfg.action_scale()
+        residual = (FilteredResidual(self.learner, scale) if exportable_filter(self.learner.cfg)
                     else ExportedActor(self.learner))
-        return ChunkedPolicyGraph(self.bc, self.bc_cfg.ensemble_m, residual, self.cfg.scale)
+        return ChunkedPolicyGraph(self.bc, self.bc_cfg.ensemble_m, residual, scale)
 
     def export(self) -> dict[str, float]:
         """policy.onnx + policy.json (with parity check) into the run folder."""
@@ -434,7 +452,8 @@ class ResidualRL(Algorithm):
         parity = sample_obs(self.eval_env, 2, seed=self.cfg.seed)["policy"][:256]
         in_graph = not self.cfg.finetune and exportable_filter(self.learner.cfg)
         residual = ResidualSection(scale=self.cfg.scale, base=str(self.base_dir), finetune=self.cfg.finetune,
-                                   q_filter=self.learner.cfg.q_filter if in_graph else None)
+                                   q_filter=self.learner.cfg.q_filter if in_graph else None,
+                                   dim_scale=self.cfg.dim_scale or None)
         return export_chunked(self.export_graph(), self.env.spec, self.task_id, self.run_dir, parity,
                               algo="finetune" if self.cfg.finetune else "residual",
                               residual=residual)

@@ -109,7 +109,7 @@ class FilteredResidual(nn.Module):
     A copy: later updates do not change it.
     """
 
-    def __init__(self, learner: object, scale: float) -> None:
+    def __init__(self, learner: object, scale: float | tuple[float, ...]) -> None:
         super().__init__()
         cfg = learner.cfg
         if not exportable_filter(cfg):
@@ -117,7 +117,7 @@ class FilteredResidual(nn.Module):
                              f"{list(cfg.actor_obs)}: it cannot go into the exported graph")
         self.actor = ExportedActor(learner)
         self.critic = copy.deepcopy(learner.critic).cpu().eval().requires_grad_(False)
-        self.compose, self.k = residual_compose(float(scale), BASE_GROUP), float(cfg.q_filter)
+        self.compose, self.k = residual_compose(scale, BASE_GROUP), float(cfg.q_filter)
         # Where each critic group sits among the actor's inputs (the graph's inputs are the actor's groups).
         self.critic_index = [list(cfg.actor_obs).index(g) for g in cfg.critic_obs]
         dims = [learner.vector_dims[g] for g in cfg.actor_obs]

@@ -298,6 +298,7 @@ class ResidualSection:
     base: str
     finetune: bool = False
     q_filter: float | None = None  # the k of the pessimistic Q-filter inside the graph; None: no filter in it
+    dim_scale: tuple[float, ...] | None = None  # per action dimension, when they differ (then `scale` is unused)
 
 
 @dataclass(frozen=True, kw_only=True)
