@@ -19,6 +19,15 @@ import pytest
 from tests.training_runs import tiny_run_spec
 
 
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """`-n auto`: one worker per core, at most 4.
+
+    Each worker builds the session fixtures again and takes a block of DDS domains (tests/ros/conftest.py), so
+    more workers than that cost memory and domains without shortening a suite whose longest file takes ~1 min.
+    """
+    return max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+
+
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A Go1 run trained for two PPO iterations: checkpoint.pt, history.json, policy.onnx, policy.json.
