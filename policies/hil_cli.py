@@ -53,6 +53,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--rate-hz", type=float, default=0.0, help="pace the loop like the robot (0: as fast as possible)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--wait", type=float, default=30.0, help="seconds to wait for the first weights (default 30)")
+    t.add_argument("--flush", type=float, default=10.0, help="seconds to wait at the end for the learner to acknowledge "
+                   "what is spooled (default 10); what is left stays in the spool for the next run")
     t.add_argument("--console", metavar="HOST:PORT", help="serve the operator console (live camera, rates, buttons) "
                    "here, e.g. 127.0.0.1:8080 (another host needs $S2R_CONSOLE_TOKEN)")
     t.add_argument("--classifier", metavar="ONNX", help="reward from this success classifier (`s2r hil classifier`) "
@@ -166,7 +168,7 @@ def cmd_actor(args: argparse.Namespace) -> int:
             if period:
                 next_t += period
                 time.sleep(max(0.0, next_t - time.monotonic()))
-        link.flush(timeout_s=10.0)
+        link.flush(timeout_s=args.flush)
         s = link.stats()
         print(f"s2r hil actor: {actor.steps} steps, {episodes} episodes ({successes} successes), "
               f"{actor.mixer.takeovers} takeovers; sent {s.sent}, acknowledged {s.acked}, pending {s.pending}, "

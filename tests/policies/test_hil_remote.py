@@ -54,14 +54,15 @@ def test_learner_killed_and_resumed_keeps_every_actor_transition_once(tmp_path: 
     try:
         _wait_listening(learner)
         actor = subprocess.Popen(s2r_command("hil", "actor", TASK, "--learner", f"127.0.0.1:{port}", "--steps", str(steps),
-                                             "--rate-hz", "50", "--spool", str(spool), "--wait", "20"),
+                                             "--rate-hz", "50", "--spool", str(spool), "--wait", "20",
+                                             "--flush", "90"),  # a loaded machine restarts the learner slowly
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env())
         time.sleep(3.0)  # the actor is mid-run (6 s at 50 Hz)
         learner.send_signal(signal.SIGKILL)
         learner.wait(10)
         time.sleep(1.0)  # the link is down for a while: the actor keeps acting and spooling
         learner = _learner(run, port, steps, resume=True)
-        out, err = actor.communicate(timeout=120)
+        out, err = actor.communicate(timeout=240)
         assert actor.returncode == 0, err
         m = re.search(r"sent (\d+), acknowledged (\d+), pending (\d+)", err)
         assert m and m.group(1) == str(steps) and m.group(3) == "0", err
