@@ -83,3 +83,10 @@ def test_extra_steps_continue_a_run_from_its_checkpoint_on_other_maps(tmp_path) 
     with pytest.raises(ValueError, match=r"reads .*body_height_command.* but the task config builds .*crouch_command"):
         bench.train("skills", 48, 5.0, tmp_path, 2, 0, difficulties=(0.0,), init=bench.WALKER, extra_steps=48)
     assert json.loads((skills / "config.json").read_text())["task"]["skills_height_obs"] == "body_height_command"
+
+
+def test_evaluation_maps_can_start_past_the_first_and_stay_within_the_held_out_set() -> None:
+    bench = load_bench("confined")
+    assert bench.step_maps(5, first=20) == bench.step_maps(25)[20:]
+    with pytest.raises(ValueError, match=r"--first-map 90 \+ --maps 25 must lie within the 100 held-out maps"):
+        bench.evaluate(bench.REPO / "tests" / "data" / "go1_confined", 1.0, 25, first=90)
