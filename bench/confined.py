@@ -76,9 +76,10 @@ def train(method: str, steps: int, minutes: float, runs: Path, num_envs: int, se
     input (Go1-Velocity-Height-Flat, `s2r.sim.tasks.crouch_walk`) from the flat walker, to be that policy.
     """
     import torch
-    from s2r.policies.driver import Budget, RunDriver, RunSpec
+    from s2r.policies.driver import Budget, RunDriver, RunSpec, load_checkpoint
     from s2r.policies.ppo import PPOConfig, TrainConfig
     from s2r.sim import task_config
+    from s2r.sim.tasks.confined import policy_terms as confined_policy_terms
 
     torch.set_num_threads(1)
     task = METHODS.get(method) or WALKERS[method]
@@ -95,17 +96,13 @@ def train(method: str, steps: int, minutes: float, runs: Path, num_envs: int, se
     out = runs / method
     before: dict = {}
     if extra_steps is not None:
-        from s2r.policies.driver import load_checkpoint
-
         before = json.loads((out / "bench_train.json").read_text()) if (out / "bench_train.json").is_file() else {}
         steps = int(load_checkpoint(out / "checkpoint.pt", task, "ppo")["progress"]) + extra_steps
     spec = RunSpec(algo="ppo", task_id=task, task_cfg=tcfg, cfg=cfg, seed=seed,
                    budget=Budget(steps=steps, minutes=minutes))
     t0 = time.perf_counter()
     if extra_steps is not None and method in METHODS:  # this call's task config must build the run's inputs
-        from s2r.sim.tasks.confined import policy_terms
-
-        check_terms(out, [t.name for t in policy_terms(tcfg)])
+        check_terms(out, [t.name for t in confined_policy_terms(tcfg)])
     driver = RunDriver(spec, out, progress=False, resume=extra_steps is not None)
     try:
         result = driver.learn()
@@ -206,16 +203,18 @@ class FailureProbe:
         }
 
 
-def evaluate(run: Path, level: float, maps: int, seed: int = 0, seconds: float = 30.0) -> dict:
+def evaluate(run: Path, level: float, maps: int, seed: int = 0, seconds: float = 30.0, first: int = 0) -> dict:
     """One episode per held-out map at `level` (cut at `seconds`): success rate, time to goal, falls, and how
-    each episode ended (`outcomes`, see `FailureProbe`)."""
+    each episode ended (`outcomes`, see `FailureProbe`). Maps: `EVAL_SEEDS[first:first + maps]`."""
     from s2r.policies.evaluate import OnnxPolicy, run_task_config
     from s2r.sim import make
     from s2r.sim.terrain.confined import EVAL_SEEDS
 
     policy = OnnxPolicy(run)
     task, cfg = run_task_config(run)
-    cfg = replace(cfg, map_seeds=tuple(EVAL_SEEDS[:maps]), difficulty=level, difficulties=(),
+    if first < 0 or first + maps > len(EVAL_SEEDS):
+        raise ValueError(f"--first-map {first} + --maps {maps} must lie within the {len(EVAL_SEEDS)} held-out maps")
+    cfg = replace(cfg, map_seeds=tuple(EVAL_SEEDS[first:first + maps]), difficulty=level, difficulties=(),
                   randomization=replace(cfg.randomization, push_velocity=0.0))
     env = make(task, maps, cfg=cfg, seed=seed)
     try:
@@ -259,13 +258,14 @@ def check_terms(run: Path, have: list[str]) -> None:
                          "it was trained with")
 
 
-def eval_all(runs: Path, maps: int, levels: list[float], out: Path, methods: list[str], seconds: float) -> dict:
+def eval_all(runs: Path, maps: int, levels: list[float], out: Path, methods: list[str], seconds: float,
+             first: int = 0) -> dict:
     """Evaluate `methods`; writes the JSON after each (merged into an existing one, so runs can come in turns)."""
-    res: dict = {"bench": "confined", "maps_per_level": maps, "levels": levels, "episodes_per_map": 1,
+    res: dict = {"bench": "confined", "maps_per_level": maps, "first_map": first, "levels": levels, "episodes_per_map": 1,
                  "training_seeds": 1, "machine": platform.processor() or platform.machine(), "methods": {}}
     if out.is_file():
         old = json.loads(out.read_text())
-        if old.get("maps_per_level") == maps and old.get("levels") == levels:
+        if old.get("maps_per_level") == maps and old.get("levels") == levels and old.get("first_map", 0) == first:
             res["methods"] = old.get("methods", {})
     for method in methods:
         run = runs / method
@@ -274,7 +274,7 @@ def eval_all(runs: Path, maps: int, levels: list[float], out: Path, methods: lis
         t0 = time.perf_counter()
         train_info = json.loads((run / "bench_train.json").read_text()) if (run / "bench_train.json").is_file() else {}
         res["methods"][method] = {"task": METHODS[method], "train": train_info,
-                                  "levels": [evaluate(run, lv, maps, seconds=seconds) for lv in levels]}
+                                  "levels": [evaluate(run, lv, maps, seconds=seconds, first=first) for lv in levels]}
         res["methods"][method]["eval_wall_s"] = time.perf_counter() - t0
         out.write_text(json.dumps(res, indent=2))
         print(method, [(r["level"], r["success"], r["time_to_goal_s"]) for r in res["methods"][method]["levels"]])
@@ -286,6 +286,7 @@ def summarize(inputs: list[Path], out: Path) -> dict:
     """Join per-seed eval JSONs (one training seed each) into one: every seed's numbers and their mean per level."""
     seeds = [json.loads(p.read_text()) for p in inputs]
     res = {k: seeds[0][k] for k in ("bench", "maps_per_level", "levels", "episodes_per_map", "machine")}
+    res["first_map"] = seeds[0].get("first_map", 0)
     res["training_seeds"] = len(seeds)
     res["methods"] = {}
     for m in METHODS:
@@ -310,16 +311,16 @@ def summarize(inputs: list[Path], out: Path) -> dict:
     return res
 
 
-def step_maps(maps: int) -> list[bool]:
-    """Which of the first `maps` held-out maps have a step-up (a map's features are the same at every level)."""
+def step_maps(maps: int, first: int = 0) -> list[bool]:
+    """Which of `maps` held-out maps from `first` have a step-up (a map's features are the same at every level)."""
     from s2r.sim.terrain.confined import EVAL_SEEDS, generate
 
-    return ["step" in generate(s, 0.0).features for s in EVAL_SEEDS[:maps]]
+    return ["step" in generate(s, 0.0).features for s in EVAL_SEEDS[first:first + maps]]
 
 
 def step_falls(res: dict) -> dict:
     """Falls per method and level over all seeds of a `summarize` JSON: in all, and on the maps with a step-up."""
-    steps = np.array(step_maps(res["maps_per_level"]))
+    steps = np.array(step_maps(res["maps_per_level"], res.get("first_map", 0)))
     out = {"step_maps": int(steps.sum()), "maps": len(steps), "methods": {}}
     for m, r in res["methods"].items():
         rows = []
@@ -466,6 +467,7 @@ def main() -> None:
     e = sub.add_parser("eval")
     e.add_argument("--runs", type=Path, default=REPO / "runs" / "confined")
     e.add_argument("--maps", type=int, default=25)
+    e.add_argument("--first-map", type=int, default=0, help="the first held-out map (index in EVAL_SEEDS)")
     e.add_argument("--levels", default="0,0.5,1")
     e.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "confined.json")
     e.add_argument("--methods", default=",".join(METHODS))
@@ -486,7 +488,8 @@ def main() -> None:
         train(a.method, a.steps, a.minutes, a.runs, a.num_envs, a.seed, a.clearance_weight, init, sets, a.init_std,
               parse_difficulties(a.difficulties), a.extra_steps)
     elif a.cmd == "eval":
-        eval_all(a.runs, a.maps, [float(x) for x in a.levels.split(",")], a.out, a.methods.split(","), a.seconds)
+        eval_all(a.runs, a.maps, [float(x) for x in a.levels.split(",")], a.out, a.methods.split(","), a.seconds,
+                 a.first_map)
     elif a.cmd == "summarize":
         summarize(a.inputs, a.out)
     else:

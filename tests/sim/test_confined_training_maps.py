@@ -83,3 +83,37 @@ def test_extra_steps_continue_a_run_from_its_checkpoint_on_other_maps(tmp_path) 
     with pytest.raises(ValueError, match=r"reads .*body_height_command.* but the task config builds .*crouch_command"):
         bench.train("skills", 48, 5.0, tmp_path, 2, 0, difficulties=(0.0,), init=bench.WALKER, extra_steps=48)
     assert json.loads((skills / "config.json").read_text())["task"]["skills_height_obs"] == "body_height_command"
+
+
+def test_evaluation_maps_can_start_past_the_first_and_stay_within_the_held_out_set() -> None:
+    bench = load_bench("confined")
+    assert bench.step_maps(5, first=20) == bench.step_maps(25)[20:]
+    with pytest.raises(ValueError, match=r"--first-map 90 \+ --maps 25 must lie within the 100 held-out maps"):
+        bench.evaluate(bench.REPO / "tests" / "data" / "go1_confined", 1.0, 25, first=90)
+
+
+def _eval_json(first: int, ok: list[int], ends: list[str], t: float | None) -> dict:
+    n = len(ok)
+    outcomes = {"counts": {c: ends.count(c) for c in ("success", "fall", "stall", "slow")}, "fall_at_low_ceiling": 1,
+                "stall_at_low_ceiling": 0, "ceiling_contact_episodes": 1, "under_low_ceiling_episodes": n,
+                "ceiling_contact_s_mean": 0.5, "min_height_under_low_ceiling_m": [0.2] * n, "per_episode": ends}
+    level = {"level": 1.0, "maps": n, "seconds": 30.0, "success": sum(ok) / n, "fall_rate": ends.count("fall") / n,
+             "time_to_goal_s": t, "mean_progress": 0.5, "per_map_success": ok, "outcomes": outcomes}
+    return {"bench": "confined", "maps_per_level": n, "first_map": first, "levels": [1.0], "episodes_per_map": 1,
+            "machine": "x", "methods": {"waypoints": {"task": "Go1-Waypoints-Confined", "levels": [level]}}}
+
+
+def test_evaluations_of_consecutive_map_ranges_join_into_one() -> None:
+    join = load_bench("confined_join").join
+    a = _eval_json(0, [1, 0], ["success", "fall"], 10.0)
+    b = _eval_json(2, [1, 1, 0, 0], ["success", "success", "stall", "fall"], 4.0)
+    got = join([b, a])  # any order
+    row = got["methods"]["waypoints"]["levels"][0]
+    assert got["maps_per_level"] == 6 and row["maps"] == 6
+    assert row["success"] == pytest.approx(0.5) and row["fall_rate"] == pytest.approx(2 / 6)
+    assert row["time_to_goal_s"] == pytest.approx((10.0 * 1 + 4.0 * 2) / 3)  # weighted by successes
+    assert row["per_map_success"] == [1, 0, 1, 1, 0, 0]
+    assert row["outcomes"]["counts"] == {"success": 3, "fall": 2, "stall": 1, "slow": 0}
+    assert row["outcomes"]["fall_at_low_ceiling"] == 2 and len(row["outcomes"]["per_episode"]) == 6
+    with pytest.raises(ValueError, match="map ranges do not join: one starts at map 3, expected 2"):
+        join([a, _eval_json(3, [1], ["success"], 1.0)])
