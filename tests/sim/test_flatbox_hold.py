@@ -1,11 +1,13 @@
 """`FlatBoxLiftEnv.pads_on_box` (the contact-based hold of the flat-box benchmarks): the scripted expert's grasp
-counts, from the closing onwards; its open hand around the turned box and its closed hand pushing the box do not."""
+counts, from the closing onwards; its open hand around the turned box, its closed hand pushing the box, and the
+top-down grasp's pads closed on the unturned box's top face do not."""
 
 from __future__ import annotations
 
 import numpy as np
 from s2r.sim import make
-from s2r.sim.tasks.experts import make_expert
+from s2r.sim.tasks.experts import FlatBoxExpert, make_expert
+from s2r.sim.tasks.manipulation import FlatBoxLiftEnv
 
 TASK = "Panda-Lift-FlatBox"
 
@@ -46,3 +48,19 @@ def test_expert_grasp_is_held_and_an_open_or_pushing_hand_is_not() -> None:
     finally:
         env.close()
     assert done.all() and min(seen.values()) > 0, seen  # every case above was met, in both episodes together
+
+
+def test_pads_on_the_top_face_are_not_a_hold() -> None:
+    env = make(TASK, 2, seed=11)
+    try:
+        baseline = FlatBoxExpert(env.cfg, FlatBoxLiftEnv, 2, 0.0, 0.0, 11, turn=False)
+        obs = env.reset(seed=11)
+        closed_on_top = 0
+        for _ in range(45):  # it closes on the box's top and goes up (as in test_flatbox's top-down test)
+            obs, *_ = env.step(baseline.act(obs))
+            on_top = baseline.phase == baseline.LIFT
+            assert not env.behaviour()["held"][on_top].any()
+            closed_on_top += int(on_top.sum())
+    finally:
+        env.close()
+    assert closed_on_top > 0

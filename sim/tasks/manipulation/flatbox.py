@@ -169,8 +169,8 @@ class FlatBoxLiftEnv(PandaEnv):
 
     def pads_on_box(self) -> np.ndarray:
         """(n,) bool: MuJoCo reports a contact between the box and each finger pad (one of its six spheres), now,
-        with the pads at least the box's thinnest extent (less 8 mm) apart: the box between them, not a closed
-        hand pushing it with both pads side by side.
+        its normal along the pads' closing axis, with the pads at least the box's thinnest extent (less 8 mm)
+        apart: the box squeezed between them, not pads resting on its top face or a closed hand pushing it.
 
         A check from the contact list, not the pose, for benchmarks (one `mj_forward` per env on a scratch
         MjData): the learned flat-box "lifts" of rounds 3-5 flick the box up with one pad or pin it against the
@@ -188,7 +188,15 @@ class FlatBoxLiftEnv(PandaEnv):
             m = self.backend.models[i]
             mujoco.mj_setState(m, d, self.backend.state[i], mujoco.mjtState.mjSTATE_FULLPHYSICS)
             mujoco.mj_forward(m, d)
-            touching = {int(c.geom2 if c.geom1 == box else c.geom1) for c in d.contact[:d.ncon] if box in (c.geom1, c.geom2)}
+            touching = set()
+            for c in d.contact[:d.ncon]:
+                if box not in (c.geom1, c.geom2):
+                    continue
+                pad = int(c.geom2 if c.geom1 == box else c.geom1)
+                # Squeezing, not resting: the contact normal lies along the pad's closing axis (its geom y). Pads
+                # closed on the top face of the unturned box touch it too, with a vertical normal.
+                if (pad in left or pad in right) and abs(float(c.frame[:3] @ d.geom_xmat[pad].reshape(3, 3)[:, 1])) > 0.7:
+                    touching.add(pad)
             out[i] = bool(touching & left) and bool(touching & right)
         return out
 
