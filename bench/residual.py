@@ -23,8 +23,12 @@ from pathlib import Path
 import numpy as np
 
 
-def sac_baseline(task: str, steps: int, seed: int, episodes: int, eval_every: int) -> dict:
-    """SB3 SAC from scratch (default hyper-parameters, 256x256 nets) on the gym-registered task."""
+def sac_baseline(task: str, steps: int, seed: int, episodes: int, eval_every: int, log: Path | None = None) -> dict:
+    """SB3 SAC from scratch (default hyper-parameters, 256x256 nets) on the gym-registered task.
+
+    `log`: the curve so far is rewritten there after every evaluation, so a run stopped at a deadline still
+    leaves its evaluations (`--reuse --partial` picks them up).
+    """
     import gymnasium as gym
     import torch
     from s2r.policies.evaluate import success_episodes
@@ -45,11 +49,17 @@ def sac_baseline(task: str, steps: int, seed: int, episodes: int, eval_every: in
 
         return float(success_episodes(act, eval_env, seed=seed + 10_000)["success"].mean())
 
+    def save() -> None:
+        if log is not None:
+            log.parent.mkdir(parents=True, exist_ok=True)
+            log.write_text(json.dumps(curve))
+
     class Eval(BaseCallback):
         def _on_step(self) -> bool:
             if self.num_timesteps % eval_every == 0:
                 curve.append({"env_steps": self.num_timesteps, "success_rate": evaluate(),
                               "wall_s": round(time.perf_counter() - t0, 1)})
+                save()
             return True
 
     t0 = time.perf_counter()
@@ -58,6 +68,7 @@ def sac_baseline(task: str, steps: int, seed: int, episodes: int, eval_every: in
     wall = time.perf_counter() - t0
     if curve[-1]["env_steps"] != steps:
         curve.append({"env_steps": steps, "success_rate": evaluate(), "wall_s": round(wall, 1)})
+    save()
     eval_env.close()
     env.close()
     return {"final_success": curve[-1]["success_rate"], "wall_s": wall, "curve": curve}
@@ -157,8 +168,16 @@ def main() -> None:
                                     "wall_s": rows[-1]["wall_time"], "method": method, "seed": seed}
                 print(json.dumps({"progress": key, "reused": True, "final_success": rows[-1]["success_rate"]}), flush=True)
                 continue
+            sac_log = work / key / "sac_curve.json"
+            if args.reuse and method == "sac" and sac_log.is_file() and args.partial:
+                curve = json.loads(sac_log.read_text())
+                out["runs"][key] = {"final_success": curve[-1]["success_rate"], "curve": curve, "reused": True,
+                                    "partial": curve[-1]["env_steps"] < args.steps, "wall_s": curve[-1]["wall_s"],
+                                    "method": method, "seed": seed}
+                print(json.dumps({"progress": key, "reused": True, "final_success": curve[-1]["success_rate"]}), flush=True)
+                continue
             if method == "sac":
-                out["runs"][key] = {**sac_baseline(args.task, args.steps, seed, args.episodes, args.eval_every),
+                out["runs"][key] = {**sac_baseline(args.task, args.steps, seed, args.episodes, args.eval_every, sac_log),
                                     "method": method, "seed": seed}
             else:
                 cfg = ResidualConfig(base=str(work / "bc"), finetune=method == "finetune", seed=seed,
