@@ -64,3 +64,41 @@ def test_pads_on_the_top_face_are_not_a_hold() -> None:
     finally:
         env.close()
     assert closed_on_top > 0
+
+
+def test_a_box_thrown_up_without_a_hold_is_no_success_unless_the_instant_test_is_asked_for() -> None:
+    """The ungated wrench throws the box above the success height with no pad on it: that was a success under the
+    old instant test (`success_hold=0`), and is none now; the expert's held lift still is (test_flatbox.py)."""
+    from dataclasses import replace
+
+    from s2r.sim import task_config
+    from s2r.sim.tasks.manipulation import VirtualWrench
+
+    ends = {}
+    for hold in (0, 5):
+        cfg = replace(task_config(TASK, {"backend.num_threads": 1, "success_hold": hold}),
+                      privileged=(VirtualWrench(max_force=1.5, reach_radius=0.0),))
+        env = make(TASK, 2, cfg=cfg, seed=3)
+        try:
+            env.reset(seed=3)
+            env.set_privilege_scale(1.0)
+            act = np.zeros((2, env.spec.action_dim))
+            act[:, 6] = 1.0  # +z force on the box, the hand still
+            success, high = np.zeros(2, bool), np.zeros(2)
+            for _ in range(12):
+                _, _, _, _, info = env.step(act)
+                success |= info["success"]
+                high = np.maximum(high, env._lowest(env._state()))
+            ends[hold] = (success, high)
+        finally:
+            env.close()
+    assert ends[0][0].all()  # the instant test counts the throw
+    assert (ends[5][1] > 0.04).all() and not ends[5][0].any()  # up in the air, never held: no success
+
+
+def test_success_hold_out_of_range_is_refused_in_one_sentence() -> None:
+    import pytest
+    from s2r.sim import task_config
+
+    with pytest.raises(ValueError, match=r"FlatBoxLiftConfig\.success_hold must be 0"):
+        task_config(TASK, {"success_hold": -1})
