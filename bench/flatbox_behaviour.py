@@ -71,13 +71,17 @@ def summarise(ep: dict[str, np.ndarray]) -> dict[str, float]:
             "mean_max_lift_m": float(ep["lift"].mean())}
 
 
-def scripted(turn: bool, n: int, seed: int) -> dict[str, float]:
+def _task_set(success_hold: int | None) -> dict:
+    return {"backend.num_threads": 1, **({} if success_hold is None else {"success_hold": success_hold})}
+
+
+def scripted(turn: bool, n: int, seed: int, success_hold: int | None = None) -> dict[str, float]:
     """The expert (`turn`) or the top-down grasp baseline (not `turn`) on `n` episodes."""
     from s2r.sim import make, task_config
     from s2r.sim.tasks.experts import FlatBoxExpert
     from s2r.sim.tasks.manipulation import FlatBoxLiftEnv
 
-    env = make(TASK, n, cfg=task_config(TASK, {"backend.num_threads": 1}), seed=seed)
+    env = make(TASK, n, cfg=task_config(TASK, _task_set(success_hold)), seed=seed)
     try:
         expert = FlatBoxExpert(env.cfg, FlatBoxLiftEnv, n, 0.0, 0.0, seed, turn=turn)
         return summarise(episodes(expert.act, env, seed, reset=expert.reset))
@@ -85,13 +89,13 @@ def scripted(turn: bool, n: int, seed: int) -> dict[str, float]:
         env.close()
 
 
-def learned(run_dir: Path, n: int, seed: int) -> dict[str, float]:
+def learned(run_dir: Path, n: int, seed: int, success_hold: int | None = None) -> dict[str, float]:
     """A run's exported ONNX policy at scale 0 on `n` episodes of the plain task."""
     from s2r.policies.evaluate import OnnxPolicy, run_task_config
     from s2r.sim import make
 
     policy = OnnxPolicy(run_dir)
-    task_id, cfg = run_task_config(run_dir, {"backend.num_threads": 1})
+    task_id, cfg = run_task_config(run_dir, _task_set(success_hold))
     if cfg.privileged:
         raise ValueError(f"{run_dir}/policy.json describes a task with privileged actions; export it without them")
     env = make(task_id, n, cfg=cfg, seed=seed)
@@ -107,6 +111,9 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="*", default=[0, 1], help="seeds of the scripted references (none: skip them)")
     p.add_argument("--runs", nargs="*", default=[], help="run folders whose policy.onnx to evaluate (seed 1000)")
     p.add_argument("--out", default="bench/results/flatbox_behaviour")
+    p.add_argument("--success-hold", type=int, default=None,
+                   help="the task's success_hold (default: the task's own, a held lift; 0: the instant height test of "
+                        "rounds 1-6)")
     args = p.parse_args()
 
     out = Path(args.out)
@@ -114,14 +121,14 @@ def main() -> None:
     commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
     t0, load_before = time.perf_counter(), os.getloadavg()
     doc: dict = {"command": " ".join([sys.executable, *sys.argv]), "git_commit": commit, "loadavg_before": load_before,
-                 "expert": {}, "top_down_grasp": {}, "learned": {}}
+                 "success_hold": args.success_hold, "expert": {}, "top_down_grasp": {}, "learned": {}}
     for seed in args.seeds:
-        doc["expert"][f"seed{seed}"] = scripted(True, args.episodes, seed)
-        doc["top_down_grasp"][f"seed{seed}"] = scripted(False, args.episodes, seed)
+        doc["expert"][f"seed{seed}"] = scripted(True, args.episodes, seed, args.success_hold)
+        doc["top_down_grasp"][f"seed{seed}"] = scripted(False, args.episodes, seed, args.success_hold)
         print(json.dumps({"seed": seed, "expert": doc["expert"][f"seed{seed}"],
                           "top_down_grasp": doc["top_down_grasp"][f"seed{seed}"]}), flush=True)
     for run in args.runs:
-        doc["learned"][Path(run).name] = learned(Path(run), args.episodes, 1000)
+        doc["learned"][Path(run).name] = learned(Path(run), args.episodes, 1000, args.success_hold)
         print(json.dumps({"run": run, **doc["learned"][Path(run).name]}), flush=True)
     doc.update({"loadavg_after": os.getloadavg(), "wall_s": round(time.perf_counter() - t0, 1)})
     out.with_suffix(".json").write_text(json.dumps(doc, indent=1))
