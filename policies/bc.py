@@ -19,6 +19,7 @@ import torch
 from s2r.policies.algorithm import Algorithm, AlgorithmTaskMismatch, RunContext, register_algorithm
 from s2r.policies.export import ExportError, build_metadata, export_onnx_checked
 from s2r.policies.networks import EmpiricalNormalizer, mlp
+from s2r.policies.offpolicy_config import residual_scale
 from s2r.real.chunking import MASK_INPUT, STATE_INPUT, STATE_OUTPUT, ChunkHistory, ensemble_weights
 from s2r.real.episodes import Episode, read_episodes
 from s2r.real.metadata import ChunkingSection, ResidualSection
@@ -117,7 +118,7 @@ class ChunkedPolicyGraph(nn.Module):
         self.base = base
         self.residual = residual
         # One number, or one per action dimension (a constant of the graph either way).
-        self.scale = float(scale) if isinstance(scale, int | float) else torch.tensor([float(v) for v in scale])
+        self.scale = residual_scale(scale)
         self.ensemble_m = float(ensemble_m)
         self.register_buffer("weights", torch.from_numpy(ensemble_weights(base.chunk, ensemble_m)))
 

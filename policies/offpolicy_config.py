@@ -111,10 +111,15 @@ def identity_compose(actor_out: torch.Tensor, obs: Mapping[str, torch.Tensor]) -
     return actor_out
 
 
+def residual_scale(scale: float | tuple[float, ...]) -> float | torch.Tensor:
+    """A residual bound as the graphs multiply by it: one float, or a tensor of one bound per action dimension."""
+    return float(scale) if isinstance(scale, int | float) else torch.tensor([float(v) for v in scale])
+
+
 def residual_compose(scale: float | tuple[float, ...], group: str = "base_action") -> Compose:
     """`clip(base + scale * actor_out, -1, 1)` with the base policy's action read from observation `group`;
     `scale` is one number or one per action dimension."""
-    s = float(scale) if isinstance(scale, int | float) else torch.tensor([float(v) for v in scale])
+    s = residual_scale(scale)
 
     def compose(actor_out: torch.Tensor, obs: Mapping[str, torch.Tensor]) -> torch.Tensor:
         k = s if isinstance(s, float) else s.to(actor_out.device)
