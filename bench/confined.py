@@ -485,8 +485,12 @@ def main() -> None:
     if a.cmd == "train":
         init = a.init or (WALKER if a.method == "crouch_walker" else CROUCH_WALK)
         sets = dict(kv.split("=", 1) for kv in a.set)
+        try:
+            levels = parse_difficulties(a.difficulties)
+        except ValueError as exc:
+            p.error(str(exc))  # one line and exit 2, before any run folder is touched
         train(a.method, a.steps, a.minutes, a.runs, a.num_envs, a.seed, a.clearance_weight, init, sets, a.init_std,
-              parse_difficulties(a.difficulties), a.extra_steps)
+              levels, a.extra_steps)
     elif a.cmd == "eval":
         eval_all(a.runs, a.maps, [float(x) for x in a.levels.split(",")], a.out, a.methods.split(","), a.seconds,
                  a.first_map)

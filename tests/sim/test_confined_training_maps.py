@@ -117,3 +117,15 @@ def test_evaluations_of_consecutive_map_ranges_join_into_one() -> None:
     assert row["outcomes"]["fall_at_low_ceiling"] == 2 and len(row["outcomes"]["per_episode"]) == 6
     with pytest.raises(ValueError, match="map ranges do not join: one starts at map 3, expected 2"):
         join([a, _eval_json(3, [1], ["success"], 1.0)])
+
+
+def test_bad_difficulties_on_the_command_line_are_one_line_and_exit_2(tmp_path) -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "bench" / "confined.py"
+    p = subprocess.run([sys.executable, str(script), "train", "--method", "waypoints", "--difficulties", "hardest",
+                        "--runs", str(tmp_path / "runs")], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and p.stderr.strip().splitlines()[-1].endswith("pass e.g. hard or 0.5,1,1"), p.stderr
+    assert not (tmp_path / "runs").exists()  # refused before any run folder is made
