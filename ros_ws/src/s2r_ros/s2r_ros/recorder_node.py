@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import time
 
+from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.node import Node
 from rclpy.qos import ReliabilityPolicy
 
@@ -38,6 +39,7 @@ class Recorder(Node):
         self.log = McapLog(str(self.get_parameter("path").value))
         self._wanted = [str(t) for t in self.get_parameter("topics").value]
         self._subs: dict[str, object] = {}
+        self.matched: set[str] = set()
         self.create_timer(0.2, self._discover)
         self._discover()
         self.get_logger().info(f"recording {self._wanted} to {self.log.path}")
@@ -54,7 +56,16 @@ class Recorder(Node):
             self._subs[topic] = self.create_subscription(
                 message_class(type_name), topic,
                 lambda data, c=channel, t=topic: self.log.write(c, t, data, time.time_ns()),
-                qos("reliable" if reliable else "best_effort", DEPTH), raw=True)
+                qos("reliable" if reliable else "best_effort", DEPTH), raw=True,
+                event_callbacks=SubscriptionEventCallbacks(matched=lambda info, t=topic: self._on_matched(t, info)))
+
+    def _on_matched(self, topic: str, info: object) -> None:
+        """Log when a topic's messages start to arrive: DDS matches a reader some time after it subscribes, and
+        what is published before that is not recorded (an operator, or a test, can wait for this line)."""
+        count = int(getattr(info, "current_count", 0))
+        if count > 0 and topic not in self.matched:
+            self.matched.add(topic)
+            self.get_logger().info(f"recording {topic}: matched {count} publisher(s)")
 
     def drain(self) -> None:
         """Take what already reached the reader's queue: the publishers stop first, but a lagging recorder still

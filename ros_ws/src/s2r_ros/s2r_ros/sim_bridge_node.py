@@ -33,6 +33,8 @@ from std_msgs.msg import Float64MultiArray
 
 from s2r_ros.common import declare_params, qos, run, sec_to_stamp
 
+STATE_DEPTH = 1000
+
 PARAMS = {
     "policy": "", "task": "Go1-Velocity-Flat", "robot": "", "lockstep": False, "lockstep_timeout_s": 0.1,
     "settle_s": 1.0, "spawn_yaw": 0.0, "executor": "events", "base_frame": "base", "odom_frame": "odom",
@@ -75,7 +77,10 @@ class SimBridge(Node):
         self.lockstep = bool(p("lockstep"))
         self._timeout = float(p("lockstep_timeout_s"))
         self._frames = (str(p("base_frame")), str(p("odom_frame")), str(p("imu_frame")))
-        rel = qos("reliable", 10)
+        # State topics keep a deep history: a reliable keep-last writer overwrites what a slow reader has not
+        # acknowledged, and in lockstep the sim can outrun a Python recorder on a busy machine. The policy
+        # reads the newest state either way.
+        rel = qos("reliable", STATE_DEPTH)
         self._js_pub = self.create_publisher(JointState, p("joint_states_topic"), rel)
         self._imu_pub = self.create_publisher(Imu, p("imu_topic"), rel)
         self._odom_pub = self.create_publisher(Odometry, p("odom_topic"), rel)
