@@ -94,6 +94,7 @@ def test_env_moves_levels_at_episode_end_and_reports_them(env) -> None:
     env.backend.qpos[ids[:6], 0] = env._spawn_xy[ids[:6], 0] + GRID.tile_size
     env.command[ids[6:]] = [1.0, 0.0, 0.0]
     env.episode_step[:] = env.spec.max_episode_steps - 1  # every env times out on the next step
+    env.steps_run[:] = env.spec.max_episode_steps - 1  # ... after a whole episode
     _, _, _, trunc, info = env.step(np.zeros((env.num_envs, 12)))
     assert trunc.all() or info["episode"]["env_ids"].size == env.num_envs
     assert env.curriculum.levels[:6].tolist() == [3] * 6 and env.curriculum.levels[6:].tolist() == [1] * 6
@@ -102,6 +103,28 @@ def test_env_moves_levels_at_episode_end_and_reports_them(env) -> None:
     # Respawned at the centres of their new tiles.
     centre = env.grid.tile_centre(env.curriculum.levels, env.curriculum.types)
     assert np.abs(env.backend.qpos[:, :2] - centre).max() <= env.cfg.curriculum.spawn_jitter + 1e-9
+
+
+def test_a_shortened_first_episode_is_judged_on_the_time_it_ran(env) -> None:
+    """Trainers start episodes at random steps (and a resumed run does it again): an env that kept pace with its
+    command over the 0.5 s it ran keeps its level; one that stood still is demoted."""
+    env.curriculum.levels[:] = 2
+    env.reset(seed=4)
+    ids = np.arange(env.num_envs)
+    ran = 25
+    env.command[:] = [1.0, 0.0, 0.0]
+    env.episode_step[:] = env.spec.max_episode_steps - ran  # a randomised start: `ran` steps left
+    for _ in range(ran - 1):
+        env.step(np.zeros((env.num_envs, 12)))
+    assert env.steps_run.tolist() == [ran - 1] * env.num_envs
+    # Half the envs where a 1 m/s walker would be after `ran` steps; under a whole episode's 20 m they would fall.
+    env.backend.qpos[ids[:6], 0] = env._spawn_xy[ids[:6], 0] + 1.0 * ran * env.cfg.control_dt
+    env.backend.qpos[ids[:6], 1] = env._spawn_xy[ids[:6], 1]
+    env.backend.qpos[ids[6:], :2] = env._spawn_xy[ids[6:]]
+    _, _, _, _, info = env.step(np.zeros((env.num_envs, 12)))
+    assert sorted(info["episode"]["env_ids"].tolist()) == ids.tolist()
+    assert env.curriculum.levels[:6].tolist() == [2] * 6 and env.curriculum.levels[6:].tolist() == [1] * 6
+    assert env.steps_run.tolist() == [0] * env.num_envs  # respawned
 
 
 def test_levels_round_trip_through_state_dict(env) -> None:
