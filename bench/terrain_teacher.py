@@ -12,6 +12,11 @@ every env on level `--eval-level` (`curriculum.fixed_level`, the grid's middle),
 the per-type numbers are kept too. Each chunk's teacher.pt is copied to `<run>/chunks/c<N>/` so students can be
 distilled from a mid-run teacher. Only training time counts. Writes <out>.json after every chunk (a run stopped
 early leaves its partial result) and <out>.png.
+
+On a GPU (`--backend warp --device cuda:0 --threads 16 --num-envs 4096 --no-eval`): the physics runs in MuJoCo Warp
+on the device (the numpy task, one host copy each way per control step), PPO on `--threads` CPU threads, and the
+chunks are only trained and snapshotted; `--eval-chunks` judges the snapshots afterwards on any machine (CPU
+backend, the same criterion), so a short device lease is spent on training alone.
 """
 
 from __future__ import annotations
@@ -97,6 +102,42 @@ def plot(chunks: list[dict], history: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def machine() -> dict:
+    """Where the run trained: cores, load, and the GPU if torch sees one."""
+    import torch
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else ""
+    return {"cores": os.cpu_count(), "load_average_1min": os.getloadavg()[0], "gpu": gpu}
+
+
+def eval_chunks(args: argparse.Namespace) -> None:
+    """Judge each snapshot in <out>.json that has no evaluation yet (`--no-eval` runs), by the usual criterion."""
+    from s2r.sim import task_config
+
+    out = Path(args.out).with_suffix(".json")
+    if not out.is_file():
+        raise SystemExit(f"--eval-chunks: {out} does not exist; pass the --out of a terrain_teacher run")
+    result = json.loads(out.read_text())
+    eval_cfg = task_config(TASK, {"curriculum.fixed_level": args.eval_level, "backend.num_threads": 1})
+    base = Path(args.run_dir)
+    for row in result["chunks"]:
+        if "walks" in row:
+            continue
+        snap = base / "chunks" / Path(row["teacher"]).name  # the snapshot folders travel with the run folder
+        if not (snap / "teacher.pt").is_file():
+            raise SystemExit(f"--eval-chunks: no teacher.pt in {snap}; pass the run folder as --run-dir")
+        t0 = time.perf_counter()
+        row.update(teacher_walk_eval(snap, eval_cfg, args.episodes))
+        row["eval_seconds"] = round(time.perf_counter() - t0, 1)
+        row["eval_load_average_1min"] = os.getloadavg()[0]
+        print(json.dumps({k: row[k] for k in ("train_minutes", "env_steps", "mean_vel_error", "fall_rate", "walks")}),
+              file=sys.stderr, flush=True)
+        result["first_walk_minutes"] = next((c["train_minutes"] for c in result["chunks"] if c.get("walks")), None)
+        result["eval_command"] = "OMP_NUM_THREADS=1 python " + " ".join(sys.argv)
+        out.write_text(json.dumps(result, indent=1))
+    plot(result["chunks"], result["history"], out.with_suffix(".png"))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--minutes", type=float, default=50.0, help="training minutes (evaluations not counted)")
@@ -109,6 +150,12 @@ def main() -> None:
     p.add_argument("--episodes", type=int, default=60)
     p.add_argument("--run-dir", default="runs/bench/terrain_teacher")
     p.add_argument("--out", default="bench/results/terrain_teacher")
+    p.add_argument("--backend", default="cpu", choices=("cpu", "warp"), help="physics backend for training")
+    p.add_argument("--device", default="", help="warp device (default: Warp's first GPU, else the CPU)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (and CPU-backend physics threads)")
+    p.add_argument("--no-eval", action="store_true", help="train and snapshot chunks only (see --eval-chunks)")
+    p.add_argument("--eval-chunks", action="store_true",
+                   help="judge the snapshots listed in <out>.json that have no evaluation yet, and rewrite it")
     p.add_argument("--eval-init", action="store_true",
                    help="only evaluate the --init policy (minute 0) and add it to <out>.json as init_policy_eval")
     args = p.parse_args()
@@ -123,9 +170,16 @@ def main() -> None:
 
     import torch
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     from s2r.policies.driver import Budget, new_run_spec, train
     from s2r.sim import task_config
+
+    if args.eval_chunks:
+        eval_chunks(args)
+        return
+    train_overrides: dict = {"backend.num_threads": args.threads}
+    if args.backend == "warp":
+        train_overrides = {"backend.name": "warp", **({"backend.device": args.device} if args.device else {})}
 
     run_dir, out = Path(args.run_dir), Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -139,8 +193,8 @@ def main() -> None:
     while trained < args.minutes * 60 - 1:
         budget = min(args.chunk, args.minutes - trained / 60)
         warm = {"init_from": args.init, "algo.policy.init_std": args.init_std} if args.init else {}
-        spec = new_run_spec("ppo-teacher", TASK, task_overrides={"backend.num_threads": 1},
-                            algo_overrides={"torch_threads": 1, **warm},
+        spec = new_run_spec("ppo-teacher", TASK, task_overrides=train_overrides,
+                            algo_overrides={"torch_threads": args.threads, **warm},
                             num_envs=args.num_envs, seed=args.seed, budget=Budget(steps=10**10, minutes=budget))
         load0 = os.getloadavg()[0]
         res = train(spec, run_dir, resume=resume, progress=False)
@@ -151,7 +205,7 @@ def main() -> None:
         shutil.copy(run_dir / "teacher.pt", snap / "teacher.pt")
         shutil.copy(run_dir / "config.json", snap / "config.json")
         t0 = time.perf_counter()
-        ev = teacher_walk_eval(run_dir, eval_cfg, args.episodes)
+        ev = {} if args.no_eval else teacher_walk_eval(run_dir, eval_cfg, args.episodes)
         history = json.loads((run_dir / "history.json").read_text())
         last = next((r for r in reversed(history) if "mean_terrain_level" in r), history[-1])
         row = {"train_minutes": round(trained / 60, 2), "env_steps": res["progress"], "teacher": str(snap),
@@ -160,7 +214,7 @@ def main() -> None:
                **ev}
         chunks.append(row)
         print(json.dumps(row), file=sys.stderr, flush=True)
-        if ev["walks"] and first_walk is None:
+        if ev.get("walks") and first_walk is None:
             first_walk = trained / 60
         keep = ("progress", "wall_time", "mean_terrain_level", "fall_rate", "mean_return", "mean_vel_error",
                 "env_steps_per_s")
@@ -170,13 +224,15 @@ def main() -> None:
             "eval_level": args.eval_level, "eval_episodes": args.episodes, "commit": commit,
             "command": "OMP_NUM_THREADS=1 python " + " ".join(sys.argv),
             "criterion": "walk_eval: forward commands [-1, 1] m/s, mean error <= 0.25 m/s, falls < 5 %",
-            "torch_threads": 1, "omp_num_threads": os.environ.get("OMP_NUM_THREADS", ""),
+            "backend": args.backend, "device": args.device, "machine": machine(),
+            "torch_threads": args.threads, "omp_num_threads": os.environ.get("OMP_NUM_THREADS", ""),
             "first_walk_minutes": first_walk, "chunks": chunks,
             "wall_minutes_total": round((time.perf_counter() - t_start) / 60, 2), "run_dir": str(run_dir),
             "history": [{k: r[k] for k in keep if k in r} for r in history],
         }
         out.with_suffix(".json").write_text(json.dumps(result, indent=1))
-        plot(chunks, history, out.with_suffix(".png"))
+        if not args.no_eval:
+            plot(chunks, history, out.with_suffix(".png"))
     print(json.dumps({k: v for k, v in result.items() if k != "history"}))
 
 
