@@ -123,7 +123,9 @@ class TeacherTrainer(PPOTrainer):
     config_cls = TeacherTrainConfig
     description = ("privileged teacher: PPO whose actor reads an encoding of the privileged group; exports "
                    "teacher.pt for `--algo distill` students (no ONNX)")
-    data_parallel = False
+    # PPO's update averages gradients, KL and normaliser batches over the ranks, the encoder's included; each rank
+    # runs its own envs (and terrain curriculum), and rank 0 writes teacher.pt.
+    data_parallel = True
 
     def __init__(self, ctx: RunContext) -> None:
         self._enc_cfg = ctx.cfg.encoder  # read by _make_ppo, which PPOTrainer.__init__ calls

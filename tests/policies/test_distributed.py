@@ -21,19 +21,16 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _rank_main(rank: int, world: int, port: int, run_dir: str, out: str, steps: int) -> None:
+def _rank_main(rank: int, world: int, port: int, run_dir: str, out: str, steps: int, algo: str = "ppo") -> None:
     """One rank: join the group as torchrun would set it up, train, save this rank's weights."""
     os.environ.update({"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world),
                        "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
     torch.set_num_threads(1)
     from s2r.policies.distributed import from_environment, shutdown
-    from s2r.policies.driver import Budget, RunDriver, RunSpec
-    from s2r.policies.ppo import TrainConfig
-    from s2r.sim import task_config
+    from s2r.policies.driver import Budget, RunDriver, new_run_spec
 
     dist = from_environment()
-    cfg = TrainConfig(num_envs=16, seed=3, torch_threads=1)
-    spec = RunSpec(algo="ppo", task_id=TASK, task_cfg=task_config(TASK), cfg=cfg, seed=3, budget=Budget(steps=steps))
+    spec = new_run_spec(algo, TASK, algo_overrides={"torch_threads": 1}, num_envs=16, seed=3, budget=Budget(steps=steps))
     driver = RunDriver(spec, run_dir, progress=False, dist=dist)
     try:
         result = driver.learn()
@@ -46,26 +43,44 @@ def _rank_main(rank: int, world: int, port: int, run_dir: str, out: str, steps: 
         shutdown()
 
 
-def test_two_ranks_keep_identical_weights_and_one_run_folder(tmp_path: Path) -> None:
+def _two_ranks(tmp_path: Path, algo: str, steps: int) -> tuple[Path, dict, dict]:
     import torch.multiprocessing as mp
 
     port = _free_port()
     run_dir = tmp_path / "run"
     outs = [str(tmp_path / f"rank{r}.pt") for r in range(2)]
-    steps = 3 * 2 * 16 * 24  # three iterations of two ranks x 16 envs x 24 steps
     ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_rank_main, args=(r, 2, port, str(run_dir), outs[r], steps)) for r in range(2)]
+    procs = [ctx.Process(target=_rank_main, args=(r, 2, port, str(run_dir), outs[r], steps, algo)) for r in range(2)]
     for p in procs:
         p.start()
     for p in procs:
         p.join(timeout=240)
         assert p.exitcode == 0, f"rank exited with {p.exitcode}"
     a, b = (torch.load(o, weights_only=False) for o in outs)
-    # The ranks collected different rollouts (seeded apart) yet took the same averaged steps.
     for x, y in zip(a["params"] + a["buffers"], b["params"] + b["buffers"], strict=True):
         assert torch.equal(x, y)
-    assert a["lr"] == b["lr"]
-    assert a["progress"] == b["progress"] == steps  # progress counts both ranks' steps
+    assert a["lr"] == b["lr"] and a["progress"] == b["progress"] == steps
+    return run_dir, a, b
+
+
+def test_the_privileged_teacher_trains_data_parallel(tmp_path: Path) -> None:
+    """`--algo ppo-teacher` under torchrun (a GPU machine's cores split over ranks): one teacher, one folder."""
+    steps = 2 * 2 * 16 * 24
+    run_dir, a, b = _two_ranks(tmp_path, "ppo-teacher", steps)
+    assert (run_dir / "teacher.pt").is_file() and (run_dir / "checkpoint.pt").is_file()
+    assert "teacher_checkpoint" in a["result"]["export"] and b["result"]["rank"] == 1
+    from s2r.policies.teacher import load_teacher
+
+    teacher = load_teacher(run_dir)  # rank 0's export: the weights every rank holds
+    for x, y in zip(teacher.model.parameters(), a["params"], strict=True):
+        assert torch.equal(x, y)
+
+
+def test_two_ranks_keep_identical_weights_and_one_run_folder(tmp_path: Path) -> None:
+    # Three iterations of two ranks x 16 envs x 24 steps; the ranks collect different rollouts (seeded apart) yet
+    # take the same averaged steps, and progress counts both ranks' steps (checked in _two_ranks).
+    steps = 3 * 2 * 16 * 24
+    run_dir, a, b = _two_ranks(tmp_path, "ppo", steps)
     # The weights moved (the update ran), and only rank 0 wrote the run folder.
     from s2r.policies.networks import ActorCritic, ActorCriticConfig
     from s2r.sim import make
