@@ -7,12 +7,13 @@
 #      chunks trained and snapshotted only; the snapshots are judged afterwards with --eval-chunks on any machine.
 # Device call: `bash bench/gpu_terrain_teacher.sh` with carry [".wparts/b"] (.wparts/a went first); results land in $OUT.
 # Knobs: DEADLINE (s from the start when training is stopped, 570), MIN (training minutes, 6), CHUNK (1.5),
-# ENVS (4096), THREADS (16), DEVICE (cuda:0), SITE (/tmp/site: where the packages go; a folder that already holds
+# ENVS (4096, per rank), THREADS (16, per rank), RANKS (1: data-parallel processes, e.g. RANKS=4 THREADS=4 to spread
+# the numpy task, 72 % of each iteration in one process, over the cores), DEVICE (cuda:0), SITE (/tmp/site: where the packages go; a folder that already holds
 # warp/ is used as it is, e.g. a venv's site-packages for a CPU dry run).
 set -uo pipefail
 export OUT=${OUT:-/tmp/gpu_out} DEVICE=${DEVICE:-cuda:0}
 mkdir -p "$OUT"
-MIN=${MIN:-6} CHUNK=${CHUNK:-1.5} ENVS=${ENVS:-4096} THREADS=${THREADS:-16}
+MIN=${MIN:-6} CHUNK=${CHUNK:-1.5} ENVS=${ENVS:-4096} THREADS=${THREADS:-16} RANKS=${RANKS:-1}
 SITE=${SITE:-/tmp/site}
 t0=$(date +%s)
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
@@ -63,7 +64,7 @@ echo "parity done $(( $(date +%s) - t0 )) s"
 #    device call's limit still leaves time to pack what the finished chunks left.
 left=$(( ${DEADLINE:-570} - ($(date +%s) - t0) - 10 ))
 echo "training for at most $left s"
-timeout "$left" python3 bench/terrain_teacher.py --backend warp --device "$DEVICE" --threads "$THREADS" \
+timeout "$left" python3 bench/terrain_teacher.py --backend warp --device "$DEVICE" --threads "$THREADS" --ranks "$RANKS" \
   --num-envs "$ENVS" --minutes "$MIN" --chunk "$CHUNK" --no-eval --run-dir runs/gpu_teacher \
   --out "$OUT/terrain_teacher_gpu" 2>&1 | grep -v "$QUIET" > "$OUT/train.log"
 echo "train rc ${PIPESTATUS[0]} at $(( $(date +%s) - t0 )) s"

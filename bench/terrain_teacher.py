@@ -110,6 +110,33 @@ def machine() -> dict:
     return {"cores": os.cpu_count(), "load_average_1min": os.getloadavg()[0], "gpu": gpu}
 
 
+def train_ranks(args: argparse.Namespace, task_overrides: dict, warm: dict, minutes: float, run_dir: Path,
+                resume: bool) -> dict:
+    """One chunk as `--ranks` data-parallel processes (torchrun, gloo): each rank runs `--num-envs` envs of the
+    numpy task (on a GPU machine: its own Warp batch on the same device) and `--threads` torch threads; rank 0
+    writes the run folder and prints the result line this returns."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(args.ranks), "--master-port", str(port),
+           "-m", "s2r.policies.cli", "train", "--steps", str(10**10), "--minutes", str(minutes), "--no-progress",
+           "--train-set", f"torch_threads={args.threads}"]
+    if resume:  # a resumed run keeps the settings it started with
+        cmd += ["--resume", str(run_dir)]
+    else:
+        cmd += [TASK, "--algo", "ppo-teacher", "--num-envs", str(args.num_envs), "--seed", str(args.seed),
+                "--run-dir", str(run_dir)]
+        cmd += [a for k, v in warm.items() for a in ("--train-set", f"{k}={v}")]
+        cmd += [a for k, v in task_overrides.items() for a in ("--set", f"{k}={v}")]
+    out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": str(args.threads)})
+    lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
+    if out.returncode != 0 or not lines:
+        raise SystemExit(f"--ranks {args.ranks}: torchrun exited with {out.returncode}: {out.stderr[-2000:]}")
+    return json.loads(lines[-1])
+
+
 def eval_chunks(args: argparse.Namespace) -> None:
     """Judge each snapshot in <out>.json that has no evaluation yet (`--no-eval` runs), by the usual criterion."""
     from s2r.sim import task_config
@@ -153,6 +180,8 @@ def main() -> None:
     p.add_argument("--backend", default="cpu", choices=("cpu", "warp"), help="physics backend for training")
     p.add_argument("--device", default="", help="warp device (default: Warp's first GPU, else the CPU)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (and CPU-backend physics threads)")
+    p.add_argument("--ranks", type=int, default=1,
+                   help="data-parallel processes per chunk (torchrun); --num-envs and --threads are per rank")
     p.add_argument("--no-eval", action="store_true", help="train and snapshot chunks only (see --eval-chunks)")
     p.add_argument("--eval-chunks", action="store_true",
                    help="judge the snapshots listed in <out>.json that have no evaluation yet, and rewrite it")
@@ -197,7 +226,10 @@ def main() -> None:
                             algo_overrides={"torch_threads": args.threads, **warm},
                             num_envs=args.num_envs, seed=args.seed, budget=Budget(steps=10**10, minutes=budget))
         load0 = os.getloadavg()[0]
-        res = train(spec, run_dir, resume=resume, progress=False)
+        if args.ranks > 1:
+            res = train_ranks(args, train_overrides, warm, budget, run_dir, resume)
+        else:
+            res = train(spec, run_dir, resume=resume, progress=False)
         resume = True
         trained = res["wall_time_s"]
         snap = run_dir / "chunks" / f"c{len(chunks)}"
@@ -224,7 +256,7 @@ def main() -> None:
             "eval_level": args.eval_level, "eval_episodes": args.episodes, "commit": commit,
             "command": "OMP_NUM_THREADS=1 python " + " ".join(sys.argv),
             "criterion": "walk_eval: forward commands [-1, 1] m/s, mean error <= 0.25 m/s, falls < 5 %",
-            "backend": args.backend, "device": args.device, "machine": machine(),
+            "backend": args.backend, "device": args.device, "ranks": args.ranks, "machine": machine(),
             "torch_threads": args.threads, "omp_num_threads": os.environ.get("OMP_NUM_THREADS", ""),
             "first_walk_minutes": first_walk, "chunks": chunks,
             "wall_minutes_total": round((time.perf_counter() - t_start) / 60, 2), "run_dir": str(run_dir),

@@ -38,3 +38,14 @@ def test_snapshots_without_evaluation_are_judged_afterwards(tmp_path, monkeypatc
         run(monkeypatch, "--eval-chunks", "--run-dir", str(tmp_path / "elsewhere"), "--out", str(out))
     with pytest.raises(SystemExit, match="does not exist; pass the --out of a terrain_teacher run"):
         run(monkeypatch, "--eval-chunks", "--out", str(tmp_path / "missing"))
+
+
+@pytest.mark.slow  # ~50 s: two torchrun chunks of two ranks
+def test_chunks_train_data_parallel_and_resume(tmp_path, monkeypatch) -> None:
+    runs, out = tmp_path / "run", tmp_path / "teacher"
+    run(monkeypatch, "--ranks", "2", "--num-envs", "4", "--minutes", "0.4", "--chunk", "0.2", "--no-eval",
+        "--run-dir", str(runs), "--out", str(out))
+    result = json.loads(out.with_suffix(".json").read_text())
+    steps = [c["env_steps"] for c in result["chunks"]]
+    assert result["ranks"] == 2 and len(steps) == 2 and 0 < steps[0] < steps[1]  # the second chunk resumed
+    assert (runs / "chunks" / "c1" / "teacher.pt").is_file()
