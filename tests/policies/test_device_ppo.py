@@ -144,6 +144,8 @@ def test_masked_bootstrap_stores_what_the_indexed_one_does() -> None:
         torch.manual_seed(1)
         ppo.act(obs)
         ppo.process_step(rew, term, trunc, final, masked=masked)
-    assert torch.equal(a.storage.rewards[0], b.storage.rewards[0])
-    assert not torch.equal(a.storage.rewards[0], rew)  # the time-outs did bootstrap
+    # The value of 2 indexed rows and of all 6 rows come from matmuls of other shapes, whose float sums may be
+    # blocked differently (CI saw last-bit differences): equal to float32 rounding, not bit for bit.
+    torch.testing.assert_close(a.storage.rewards[0], b.storage.rewards[0], rtol=1e-6, atol=1e-6)
+    assert not torch.allclose(a.storage.rewards[0], rew)  # the time-outs did bootstrap
     assert torch.equal(a.storage.actions[0], b.storage.actions[0])

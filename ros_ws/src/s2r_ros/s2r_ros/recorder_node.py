@@ -1,7 +1,7 @@
 """recorder_node: records topics to an MCAP file with the ROS 2 message encoding (what `s2r deploy --record` runs).
 
 Messages are taken serialized (no decode/encode round trip) and written with their complete .msg
-definitions, as rosbag2's MCAP storage does. Topics are subscribed as they appear in the graph; a topic
+definitions, as rosbag2's MCAP storage does. Topics are subscribed once a publisher appears in the graph; a topic
 is subscribed reliably when all its publishers are reliable, best-effort otherwise (as rosbag2 adapts).
 """
 
@@ -51,7 +51,11 @@ class Recorder(Node):
                 continue
             type_name = types[topic][0]
             pubs = self.get_publishers_info_by_topic(topic)
-            reliable = pubs and all(p.qos_profile.reliability == ReliabilityPolicy.RELIABLE for p in pubs)
+            if not pubs:
+                # Seen through a subscriber only (the policy node's /joint_states comes up before the sim): wait
+                # for a publisher, whose QoS decides ours; a best-effort reader of a reliable topic loses messages.
+                continue
+            reliable = all(p.qos_profile.reliability == ReliabilityPolicy.RELIABLE for p in pubs)
             channel = self.log.add_topic(topic, type_name)
             self._subs[topic] = self.create_subscription(
                 message_class(type_name), topic,
