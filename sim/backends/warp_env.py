@@ -170,6 +170,7 @@ class TorchLocomotionEnv(VecEnv):
         self.actions = torch.zeros(n, nu, **f32)
         self.actions_prev = torch.zeros(n, nu, **f32)
         self.episode_step = torch.zeros(n, dtype=torch.int64, device=dev)
+        self.steps_run = torch.zeros(n, dtype=torch.int64, device=dev)  # as the numpy task's: steps actually run
         self.episode_return = torch.zeros(n, **f32)
         self.episode_tracking = torch.zeros(n, **f32)
         self.nan_resets = torch.zeros((), dtype=torch.int64, device=dev)
@@ -209,6 +210,7 @@ class TorchLocomotionEnv(VecEnv):
         self._apply_action(a)
 
         self.episode_step += 1
+        self.steps_run += 1
         bad = self.diverged()
         if bad.any():  # the one host sync of a step: a blown-up world is rare, and resetting it is not free
             self.nan_resets += bad.sum()
@@ -234,8 +236,8 @@ class TorchLocomotionEnv(VecEnv):
         done = terminated | truncated
         info: dict[str, Any] = {
             "final_obs": obs,
-            "episode": {"done": done, "return": self.episode_return.clone(), "length": self.episode_step.clone(),
-                        "vel_error": self.episode_tracking / self.episode_step.clamp(min=1), "fell": terminated},
+            "episode": {"done": done, "return": self.episode_return.clone(), "length": self.steps_run.clone(),
+                        "vel_error": self.episode_tracking / self.steps_run.clamp(min=1), "fell": terminated},
         }
         self._reset_envs(done)
         first = self._frames(self._state(first=None))
@@ -376,6 +378,7 @@ class TorchLocomotionEnv(VecEnv):
         self._act_queue.copy_(torch.where(m1[None], 0.0, self._act_queue))
         self.last_contact &= ~m1
         self.episode_step.copy_(torch.where(mask, 0, self.episode_step))
+        self.steps_run.copy_(torch.where(mask, 0, self.steps_run))
         self.episode_return.copy_(torch.where(mask, 0.0, self.episode_return))
         self.episode_tracking.copy_(torch.where(mask, 0.0, self.episode_tracking))
         self.targets = torch.where(m1, self.default_q, self.targets)

@@ -399,6 +399,7 @@ class LocomotionEnv(VelocityEnv):
         self.air_time[ids] = 0.0
         self.last_contact[ids] = False
         self.episode_step[ids] = 0
+        self.steps_run[ids] = 0
         self.episode_return[ids] = 0.0
         self.episode_tracking[ids] = 0.0
         if hasattr(self, "_targets"):

@@ -202,6 +202,7 @@ class PuckEnv(VelocityEnv):
         self.actions[ids] = 0.0
         self.actions_prev[ids] = 0.0
         self.episode_step[ids] = 0
+        self.steps_run[ids] = 0
         self.episode_return[ids] = 0.0
         self.episode_tracking[ids] = 0.0
         self._sample_commands(ids)

@@ -141,9 +141,6 @@ class TerrainVelocityEnv(LocomotionEnv):
         self.dr_params = np.zeros((n, len(WIDE_PARAMS)))
         self.curriculum = TerrainCurriculum(cfg.grid, cfg.curriculum, n, np.random.default_rng(seed + 1))
         self._spawn_xy = np.zeros((n, 2))
-        # Control steps each env has run since it spawned: a trainer's randomised episode start (and every resume
-        # of a chunked run) shortens first episodes, which must not be judged against a whole episode's distance.
-        self.steps_run = np.zeros(n, dtype=np.int64)
         gx, gy = np.meshgrid(np.asarray(cfg.height_scan.xs), np.asarray(cfg.height_scan.ys), indexing="ij")
         self.scan_offsets = np.stack([gx.ravel(), gy.ravel()], axis=1)  # (points, 2), x-major
         self._foot_offsets = footprint_offsets(cfg.footprint)
@@ -168,7 +165,6 @@ class TerrainVelocityEnv(LocomotionEnv):
 
     def step(self, actions: Any) -> tuple[Obs, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         """`LocomotionEnv.step`, plus each finished episode's terrain level and the mean level in `info["log"]`."""
-        self.steps_run += 1  # before the step: an env that ends in it has run this step too
         obs, rew, term, trunc, info = super().step(actions)
         if "episode" in info:
             info["episode"]["terrain_level"] = self.curriculum.levels[info["episode"]["env_ids"]].astype(np.float64)
@@ -198,11 +194,10 @@ class TerrainVelocityEnv(LocomotionEnv):
             return
         if not self._grid_fresh:
             # The episode's end: the curriculum moves the env before it respawns on its (new) tile, judged against
-            # the distance its command asked for over the time it actually ran.
+            # the distance its command asked for over the time it actually ran (a randomised start shortens it).
             ran_s = np.minimum(self.steps_run[ids] * self.cfg.control_dt, self.cfg.episode_s)
             asked = np.hypot(self.command[ids, 0], self.command[ids, 1]) * ran_s
             self.curriculum.update(ids, self.walked(ids), asked)
-        self.steps_run[ids] = 0
         params = sample_wide(self.rng, self.cfg.randomization, k)  # (k, 16)
         self.dr_params[ids] = params
         self.backend.randomize(ids, self.dr_fields, backend_values(self.dr_fields, params))

@@ -100,6 +100,10 @@ class VelocityEnv(VecEnv):
         self.actions = np.zeros((n, model.nu))
         self.actions_prev = np.zeros((n, model.nu))
         self.episode_step = np.zeros(n, dtype=np.int64)
+        # Control steps each env has actually run since it spawned. `episode_step` starts at a random count when a
+        # trainer spreads the time-outs (`randomize_episode_start`, again at every resume), so the episode's statistics
+        # and anything judged per episode (the terrain curriculum) count this one.
+        self.steps_run = np.zeros(n, dtype=np.int64)
         self.episode_return = np.zeros(n)
         self.episode_tracking = np.zeros(n)
         self.nan_resets = 0
@@ -138,6 +142,7 @@ class VelocityEnv(VecEnv):
         self._apply_action(a)
 
         self.episode_step += 1
+        self.steps_run += 1
         bad = self.backend.diverged()
         if bad.any():
             # A blown-up world: reset it, count it, never let NaN reach the learner.
@@ -168,7 +173,7 @@ class VelocityEnv(VecEnv):
         if done.any():
             ids = np.flatnonzero(done)
             info["final_obs"] = {k: v.copy() for k, v in obs.items()}
-            info["episode"] = episode_stats(ids, self.episode_return, self.episode_step, self.episode_tracking,
+            info["episode"] = episode_stats(ids, self.episode_return, self.steps_run, self.episode_tracking,
                                             terminated)
             self._reset_envs(ids)
             # Only the reset envs get a new observation; the others keep theirs (history and all).

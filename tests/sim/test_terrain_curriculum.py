@@ -107,7 +107,8 @@ def test_env_moves_levels_at_episode_end_and_reports_them(env) -> None:
 
 def test_a_shortened_first_episode_is_judged_on_the_time_it_ran(env) -> None:
     """Trainers start episodes at random steps (and a resumed run does it again): an env that kept pace with its
-    command over the 0.5 s it ran keeps its level; one that stood still is demoted."""
+    command over the 0.5 s it ran keeps its level; one that stood still is demoted. (`steps_run` is the shared
+    VelocityEnv counter, also behind the episode statistics.)"""
     env.curriculum.levels[:] = 2
     env.reset(seed=4)
     ids = np.arange(env.num_envs)
@@ -123,6 +124,7 @@ def test_a_shortened_first_episode_is_judged_on_the_time_it_ran(env) -> None:
     env.backend.qpos[ids[6:], :2] = env._spawn_xy[ids[6:]]
     _, _, _, _, info = env.step(np.zeros((env.num_envs, 12)))
     assert sorted(info["episode"]["env_ids"].tolist()) == ids.tolist()
+    assert info["episode"]["length"].tolist() == [ran] * env.num_envs  # the statistics count the steps run too
     assert env.curriculum.levels[:6].tolist() == [2] * 6 and env.curriculum.levels[6:].tolist() == [1] * 6
     assert env.steps_run.tolist() == [0] * env.num_envs  # respawned
 
