@@ -7,9 +7,9 @@
 #      chunks trained and snapshotted only; the snapshots are judged afterwards with --eval-chunks on any machine.
 # Device call: `bash bench/gpu_terrain_teacher.sh` with carry [".wparts/b"] (.wparts/a went first); results land in $OUT.
 # Knobs: DEADLINE (s from the start when training is stopped, 570), MIN (training minutes, 6), CHUNK (1.5),
-# ENVS (4096, per rank), THREADS (16, per rank), RANKS (1: data-parallel processes, e.g. RANKS=4 THREADS=4 to spread
-# the numpy task, 72 % of each iteration in one process, over the cores), DEVICE (cuda:0), SITE (/tmp/site: where the packages go; a folder that already holds
-# warp/ is used as it is, e.g. a venv's site-packages for a CPU dry run).
+# ENVS (4096, per rank), THREADS (16, per rank), RANKS (1: data-parallel processes; e.g. RANKS=4 THREADS=4 spreads
+# the numpy task, 72 % of each iteration in one process, over the cores), DEVICE (cuda:0), SITE (/tmp/site: where
+# the packages go; a folder that already holds warp/ is used as it is, e.g. a venv's site-packages for a dry run).
 set -uo pipefail
 export OUT=${OUT:-/tmp/gpu_out} DEVICE=${DEVICE:-cuda:0}
 mkdir -p "$OUT"

@@ -188,6 +188,8 @@ def main() -> None:
     p.add_argument("--eval-init", action="store_true",
                    help="only evaluate the --init policy (minute 0) and add it to <out>.json as init_policy_eval")
     args = p.parse_args()
+    if args.ranks < 1 or args.threads < 1:
+        p.error(f"--ranks ({args.ranks}) and --threads ({args.threads}) must be at least 1")
     if args.eval_init:
         path = Path(args.out).with_suffix(".json")
         result = json.loads(path.read_text()) if path.is_file() else {}
