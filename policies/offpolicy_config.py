@@ -116,13 +116,17 @@ def residual_scale(scale: float | tuple[float, ...]) -> float | torch.Tensor:
     return float(scale) if isinstance(scale, int | float) else torch.tensor([float(v) for v in scale])
 
 
-def residual_compose(scale: float | tuple[float, ...], group: str = "base_action") -> Compose:
-    """`clip(base + scale * actor_out, -1, 1)` with the base policy's action read from observation `group`;
-    `scale` is one number or one per action dimension."""
+def residual_compose(scale: float | tuple[float, ...], group: str = "base_action",
+                     gain: torch.Tensor | None = None) -> Compose:
+    """`clip(base + gain * scale * actor_out, -1, 1)` with the base policy's action read from observation `group`;
+    `scale` is one number or one per action dimension. `gain` (0-dim, read at every call, so its owner can ramp it
+    in place without recompiling) multiplies the scale; None: 1."""
     s = residual_scale(scale)
 
     def compose(actor_out: torch.Tensor, obs: Mapping[str, torch.Tensor]) -> torch.Tensor:
         k = s if isinstance(s, float) else s.to(actor_out.device)
+        if gain is not None:
+            k = k * gain.to(actor_out.device)
         return torch.clamp(obs[group] + k * actor_out, -1.0, 1.0)
 
     return compose

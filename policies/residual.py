@@ -82,6 +82,13 @@ class ResidualConfig:
         progressive_steps: Policy Decorator's progressive exploration: after `learning_starts`, each env
             applies the residual (with exploration noise) with a probability that ramps 0 -> 1 over this many
             env steps; the others run the base alone. 0: off (every env applies it from the start).
+        ramp_steps: The residual's bound ramps from 0 to `scale` (`dim_scale`) over this many env steps from the
+            actor's first update, in collection, evaluation and the export alike (counted in learner updates, so a
+            resumed run picks up where it was). Why: Adam moves every last-layer weight by ~lr per step whatever
+            the critic's gradient size, so the first few hundred actor updates can turn a young critic's
+            consistent error into a residual near its full bound (insertion: 15k-step dips of 25 and 11 points on
+            2 of 3 seeds, and 53 with a 10x smaller actor lr, bench/results/README.md); a ramp bounds what the
+            robot lives through while the critics learn from the residual's own data. 0: off.
         use_demos: Sample part of each batch (`learner.demo_fraction`, half) from the base's demos.
         relabel_demos: The demos' `base_action` is what the base itself proposes at each demo step (so
             the critic learns residual = demo action - base action). False: the demo's own action (its
@@ -126,6 +133,7 @@ class ResidualConfig:
     learning_starts: int = 5_000
     warmup_noise: float | None = 0.2
     progressive_steps: int = 0
+    ramp_steps: int = 0
     use_demos: bool = True
     relabel_demos: bool = True
     reset_base_history: bool = True
@@ -153,7 +161,7 @@ class ResidualConfig:
                              f"got {self.dim_scale}")
         if self.warmup_noise is not None and not 0.0 <= self.warmup_noise <= 2.0:
             raise ValueError(f"ResidualConfig.warmup_noise must be None or in [0, 2], got {self.warmup_noise}")
-        for name in ("learning_starts", "progressive_steps"):
+        for name in ("learning_starts", "progressive_steps", "ramp_steps"):
             if getattr(self, name) < 0:
                 raise ValueError(f"ResidualConfig.{name} must be >= 0, got {getattr(self, name)}")
         for name in ("min_obs_std", "min_action_range"):
@@ -263,8 +271,9 @@ class ResidualRL(Algorithm):
             lcfg = replace(lcfg, actor_obs=("policy",), zero_init_actor=False, q_filter=None, q_filter_bc=0.0)
             self.learner = OffPolicyLearner(self.obs_dims, spec.action_dim, lcfg, actor=FirstActionActor(self._trainable_bc()))
         else:
+            self._gain = torch.ones(())  # the ramp's factor on the residual's bound (`ramp_steps`), set in place
             self.learner = OffPolicyLearner(self.obs_dims, spec.action_dim, lcfg,
-                                            compose=residual_compose(cfg.action_scale(), BASE_GROUP),
+                                            compose=residual_compose(cfg.action_scale(), BASE_GROUP, self._gain),
                                             obs_stats=stats)
         self._check_replay_owner()
         self.buffer = ReplayBuffer(self.obs_dims, spec.action_dim, cfg.buffer_capacity, num_envs=cfg.num_envs,
@@ -306,6 +315,21 @@ class ResidualRL(Algorithm):
     def _with_base(self, obs: dict[str, np.ndarray], base_action: np.ndarray) -> dict[str, np.ndarray]:
         return {**{g: v for g, v in obs.items() if g in self.obs_dims}, BASE_GROUP: base_action}
 
+    def ramp(self) -> float:
+        """The residual's gain now (`ramp_steps`: 0 -> 1 from the actor's first update), also set into the compose."""
+        cfg, lcfg = self.cfg, self.learner.cfg
+        if cfg.finetune or cfg.ramp_steps <= 0:
+            return 1.0
+        # Counted in updates (in the checkpoint) rather than env steps: the actor's start is where the updates are.
+        g = min(1.0, max(0, self.learner.updates - lcfg.critic_warmup_updates) / max(1.0, cfg.ramp_steps * lcfg.utd_ratio))
+        self._gain.fill_(g)
+        return g
+
+    def effective_scale(self) -> float | tuple[float, ...]:
+        """The residual's bound as the policy applies it now: `scale` (or `dim_scale`) times the ramp's gain."""
+        g, s = self.ramp(), self.cfg.action_scale()
+        return s * g if isinstance(s, float) else tuple(v * g for v in s)
+
     def evaluate(self, episodes_env: Any = None) -> dict[str, float]:
         """Success rate of the current deterministic policy, one episode per eval env.
 
@@ -313,7 +337,10 @@ class ResidualRL(Algorithm):
         episodes without it (the actor alone), which is also what the exported graph does when the critics
         read privileged observations and the filter cannot go into it.
         """
+        gain = self.ramp()
         out = self._success(episodes_env, filtered=True)
+        if self.cfg.ramp_steps > 0 and not self.cfg.finetune:
+            out["residual_gain"] = gain
         lcfg = self.learner.cfg
         if lcfg.q_filter is not None and not self.cfg.finetune:
             # Before the first actor update a zero-initialised residual is exactly 0 and the filter changes
@@ -328,16 +355,22 @@ class ResidualRL(Algorithm):
         env = episodes_env or self.eval_env
         base = BasePolicy(self.bc, self.bc_cfg.ensemble_m, env.num_envs)
         kept: list[float] = []
+        size: list[float] = []
 
         def act(obs: dict[str, np.ndarray]) -> np.ndarray:
             b = base.step(obs["policy"])
             a = self.learner.act(self._with_base(obs, b), deterministic=True, filtered=filtered).numpy()
             kept.append(self.learner.last_filter_keep)
+            size.append(float(np.abs(a - b).mean()))
             return a
 
         act.reads_groups = True  # type: ignore[attr-defined]
         ep = success_episodes(act, env, seed=self.cfg.seed + 10_000, reset=base.reset)
         out = {"success_rate": float(ep["success"].mean()), "mean_length": float(ep["length"].mean())}
+        if filtered and not self.cfg.finetune:
+            # How far the applied action is from the base's, mean over steps and dimensions (env action units):
+            # a collapse shows here before it shows in success.
+            out["residual_size_eval"] = float(np.mean(size))
         if filtered and self.learner.cfg.q_filter is not None:
             out["filter_keep_eval"] = float(np.mean(kept))
         return out
@@ -374,6 +407,8 @@ class ResidualRL(Algorithm):
 
     def _collect_step(self) -> None:
         cfg, base, env = self.cfg, self.base, self.env
+        if cfg.ramp_steps > 0 and not cfg.finetune:
+            self._metrics["residual_gain"] = self.ramp()
         base.history.push(self._chunk)
         o = self._with_base(self._obs, self._b)
         action = self._explore(o)
@@ -444,7 +479,7 @@ class ResidualRL(Algorithm):
         """
         if self.cfg.finetune:
             return ChunkedPolicyGraph(first_action_bc(self.learner.actor.bc), 0.0)
-        scale = self.cfg.action_scale()
+        scale = self.effective_scale()
         residual = (FilteredResidual(self.learner, scale) if exportable_filter(self.learner.cfg)
                     else ExportedActor(self.learner))
         return ChunkedPolicyGraph(self.bc, self.bc_cfg.ensemble_m, residual, scale)
@@ -455,9 +490,11 @@ class ResidualRL(Algorithm):
 
         parity = sample_obs(self.eval_env, 2, seed=self.cfg.seed)["policy"][:256]
         in_graph = not self.cfg.finetune and exportable_filter(self.learner.cfg)
-        residual = ResidualSection(scale=self.cfg.scale, base=str(self.base_dir), finetune=self.cfg.finetune,
+        # The bound the graph applies: below `scale` when the run ended inside its ramp (`ramp_steps`).
+        g = 1.0 if self.cfg.finetune else self.ramp()
+        residual = ResidualSection(scale=self.cfg.scale * g, base=str(self.base_dir), finetune=self.cfg.finetune,
                                    q_filter=self.learner.cfg.q_filter if in_graph else None,
-                                   dim_scale=self.cfg.dim_scale or None)
+                                   dim_scale=tuple(v * g for v in self.cfg.dim_scale) or None)
         return export_chunked(self.export_graph(), self.env.spec, self.task_id, self.run_dir, parity,
                               algo="finetune" if self.cfg.finetune else "residual",
                               residual=residual, tol=PARITY_TOL)

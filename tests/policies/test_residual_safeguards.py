@@ -4,6 +4,7 @@ bounds, demo relabelling with a fresh chunk history, the actor's ensemble reduct
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -53,7 +54,8 @@ def _small_run(base: Path, **kw) -> ResidualConfig:
                           buffer_capacity=10_000, torch_threads=1, **kw)
 
 
-def _drift_after_first_actor_updates(base: Path, run_dir: Path, actor_updates: int, **changes) -> tuple[float, int]:
+def _drift_after_first_actor_updates(base: Path, run_dir: Path, actor_updates: int, info: dict | None = None,
+                                     **changes) -> tuple[float, int]:
     """Largest |policy action - base action| over demo states after the actor's first `actor_updates` updates.
 
     The run collects 64 warm-up transitions, fits the critics for 20 updates, then goes on until the default
@@ -72,6 +74,8 @@ def _drift_after_first_actor_updates(base: Path, run_dir: Path, actor_updates: i
         batch = algo.demos.sample(512, generator=torch.Generator().manual_seed(0))
         act = algo.learner.act(batch.obs, deterministic=True)
         made = algo.learner.updates
+        if info is not None:
+            info.update(gain=algo.ramp(), scale=algo.cfg.scale)
     finally:
         driver.close()
     assert made >= updates - 2  # the run got as far as the actor updates it is judged on
@@ -87,6 +91,20 @@ def test_first_actor_updates_keep_the_policy_at_the_base(base, tmp_path):
     print(f"drift after the first actor updates: defaults {safe:.5f}, issue-4 settings {old:.5f}")
     assert safe <= FIRST_UPDATES_BOUND, f"the first actor updates moved an action by {safe:.4f}"
     assert old > 3 * FIRST_UPDATES_BOUND, f"the old settings moved actions by only {old:.4f}"
+
+
+def test_the_ramp_bounds_what_the_first_actor_updates_apply(base, tmp_path):
+    """`ramp_steps`: the settings that move actions far (above) move them by at most gain * scale, the gain is
+    where the updates put it, and the export applies (and records) that bound, not the full one."""
+    info: dict = {}
+    drift, made = _drift_after_first_actor_updates(base, tmp_path / "ramp", 25, info, ramp_steps=2_000,
+                                                   **ISSUE4, **ISSUE4_LEARNER)
+    lcfg = ResidualConfig().learner
+    gain = (made - 20) / (2_000 * lcfg.utd_ratio)  # 20: the test's critic-only updates
+    assert info["gain"] == pytest.approx(gain) and 0.05 < gain < 0.2
+    assert 0.0 < drift <= gain * info["scale"] + 1e-6, f"drift {drift:.5f}, bound {gain * info['scale']:.5f}"
+    meta = json.loads((tmp_path / "ramp" / "policy.json").read_text())
+    assert meta["residual"]["scale"] == pytest.approx(gain * info["scale"])
 
 
 def test_warmup_and_progressive_exploration_act_around_the_base(base, tmp_path):
@@ -167,6 +185,7 @@ def test_actor_climbs_the_ensemble_mean_or_min() -> None:
     (lambda: ResidualConfig(scale=0.0), "ResidualConfig.scale must be in"),
     (lambda: ResidualConfig(warmup_noise=-0.1), "ResidualConfig.warmup_noise must be None or in"),
     (lambda: ResidualConfig(progressive_steps=-1), "ResidualConfig.progressive_steps must be >= 0"),
+    (lambda: ResidualConfig(ramp_steps=-1), "ResidualConfig.ramp_steps must be >= 0"),
     (lambda: ResidualConfig(min_obs_std=-1.0), "ResidualConfig.min_obs_std must be >= 0"),
     (lambda: OffPolicyConfig(actor_q="max"), "OffPolicyConfig.actor_q must be 'mean' or 'min'"),
     (lambda: OffPolicyConfig(demo_fraction=1.5), "OffPolicyConfig.demo_fraction must be in"),
