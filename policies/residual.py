@@ -79,6 +79,11 @@ class ResidualConfig:
         warmup_noise: During those first transitions the env gets the base action plus uniform noise in
             [-warmup_noise, warmup_noise] (env action units), so the critics see the base's neighbourhood
             before they are asked about it. None: the learner's own exploration (before issue 13).
+        warmup_offset: During the warm-up each env's base action also gets one offset per episode, uniform in
+            [-warmup_offset, warmup_offset] per dimension, drawn again when the episode ends. Why: the actor's
+            first updates learn a residual that is nearly the same from step to step, and per-step noise shows
+            the critics only what one step's change does, never a consistent one over a whole episode (the kind
+            of change that wrecked insertion at its first evaluation after the actor started). 0: off.
         progressive_steps: Policy Decorator's progressive exploration: after `learning_starts`, each env
             applies the residual (with exploration noise) with a probability that ramps 0 -> 1 over this many
             env steps; the others run the base alone. 0: off (every env applies it from the start).
@@ -132,6 +137,7 @@ class ResidualConfig:
     num_envs: int = 8
     learning_starts: int = 5_000
     warmup_noise: float | None = 0.2
+    warmup_offset: float = 0.0
     progressive_steps: int = 0
     ramp_steps: int = 0
     use_demos: bool = True
@@ -164,7 +170,7 @@ class ResidualConfig:
         for name in ("learning_starts", "progressive_steps", "ramp_steps"):
             if getattr(self, name) < 0:
                 raise ValueError(f"ResidualConfig.{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("min_obs_std", "min_action_range"):
+        for name in ("min_obs_std", "min_action_range", "warmup_offset"):
             if getattr(self, name) < 0.0:
                 raise ValueError(f"ResidualConfig.{name} must be >= 0 (0 switches the bound off), got {getattr(self, name)}")
 
@@ -384,6 +390,12 @@ class ResidualRL(Algorithm):
         self.base = BasePolicy(self.bc, self.bc_cfg.ensemble_m, cfg.num_envs)
         self._obs = self.env.reset(seed=cfg.seed + self.progress)
         self._b, self._chunk = self.base.propose(self._obs["policy"])
+        self._offset = self._draw_offsets(cfg.num_envs)
+
+    def _draw_offsets(self, n: int) -> np.ndarray:
+        """`warmup_offset`: one constant offset per env and episode (zeros when off)."""
+        w = self.cfg.warmup_offset
+        return self.rng.uniform(-w, w, size=(n, self.env.spec.action_dim)) if w > 0 else np.zeros((n, self.env.spec.action_dim))
 
     def iterate(self) -> dict[str, float]:
         """About 256 transitions (then the updates they owe); evaluates when `eval_every` steps have passed."""
@@ -423,6 +435,8 @@ class ResidualRL(Algorithm):
             ids = np.flatnonzero(done)
             if cfg.reset_base_history:
                 base.reset(ids)
+            if cfg.warmup_offset > 0:
+                self._offset[ids] = self._draw_offsets(len(ids))
             self._b[ids], self._chunk[ids] = base.propose(nxt["policy"][ids], ids)
         self._obs = nxt
         self.progress += cfg.num_envs
@@ -438,7 +452,8 @@ class ResidualRL(Algorithm):
         b = o[BASE_GROUP]
         if self.progress < cfg.learning_starts and cfg.warmup_noise is not None:
             noise = self.rng.uniform(-cfg.warmup_noise, cfg.warmup_noise, size=b.shape)
-            return np.clip(b + noise, -1.0, 1.0).astype(np.float32)
+            offset = self._offset if cfg.warmup_offset > 0 else 0.0
+            return np.clip(b + noise + offset, -1.0, 1.0).astype(np.float32)
         action = self.learner.act(o).numpy()
         if cfg.learner.q_filter is not None:
             self._metrics["filter_keep"] = self.learner.last_filter_keep

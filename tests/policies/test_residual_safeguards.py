@@ -134,6 +134,23 @@ def test_warmup_and_progressive_exploration_act_around_the_base(base, tmp_path):
         driver.close()
 
 
+def test_warmup_offsets_hold_for_an_episode_and_are_drawn_again_after_it(base, tmp_path):
+    cfg = _small_run(base, learning_starts=1_000, warmup_noise=0.0, warmup_offset=0.05)
+    driver = RunDriver(_spec(cfg, 8), tmp_path / "run", progress=False)
+    try:
+        algo = driver.algo
+        algo._start()
+        o = algo._with_base(algo._obs, algo._b)
+        first = algo._explore(o) - o[BASE_GROUP]
+        assert np.allclose(algo._explore(o) - o[BASE_GROUP], first, atol=1e-6)  # the same offset, step after step
+        assert 0.0 < np.abs(first).max() <= 0.05 + 1e-6 and len(np.unique(first.round(6))) > 4
+        algo._offset[1] = algo._draw_offsets(1)  # what an episode end does for env 1
+        again = algo._explore(o) - o[BASE_GROUP]
+        assert np.allclose(again[[0, 2, 3]], first[[0, 2, 3]], atol=1e-6) and not np.allclose(again[1], first[1])
+    finally:
+        driver.close()
+
+
 def test_normaliser_bounds_and_demo_relabelling(base):
     bc, bc_cfg, ckpt = load_bc(base)
     _, eps = read_episodes(ckpt["demos"], task=TASK)
@@ -186,6 +203,7 @@ def test_actor_climbs_the_ensemble_mean_or_min() -> None:
     (lambda: ResidualConfig(warmup_noise=-0.1), "ResidualConfig.warmup_noise must be None or in"),
     (lambda: ResidualConfig(progressive_steps=-1), "ResidualConfig.progressive_steps must be >= 0"),
     (lambda: ResidualConfig(ramp_steps=-1), "ResidualConfig.ramp_steps must be >= 0"),
+    (lambda: ResidualConfig(warmup_offset=-0.1), "ResidualConfig.warmup_offset must be >= 0"),
     (lambda: ResidualConfig(min_obs_std=-1.0), "ResidualConfig.min_obs_std must be >= 0"),
     (lambda: OffPolicyConfig(actor_q="max"), "OffPolicyConfig.actor_q must be 'mean' or 'min'"),
     (lambda: OffPolicyConfig(demo_fraction=1.5), "OffPolicyConfig.demo_fraction must be in"),
