@@ -17,7 +17,11 @@ the table / joint relaxations faded out by stage scale 0.5 (`curriculum.fades`);
 (j) all_at_once_timed: (h) on a clock: scale 1 for `--switch-share` of the budget, then scale 0 (resumed; with
 `--resume`, an existing scale-1 run folder is switched to 0 from where it stands); (k) curriculum_straddle and
 (l) all_at_once_timed_straddle: (g) and (j) with wrench and table gated on an open hand straddling the box
-(`gate="straddle"`: the grasp pose let a closed hand against the unturned box's long side throw it).
+(`gate="straddle"`: the grasp pose let a closed hand against the unturned box's long side throw it);
+(m) curriculum_relaxed_hold: (k) plus the success test itself as a privilege (`RelaxedHold`: at scale s the held
+lift needs round(success_hold * (1 - s)) steps, an instant lift at scale 1), so the curriculum has successes to
+advance on (round 7: none in a million steps against the held lift). The bridge reward on a squeeze
+(`reward.squeeze`) is a task setting for every arm: `--task-set reward.squeeze=0.2`.
 `--jobs 2` trains two arms at once (one process each, one torch thread each); `--resume` continues each
 arm's run folder under `--runs` to the new budget (with `--steps`, the total env steps). Each run's exported
 ONNX policy (no privileged dims) is evaluated at scale 0 on `--episodes` episodes of the plain task.
@@ -71,6 +75,10 @@ ARMS = {
     "curriculum_straddle": ("ppo-privileged", "-Privileged",
                             {"curriculum.fades": "table_collision_off:0.5:1,wider_joint_limits:0.5:1"}, {},
                             {"gate": "straddle"}, {"gate": "straddle"}),
+    # Round 8: (k) with the held success relaxed at high scale (RelaxedHold, declared below in EXTRA_PRIVILEGES).
+    "curriculum_relaxed_hold": ("ppo-privileged", "-Privileged",
+                                {"curriculum.fades": "table_collision_off:0.5:1,wider_joint_limits:0.5:1"}, {},
+                                {"gate": "straddle"}, {"gate": "straddle"}),
     "all_at_once_timed_straddle": ("ppo-privileged", "-Privileged",
                                    {"curriculum.stages": "1.0"}, {},
                                    {"gate": "straddle"}, {"gate": "straddle"}),
@@ -84,6 +92,8 @@ ARMS = {
 }
 # Fields of the table relaxation replaced, per arm (the arms above without an entry keep the task's).
 TABLE = {arm: spec[5] for arm, spec in ARMS.items() if len(spec) > 5}
+# Privileges an arm declares on top of the task's (by kind name; `privileged.KINDS` builds them).
+EXTRA_PRIVILEGES = {"curriculum_relaxed_hold": ("relaxed_hold",)}
 
 
 def curriculum_thresholds(args: argparse.Namespace) -> dict[str, float]:
@@ -117,9 +127,13 @@ def run_arm(arm: str, seed: int, args: argparse.Namespace, root: Path) -> dict:
         task_extra = {**dict(kv.split("=", 1) for kv in args.task_set), **task_extra}
         spec = new_run_spec(algo, task, task_overrides={"backend.num_threads": 1, **task_extra}, algo_overrides=overrides,
                             num_envs=args.num_envs, seed=seed, budget=budget)
-        if wrench or table:  # tuple entries, out of reach of dotted overrides; config.json keeps them for --resume
+        extra_priv = EXTRA_PRIVILEGES.get(arm, ())
+        if wrench or table or extra_priv:  # tuple entries, out of reach of dotted overrides; config.json keeps them
+            from s2r.sim.tasks.manipulation.privileged import KINDS
+
             fields = {"virtual_wrench": wrench, "table_collision_off": table}
             priv = tuple(replace(p, **fields[p.kind]) if fields.get(p.kind) else p for p in spec.task_cfg.privileged)
+            priv += tuple(KINDS[kind]() for kind in extra_priv)
             spec = replace(spec, task_cfg=replace(spec.task_cfg, privileged=priv))
     t0 = time.perf_counter()
     switch = None
@@ -148,11 +162,13 @@ def run_arm(arm: str, seed: int, args: argparse.Namespace, root: Path) -> dict:
             "run_dir": str(run_dir), "wrench": wrench, "table": table, "switched_to_scale0_at": switch,
             "env_steps": summary["progress"], "train_wall_s": round(wall, 1),
             "success_at_scale0": ev["success_rate"], "eval_episodes": ev["episodes"],
+            "privileges": [p.kind for p in spec.task_cfg.privileged],
             "final_privilege_scale": last.get("privilege_scale", 0.0),
             "final_stage": last.get("curriculum_stage"), "fall_backs": last.get("curriculum_fall_backs"),
             "final_training_success": last.get("mean_success"), "steps_to_stage": stage_steps,
             "curve": [{"env_steps": r["progress"], "success": r.get("mean_success"),
-                       "scale": r.get("privilege_scale", 0.0), "wrench_scale": r.get("scale_virtual_wrench")}
+                       "scale": r.get("privilege_scale", 0.0), "wrench_scale": r.get("scale_virtual_wrench"),
+                       "hold_scale": r.get("scale_relaxed_hold")}
                       for r in hist]}
 
 
@@ -223,7 +239,7 @@ def main() -> None:
         p.error("give a budget: --steps (env steps per arm, equal for every arm) and/or --minutes")
     flat_only = sorted({"curriculum_grasp_reward", "curriculum_grasp_gate", "all_at_once_grasp_gate", "curriculum_gated",
                         "all_at_once_gated", "curriculum_table_first", "all_at_once_timed", "curriculum_straddle",
-                        "all_at_once_timed_straddle"} & set(args.arms))
+                        "all_at_once_timed_straddle", "curriculum_relaxed_hold"} & set(args.arms))
     if args.task != "flatbox" and flat_only:
         p.error(f"the arms {', '.join(flat_only)} set the grasp reward or the wrench's grasp-pose gate, which only the "
                 "flat-box lift has")

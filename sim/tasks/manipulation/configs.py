@@ -11,6 +11,7 @@ from s2r.sim.backends import BackendConfig
 from s2r.sim.tasks.manipulation.privileged import (
     PrivilegedAction,
     ReducedGravity,
+    RelaxedHold,
     TableCollisionOff,
     VirtualWrench,
     WiderJointLimits,
@@ -152,6 +153,9 @@ class PandaTaskConfig:
         if self.privileged and self.backend.name != "cpu":
             raise ValueError(f"{type(self).__name__}.privileged needs per-world models: set backend.name to 'cpu' "
                              f"(got '{self.backend.name}') or declare no privileged actions")
+        if any(isinstance(p, RelaxedHold) for p in self.privileged) and not getattr(self, "success_hold", 0):
+            raise ValueError(f"{type(self).__name__}.privileged declares 'relaxed_hold', which shortens a held success, "
+                             "but this task has no success_hold above 0 (only Panda-Lift-FlatBox has one): remove it")
 
     @classmethod
     def upgrade_dict(cls, data: dict[str, Any]) -> dict[str, Any]:
@@ -267,6 +271,11 @@ class FlatBoxRewardConfig:
             1 along the ledge: graspable), per step.
         grasp: Weight of holding the box across its short side (`FlatBoxLiftEnv.behaviour`'s "grasped"), per
             step. 0 by default, the paper's few terms; a benchmark arm tries it as a bridge from turn to lift.
+        squeeze: Weight of the box squeezed between both finger pads (`FlatBoxLiftEnv.pads_on_box`, from MuJoCo
+            contacts, the held success's own test), per step. 0 by default. A bridge from turn to held lift: in
+            round 7 both arms turned the box on every episode and never closed on it, and no term paid a squeeze
+            before the success bonus. Keep reach + turn + lift + squeeze <= success * (1 - gamma) (1.0 at the
+            defaults), or squeezing just under the success height forever pays more than succeeding.
         lift: Weight of the lowest corner's height as a fraction of `lift_height` (clipped to [0, 1]), per step.
         success: Reward on the success step (which ends the episode). It must exceed what the shaping can pay
             over an endless episode, (reach + turn + lift) / (1 - gamma) = 80 at gamma 0.99 (a time-out bootstraps
@@ -278,8 +287,14 @@ class FlatBoxRewardConfig:
     reach_sharpness: float = 10.0
     turn: float = 0.2
     grasp: float = 0.0
+    squeeze: float = 0.0
     lift: float = 0.5
     success: float = 100.0
+
+    def __post_init__(self) -> None:
+        if self.squeeze < 0 or self.grasp < 0:
+            raise ValueError(f"FlatBoxRewardConfig: grasp ({self.grasp}) and squeeze ({self.squeeze}) are rewards for "
+                             "holding the box and must be >= 0")
 
 
 @dataclass(frozen=True, kw_only=True)

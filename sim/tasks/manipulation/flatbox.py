@@ -18,6 +18,7 @@ from s2r.sim.tasks.manipulation.base import OBJ_POS, OBJ_QUAT, PandaEnv
 from s2r.sim.tasks.manipulation.configs import FlatBoxLiftConfig
 from s2r.sim.tasks.manipulation.geometry import refit_bvh, set_box
 from s2r.sim.tasks.manipulation.kinematics import yaw_quat
+from s2r.sim.tasks.manipulation.privileged import relaxed_hold_steps
 from s2r.sim.tasks.manipulation.terms import OBJECT_STATE_TERMS, ROBOT_TERMS, PandaState
 
 
@@ -130,16 +131,23 @@ class FlatBoxLiftEnv(PandaEnv):
     def _lowest(self, s: PandaState) -> np.ndarray:
         return lowest_corner_height(s.obj_pos, s.obj_quat, self.half)
 
+    def success_hold_now(self) -> int:
+        """Consecutive held steps the success needs now: `success_hold`, shortened by a declared `RelaxedHold`
+        privilege at its current scale (0: the instant height test)."""
+        scale = self.priv.scales.get("relaxed_hold")
+        return self.cfg.success_hold if scale is None else relaxed_hold_steps(self.cfg.success_hold, scale)
+
     def _success(self, s: PandaState) -> np.ndarray:
-        """Called once per control step (it counts): the lowest corner at `lift_height`, and with `success_hold`
-        that many consecutive steps of it with the box squeezed between both pads."""
+        """Called once per control step (it counts): the lowest corner at `lift_height`, and with a hold
+        (`success_hold_now`) that many consecutive steps of it with the box squeezed between both pads."""
         up = self._lowest(s) >= self.cfg.lift_height
-        if not self.cfg.success_hold:
+        hold = self.success_hold_now()
+        if not hold:
             return up
         held = np.zeros_like(up)
         held[up] = self.pads_on_box(np.flatnonzero(up))[up]
         self._held_steps = np.where(held, self._held_steps + 1, 0)
-        return self._held_steps >= self.cfg.success_hold
+        return self._held_steps >= hold
 
     def _reward(self, s: PandaState, success: np.ndarray) -> np.ndarray:
         rw = self.cfg.reward
@@ -147,6 +155,8 @@ class FlatBoxLiftEnv(PandaEnv):
              + rw.lift * lift_term(self._lowest(s), self.cfg.lift_height) + rw.success * success)
         if rw.grasp:
             r = r + rw.grasp * self._grasped(s)
+        if rw.squeeze:
+            r = r + rw.squeeze * self.pads_on_box()
         return r.astype(np.float32)
 
     def in_grasp_pose(self, obj_pos: np.ndarray, ee_pos: np.ndarray) -> np.ndarray:
