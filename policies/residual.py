@@ -118,7 +118,10 @@ class ResidualConfig:
             early critic moves a 1e-4 actor a long way); exploration std 0.05 and target smoothing std 0.05
             clipped at 0.3 (in residual units); gradient clip 1.0; critic-only warm-up 2,500 updates (the
             paper's 10k over 300k+ steps scaled to our 100k-step budget: with 5k warm-up transitions and
-            0.5 updates per transition the actor starts at 10k env steps, a tenth of the budget).
+            0.5 updates per transition the actor starts at 10k env steps, a tenth of the budget). On
+            insertion that is too few: 2 of 3 seeds dipped 11-25 points at the first evaluation after the actor
+            started, and the paper's own 10k (`--set learner.critic_warmup_updates=10000`, the actor at 25k) took
+            the worst dip to 1 point on 3 seeds at the same final success (issue 13, bench/results/README.md).
             Pessimistic Q-filter on (`learner.q_filter=1.0`, `learner.q_filter_bc=1.0`; off:
             `q_filter=none`): the residual is applied only where the critics' paired lower bound favours it over
             the base, and the actor is pulled back to the base elsewhere. With it, insertion (seed 0, 30k
