@@ -148,11 +148,14 @@ def test_object_pose_in_another_frame_holds(arm_graph_ros, panda_policy: Path) -
     driver, _, node = arm_graph_ros(panda_policy, object_timeout_s=0.25)
     driver.frame = "camera_link"
     wait_for(lambda: driver.mode() == "damping" and driver.counter("bad_object_frame") > 3, 5, "frame refusals")
+    # The policy may have run a few steps on base-frame poses before the frame switched (CI saw 5): what counts
+    # is that no step runs once the poses come in another frame.
+    ran = node.ctl.safety.counters["steps_run"]
     t = time.monotonic()
     time.sleep(0.3)
     held = driver.since(t)
     assert len(held) >= 3 and all(np.allclose(x, held[0], atol=2e-3) for x in held)  # the arm stays put
-    assert node.ctl.safety.counters["steps_run"] == 0
+    assert node.ctl.safety.counters["steps_run"] == ran
     driver.frame = "world"
     wait_for(lambda: driver.mode() == "run", 3, "running once poses come in the base frame")
 
