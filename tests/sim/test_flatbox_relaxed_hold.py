@@ -13,6 +13,8 @@ from s2r.sim.tasks.experts import FlatBoxExpert, make_expert
 from s2r.sim.tasks.manipulation import FlatBoxLiftEnv, RelaxedHold, VirtualWrench
 from s2r.sim.tasks.manipulation.privileged import relaxed_hold_steps
 
+from tests.sim.test_flatbox_hold import throw_the_box_up
+
 TASK = "Panda-Lift-FlatBox"
 
 
@@ -33,14 +35,7 @@ def test_a_throw_without_a_hold_succeeds_at_scale_1_and_not_at_0() -> None:
             env.reset(seed=3)
             env.set_privilege_scale({"virtual_wrench": 1.0, "relaxed_hold": hold_scale})
             assert env.success_hold_now() == (0 if hold_scale else 5)
-            act = np.zeros((2, env.spec.action_dim))
-            act[:, 6] = 1.0  # +z force on the box, the hand still
-            success, high = np.zeros(2, bool), np.zeros(2)
-            for _ in range(12):
-                _, _, _, _, info = env.step(act)
-                success |= info["success"]
-                high = np.maximum(high, env._lowest(env._state()))
-            ends[hold_scale] = (success, high)
+            ends[hold_scale] = throw_the_box_up(env)
         finally:
             env.close()
     assert ends[1.0][0].all()  # relaxed: the throw counts
