@@ -125,6 +125,9 @@ class ResidualConfig:
         for name in ("learning_starts", "progressive_steps", "ramp_steps"):
             if getattr(self, name) < 0:
                 raise ValueError(f"ResidualConfig.{name} must be >= 0, got {getattr(self, name)}")
+        if self.warmup_offset > 0 and self.warmup_noise is None:
+            raise ValueError("ResidualConfig.warmup_offset is added to the warm-up around the base, which "
+                             "warmup_noise=None switches off: set warmup_noise (0 for offsets alone) or warmup_offset=0")
         for name in ("min_obs_std", "min_action_range", "warmup_offset"):
             if getattr(self, name) < 0.0:
                 raise ValueError(f"ResidualConfig.{name} must be >= 0 (0 switches the bound off), got {getattr(self, name)}")

@@ -204,6 +204,7 @@ def test_actor_climbs_the_ensemble_mean_or_min() -> None:
     (lambda: ResidualConfig(progressive_steps=-1), "ResidualConfig.progressive_steps must be >= 0"),
     (lambda: ResidualConfig(ramp_steps=-1), "ResidualConfig.ramp_steps must be >= 0"),
     (lambda: ResidualConfig(warmup_offset=-0.1), "ResidualConfig.warmup_offset must be >= 0"),
+    (lambda: ResidualConfig(warmup_offset=0.05, warmup_noise=None), "ResidualConfig.warmup_offset is added to the warm-up"),
     (lambda: ResidualConfig(min_obs_std=-1.0), "ResidualConfig.min_obs_std must be >= 0"),
     (lambda: OffPolicyConfig(actor_q="max"), "OffPolicyConfig.actor_q must be 'mean' or 'min'"),
     (lambda: OffPolicyConfig(demo_fraction=1.5), "OffPolicyConfig.demo_fraction must be in"),
