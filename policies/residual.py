@@ -314,7 +314,7 @@ class ResidualRL(Algorithm):
             ids = np.flatnonzero(done)
             if cfg.reset_base_history:
                 base.reset(ids)
-            if cfg.warmup_offset > 0:
+            if cfg.warmup_offset > 0 and self.progress < cfg.learning_starts:
                 self._offset[ids] = self._draw_offsets(len(ids))
             self._b[ids], self._chunk[ids] = base.propose(nxt["policy"][ids], ids)
         self._obs = nxt

@@ -40,11 +40,10 @@ class ResidualConfig:
             env steps; the others run the base alone. 0: off (every env applies it from the start).
         ramp_steps: The residual's bound ramps from 0 to `scale` (`dim_scale`) over this many env steps from the
             actor's first update, in collection, evaluation and the export alike (counted in learner updates, so a
-            resumed run picks up where it was). Why: Adam moves every last-layer weight by ~lr per step whatever
-            the critic's gradient size, so the first few hundred actor updates can turn a young critic's
-            consistent error into a residual near its full bound (insertion: 15k-step dips of 25 and 11 points on
-            2 of 3 seeds, and 53 with a 10x smaller actor lr, bench/results/README.md); a ramp bounds what the
-            robot lives through while the critics learn from the residual's own data. 0: off.
+            resumed run picks up where it was). Written to test whether insertion's early dip was the residual's
+            size: it was not. With a 20k ramp (seeds 0 and 2) the dip got deeper (0.15 at 15k, against 0.34 and
+            0.49 without), because the actor's raw output grew to make up for the smaller bound; what removed the
+            dip was the longer critic warm-up below (bench/results/README.md, issue 13). 0: off.
         use_demos: Sample part of each batch (`learner.demo_fraction`, half) from the base's demos.
         relabel_demos: The demos' `base_action` is what the base itself proposes at each demo step (so
             the critic learns residual = demo action - base action). False: the demo's own action (its
