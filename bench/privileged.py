@@ -22,7 +22,9 @@ the table / joint relaxations faded out by stage scale 0.5 (`curriculum.fades`);
 lift needs round(success_hold * (1 - s)) steps, an instant lift at scale 1), so the curriculum has successes to
 advance on (round 7: none in a million steps against the held lift). The bridge reward on a squeeze
 (`reward.squeeze`) is a task setting for every arm: `--task-set reward.squeeze=0.2`.
-(n) all_at_once_relaxed_hold: (m)'s privileges, gates and hold removed in one stage (stages 1.0, 0.0).
+(n) all_at_once_relaxed_hold: (m)'s privileges, gates and hold removed in one stage (stages 1.0, 0.0; it falls back
+to 1 below `--fall-back-below`, as every arm with stages does); (o) all_at_once_timed_relaxed_hold: the same on a clock
+as (j), scale 1 for `--switch-share` of the budget, then 0 for good.
 `--jobs 2` trains two arms at once (one process each, one torch thread each); `--resume` continues each
 arm's run folder under `--runs` to the new budget (with `--steps`, the total env steps). Each run's exported
 ONNX policy (no privileged dims) is evaluated at scale 0 on `--episodes` episodes of the plain task.
@@ -83,6 +85,9 @@ ARMS = {
     # Its twin for the issue's all-at-once baseline: the same privileges, gates, hold and reward, removed in one stage.
     "all_at_once_relaxed_hold": ("ppo-privileged", "-Privileged", {"curriculum.stages": "1.0,0.0"}, {},
                                  {"gate": "straddle"}, {"gate": "straddle"}),
+    # The same on a clock (as (j)): scale 1 for `--switch-share` of the budget, then 0 for good (no fall-back).
+    "all_at_once_timed_relaxed_hold": ("ppo-privileged", "-Privileged", {"curriculum.stages": "1.0"}, {},
+                                       {"gate": "straddle"}, {"gate": "straddle"}),
     "all_at_once_timed_straddle": ("ppo-privileged", "-Privileged",
                                    {"curriculum.stages": "1.0"}, {},
                                    {"gate": "straddle"}, {"gate": "straddle"}),
@@ -97,7 +102,8 @@ ARMS = {
 # Fields of the table relaxation replaced, per arm (the arms above without an entry keep the task's).
 TABLE = {arm: spec[5] for arm, spec in ARMS.items() if len(spec) > 5}
 # Privileges an arm declares on top of the task's (by kind name; `privileged.KINDS` builds them).
-EXTRA_PRIVILEGES = {"curriculum_relaxed_hold": ("relaxed_hold",), "all_at_once_relaxed_hold": ("relaxed_hold",)}
+EXTRA_PRIVILEGES = {"curriculum_relaxed_hold": ("relaxed_hold",), "all_at_once_relaxed_hold": ("relaxed_hold",),
+                    "all_at_once_timed_relaxed_hold": ("relaxed_hold",)}
 
 
 def curriculum_thresholds(args: argparse.Namespace) -> dict[str, float]:
@@ -244,7 +250,7 @@ def main() -> None:
     flat_only = sorted({"curriculum_grasp_reward", "curriculum_grasp_gate", "all_at_once_grasp_gate", "curriculum_gated",
                         "all_at_once_gated", "curriculum_table_first", "all_at_once_timed", "curriculum_straddle",
                         "all_at_once_timed_straddle", "curriculum_relaxed_hold",
-                        "all_at_once_relaxed_hold"} & set(args.arms))
+                        "all_at_once_relaxed_hold", "all_at_once_timed_relaxed_hold"} & set(args.arms))
     if args.task != "flatbox" and flat_only:
         p.error(f"the arms {', '.join(flat_only)} set the grasp reward or the wrench's grasp-pose gate, which only the "
                 "flat-box lift has")

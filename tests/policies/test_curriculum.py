@@ -199,3 +199,17 @@ def test_bench_closes_the_table_scoop_by_gate_or_by_removing_the_table_first() -
     assert set(first.values()) == {1.0}
     assert second == {"virtual_wrench": 1.0, "table_collision_off": 0.0, "wider_joint_limits": 0.0, "reduced_gravity": 1.0}
     assert set(kind_scales(cfg.stages[-1], kinds, cfg.fade_spans()).values()) == {0.0}
+
+
+def test_bench_all_at_once_twins_of_the_relaxed_hold_arm_differ_only_in_the_stages() -> None:
+    # Round 8's baselines: the same gates and the same RelaxedHold privilege as the curriculum arm, removed in one
+    # stage (with fall-back) or on a clock; a twin missing the hold would compare against an easier success test.
+    from tests.bench_modules import load_bench
+
+    bench = load_bench("privileged")
+    cur = bench.ARMS["curriculum_relaxed_hold"]
+    for twin, stages in (("all_at_once_relaxed_hold", "1.0,0.0"), ("all_at_once_timed_relaxed_hold", "1.0")):
+        arm = bench.ARMS[twin]
+        assert arm[0] == cur[0] and arm[1] == cur[1] and arm[4:] == cur[4:]
+        assert arm[2] == {"curriculum.stages": stages}
+        assert bench.EXTRA_PRIVILEGES[twin] == bench.EXTRA_PRIVILEGES["curriculum_relaxed_hold"] == ("relaxed_hold",)
