@@ -203,7 +203,8 @@ def test_bench_closes_the_table_scoop_by_gate_or_by_removing_the_table_first() -
 
 def test_bench_all_at_once_twins_of_the_relaxed_hold_arm_differ_only_in_the_stages() -> None:
     # Round 8's baselines: the same gates and the same RelaxedHold privilege as the curriculum arm, removed in one
-    # stage (with fall-back) or on a clock; a twin missing the hold would compare against an easier success test.
+    # stage (with fall-back) or on a clock. A twin without the hold would face the full held success from the start
+    # (round 7: not one success in a million steps), a baseline handicapped by its test rather than by its schedule.
     from tests.bench_modules import load_bench
 
     bench = load_bench("privileged")
