@@ -214,3 +214,26 @@ def test_bench_all_at_once_twins_of_the_relaxed_hold_arm_differ_only_in_the_stag
         assert arm[0] == cur[0] and arm[1] == cur[1] and arm[4:] == cur[4:]
         assert arm[2] == {"curriculum.stages": stages}
         assert bench.EXTRA_PRIVILEGES[twin] == bench.EXTRA_PRIVILEGES["curriculum_relaxed_hold"] == ("relaxed_hold",)
+
+
+def test_bench_flat_only_arms_are_read_off_the_arm_tables() -> None:
+    # The drawer task refuses exactly the arms that change the flat box's reward, gates or success test.
+    from tests.bench_modules import load_bench
+
+    bench = load_bench("privileged")
+    assert set(bench.ARMS) - {"curriculum", "none", "all_at_once"} == bench.FLAT_ONLY
+
+
+def test_bench_refuses_a_switch_share_outside_0_1(monkeypatch, capsys, tmp_path) -> None:
+    # 0 would leave the scale-1 phase without a budget, 1.5 would train past the arm's own budget before switching.
+    from tests.bench_modules import load_bench
+
+    bench = load_bench("privileged")
+    for share in ("0", "1.5"):
+        monkeypatch.setattr("sys.argv", ["privileged.py", "--arms", "all_at_once_timed_relaxed_hold", "--steps", "10",
+                                         "--switch-share", share, "--out", str(tmp_path / "x"),
+                                         "--runs", str(tmp_path / "runs")])
+        with pytest.raises(SystemExit):
+            bench.main()
+        assert f"--switch-share is the share of the budget trained at scale 1 and must be in (0, 1); got {float(share)}" \
+            in capsys.readouterr().err
