@@ -189,6 +189,13 @@ def _run_job(job: tuple) -> dict:
     return run_arm(*job)
 
 
+def run_label(result: dict) -> str:
+    """A run's legend entry: arm, seed, its task overrides (an arm run with and without `--task-set
+    reward.squeeze=0.2` is two different experiments under one arm name) and its success at scale 0."""
+    extra = "".join(f" {k.removeprefix('reward.')}={v}" for k, v in sorted(result.get("task_overrides", {}).items()))
+    return f"{result['arm']}{extra} s{result['seed']}: scale-0 eval {result['success_at_scale0']:.0%}"
+
+
 def plot(results: list[dict], path: Path, task: str = TASKS["flatbox"]) -> None:
     """Training success (solid) and privilege scale (dashed) of every run against env steps."""
     import matplotlib
@@ -200,7 +207,7 @@ def plot(results: list[dict], path: Path, task: str = TASKS["flatbox"]) -> None:
     for r in results:
         x = [c["env_steps"] for c in r["curve"]]
         line = ax.plot(x, [c["success"] if c["success"] is not None else float("nan") for c in r["curve"]],
-                       label=f"{r['arm']} s{r['seed']}: scale-0 eval {r['success_at_scale0']:.0%}")[0]
+                       label=run_label(r))[0]
         if r["algo"] == "ppo-privileged":
             ax.plot(x, [c["scale"] for c in r["curve"]], ls="--", color=line.get_color(), alpha=0.7)
     ax.set_xlabel("env steps")

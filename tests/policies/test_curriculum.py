@@ -224,6 +224,18 @@ def test_bench_flat_only_arms_are_read_off_the_arm_tables() -> None:
     assert set(bench.ARMS) - {"curriculum", "none", "all_at_once"} == bench.FLAT_ONLY
 
 
+def test_bench_labels_tell_runs_of_one_arm_with_other_rewards_apart() -> None:
+    """Round 9 ran `curriculum_relaxed_hold` without the squeeze reward: its plot must not read as round 8's arm."""
+    from tests.bench_modules import load_bench
+
+    label = load_bench("privileged").run_label
+    run = {"arm": "curriculum_relaxed_hold", "seed": 1, "success_at_scale0": 0.3, "task_overrides": {}}
+    squeezed = {**run, "task_overrides": {"reward.squeeze": "0.2"}}
+    assert label(run) == "curriculum_relaxed_hold s1: scale-0 eval 30%"
+    assert label(squeezed) == "curriculum_relaxed_hold squeeze=0.2 s1: scale-0 eval 30%"
+    assert label({k: v for k, v in run.items() if k != "task_overrides"}) == label(run)  # older result files
+
+
 def test_bench_refuses_a_switch_share_outside_0_1(monkeypatch, capsys, tmp_path) -> None:
     # 0 would leave the scale-1 phase without a budget, 1.5 would train past the arm's own budget before switching.
     from tests.bench_modules import load_bench
