@@ -116,6 +116,22 @@ def curriculum_thresholds(args: argparse.Namespace) -> dict[str, float]:
     return {k: v for k, v in given.items() if v}
 
 
+def reward_changes(task_cfg, task_id: str) -> dict[str, str]:
+    """The reward fields a run's task config sets away from the task's defaults, as `--task-set` keys.
+
+    A resumed run keeps the reward it was started with (its config.json), whatever this call's `--task-set` says, so
+    its result records these; before, a resumed squeeze run was written down (and labelled) as one without it.
+    """
+    from dataclasses import asdict
+
+    from s2r.sim import task_config
+
+    if getattr(task_cfg, "reward", None) is None:
+        return {}
+    default = asdict(task_config(task_id).reward)
+    return {f"reward.{k}": str(v) for k, v in asdict(task_cfg.reward).items() if default.get(k) != v}
+
+
 def run_arm(arm: str, seed: int, args: argparse.Namespace, root: Path) -> dict:
     """Train one arm for the budget (or continue its run with `--resume`), then evaluate its export at scale 0."""
     import torch
@@ -136,6 +152,7 @@ def run_arm(arm: str, seed: int, args: argparse.Namespace, root: Path) -> dict:
     run_dir = root / f"{arm}_s{seed}"
     if args.resume:
         spec = resume_run_spec(run_dir, algo=algo, task_id=task, budget=budget, algo_overrides=thresholds)
+        task_extra = reward_changes(spec.task_cfg, task)  # the reward the run was started with, not this call's
     else:
         task_extra = {**dict(kv.split("=", 1) for kv in args.task_set), **task_extra}
         spec = new_run_spec(algo, task, task_overrides={"backend.num_threads": 1, **task_extra}, algo_overrides=overrides,

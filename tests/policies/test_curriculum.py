@@ -15,7 +15,7 @@ from s2r.policies.algorithm import AlgorithmTaskMismatch
 from s2r.policies.curriculum import ADVANCE, FALL_BACK, HOLD, Curriculum, CurriculumConfig, kind_scales, task_actor
 from s2r.policies.driver import Budget, new_run_spec, train
 from s2r.real.metadata import load_metadata
-from s2r.sim import make
+from s2r.sim import make, task_config
 from s2r.sim.robot_sim import task_config_for_run
 from s2r.sim.tasks.manipulation import VirtualWrench
 
@@ -234,6 +234,17 @@ def test_bench_labels_tell_runs_of_one_arm_with_other_rewards_apart() -> None:
     assert label(run) == "curriculum_relaxed_hold s1: scale-0 eval 30%"
     assert label(squeezed) == "curriculum_relaxed_hold squeeze=0.2 s1: scale-0 eval 30%"
     assert label({k: v for k, v in run.items() if k != "task_overrides"}) == label(run)  # older result files
+
+
+def test_bench_records_the_reward_a_resumed_run_was_started_with() -> None:
+    # A resumed run ignores this call's --task-set; its result must still say it was trained with the squeeze reward.
+    from tests.bench_modules import load_bench
+
+    changes = load_bench("privileged").reward_changes
+    cfg = task_config("Panda-Lift-FlatBox-Privileged")
+    assert changes(cfg, "Panda-Lift-FlatBox-Privileged") == {}
+    squeezed = replace(cfg, reward=replace(cfg.reward, squeeze=0.2, grasp=0.3))
+    assert changes(squeezed, "Panda-Lift-FlatBox-Privileged") == {"reward.squeeze": "0.2", "reward.grasp": "0.3"}
 
 
 def test_bench_refuses_a_switch_share_outside_0_1(monkeypatch, capsys, tmp_path) -> None:
