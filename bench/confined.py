@@ -215,7 +215,7 @@ def evaluate(run: Path, level: float, maps: int, seed: int = 0, seconds: float =
     if first < 0 or first + maps > len(EVAL_SEEDS):
         raise ValueError(f"--first-map {first} + --maps {maps} must lie within the {len(EVAL_SEEDS)} held-out maps")
     cfg = replace(cfg, map_seeds=tuple(EVAL_SEEDS[first:first + maps]), difficulty=level, difficulties=(),
-                  randomization=replace(cfg.randomization, push_velocity=0.0))
+                  spawn_on_path=0.0, randomization=replace(cfg.randomization, push_velocity=0.0))
     env = make(task, maps, cfg=cfg, seed=seed)
     try:
         check_terms(run, [t.name for t in env.spec.groups["policy"].terms])
@@ -393,7 +393,7 @@ def video(method: str, runs: Path, level: float, out: Path, seconds: float = 30.
         crouch.append(int(sm.planners[0].plan(sm.starts[0]).crouch.sum()))
     seed = EVAL_SEEDS[int(np.argmax(crouch))] if map_seed is None else map_seed
     cfg = replace(cfg, map_seeds=(seed,), difficulty=level, difficulties=(),
-                  randomization=replace(cfg.randomization, push_velocity=0.0))
+                  spawn_on_path=0.0, randomization=replace(cfg.randomization, push_velocity=0.0))
     env = make(task, 1, cfg=cfg, seed=0)
     model = env.backend.models[0]
     # See-through map for the camera (colours only; the physics is untouched): walls faint, the rest half.

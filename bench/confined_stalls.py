@@ -41,7 +41,7 @@ def diagnose(run: Path, level: float, maps: int, seconds: float = 30.0) -> dict:
     policy = OnnxPolicy(run)
     task, cfg = run_task_config(run)
     cfg = replace(cfg, map_seeds=tuple(EVAL_SEEDS[:maps]), difficulty=level, difficulties=(),
-                  randomization=replace(cfg.randomization, push_velocity=0.0))
+                  spawn_on_path=0.0, randomization=replace(cfg.randomization, push_velocity=0.0))
     env = make(task, maps, cfg=cfg, seed=0)
     n, dt = env.num_envs, env.spec.control_dt
     rows: list[dict] = []

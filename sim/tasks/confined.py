@@ -53,6 +53,10 @@ class WaypointRewardConfig:
 
     waypoint_progress: RewardTerm = reward_field("waypoint_progress", 2.0, max_speed=1.0)
     waypoint_reached: RewardTerm = reward_field("waypoint_reached", 1.0)
+    # Facing the current waypoint: cos of its bearing in the body frame (1 within `near` of it). Progress alone
+    # gives nothing for turning on the spot, and the follower stalled nose-on to a pillar or corridor wall with
+    # its waypoint 46-73 degrees to the side (issue 18, round 4). Off (0) as registered; round 5 turns it on.
+    waypoint_heading: RewardTerm = reward_field("waypoint_heading", 0.0, near=0.25)
     headroom: RewardTerm = reward_field("headroom", -2.0, margin=0.04)
     # Safety shaping from the map (no commanded height): 1 while the trunk's top clears the lowest ceiling over
     # it and just ahead by `margin`, falling linearly to 0 over the next `span` closer, so under a low ceiling
@@ -98,6 +102,9 @@ class ConfinedWaypointConfig(LocomotionConfig):
         skills_height_obs: The "skills" baseline's posture input: "crouch_command" (m below standing, scale 10)
             or "body_height_command" (the wanted height above the floor, scale 4: issue 18's first round, kept
             so its runs load, evaluate and train on unchanged).
+        spawn_on_path: Share of resets that start the robot at a random standing waypoint of the map's planned
+            path (heading to the next one) instead of at the map's start, so training sees the far features even
+            while the robot cannot yet pass the first (0: always the start; evaluation always uses 0).
     """
 
     map: ConfinedConfig = field(default_factory=ConfinedConfig)
@@ -113,6 +120,7 @@ class ConfinedWaypointConfig(LocomotionConfig):
     reach_radius: float = 0.25
     approach_speed: float = 0.5
     skills_height_obs: str = "crouch_command"
+    spawn_on_path: float = 0.0
     episode_s: float = 30.0
     spawn_height: float = 0.3
     rewards: WaypointRewardConfig = field(default_factory=WaypointRewardConfig)
@@ -122,6 +130,8 @@ class ConfinedWaypointConfig(LocomotionConfig):
             raise ValueError(f"command_mode '{self.command_mode}' is not one of {COMMAND_MODES}")
         if self.skills_height_obs not in SKILLS_HEIGHT_OBS:
             raise ValueError(f"skills_height_obs '{self.skills_height_obs}' is not one of {tuple(SKILLS_HEIGHT_OBS)}")
+        if not 0.0 <= self.spawn_on_path <= 1.0:
+            raise ValueError(f"spawn_on_path is a probability in [0, 1], got {self.spawn_on_path}")
         if self.maps_per_scene < 1:
             raise ValueError(f"maps_per_scene must be >= 1, got {self.maps_per_scene}")
         if not all(0.0 <= d <= 1.0 for d in (self.difficulty, *self.difficulties)):
@@ -183,6 +193,13 @@ def rew_waypoint_reached(s: WaypointState) -> T.Array:
     return s.reached / s.dt
 
 
+def rew_waypoint_heading(s: WaypointState, near: float = 0.25) -> T.Array:
+    """cos of the current waypoint's bearing in the body frame; 1 once it is within `near` (no heading there)."""
+    dx, dy = s.waypoints[:, 0], s.waypoints[:, 1]
+    dist = s.xp.sqrt(dx**2 + dy**2)
+    return s.xp.where(dist < near, 1.0, dx / s.xp.maximum(dist, 1e-6))
+
+
 def rew_headroom(s: WaypointState, margin: float = 0.04) -> T.Array:
     """How far the trunk's top comes within `margin` of the ceiling above it, as a share of the margin."""
     return s.xp.clip(margin - s.headroom, 0.0, None) / margin
@@ -199,6 +216,7 @@ def rew_ceiling_clearance(s: WaypointState, margin: float = 0.04, span: float = 
 
 
 for _name, _fn in (("waypoint_progress", rew_waypoint_progress), ("waypoint_reached", rew_waypoint_reached),
+                   ("waypoint_heading", rew_waypoint_heading),
                    ("headroom", rew_headroom), ("ceiling_clearance", rew_ceiling_clearance),
                    ("track_body_height", rew_track_body_height)):
     if _name in T.REWARD_TERMS:
@@ -279,6 +297,9 @@ class ConfinedWaypointEnv(LocomotionEnv):
         self._progress = np.zeros(n)
         self._reached = np.zeros(n, dtype=bool)
         self._prev_dist = np.zeros(n)
+        self._path_spawns = [spawn_points(m, p, self.maps, k) for k, (m, p)
+                              in enumerate(zip(self.maps.maps, self.maps.planners, strict=True))] \
+            if cfg.spawn_on_path > 0 else []
         self._policy_terms = policy_terms(cfg)
         self._declare(self._policy_terms, PRIVILEGED_TERMS, self.joint_names, {
             **self.spec.extras, "map_seed": self.cmap.seed, "map_seeds": [m.seed for m in self.maps.maps],
@@ -303,11 +324,19 @@ class ConfinedWaypointEnv(LocomotionEnv):
         qpos = self.backend.qpos
         xy = self.maps.starts[slots, :2] + np.c_[self.rng.uniform(*SPAWN_AHEAD, k), self.rng.uniform(-0.15, 0.15, k)]
         yaw = self.rng.uniform(-0.3, 0.3, k)
+        lift = np.zeros(k)  # a spawn on a step's top stands that much above the lowest floor under the footprint
+        if cfg.spawn_on_path > 0:
+            for i in np.flatnonzero(self.rng.random(k) < cfg.spawn_on_path):
+                pts = self._path_spawns[slots[i]]
+                if len(pts):
+                    x, y, heading, top = pts[self.rng.integers(len(pts))]
+                    xy[i], yaw[i] = (x, y), heading + self.rng.uniform(-SPAWN_YAW_NOISE, SPAWN_YAW_NOISE)
+                    lift[i] = top
         # On the floor at the map's start: the feet just touch the lowest floor under the footprint.
         ground = self.maps.lowest_floor(slots, xy, yaw)
         self.ground_z[ids] = ground
         qpos[ids, 0:2] = xy
-        qpos[ids, 2] = ground + cfg.spawn_height
+        qpos[ids, 2] = np.maximum(ground, lift) + cfg.spawn_height
         qpos[ids, 3:7] = np.stack([np.cos(yaw / 2), 0 * yaw, 0 * yaw, np.sin(yaw / 2)], axis=1)
         self.backend.forward_sensors(ids)
         for e, p in zip(ids.tolist(), xy, strict=True):
@@ -411,6 +440,36 @@ class ConfinedWaypointEnv(LocomotionEnv):
     def goal_reached(self) -> np.ndarray:
         """(num_envs,) bool: the env's base is within reach_radius of its last waypoint (the goal)."""
         return (self.wp_index >= self.wp_count - 1) & (self._target_dist() < self.cfg.reach_radius)
+
+
+# Where a spawn on the path must be clear, in the body frame (m): the trunk and the legs' reach with a margin.
+SPAWN_YAW_NOISE = 0.3  # (rad) a path spawn faces the next waypoint up to this much off
+SPAWN_CLEAR = np.array([(dx, dy) for dx in (-0.35, -0.2, 0.0, 0.2, 0.35) for dy in (-0.22, 0.0, 0.22)])
+
+
+def spawn_points(cmap: ConfinedMap, planner: object, maps: SceneMaps, slot: int) -> np.ndarray:
+    """(k, 4) x, y, heading and floor height of the waypoints on `cmap`'s planned path where a standing robot
+    fits: the floor level (within 2 cm) and at least the planner's standing free height over SPAWN_CLEAR,
+    not the goal's last two. Empty if the map has none."""
+    path = planner.plan(cmap.start)
+    wps = path.waypoints
+    rows = []
+    stand = planner.cfg.stand_height
+    for i in range(len(wps) - 2):
+        if path.crouch[i]:
+            continue
+        d = wps[i + 1, :2] - wps[i, :2]
+        heading = float(np.arctan2(d[1], d[0]))
+        yaw = heading + SPAWN_YAW_NOISE * np.linspace(-1.0, 1.0, 5)[:, None]  # clear at every yaw it may get
+        c, s_ = np.cos(yaw), np.sin(yaw)
+        px = (wps[i, 0] + c * SPAWN_CLEAR[:, 0] - s_ * SPAWN_CLEAR[:, 1]).ravel()
+        py = (wps[i, 1] + s_ * SPAWN_CLEAR[:, 0] + c * SPAWN_CLEAR[:, 1]).ravel()
+        slots = np.full(len(px), slot)
+        ci, cj = maps.column(slots, np.c_[px, py])
+        floor, ceil = maps.floor_z[slot, ci, cj], maps.ceil_z[slot, ci, cj]
+        if floor.max() - floor.min() <= 0.02 and (ceil - floor).min() >= stand:
+            rows.append((wps[i, 0], wps[i, 1], heading, floor.max()))
+    return np.array(rows).reshape(-1, 4)
 
 
 @dataclass(frozen=True)

@@ -134,6 +134,59 @@ def test_ceiling_clearance_pays_for_a_lower_trunk_under_and_ahead_of_a_low_ceili
         assert task_config(task).rewards.ceiling_clearance.weight == 0
 
 
+def test_heading_term_pays_for_facing_the_current_waypoint(env) -> None:
+    from s2r.sim.tasks.confined import rew_waypoint_heading
+
+    env.reset(seed=0)
+    q = env.backend.qpos
+    target = env.waypoints[np.arange(3), env.wp_index, :2]
+    # env 0 faces its waypoint, env 1 has it 90 degrees to its left, env 2 has it behind; all 0.5 m away.
+    for e, bearing in enumerate((0.0, np.pi / 2, np.pi)):
+        q[e, :2] = target[e] - 0.5 * np.array([1.0, 0.0])
+        yaw = -bearing
+        q[e, 3:7] = [np.cos(yaw / 2), 0.0, 0.0, np.sin(yaw / 2)]
+    s = env._loco_state(env.backend.sensordata, np.zeros((3, 4), dtype=bool))
+    np.testing.assert_allclose(rew_waypoint_heading(s, near=0.25), [1.0, 0.0, -1.0], atol=0.05)
+    q[2, :2] = target[2] - [0.1, 0.0]  # within `near`: no heading to face, full marks
+    s = env._loco_state(env.backend.sensordata, np.zeros((3, 4), dtype=bool))
+    assert rew_waypoint_heading(s, near=0.25)[2] == 1.0
+    for task in (TASK, "Go1-Skills-Confined", "Go1-Goal-Confined"):  # off as registered
+        assert task_config(task).rewards.waypoint_heading.weight == 0
+
+
+def test_spawn_on_path_starts_level_clear_and_along_the_tunnel() -> None:
+    from s2r.sim.tasks.confined import SPAWN_CLEAR
+
+    cfg = task_config(TASK)
+    cfg = replace(cfg, spawn_on_path=1.0, maps_per_scene=4, difficulties=(0.0, 0.5, 1.0, 1.0),
+                  randomization=replace(cfg.randomization, push_velocity=0.0))
+    e = make(TASK, 16, cfg=cfg, seed=2)
+    try:
+        e.reset(seed=2)
+        q = e.backend.qpos
+        ahead = q[:, 0] - e.maps.starts[e.env_map, 0]
+        assert ahead.max() > 2.0  # not all at the start: some begin well into the tunnel
+        yaw = e._yaw()
+        for k in range(e.num_envs):  # room to stand over the trunk and the legs' reach, on a level floor
+            c, s_ = np.cos(yaw[k]), np.sin(yaw[k])
+            pts = q[k, :2] + 0.9 * SPAWN_CLEAR @ np.array([[c, s_], [-s_, c]])
+            slot = np.full(len(pts), e.env_map[k])
+            ci, cj = e.maps.column(slot, pts)
+            floor = e.maps.floor_z[slot, ci, cj]
+            assert (e.maps.ceil_z[slot, ci, cj] - floor).min() >= 0.42 and np.ptp(floor) <= 0.03
+        # Each env's plan starts where it stands, and a second of standing still topples none of them.
+        for k in range(e.num_envs):
+            assert np.hypot(*(e.polylines[k][0] - q[k, :2])) < 0.35
+        zero = np.zeros((16, 12))
+        for _ in range(50):
+            _, _, term, _, _ = e.step(zero)
+            assert not term.any()
+    finally:
+        e.close()
+    with pytest.raises(ValueError, match="spawn_on_path"):
+        replace(cfg, spawn_on_path=1.5)
+
+
 def test_export_names_the_waypoints_command(env) -> None:
     from s2r.policies.export import command_spec
     from s2r.real.metadata import WaypointsCommand

@@ -63,7 +63,7 @@ class SimBridge(Node):
                 raise ValueError(f"parameters map_seed/difficulty need a confined task; '{task}' has no maps")
             seeds = (int(p("map_seed")),) if int(p("map_seed")) >= 0 else tcfg.map_seeds
             level = float(p("difficulty")) if float(p("difficulty")) >= 0 else tcfg.difficulty
-            tcfg = replace(tcfg, map_seeds=seeds, difficulty=level, difficulties=())
+            tcfg = replace(tcfg, map_seeds=seeds, difficulty=level, difficulties=(), spawn_on_path=0.0)
         self.sim = RobotSim(RobotSimConfig(task=task, settle_s=float(p("settle_s")), spawn_yaw=float(p("spawn_yaw")),
                                            terrain_level=int(p("terrain_level")), terrain_type=str(p("terrain_type"))),
                             tcfg)
