@@ -287,7 +287,6 @@ def summarize(inputs: list[Path], out: Path) -> dict:
     seeds = [json.loads(p.read_text()) for p in inputs]
     res = {k: seeds[0][k] for k in ("bench", "maps_per_level", "levels", "episodes_per_map", "machine")}
     res["first_map"] = seeds[0].get("first_map", 0)
-    res["training_seeds"] = len(seeds)
     res["methods"] = {}
     for m in METHODS:
         runs = [sd["methods"][m] for sd in seeds if m in sd["methods"]]
@@ -304,6 +303,8 @@ def summarize(inputs: list[Path], out: Path) -> dict:
                            "time_to_goal_s": float(np.mean(times)) if times else None,
                            "outcomes": _sum_outcomes([r.get("outcomes") for r in rows])})
         res["methods"][m] = {"task": METHODS[m], "levels": levels, "per_seed": runs}
+    # Training seeds per method (inputs may each hold one method, e.g. one file per run).
+    res["training_seeds"] = max((len(r["per_seed"]) for r in res["methods"].values()), default=0)
     if all(r.get("outcomes") for m in res["methods"].values() for r in m["per_seed"][0]["levels"]):
         res["step_falls"] = step_falls(res)
     out.write_text(json.dumps(res, indent=2))
