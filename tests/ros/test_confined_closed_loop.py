@@ -2,9 +2,10 @@
 held-out confined map, confined planner node, policy node) over real DDS; the planner's nav_msgs/Path feeds
 the policy node, which takes waypoints instead of a velocity command.
 
-With the trained follower shipped at tests/data/go1_confined/ (bench/confined.py's waypoints run, 164k env
-steps from the crouching walker, seed 0) the robot must move towards the goal along the path (measured: 6.6 m in
-6 s, at most 0.44 m off it, lowest base 0.17 m; the first follower, from the flat walker: 5.7 m, 0.47 m).
+With the trained follower shipped at tests/data/go1_confined/ (issue 18 round 5: bench/confined.py's waypoints
+run, 1M env steps, 256 envs, from the crouch-steps walker, seed 2) the robot must move towards the goal along the
+path (measured: 7.0 m in 6 s, at most 0.44 m off it, lowest base 0.18 m; round 2's follower: 6.6 m, 0.44 m; the
+first follower, from the flat walker: 5.7 m, 0.47 m).
 Without one, a follower warm-started from the flat walker (no training) checks the plumbing: the path reaches
 the policy node, every period is stepped from its waypoint and height-map inputs, nothing faults.
 """
