@@ -120,7 +120,9 @@ def main() -> None:
         "numpy": np.__version__,
         "scipy": scipy.__version__,
         "wall_s": round(time.time() - t_start, 1),
-        "note": "shared 2-core machine under load from other jobs: *_ms include preemption; *_best_ms much less so",
+        # Written from the measured load (the first runs shared the machine with other jobs; later ones did not).
+        "note": f"1-minute load average {load_before[0]:.2f} at the start on {os.cpu_count()} cores: *_ms include "
+                "any preemption, *_best_ms (the fastest repeat) much less so",
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
