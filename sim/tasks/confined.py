@@ -324,7 +324,7 @@ class ConfinedWaypointEnv(LocomotionEnv):
         qpos = self.backend.qpos
         xy = self.maps.starts[slots, :2] + np.c_[self.rng.uniform(*SPAWN_AHEAD, k), self.rng.uniform(-0.15, 0.15, k)]
         yaw = self.rng.uniform(-0.3, 0.3, k)
-        lift = np.zeros(k)  # a spawn on a step's top stands that much above the lowest floor under the footprint
+        lift = np.zeros(k)  # world floor height under a path spawn (on a step's top: the top, not the floor below)
         if cfg.spawn_on_path > 0:
             for i in np.flatnonzero(self.rng.random(k) < cfg.spawn_on_path):
                 pts = self._path_spawns[slots[i]]
@@ -442,15 +442,15 @@ class ConfinedWaypointEnv(LocomotionEnv):
         return (self.wp_index >= self.wp_count - 1) & (self._target_dist() < self.cfg.reach_radius)
 
 
-# Where a spawn on the path must be clear, in the body frame (m): the trunk and the legs' reach with a margin.
 SPAWN_YAW_NOISE = 0.3  # (rad) a path spawn faces the next waypoint up to this much off
+# Where a spawn on the path must be clear, in the body frame (m): the trunk and the legs' reach with a margin.
 SPAWN_CLEAR = np.array([(dx, dy) for dx in (-0.35, -0.2, 0.0, 0.2, 0.35) for dy in (-0.22, 0.0, 0.22)])
 
 
 def spawn_points(cmap: ConfinedMap, planner: object, maps: SceneMaps, slot: int) -> np.ndarray:
     """(k, 4) x, y, heading and floor height of the waypoints on `cmap`'s planned path where a standing robot
-    fits: the floor level (within 2 cm) and at least the planner's standing free height over SPAWN_CLEAR,
-    not the goal's last two. Empty if the map has none."""
+    fits: the floor level (within 2 cm) and at least the planner's standing free height over SPAWN_CLEAR. The
+    last two waypoints (at the goal) are left out. Empty if the map has none."""
     path = planner.plan(cmap.start)
     wps = path.waypoints
     rows = []
