@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -269,7 +270,8 @@ def eval_all(runs: Path, maps: int, levels: list[float], out: Path, methods: lis
             res["methods"] = old.get("methods", {})
     for method in methods:
         run = runs / method
-        if not (run / "policy.onnx").is_file():
+        if not (run / "policy.onnx").is_file():  # methods come in turns; say so, an empty JSON is easy to miss
+            print(f"{method}: no {run / 'policy.onnx'} (not trained, or still training); skipped", file=sys.stderr)
             continue
         t0 = time.perf_counter()
         train_info = json.loads((run / "bench_train.json").read_text()) if (run / "bench_train.json").is_file() else {}
