@@ -16,6 +16,9 @@ then evaluates each on held-out maps (`EVAL_SEEDS`) at difficulty 0, 0.5 and 1: 
         --set 'field.step=[0.02,0.12]' --set field.blocks=25 --set randomization.push_velocity=0 \
         --set rewards.track_lin_vel_xy.weight=3 --init-std 0.15   # round 3; shipped: tests/data/go1_crouch_steps_walk
     OMP_NUM_THREADS=1 python bench/confined.py train --method waypoints --steps 164352 --seed 0 --runs runs/confined
+    OMP_NUM_THREADS=1 python bench/confined.py train --method waypoints --steps 1000000 --num-envs 256 \
+        --difficulties hard --set spawn_on_path=0.5 --init tests/data/go1_crouch_steps_walk/policy.onnx \
+        --seed 0 --runs runs/r5   # round 5 (the shipped tests/data/go1_confined is seed 2 of this, plus a heading term)
     OMP_NUM_THREADS=1 python bench/confined.py eval --runs runs/confined --maps 25 --out eval_seed0.json
     python bench/confined.py summarize eval_seed0.json eval_seed1.json ... --out bench/results/confined.json
     MUJOCO_GL=egl python bench/confined.py video --method waypoints --level 1 --out bench/results/confined_follower.mp4
@@ -209,14 +212,15 @@ def evaluate(run: Path, level: float, maps: int, seed: int = 0, seconds: float =
     each episode ended (`outcomes`, see `FailureProbe`). Maps: `EVAL_SEEDS[first:first + maps]`."""
     from s2r.policies.evaluate import OnnxPolicy, run_task_config
     from s2r.sim import make
+    from s2r.sim.tasks.confined import held_out_config
     from s2r.sim.terrain.confined import EVAL_SEEDS
 
     policy = OnnxPolicy(run)
     task, cfg = run_task_config(run)
     if first < 0 or first + maps > len(EVAL_SEEDS):
         raise ValueError(f"--first-map {first} + --maps {maps} must lie within the {len(EVAL_SEEDS)} held-out maps")
-    cfg = replace(cfg, map_seeds=tuple(EVAL_SEEDS[first:first + maps]), difficulty=level, difficulties=(),
-                  spawn_on_path=0.0, randomization=replace(cfg.randomization, push_velocity=0.0))
+    cfg = replace(held_out_config(cfg, EVAL_SEEDS[first:first + maps], level),
+                  randomization=replace(cfg.randomization, push_velocity=0.0))
     env = make(task, maps, cfg=cfg, seed=seed)
     try:
         check_terms(run, [t.name for t in env.spec.groups["policy"].terms])
@@ -383,6 +387,7 @@ def video(method: str, runs: Path, level: float, out: Path, seconds: float = 30.
     import mujoco
     from s2r.policies.evaluate import OnnxPolicy, run_task_config
     from s2r.sim import make
+    from s2r.sim.tasks.confined import held_out_config
     from s2r.sim.tasks.confined_maps import SceneMaps
     from s2r.sim.terrain.confined import EVAL_SEEDS, generate
 
@@ -395,8 +400,7 @@ def video(method: str, runs: Path, level: float, out: Path, seconds: float = 30.
         sm = SceneMaps([generate(s, level, cfg.map)], cfg.planner)
         crouch.append(int(sm.planners[0].plan(sm.starts[0]).crouch.sum()))
     seed = EVAL_SEEDS[int(np.argmax(crouch))] if map_seed is None else map_seed
-    cfg = replace(cfg, map_seeds=(seed,), difficulty=level, difficulties=(),
-                  spawn_on_path=0.0, randomization=replace(cfg.randomization, push_velocity=0.0))
+    cfg = replace(held_out_config(cfg, (seed,), level), randomization=replace(cfg.randomization, push_velocity=0.0))
     env = make(task, 1, cfg=cfg, seed=0)
     model = env.backend.models[0]
     # See-through map for the camera (colours only; the physics is untouched): walls faint, the rest half.
@@ -437,7 +441,11 @@ def video(method: str, runs: Path, level: float, out: Path, seconds: float = 30.
     picks = sorted({0, low // 2 if low > 2 else 0, low, len(frames) - 1})
     strip = np.concatenate([frames[i] for i in picks], axis=1)[::2, ::2]
     imageio.imwrite(str(out.with_suffix(".png")), strip)
-    crouched = crouch[EVAL_SEEDS.index(seed)] if seed in EVAL_SEEDS[:25] else None
+    if seed in EVAL_SEEDS[:25]:
+        crouched = crouch[EVAL_SEEDS.index(seed)]
+    else:  # a map past the first 25 (or not held out): its own plan's count, not a null in the record
+        sm = SceneMaps([generate(seed, level, cfg.map)], cfg.planner)
+        crouched = int(sm.planners[0].plan(sm.starts[0]).crouch.sum())
     info = {"method": method, "map_seed": seed, "level": level, "crouch_waypoints": crouched,
             "hardest_of_25": {"map_seed": EVAL_SEEDS[int(np.argmax(crouch))], "crouch_waypoints": max(crouch)},
             "reached_s": reached, "min_body_height_m": min(heights), "frames": len(frames)}

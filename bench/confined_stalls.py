@@ -35,13 +35,13 @@ def diagnose(run: Path, level: float, maps: int, seconds: float = 30.0) -> dict:
     """Per-episode end state of `run`'s policy on the first `maps` held-out maps at `level`."""
     from s2r.policies.evaluate import OnnxPolicy, run_task_config
     from s2r.sim import make
-    from s2r.sim.tasks.confined import CLEARANCE_POINTS, TRUNK_HALF_HEIGHT
+    from s2r.sim.tasks.confined import CLEARANCE_POINTS, TRUNK_HALF_HEIGHT, held_out_config
     from s2r.sim.terrain.confined import EVAL_SEEDS
 
     policy = OnnxPolicy(run)
     task, cfg = run_task_config(run)
-    cfg = replace(cfg, map_seeds=tuple(EVAL_SEEDS[:maps]), difficulty=level, difficulties=(),
-                  spawn_on_path=0.0, randomization=replace(cfg.randomization, push_velocity=0.0))
+    cfg = replace(held_out_config(cfg, EVAL_SEEDS[:maps], level),
+                  randomization=replace(cfg.randomization, push_velocity=0.0))
     env = make(task, maps, cfg=cfg, seed=0)
     n, dt = env.num_envs, env.spec.control_dt
     rows: list[dict] = []

@@ -21,11 +21,11 @@ body-height command, rewarded for tracking them, as a velocity walker is).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import mujoco
 import numpy as np
-from s2r.real.confined_planner import ConfinedPlannerConfig
+from s2r.real.confined_planner import ConfinedPlanner, ConfinedPlannerConfig
 from s2r.sim.env import Obs, ObsTerm
 from s2r.sim.tasks import terms as T
 from s2r.sim.tasks.confined_maps import SceneMaps
@@ -137,6 +137,14 @@ class ConfinedWaypointConfig(LocomotionConfig):
         if not all(0.0 <= d <= 1.0 for d in (self.difficulty, *self.difficulties)):
             raise ValueError(f"difficulty and difficulties must lie in [0, 1], got {self.difficulty} and "
                              f"{list(self.difficulties)}")
+
+
+def held_out_config(cfg: ConfinedWaypointConfig, map_seeds: tuple[int, ...] | list[int],
+                    level: float) -> ConfinedWaypointConfig:
+    """`cfg` on the named maps at `level`, as evaluation, videos and the ROS sim bridge run a policy: env e on map e
+    mod their number, every episode from the map's start. The training-only parts (a spread of levels, resets along
+    the path) are switched off here, in one place, so a new one cannot leak into an evaluation that forgot it."""
+    return replace(cfg, map_seeds=tuple(map_seeds), difficulty=level, difficulties=(), spawn_on_path=0.0)
 
 
 @dataclass
@@ -447,7 +455,7 @@ SPAWN_YAW_NOISE = 0.3  # (rad) a path spawn faces the next waypoint up to this m
 SPAWN_CLEAR = np.array([(dx, dy) for dx in (-0.35, -0.2, 0.0, 0.2, 0.35) for dy in (-0.22, 0.0, 0.22)])
 
 
-def spawn_points(cmap: ConfinedMap, planner: object, maps: SceneMaps, slot: int) -> np.ndarray:
+def spawn_points(cmap: ConfinedMap, planner: ConfinedPlanner, maps: SceneMaps, slot: int) -> np.ndarray:
     """(k, 4) x, y, heading and floor height of the waypoints on `cmap`'s planned path where a standing robot
     fits: the floor level (within 2 cm) and at least the planner's standing free height over SPAWN_CLEAR. The
     last two waypoints (at the goal) are left out. Empty if the map has none."""

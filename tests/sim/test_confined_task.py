@@ -155,7 +155,7 @@ def test_heading_term_pays_for_facing_the_current_waypoint(env) -> None:
 
 
 def test_spawn_on_path_starts_level_clear_and_along_the_tunnel() -> None:
-    from s2r.sim.tasks.confined import SPAWN_CLEAR
+    from s2r.sim.tasks.confined import SPAWN_CLEAR, held_out_config
 
     cfg = task_config(TASK)
     cfg = replace(cfg, spawn_on_path=1.0, maps_per_scene=4, difficulties=(0.0, 0.5, 1.0, 1.0),
@@ -185,6 +185,9 @@ def test_spawn_on_path_starts_level_clear_and_along_the_tunnel() -> None:
         e.close()
     with pytest.raises(ValueError, match="spawn_on_path"):
         replace(cfg, spawn_on_path=1.5)
+    # Evaluation (bench, video, the ROS sim bridge) always starts at the map's start, on the named maps.
+    held = held_out_config(cfg, EVAL_SEEDS[:2], 1.0)
+    assert (held.spawn_on_path, held.map_seeds, held.difficulty, held.difficulties) == (0.0, EVAL_SEEDS[:2], 1.0, ())
 
 
 def test_export_names_the_waypoints_command(env) -> None:

@@ -18,7 +18,6 @@ policy computes, never on scheduling; until the first command (and whenever none
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 
 import numpy as np
 from nav_msgs.msg import Odometry
@@ -28,6 +27,7 @@ from rosgraph_msgs.msg import Clock as ClockMsg
 from s2r.real.robot import load_robot_config
 from s2r.sim.registry import task_config
 from s2r.sim.robot_sim import RobotSim, RobotSimConfig, task_config_for_run
+from s2r.sim.tasks.confined import held_out_config
 from sensor_msgs.msg import Imu, JointState
 from std_msgs.msg import Float64MultiArray
 
@@ -63,7 +63,7 @@ class SimBridge(Node):
                 raise ValueError(f"parameters map_seed/difficulty need a confined task; '{task}' has no maps")
             seeds = (int(p("map_seed")),) if int(p("map_seed")) >= 0 else tcfg.map_seeds
             level = float(p("difficulty")) if float(p("difficulty")) >= 0 else tcfg.difficulty
-            tcfg = replace(tcfg, map_seeds=seeds, difficulty=level, difficulties=(), spawn_on_path=0.0)
+            tcfg = held_out_config(tcfg, seeds, level)
         self.sim = RobotSim(RobotSimConfig(task=task, settle_s=float(p("settle_s")), spawn_yaw=float(p("spawn_yaw")),
                                            terrain_level=int(p("terrain_level")), terrain_type=str(p("terrain_type"))),
                             tcfg)
