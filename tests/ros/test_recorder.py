@@ -40,6 +40,9 @@ def test_a_topic_seen_only_through_a_subscriber_is_recorded_reliably_once_publis
         assert recorder_subs(node) == [], "the recorder subscribed before any publisher, so with a guessed QoS"
         pub = node.create_publisher(Int32, TOPIC, qos("reliable", 1000))
         wait_for(lambda: f"recording {TOPIC}: matched" in log.read_text(), 30, "the recorder to match the publisher")
+        # The recorder logs its match when it has created the subscription; this node learns of it by discovery a
+        # moment later (CI once read the graph in between and found none).
+        wait_for(lambda: recorder_subs(node), 10, "the recorder's subscription to reach this node's graph")
         (sub,) = recorder_subs(node)
         assert sub.qos_profile.reliability == ReliabilityPolicy.RELIABLE
         for k in range(300):  # as fast as Python publishes: a best-effort reader would drop some under load
